@@ -1,0 +1,369 @@
+//! The normalised event model: ECS field paths over typed values.
+//!
+//! Field paths are interned once (at rule compile time, or when a decoder first meets a path) into a
+//! [`Field`], a small integer; an [`Event`] is a vector of `(Field, Value)` sorted by field, so a lookup
+//! during evaluation is a binary search over integers, never a string comparison.
+//!
+//! Nested JSON objects are flattened into dotted paths (`{"process": {"pid": 1}}` is `process.pid`);
+//! arrays stay arrays. The original record, when there is one, is kept in [`Event::raw`] as evidence.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, RwLock};
+
+/// An interned ECS field path such as `process.name`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Field(u32);
+
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+static INTERNER: LazyLock<RwLock<Interner>> = LazyLock::new(|| RwLock::new(Interner::default()));
+
+impl Field {
+    /// Interns `path` (idempotent) and returns its id.
+    pub fn intern(path: &str) -> Field {
+        {
+            let guard = INTERNER.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(&id) = guard.ids.get(path) {
+                return Field(id);
+            }
+        }
+        let mut guard = INTERNER.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&id) = guard.ids.get(path) {
+            return Field(id);
+        }
+        let id = u32::try_from(guard.names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = Arc::from(path);
+        guard.names.push(name.clone());
+        guard.ids.insert(name, id);
+        Field(id)
+    }
+
+    /// The dotted path this field was interned from.
+    pub fn name(self) -> Arc<str> {
+        let guard = INTERNER.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.names.get(self.0 as usize).cloned().unwrap_or_else(|| Arc::from("<unknown>"))
+    }
+
+    /// The raw id, for dense per-field tables.
+    pub fn id(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Field({})", self.name())
+    }
+}
+
+/// A typed field value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Arc<str>),
+    Ip(IpAddr),
+    Array(Arc<[Value]>),
+    /// An object that could not be flattened (an element of an array of objects).
+    Object(Arc<[(Arc<str>, Value)]>),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            #[allow(clippy::cast_possible_truncation)]
+            Value::Float(f) if f.fract() == 0.0 => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            #[allow(clippy::cast_precision_loss)]
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Converts a JSON value (objects become [`Value::Object`]; callers flatten top-level objects).
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    i64::try_from(u).map_or(Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Object(
+                o.iter().map(|(k, v)| (Arc::from(k.as_str()), Value::from_json(v))).collect(),
+            ),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Ip(ip) => serde_json::Value::String(ip.to_string()),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
+            Value::Object(o) => serde_json::Value::Object(
+                o.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect(),
+            ),
+        }
+    }
+}
+
+/// Errors building an event from outside data.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("an event must be a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error("field `@timestamp` is not a valid timestamp: {0}")]
+    BadTimestamp(String),
+}
+
+/// One normalised event.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    fields: Vec<(Field, Value)>,
+    /// Event time in nanoseconds since the Unix epoch (0 when the source gave none).
+    pub timestamp_ns: i64,
+    /// The original record as the source sent it, kept as evidence.
+    pub raw: Option<Arc<str>>,
+}
+
+impl Event {
+    pub fn new(timestamp_ns: i64) -> Event {
+        Event { fields: Vec::new(), timestamp_ns, raw: None }
+    }
+
+    /// Sets `field` to `value`, replacing any previous value.
+    pub fn set(&mut self, field: Field, value: Value) {
+        match self.fields.binary_search_by_key(&field, |(f, _)| *f) {
+            Ok(i) => self.fields[i].1 = value,
+            Err(i) => self.fields.insert(i, (field, value)),
+        }
+    }
+
+    /// Convenience: interns `path` and sets it.
+    pub fn insert(&mut self, path: &str, value: Value) {
+        self.set(Field::intern(path), value);
+    }
+
+    pub fn get(&self, field: Field) -> Option<&Value> {
+        self.fields.binary_search_by_key(&field, |(f, _)| *f).ok().map(|i| &self.fields[i].1)
+    }
+
+    /// Looks a path up by name (slow path: interns it first). Prefer [`Event::get`].
+    pub fn get_path(&self, path: &str) -> Option<&Value> {
+        self.get(Field::intern(path))
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &Value)> {
+        self.fields.iter().map(|(f, v)| (*f, v))
+    }
+
+    /// Builds an event from an ECS JSON document, flattening nested objects into dotted paths.
+    /// `@timestamp` (RFC 3339 string, or epoch milliseconds as a number) sets [`Event::timestamp_ns`].
+    pub fn from_json(doc: &serde_json::Value) -> Result<Event, EventError> {
+        let serde_json::Value::Object(map) = doc else {
+            return Err(EventError::NotAnObject(json_kind(doc)));
+        };
+        let mut ev = Event::default();
+        let mut prefix = String::new();
+        flatten(&mut ev, &mut prefix, map);
+        ev.fields.sort_by_key(|(f, _)| *f);
+        ev.fields.dedup_by_key(|(f, _)| *f);
+        if let Some(ts) = map.get("@timestamp") {
+            ev.timestamp_ns = parse_timestamp(ts).ok_or_else(|| EventError::BadTimestamp(ts.to_string()))?;
+        }
+        Ok(ev)
+    }
+
+    /// Rebuilds a nested ECS JSON document from the flattened fields. Where a scalar and an object
+    /// share a prefix (`a` and `a.b`), the later one is kept under its full dotted path.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut root = serde_json::Map::new();
+        for (f, v) in &self.fields {
+            let name = f.name();
+            if !insert_nested(&mut root, &name, v.to_json()) {
+                root.insert(name.to_string(), v.to_json());
+            }
+        }
+        serde_json::Value::Object(root)
+    }
+}
+
+fn insert_nested(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, v: serde_json::Value) -> bool {
+    let mut cur = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            if cur.contains_key(part) {
+                return false;
+            }
+            cur.insert(part.to_string(), v);
+            return true;
+        }
+        let entry = cur.entry(part.to_string()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        match entry {
+            serde_json::Value::Object(next) => cur = next,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn flatten(ev: &mut Event, prefix: &mut String, map: &serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in map {
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(k);
+        match v {
+            serde_json::Value::Object(inner) if !inner.is_empty() => flatten(ev, prefix, inner),
+            _ => ev.fields.push((Field::intern(prefix), Value::from_json(v))),
+        }
+        prefix.truncate(len);
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Parses `@timestamp`: an RFC 3339 string, or a number of epoch milliseconds.
+pub fn parse_timestamp(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.checked_mul(1_000_000)
+            } else {
+                #[allow(clippy::cast_possible_truncation)]
+                n.as_f64().map(|f| (f * 1e6) as i64)
+            }
+        }
+        serde_json::Value::String(s) => parse_rfc3339_ns(s),
+        _ => None,
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into epoch nanoseconds, without a date library.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let digits = (i - start).min(9);
+        if digits == 0 {
+            return None;
+        }
+        nanos *= 10i64.pow(u32::try_from(9 - digits).ok()?);
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
+            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if sign == b'+' { off } else { -off }
+        }
+        None => 0,
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_and_rebuilds() {
+        let doc = serde_json::json!({"@timestamp": "2024-01-02T03:04:05.5Z", "process": {"pid": 7, "name": "sh"}, "tags": ["a"]});
+        let ev = Event::from_json(&doc).unwrap();
+        assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(7)));
+        assert_eq!(ev.get_path("process.name").and_then(Value::as_str), Some("sh"));
+        assert_eq!(ev.timestamp_ns, 1_704_164_645_500_000_000);
+        assert_eq!(ev.to_json()["process"]["pid"], 7);
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        assert!(Event::from_json(&serde_json::json!([1])).is_err());
+        assert!(Event::from_json(&serde_json::json!({"@timestamp": "yesterday"})).is_err());
+    }
+
+    #[test]
+    fn timestamps_with_offsets() {
+        assert_eq!(parse_rfc3339_ns("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:01.000000001Z"), Some(1_000_000_001));
+    }
+}

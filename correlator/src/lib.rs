@@ -1,0 +1,29 @@
+//! The shared correlation core.
+//!
+//! Architecture invariant: nothing in this crate does I/O or reads the clock. Every decision is made on
+//! event time, so replaying a file gives the same alerts as the live run.
+
+pub mod alert;
+pub mod event;
+
+pub use alert::{Alert, AttackRef, Severity};
+pub use event::{Event, EventError, Field, Value};
+
+/// Anything that turns a stream of events into alerts: a compiled EQL rule, a stateful detector.
+///
+/// Implementations are deterministic functions of the events they are given (event time only).
+pub trait Detector: Send {
+    /// A stable id, unique within a rule set (used for dedup and hot reload).
+    fn id(&self) -> &str;
+    /// Feeds one event; any alerts it completes are pushed to `out`.
+    fn on_event(&mut self, event: &Event, out: &mut Vec<Alert>);
+    /// Event time has advanced to `now_ns` (no event older than the lateness window will follow):
+    /// expire state, and emit alerts that fire on the absence or duration of something.
+    fn on_watermark(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
+        let _ = (now_ns, out);
+    }
+    /// How many partial matches (pending sequences, open windows) this detector holds.
+    fn pending(&self) -> usize {
+        0
+    }
+}

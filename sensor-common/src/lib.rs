@@ -1,0 +1,2 @@
+//! Record types that cross the kernel boundary. `#![no_std]`, `#[repr(C)]`, no pointers.
+#![no_std]
