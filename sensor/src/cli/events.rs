@@ -72,6 +72,10 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(q) = args.queue_capacity {
         cfg.queue_capacity = q;
     }
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered once, before the "attached" line, so that no SIGINT/SIGTERM is missed.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (sensor, mut rx) = KernelSensor::start(&cfg).await?;
     // Tell a waiting caller (tests, scripts) that the programs are attached.
     eprintln!(
@@ -91,7 +95,8 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
         let ev = tokio::select! {
             ev = rx.recv() => ev,
             () = sleep_until(deadline) => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
         };
         let Some(ev) = ev else { break };
         if !args.pids.is_empty() {
