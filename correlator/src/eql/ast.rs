@@ -103,6 +103,8 @@ pub(crate) struct Step {
     pub(crate) by: Vec<Expr>,
     pub(crate) runs: u32,
     pub(crate) missing: bool,
+    /// Endgame `fork=true`: matching this step copies the partial instead of moving it.
+    pub(crate) fork: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -18,7 +18,7 @@ pub(crate) enum CPipe {
     Unique(Vec<Node>),
     UniqueCount(Vec<Node>),
     Count(Vec<Node>),
-    Sort(Vec<Node>),
+    Sort(Vec<Node>, bool),
 }
 
 pub(crate) fn compile_pipe(c: &mut Compiler<'_>, p: &Pipe) -> Result<CPipe, EqlError> {
@@ -34,7 +34,7 @@ pub(crate) fn compile_pipe(c: &mut Compiler<'_>, p: &Pipe) -> Result<CPipe, EqlE
         Pipe::Unique(xs) => CPipe::Unique(list(c, xs)?),
         Pipe::UniqueCount(xs) => CPipe::UniqueCount(list(c, xs)?),
         Pipe::Count(xs) => CPipe::Count(list(c, xs)?),
-        Pipe::Sort(xs) => CPipe::Sort(list(c, xs)?),
+        Pipe::Sort(xs) => CPipe::Sort(list(c, xs)?, c.opts.case_insensitive),
     })
 }
 
@@ -45,6 +45,8 @@ pub struct Output {
     pub events: Vec<Arc<Event>>,
     /// Set by `count`/`unique_count`.
     pub count: Option<u64>,
+    /// Set by `unique_count`: share of all results with this key.
+    pub percent: Option<f64>,
 }
 
 impl Output {
@@ -97,6 +99,11 @@ impl Tree {
         ev.get(f).filter(|v| !v.is_null()).map(KeyPart::from_value)
     }
 
+    /// The parent process of the process that did `ev`.
+    fn parent_of(&self, ev: &Event) -> Option<KeyPart> {
+        self.id(ev, self.ppid).or_else(|| self.id(ev, self.pid).and_then(|p| self.parent.get(&p).cloned()))
+    }
+
     fn update(&mut self, lineage: &[(Lineage, EventFilter)], ev: &Event) {
         if let (Some(p), Some(pp)) = (self.id(ev, self.pid), self.id(ev, self.ppid)) {
             self.parent.insert(p, pp);
@@ -123,9 +130,9 @@ impl LineageOracle for Tree {
         let set = self.matched.get(index)?;
         Some(match self.kinds[index] {
             Lineage::Event => self.id(ev, self.pid).is_some_and(|p| set.contains(&p)),
-            Lineage::Child => self.id(ev, self.ppid).is_some_and(|p| set.contains(&p)),
+            Lineage::Child => self.parent_of(ev).is_some_and(|p| set.contains(&p)),
             Lineage::Descendant => {
-                let mut cur = self.id(ev, self.ppid);
+                let mut cur = self.parent_of(ev);
                 let mut depth = 0;
                 while let Some(p) = cur {
                     if set.contains(&p) {
@@ -172,6 +179,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
                         join_keys: Vec::new(),
                         events: vec![ev.clone()],
                         count: None,
+                        percent: None,
                     });
                 }
             }
@@ -187,6 +195,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
                     join_keys: m.join_keys,
                     events: m.events,
                     count: None,
+                        percent: None,
                 }));
             }
         }
@@ -197,16 +206,33 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
             join_keys: m.join_keys,
             events: m.events,
             count: None,
+                        percent: None,
         }));
     }
     apply_pipes(q, out)
 }
 
-fn first(o: &Output) -> &Event {
-    o.events.first().map_or(&EMPTY, |e| e)
+/// What pipe expressions see: the (first) event, plus `events` (all events of a sequence as objects),
+/// `count` and `percent` when a `unique_count` set them.
+fn pipe_view(o: &Output, sequence: bool) -> Event {
+    let mut ev = o.events.first().map_or_else(Event::default, |e| (**e).clone());
+    if sequence {
+        let evs: Vec<Value> = o
+            .events
+            .iter()
+            .map(|e| Value::Object(e.fields().map(|(f, v)| (f.name(), v.clone())).collect()))
+            .collect();
+        ev.insert("events", Value::Array(evs.into()));
+    }
+    if let Some(c) = o.count {
+        ev.insert("count", Value::Int(i64::try_from(c).unwrap_or(i64::MAX)));
+    }
+    if let Some(p) = o.percent {
+        ev.insert("percent", Value::Float(p));
+    }
+    ev
 }
 
-static EMPTY: std::sync::LazyLock<Event> = std::sync::LazyLock::new(Event::default);
 
 fn key_of(nodes: &[Node], ev: &Event) -> Vec<KeyPart> {
     nodes
@@ -216,6 +242,8 @@ fn key_of(nodes: &[Node], ev: &Event) -> Vec<KeyPart> {
 }
 
 fn apply_pipes(q: &Query, mut out: Vec<Output>) -> Vec<Output> {
+    let seq = q.is_sequence();
+    let first = |o: &Output| pipe_view(o, seq);
     for p in &q.pipes {
         out = match p {
             CPipe::Head(n) => out.into_iter().take(*n).collect(),
@@ -225,26 +253,28 @@ fn apply_pipes(q: &Query, mut out: Vec<Output>) -> Vec<Output> {
             }
             CPipe::Filter(f) => out
                 .into_iter()
-                .filter(|o| f.test(first(o), &Env::EMPTY) == Some(true))
+                .filter(|o| f.test(&first(o), &Env::EMPTY) == Some(true))
                 .collect(),
             CPipe::Unique(keys) => {
                 let mut seen = HashSet::new();
                 out.into_iter()
-                    .filter(|o| seen.insert(key_of(keys, first(o))))
+                    .filter(|o| seen.insert(key_of(keys, &first(o))))
                     .collect()
             }
             CPipe::UniqueCount(keys) => {
                 let mut counts: HashMap<Vec<KeyPart>, u64> = HashMap::new();
                 for o in &out {
-                    *counts.entry(key_of(keys, first(o))).or_default() += 1;
+                    *counts.entry(key_of(keys, &first(o))).or_default() += 1;
                 }
                 let mut seen = HashSet::new();
+                let total = out.len().max(1) as f64;
                 out.into_iter()
                     .filter_map(|mut o| {
-                        let k = key_of(keys, first(&o));
+                        let k = key_of(keys, &first(&o));
                         let c = counts.get(&k).copied();
                         if seen.insert(k) {
                             o.count = c;
+                            o.percent = c.map(|c| c as f64 / total);
                             Some(o)
                         } else {
                             None
@@ -256,7 +286,7 @@ fn apply_pipes(q: &Query, mut out: Vec<Output>) -> Vec<Output> {
                 // Aggregates carry no events.
                 let mut counts: HashMap<Vec<KeyPart>, u64> = HashMap::new();
                 for o in &out {
-                    *counts.entry(key_of(keys, first(o))).or_default() += 1;
+                    *counts.entry(key_of(keys, &first(o))).or_default() += 1;
                 }
                 let mut rows: Vec<(Vec<KeyPart>, u64)> = counts.into_iter().collect();
                 rows.sort_by_key(|(_, c)| *c);
@@ -265,19 +295,23 @@ fn apply_pipes(q: &Query, mut out: Vec<Output>) -> Vec<Output> {
                         join_keys: k.iter().map(KeyPart::to_json).collect(),
                         events: Vec::new(),
                         count: Some(c),
+                        percent: None,
                     })
                     .collect()
             }
-            CPipe::Sort(keys) => {
+            CPipe::Sort(keys, ci) => {
                 let mut rows: Vec<(Vec<Value>, Output)> = out
                     .into_iter()
                     .map(|o| {
-                        (
-                            keys.iter()
-                                .map(|k| k.eval(first(&o), &Env::EMPTY).into_owned())
-                                .collect(),
-                            o,
-                        )
+                        let view = first(&o);
+                        let vals = keys
+                            .iter()
+                            .map(|k| match k.eval(&view, &Env::EMPTY).into_owned() {
+                                Value::Str(s) if *ci => Value::Str(super::matcher::fold(&s).into()),
+                                v => v,
+                            })
+                            .collect();
+                        (vals, o)
                     })
                     .collect();
                 rows.sort_by(|(a, _), (b, _)| {

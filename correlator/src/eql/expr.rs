@@ -144,8 +144,11 @@ pub(crate) enum Node {
     Arith(ArithOp, Box<Node>, Box<Node>),
     Neg(Box<Node>),
     Call(Func, Box<[Node]>, bool),
-    /// `arraySearch(array, var, cond)`.
-    ArraySearch(Box<Node>, Box<str>, Box<Node>),
+    /// `arraySearch(array, var, cond)` (or `arrayCount` when the flag is set).
+    ArraySearch(Box<Node>, Box<str>, Box<Node>, bool),
+    /// Endgame: a field that may name a nested object (flattened in the event).
+    FieldObj(Field, Box<str>),
+    VarPath(Box<str>, Box<[PathStep]>),
     Lineage(usize),
 }
 
@@ -317,9 +320,19 @@ impl Compiler<'_> {
     }
 
     fn field(&mut self, parts: &[PathPart]) -> Node {
-        if let [PathPart::Name(n)] = parts {
+        if let Some(PathPart::Name(n)) = parts.first() {
             if self.vars.iter().any(|v| v == n) {
-                return Node::Var(n.as_str().into());
+                if parts.len() == 1 {
+                    return Node::Var(n.as_str().into());
+                }
+                let steps = parts[1..]
+                    .iter()
+                    .map(|p| match p {
+                        PathPart::Index(i) => PathStep::Index(*i),
+                        PathPart::Name(n) => PathStep::Name(n.as_str().into()),
+                    })
+                    .collect();
+                return Node::VarPath(n.as_str().into(), steps);
             }
         }
         let mut name = String::new();
@@ -338,6 +351,9 @@ impl Compiler<'_> {
         }
         let field = Field::intern(&name);
         if i == parts.len() {
+            if self.endgame() {
+                return Node::FieldObj(field, name.into());
+            }
             return Node::Field(field);
         }
         let rest = parts[i..]
@@ -398,7 +414,11 @@ impl Compiler<'_> {
         insensitive: bool,
         pos: usize,
     ) -> Result<Node, EqlError> {
-        if name.eq_ignore_ascii_case("arraySearch") {
+        if name.eq_ignore_ascii_case("safe") && args.len() == 1 {
+            return self.compile(&args[0]);
+        }
+        let is_count = name.eq_ignore_ascii_case("arrayCount");
+        if name.eq_ignore_ascii_case("arraySearch") || is_count {
             if args.len() != 3 {
                 return Err(self.err(
                     pos,
@@ -425,11 +445,7 @@ impl Compiler<'_> {
             self.vars.push(var.clone());
             let cond = self.compile(&args[2]);
             self.vars.pop();
-            return Ok(Node::ArraySearch(
-                Box::new(arr),
-                var.into(),
-                Box::new(cond?),
-            ));
+            return Ok(Node::ArraySearch(Box::new(arr), var.into(), Box::new(cond?), is_count));
         }
         let Some(func) = Func::lookup(name) else {
             return Err(self.err(
@@ -627,7 +643,8 @@ impl Node {
                 compare(*op, &a, &b, *ci, *endgame)
             }
             Node::Lineage(i) => env.lineage.and_then(|o| o.check(*i, ev)).or(Some(false)),
-            Node::ArraySearch(arr, var, cond) => {
+            Node::ArraySearch(_, _, _, true) => truth(&self.eval(ev, env)),
+            Node::ArraySearch(arr, var, cond, false) => {
                 let a = arr.eval(ev, env);
                 let Value::Array(items) = &*a else {
                     return if a.is_null() { None } else { Some(false) };
@@ -656,21 +673,40 @@ impl Node {
         match self {
             Node::Const(v) => Cow::Borrowed(v),
             Node::Field(f) => Cow::Borrowed(ev.get(*f).unwrap_or(&NULL)),
-            Node::Path(f, steps) => {
-                let mut cur: Option<&Value> = ev.get(*f);
-                for s in steps.iter() {
-                    cur = match (cur, s) {
-                        (Some(Value::Array(a)), PathStep::Index(i)) => {
-                            let i = if *i < 0 { a.len() as i64 + *i } else { *i };
-                            usize::try_from(i).ok().and_then(|i| a.get(i))
+            Node::Path(f, steps) => Cow::Borrowed(ev.get(*f).and_then(|v| walk(v, steps)).unwrap_or(&NULL)),
+            Node::VarPath(name, steps) => {
+                let v = env.vars.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| walk(v, steps)).cloned();
+                Cow::Owned(v.unwrap_or(Value::Null))
+            }
+            Node::FieldObj(f, prefix) => match ev.get(*f) {
+                Some(v) => Cow::Borrowed(v),
+                None => {
+                    let mut items: Vec<(Arc<str>, Value)> = Vec::new();
+                    for (g, v) in ev.fields() {
+                        let name = g.name();
+                        if let Some(rest) = name.strip_prefix(&**prefix).and_then(|r| r.strip_prefix('.')) {
+                            items.push((Arc::from(rest), v.clone()));
                         }
-                        (Some(Value::Object(o)), PathStep::Name(n)) => {
-                            o.iter().find(|(k, _)| **k == **n).map(|(_, v)| v)
-                        }
-                        _ => None,
-                    };
+                    }
+                    Cow::Owned(if items.is_empty() { Value::Null } else { Value::Object(items.into()) })
                 }
-                Cow::Borrowed(cur.unwrap_or(&NULL))
+            },
+            Node::ArraySearch(arr, var, cond, true) => {
+                let a = arr.eval(ev, env);
+                let Value::Array(items) = &*a else { return Cow::Owned(Value::Null) };
+                let mut vars: Vec<(Box<str>, Value)> = env.vars.to_vec();
+                vars.push((var.clone(), Value::Null));
+                let mut n = 0;
+                for item in items.iter() {
+                    if let Some(last) = vars.last_mut() {
+                        last.1 = item.clone();
+                    }
+                    let inner = Env { lineage: env.lineage, vars: &vars };
+                    if cond.test(ev, &inner) == Some(true) {
+                        n += 1;
+                    }
+                }
+                Cow::Owned(Value::Int(n))
             }
             Node::Var(name) => {
                 let v = env
@@ -690,6 +726,38 @@ impl Node {
             Node::Call(f, args, ci) => Cow::Owned(call(*f, args, *ci, ev, env)),
             other => Cow::Owned(bool_val(other.test(ev, env))),
         }
+    }
+}
+
+/// Follows index and name steps into arrays and objects. Consecutive names are tried joined first
+/// (objects built from flattened events have dotted keys), then one by one (nested JSON objects).
+fn walk<'v>(v: &'v Value, steps: &[PathStep]) -> Option<&'v Value> {
+    let Some(first) = steps.first() else { return Some(v) };
+    match (v, first) {
+        (Value::Array(a), PathStep::Index(i)) => {
+            let i = if *i < 0 { a.len() as i64 + *i } else { *i };
+            walk(usize::try_from(i).ok().and_then(|i| a.get(i))?, &steps[1..])
+        }
+        (Value::Object(o), PathStep::Name(_)) => {
+            let run = steps.iter().take_while(|s| matches!(s, PathStep::Name(_))).count();
+            for k in (1..=run).rev() {
+                let key: String = steps[..k]
+                    .iter()
+                    .filter_map(|s| match s {
+                        PathStep::Name(n) => Some(&**n),
+                        PathStep::Index(_) => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if let Some((_, inner)) = o.iter().find(|(kk, _)| **kk == *key) {
+                    if let Some(found) = walk(inner, &steps[k..]) {
+                        return Some(found);
+                    }
+                }
+            }
+            None
+        }
+        _ => None,
     }
 }
 

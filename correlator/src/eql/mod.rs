@@ -168,6 +168,7 @@ pub struct StepSpec {
     /// Sequence-level keys followed by this step's own keys.
     pub keys: Keys,
     pub missing: bool,
+    pub fork: bool,
 }
 
 /// What kind of query this is.
@@ -298,6 +299,7 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
                     filter: f.clone(),
                     keys: Keys(keys.clone()),
                     missing: s.missing,
+                    fork: s.fork,
                 });
             }
         }

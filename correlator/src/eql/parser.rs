@@ -210,10 +210,16 @@ impl Parser<'_> {
         self.expect(&Tok::RBracket, "`]` closing the step")?;
         let mut by = Vec::new();
         let mut runs = 1;
+        let mut fork = false;
         loop {
             if self.is_kw("by") {
                 self.bump();
                 by = self.by_list()?;
+            } else if self.is_kw("fork") && matches!(self.peek_at(1), Tok::Eq) {
+                // Endgame `fork=true|false`: accepted, no effect on matching.
+                self.bump();
+                self.bump();
+                fork = matches!(self.bump(), Tok::Ident(v) if v.eq_ignore_ascii_case("true"));
             } else if self.is_kw("with") && self.is_kw_at(1, "runs") {
                 self.bump();
                 self.bump();
@@ -234,6 +240,7 @@ impl Parser<'_> {
             by,
             runs,
             missing,
+            fork,
         })
     }
 

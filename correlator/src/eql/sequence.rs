@@ -301,10 +301,16 @@ impl SequenceEngine {
             let Some(st) = self.state.get_mut(&key) else {
                 continue;
             };
-            let Some(mut p) = st.stages.get_mut(stage - 1).and_then(Option::take) else {
-                continue;
+            let fork = step.fork;
+            let taken = if fork {
+                st.stages.get(stage - 1).and_then(Clone::clone)
+            } else {
+                st.stages.get_mut(stage - 1).and_then(Option::take)
             };
-            self.pending -= 1;
+            let Some(mut p) = taken else { continue };
+            if !fork {
+                self.pending -= 1;
+            }
             if !self.maxspan.is_none_or(|m| ts.saturating_sub(p.start) <= m) {
                 self.stats.expired += 1;
                 continue;
@@ -463,7 +469,7 @@ impl SampleEngine {
     pub fn new(kind: &QueryKind, limits: SeqLimits) -> Option<SampleEngine> {
         let (steps, until, once) = match kind {
             QueryKind::Sample { steps } => (steps.clone(), None, false),
-            QueryKind::Join { steps, until } => (steps.clone(), until.clone(), true),
+            QueryKind::Join { steps, until } => (steps.clone(), until.clone(), false),
             _ => return None,
         };
         Some(SampleEngine {
