@@ -1120,6 +1120,9 @@ fn between(src: &str, l: &str, r: &str, greedy: bool, ci: bool) -> Option<String
 }
 
 fn parse_number(t: &str, base: u32) -> Value {
+    if base == 10 && (t.starts_with("0x") || t.starts_with("0X") || t.starts_with("-0x")) {
+        return parse_number(t, 16);
+    }
     if base == 10 {
         if let Ok(i) = t.parse::<i64>() {
             return Value::Int(i);

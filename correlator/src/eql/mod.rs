@@ -379,5 +379,17 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
     })
 }
 
+/// Evaluates an expression with no event (constants only; fields are null): the folding tables.
+pub fn eval_constant(expression: &str, opts: &Options) -> Result<Value, EqlError> {
+    let src = format!("any where {expression}");
+    let ast = parser::parse(&src, opts.dialect)?;
+    let ast::Body::Event(q) = ast.body else {
+        return Err(EqlError::at(&src, 0, "not an expression", "an expression"));
+    };
+    let mut c = expr::Compiler { src: &src, opts: *opts, lineage: Vec::new(), vars: Vec::new() };
+    let node = c.compile(&q.cond)?;
+    Ok(node.eval(&Event::default(), &Env::EMPTY).into_owned())
+}
+
 #[cfg(test)]
 mod tests;

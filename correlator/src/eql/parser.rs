@@ -553,7 +553,21 @@ impl Parser<'_> {
         if self.eat(&Tok::Plus) {
             return self.unary();
         }
-        self.primary()
+        let mut e = self.primary()?;
+        // Endgame method syntax: `x:length()` is `length(x)`.
+        while self.dialect == Dialect::Endgame
+            && matches!(self.peek(), Tok::Colon)
+            && matches!(self.peek_at(1), Tok::Ident(_))
+            && matches!(self.peek_at(2), Tok::LParen)
+        {
+            self.bump();
+            let pos = self.pos();
+            let Tok::Ident(name) = self.bump() else { break };
+            let mut args = vec![e];
+            args.extend(self.paren_list()?);
+            e = Expr::Call { name, args, insensitive: false, pos };
+        }
+        Ok(e)
     }
 
     fn primary(&mut self) -> Result<Expr, EqlError> {
