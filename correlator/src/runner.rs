@@ -181,6 +181,12 @@ impl RuleRunner {
         RuleRunner::new(meta, query, RunnerConfig::default())
     }
 
+    /// The same runner (state kept) with new metadata.
+    pub fn with_meta(mut self, meta: RuleMeta) -> RuleRunner {
+        self.meta = Arc::new(meta);
+        self
+    }
+
     pub fn meta(&self) -> &RuleMeta {
         &self.meta
     }
