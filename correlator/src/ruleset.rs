@@ -5,7 +5,6 @@
 //! `event.category` (plus the rules with an `any` step), so adding rules for one category costs
 //! nothing for events of another.
 
-use std::collections::HashMap;
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
 use crate::eql::Dialect;
@@ -13,6 +12,7 @@ use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
 use crate::Detector;
+use std::collections::HashMap;
 
 struct Slot {
     def: RuleDef,
@@ -81,7 +81,14 @@ impl RuleSet {
     /// Compiles and adds `def` (rules with the same id replace the older one).
     pub fn add(&mut self, def: RuleDef) -> Result<(), RuleError> {
         let query = def.compile()?;
-        let runner = RuleRunner::new(def.meta.clone(), query, RunnerConfig { lateness_ns: 0, ..self.cfg });
+        let runner = RuleRunner::new(
+            def.meta.clone(),
+            query,
+            RunnerConfig {
+                lateness_ns: 0,
+                ..self.cfg
+            },
+        );
         self.slots.retain(|s| s.def.meta.id != def.meta.id);
         self.slots.push(Slot { def, runner });
         self.reindex();
@@ -92,12 +99,19 @@ impl RuleSet {
     /// runner (and so their pending sequences); metadata-only changes are applied in place.
     pub fn reload(&mut self, defs: Vec<RuleDef>) -> ReloadReport {
         let mut report = ReloadReport::default();
-        let mut old: HashMap<String, Slot> = self.slots.drain(..).map(|s| (s.def.meta.id.clone(), s)).collect();
+        let mut old: HashMap<String, Slot> = self
+            .slots
+            .drain(..)
+            .map(|s| (s.def.meta.id.clone(), s))
+            .collect();
         let mut slots = Vec::new();
         for def in defs {
             let id = def.meta.id.clone();
             if let Some(prev) = old.remove(&id) {
-                if prev.def.query == def.query && prev.def.options == def.options && prev.def.language == def.language {
+                if prev.def.query == def.query
+                    && prev.def.options == def.options
+                    && prev.def.language == def.language
+                {
                     let mut prev = prev;
                     if prev.def.meta != def.meta {
                         prev.runner = rebuild_meta(prev.runner, &def);
@@ -109,7 +123,14 @@ impl RuleSet {
                 }
                 match def.compile() {
                     Ok(q) => {
-                        let runner = RuleRunner::new(def.meta.clone(), q, RunnerConfig { lateness_ns: 0, ..self.cfg });
+                        let runner = RuleRunner::new(
+                            def.meta.clone(),
+                            q,
+                            RunnerConfig {
+                                lateness_ns: 0,
+                                ..self.cfg
+                            },
+                        );
                         slots.push(Slot { def, runner });
                         report.changed.push(id);
                     }
@@ -122,7 +143,14 @@ impl RuleSet {
             }
             match def.compile() {
                 Ok(q) => {
-                    let runner = RuleRunner::new(def.meta.clone(), q, RunnerConfig { lateness_ns: 0, ..self.cfg });
+                    let runner = RuleRunner::new(
+                        def.meta.clone(),
+                        q,
+                        RunnerConfig {
+                            lateness_ns: 0,
+                            ..self.cfg
+                        },
+                    );
                     slots.push(Slot { def, runner });
                     report.added.push(id);
                 }
@@ -142,7 +170,11 @@ impl RuleSet {
         self.has_seq = false;
         for (i, s) in self.slots.iter().enumerate() {
             self.has_seq |= s.runner.is_sequence();
-            let cats = if s.runner.query().options().dialect == Dialect::Elastic { s.runner.query().categories() } else { None };
+            let cats = if s.runner.query().options().dialect == Dialect::Elastic {
+                s.runner.query().categories()
+            } else {
+                None
+            };
             match cats {
                 Some(cats) => {
                     for c in cats {
@@ -174,12 +206,19 @@ impl RuleSet {
 
     /// Per-rule counters.
     pub fn rule_stats(&self) -> Vec<(&str, RunnerStats)> {
-        self.slots.iter().map(|s| (s.def.meta.id.as_str(), s.runner.stats)).collect()
+        self.slots
+            .iter()
+            .map(|s| (s.def.meta.id.as_str(), s.runner.stats))
+            .collect()
     }
 
     /// Approximate bytes of pending sequence state over all rules.
     pub fn pending_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.runner.pending_bytes()).sum::<usize>() + self.reorder.buffered() * 64
+        self.slots
+            .iter()
+            .map(|s| s.runner.pending_bytes())
+            .sum::<usize>()
+            + self.reorder.buffered() * 64
     }
 
     fn dispatch(&mut self, sh: &Shared<'_>, sequences: bool, events: bool, out: &mut Vec<Alert>) {
@@ -229,7 +268,13 @@ impl RuleSet {
 }
 
 fn lookup<'a>(map: &'a HashMap<Box<str>, Vec<usize>>, c: &str) -> Option<&'a Vec<usize>> {
-    map.get(c).or_else(|| if c.bytes().any(|b| b.is_ascii_uppercase()) { map.get(c.to_ascii_lowercase().as_str()) } else { None })
+    map.get(c).or_else(|| {
+        if c.bytes().any(|b| b.is_ascii_uppercase()) {
+            map.get(c.to_ascii_lowercase().as_str())
+        } else {
+            None
+        }
+    })
 }
 
 fn rebuild_meta(runner: RuleRunner, def: &RuleDef) -> RuleRunner {

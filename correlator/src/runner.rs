@@ -22,7 +22,7 @@ pub struct RuleMeta {
 }
 
 /// Runner settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RunnerConfig {
     /// How far behind the newest event time an event may arrive and still be put in order
     /// (nanoseconds). 0: no reordering; out-of-order events are counted as late.
@@ -30,14 +30,6 @@ pub struct RunnerConfig {
     pub limits: SeqLimits,
 }
 
-impl Default for RunnerConfig {
-    fn default() -> RunnerConfig {
-        RunnerConfig {
-            lateness_ns: 0,
-            limits: SeqLimits::default(),
-        }
-    }
-}
 
 /// Counters of a runner.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -33,14 +33,16 @@ pub struct Args {
 
 /// Reads events from a JSON array or NDJSON file; errors name the line (NDJSON) or the array index.
 pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_events(&text).with_context(|| format!("in {}", path.display()))
 }
 
 pub fn parse_events(text: &str) -> anyhow::Result<Vec<Event>> {
     let mut out = Vec::new();
     if text.trim_start().starts_with('[') {
-        let docs: Vec<serde_json::Value> = serde_json::from_str(text).context("not a valid JSON array of events")?;
+        let docs: Vec<serde_json::Value> =
+            serde_json::from_str(text).context("not a valid JSON array of events")?;
         for (i, d) in docs.iter().enumerate() {
             let mut ev = Event::from_json(d).with_context(|| format!("event #{i}"))?;
             ev.raw = Some(Arc::from(d.to_string()));
@@ -52,8 +54,8 @@ pub fn parse_events(text: &str) -> anyhow::Result<Vec<Event>> {
         if line.trim().is_empty() {
             continue;
         }
-        let d: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("line {}: not valid JSON", n + 1))?;
+        let d: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("line {}: not valid JSON", n + 1))?;
         let mut ev = Event::from_json(&d).with_context(|| format!("line {}", n + 1))?;
         ev.raw = Some(Arc::from(line));
         out.push(ev);

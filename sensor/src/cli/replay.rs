@@ -36,9 +36,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let defs = super::rules::load_rules(&args.rules)?;
     let mut set = RuleSet::new(RunnerConfig {
         lateness_ns: args.lateness_ms.saturating_mul(1_000_000),
-        limits: SeqLimits { max_pending: args.max_pending },
+        limits: SeqLimits {
+            max_pending: args.max_pending,
+        },
     });
-    let report = set.reload(defs.into_iter().filter(|d| d.enabled && d.is_eql()).collect());
+    let report = set.reload(
+        defs.into_iter()
+            .filter(|d| d.enabled && d.is_eql())
+            .collect(),
+    );
     for (id, err) in &report.failed {
         tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
     }
@@ -59,6 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     w.flush()?;
     let st = set.stats();
-    tracing::info!(rules = set.len(), events = st.events, alerts = st.alerts, late = st.late, evicted = st.evicted, "replay done");
+    tracing::info!(
+        rules = set.len(),
+        events = st.events,
+        alerts = st.alerts,
+        late = st.late,
+        evicted = st.evicted,
+        "replay done"
+    );
     Ok(ExitCode::SUCCESS)
 }

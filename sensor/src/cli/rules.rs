@@ -60,7 +60,8 @@ pub fn rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<Vec<RuleDef>> {
     let mut defs = Vec::new();
     for f in rule_files(paths)? {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
         defs.extend(parse_rule_file(&text, &f.display().to_string())?);
     }
     Ok(defs)
@@ -89,20 +90,45 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) if e.is_not_eql() => {
                     not_eql += 1;
-                    report(json, &path, Some(&d.meta.name), false, Some(&e.to_string()), true);
+                    report(
+                        json,
+                        &path,
+                        Some(&d.meta.name),
+                        false,
+                        Some(&e.to_string()),
+                        true,
+                    );
                 }
                 Err(e) => {
                     failed += 1;
-                    report(json, &path, Some(&d.meta.name), false, Some(&e.to_string()), false);
+                    report(
+                        json,
+                        &path,
+                        Some(&d.meta.name),
+                        false,
+                        Some(&e.to_string()),
+                        false,
+                    );
                 }
             }
         }
     }
     eprintln!("{ok} rules compile, {failed} fail, {not_eql} not EQL (skipped)");
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn report(json: bool, path: &str, name: Option<&str>, ok: bool, error: Option<&str>, skipped: bool) {
+fn report(
+    json: bool,
+    path: &str,
+    name: Option<&str>,
+    ok: bool,
+    error: Option<&str>,
+    skipped: bool,
+) {
     if json {
         let mut v = serde_json::json!({"path": path, "name": name, "ok": ok, "error": error});
         if skipped {
