@@ -4,10 +4,17 @@
 //! event time, so replaying a file gives the same alerts as the live run.
 
 pub mod alert;
+pub mod eql;
 pub mod event;
+pub mod rules;
+pub mod ruleset;
+pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
 pub use event::{Event, EventError, Field, Value};
+pub use rules::{parse_rule_file, RuleDef, RuleError};
+pub use ruleset::{ReloadReport, RuleSet};
+pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
 
 /// Anything that turns a stream of events into alerts: a compiled EQL rule, a stateful detector.
 ///
