@@ -1,0 +1,1 @@
+//! Listeners (placeholder while the decoders land).
