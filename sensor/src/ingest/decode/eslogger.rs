@@ -156,7 +156,13 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
     util::copy(&mut ev, &doc, "host.ips", "host.ip");
     util::copy(&mut ev, &doc, "host.serial", "device.id");
     util::copy_int(&mut ev, &doc, "thread.thread_id", "process.thread.id");
-    if let Some(p) = doc.get("process").filter(|p| p.is_object()) {
+    // Events about an action done on behalf of another process (od_*, authentication, btm_*) name
+    // it `instigator`; that process is the actor, not the daemon that reported it.
+    let actor = body
+        .get("instigator")
+        .filter(|p| p.is_object())
+        .or_else(|| doc.get("process"));
+    if let Some(p) = actor.filter(|p| p.is_object()) {
         process(&mut ev, p, "process");
         if let Some(euid) = util::get(p, "audit_token.euid").and_then(util::as_int) {
             ev.insert("user.id", s(&euid.to_string()));
