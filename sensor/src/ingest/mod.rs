@@ -9,3 +9,4 @@ pub mod server;
 pub mod spool;
 
 pub use decode::{decode_reader, decoder, DecodeError, Decoder, Format};
+pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};
