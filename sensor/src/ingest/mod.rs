@@ -4,9 +4,11 @@
 //! The decoders are pure (no I/O, no clock) and never panic on any input: a bad record becomes a
 //! [`DecodeError`] naming its line and what was wrong, and the records around it are unaffected.
 
+pub mod consumer;
 pub mod decode;
 pub mod server;
 pub mod spool;
 
 pub use decode::{decode_reader, decoder, DecodeError, Decoder, Format};
+pub use server::{serve, IngestConfig, IngestError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};
