@@ -162,10 +162,7 @@ impl Stage {
     }
 
     async fn flush(&mut self, last: bool) {
-        let pending: usize = self.rules.iter().map(|r| r.detector.pending()).sum();
-        self.metrics
-            .pending
-            .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
+        self.publish_pending();
         let offsets_due =
             self.positions_dirty && (last || self.last_offsets.elapsed() >= OFFSET_EVERY);
         if self.out.is_empty() && !offsets_due {
@@ -204,6 +201,13 @@ impl Stage {
         }
     }
 
+    fn publish_pending(&self) {
+        let pending: usize = self.rules.iter().map(|r| r.detector.pending()).sum();
+        self.metrics
+            .pending
+            .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
+    }
+
     fn reload(&mut self, new: Vec<LoadedRule>, lateness_ns: i64) -> ReloadReport {
         self.lateness_ns = lateness_ns;
         let mut old: HashMap<String, LoadedRule> = self
@@ -230,6 +234,7 @@ impl Stage {
         self.metrics
             .rules_loaded
             .store(i64::try_from(self.rules.len()).unwrap_or(i64::MAX), Relaxed);
+        self.publish_pending();
         report
     }
 }

@@ -653,7 +653,7 @@ impl Store {
                 let n = self
                     .conn
                     .execute(
-                        "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts ORDER BY last_seen_ns, id LIMIT 64)",
+                        "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts ORDER BY last_seen_ns, id LIMIT 16)",
                         [],
                     )
                     .map_err(e)? as u64;
@@ -664,9 +664,13 @@ impl Store {
             }
         }
         if report.deleted_by_age + report.deleted_by_size > 0 {
-            self.conn
-                .execute_batch("PRAGMA incremental_vacuum;")
-                .map_err(e)?;
+            // Each result row of incremental_vacuum is one page handed back: step through all of them.
+            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(e)?;
+            let mut rows = stmt.query([]).map_err(e)?;
+            while rows.next().map_err(e)?.is_some() {}
+            drop(rows);
+            drop(stmt);
+            self.checkpoint()?;
         }
         Ok(report)
     }
