@@ -763,7 +763,7 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
         }
     }
     if o.get("sorting")
-        .is_some_and(|x| !x.as_u64().is_some_and(|n| n <= 3))
+        .is_some_and(|x| x.as_u64().is_none_or(|n| n > 3))
     {
         p.push("`sorting` must be 0..=3".into());
     }
