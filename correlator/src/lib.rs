@@ -7,10 +7,15 @@ pub mod alert;
 pub mod analytics;
 pub mod attack;
 pub mod detect;
+pub mod eql;
 pub mod event;
+pub mod rules;
+pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
 pub use event::{Event, EventError, Field, Value};
+pub use rules::{parse_rule_file, RuleDef, RuleError};
+pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
 
 /// Anything that turns a stream of events into alerts: a compiled EQL rule, a stateful detector.
 ///
