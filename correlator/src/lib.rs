@@ -10,11 +10,13 @@ pub mod detect;
 pub mod eql;
 pub mod event;
 pub mod rules;
+pub mod ruleset;
 pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
 pub use event::{Event, EventError, Field, Value};
 pub use rules::{parse_rule_file, RuleDef, RuleError};
+pub use ruleset::{ReloadReport, RuleSet};
 pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
 
 /// Anything that turns a stream of events into alerts: a compiled EQL rule, a stateful detector.

@@ -22,7 +22,7 @@ pub struct RuleMeta {
 }
 
 /// Runner settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RunnerConfig {
     /// How far behind the newest event time an event may arrive and still be put in order
     /// (nanoseconds). 0: no reordering; out-of-order events are counted as late.
@@ -30,14 +30,6 @@ pub struct RunnerConfig {
     pub limits: SeqLimits,
 }
 
-impl Default for RunnerConfig {
-    fn default() -> RunnerConfig {
-        RunnerConfig {
-            lateness_ns: 0,
-            limits: SeqLimits::default(),
-        }
-    }
-}
 
 /// Counters of a runner.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -179,6 +171,12 @@ impl RuleRunner {
             ..RuleMeta::default()
         };
         RuleRunner::new(meta, query, RunnerConfig::default())
+    }
+
+    /// The same runner (state kept) with new metadata.
+    pub fn with_meta(mut self, meta: RuleMeta) -> RuleRunner {
+        self.meta = Arc::new(meta);
+        self
     }
 
     pub fn meta(&self) -> &RuleMeta {

@@ -12,9 +12,15 @@ use correlator::eql::{batch, compile, Options};
 use correlator::{Event, Value};
 
 fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("SENSOR_SHARED_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from);
-    assert!(dir.join("corpora").is_dir(), "shared data not found at {} (set SENSOR_SHARED_DIR)", dir.display());
+    let dir = std::env::var_os("SENSOR_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("corpora").is_dir(),
+        "shared data not found at {} (set SENSOR_SHARED_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -55,7 +61,12 @@ fn endgame_conformance_suite() {
     for (i, q) in queries.iter().enumerate() {
         let q = q.as_table().unwrap();
         let src = q["query"].as_str().unwrap();
-        let expected: Vec<i64> = q["expected_event_ids"].as_array().unwrap().iter().map(|v| v.as_integer().unwrap()).collect();
+        let expected: Vec<i64> = q["expected_event_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_integer().unwrap())
+            .collect();
         let cs = q.get("case_sensitive").and_then(toml::Value::as_bool) == Some(true);
         let ci = q.get("case_insensitive").and_then(toml::Value::as_bool) == Some(true);
         let modes: Vec<bool> = match (cs, ci) {
@@ -65,16 +76,29 @@ fn endgame_conformance_suite() {
         };
         for insensitive in modes {
             total += 1;
-            let name = format!("#{} ({})", i + 1, if insensitive { "case-insensitive" } else { "case-sensitive" });
+            let name = format!(
+                "#{} ({})",
+                i + 1,
+                if insensitive {
+                    "case-insensitive"
+                } else {
+                    "case-sensitive"
+                }
+            );
             let short: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
             match compile(src, &Options::endgame(insensitive)) {
                 Err(e) => failures.push(format!("{name} `{short}`: does not compile: {e}")),
                 Ok(query) => {
-                    let got: Vec<i64> = batch::run(&query, &events).iter().flat_map(|o| o.events.iter().map(|e| serial(e))).collect();
+                    let got: Vec<i64> = batch::run(&query, &events)
+                        .iter()
+                        .flat_map(|o| o.events.iter().map(|e| serial(e)))
+                        .collect();
                     if got == expected {
                         pass += 1;
                     } else {
-                        failures.push(format!("{name} `{short}`: expected {expected:?}, got {got:?}"));
+                        failures.push(format!(
+                            "{name} `{short}`: expected {expected:?}, got {got:?}"
+                        ));
                     }
                 }
             }
@@ -85,5 +109,9 @@ fn endgame_conformance_suite() {
     for f in &failures {
         println!("FAIL {f}");
     }
-    assert!(rate >= 95.0, "conformance {rate:.1}% < 95%; {} failures listed above", failures.len());
+    assert!(
+        rate >= 95.0,
+        "conformance {rate:.1}% < 95%; {} failures listed above",
+        failures.len()
+    );
 }

@@ -7,9 +7,15 @@ use std::path::{Path, PathBuf};
 use correlator::rules::parse_rule_file;
 
 fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("SENSOR_SHARED_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from);
-    assert!(dir.join("corpora").is_dir(), "shared data not found at {} (set SENSOR_SHARED_DIR)", dir.display());
+    let dir = std::env::var_os("SENSOR_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("corpora").is_dir(),
+        "shared data not found at {} (set SENSOR_SHARED_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -29,12 +35,17 @@ fn elastic_rules_compile() {
     let mut files = Vec::new();
     toml_files(&shared_dir().join("corpora/elastic-rules"), &mut files);
     files.sort();
-    assert!(files.len() > 200, "expected the elastic rules corpus, found {} files", files.len());
+    assert!(
+        files.len() > 200,
+        "expected the elastic rules corpus, found {} files",
+        files.len()
+    );
     let (mut eql, mut ok, mut not_eql) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        let defs = parse_rule_file(&text, &f.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let defs =
+            parse_rule_file(&text, &f.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
         for d in defs {
             if !d.is_eql() {
                 not_eql += 1;
@@ -53,7 +64,9 @@ fn elastic_rules_compile() {
         }
     }
     let rate = ok as f64 * 100.0 / eql.max(1) as f64;
-    println!("elastic rules: {ok}/{eql} EQL rules compile ({rate:.1}%); {not_eql} rules are not EQL");
+    println!(
+        "elastic rules: {ok}/{eql} EQL rules compile ({rate:.1}%); {not_eql} rules are not EQL"
+    );
     for f in &failures {
         println!("FAIL {f}");
     }

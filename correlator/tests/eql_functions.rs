@@ -8,8 +8,10 @@ use correlator::eql::{eval_constant, Options};
 use correlator::Value;
 
 fn eql_dir() -> PathBuf {
-    let dir = std::env::var_os("SENSOR_SHARED_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from);
+    let dir = std::env::var_os("SENSOR_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
     dir.join("corpora/eql")
 }
 
@@ -19,7 +21,9 @@ fn same(got: &Value, want: Option<&toml::Value>) -> bool {
         (Value::Bool(a), Some(toml::Value::Boolean(b))) => a == b,
         (Value::Int(a), Some(toml::Value::Integer(b))) => a == b,
         (Value::Str(a), Some(toml::Value::String(b))) => **a == **b,
-        (g, Some(toml::Value::Float(b))) => g.as_f64().is_some_and(|a| (a - b).abs() < 1e-9 && matches!(g, Value::Float(_))),
+        (g, Some(toml::Value::Float(b))) => g
+            .as_f64()
+            .is_some_and(|a| (a - b).abs() < 1e-9 && matches!(g, Value::Float(_))),
         _ => false,
     }
 }
@@ -40,7 +44,10 @@ fn param_values(types: &[toml::Value]) -> Vec<&'static str> {
 
 /// (name, expression, expected, modes) for every test of a table file.
 fn cases(file: &str) -> Vec<(String, String, Option<toml::Value>, Vec<bool>)> {
-    let doc: toml::Table = std::fs::read_to_string(eql_dir().join(file)).unwrap().parse().unwrap();
+    let doc: toml::Table = std::fs::read_to_string(eql_dir().join(file))
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut out = Vec::new();
     for (section, body) in &doc {
         let body = body.as_table().unwrap();
@@ -58,13 +65,23 @@ fn cases(file: &str) -> Vec<(String, String, Option<toml::Value>, Vec<bool>)> {
                 if let Some((name, v)) = subst {
                     e = e.replace(&format!("${name}"), v);
                 }
-                out.push((section.clone(), e, t.get("expected").cloned(), modes.clone()));
+                out.push((
+                    section.clone(),
+                    e,
+                    t.get("expected").cloned(),
+                    modes.clone(),
+                ));
             }
         };
         if let Some(tests) = body.get("fold").and_then(|f| f.get("tests")) {
             push(tests, None);
         }
-        for lp in body.get("loop").and_then(toml::Value::as_array).into_iter().flatten() {
+        for lp in body
+            .get("loop")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let param = lp["param"].as_table().unwrap();
             let name = param["name"].as_str().unwrap();
             for v in param_values(param["type"].as_array().unwrap()) {
@@ -83,7 +100,9 @@ fn run(file: &str) {
             total += 1;
             match eval_constant(&expr, &Options::endgame(ci)) {
                 Ok(v) if same(&v, want.as_ref()) => pass += 1,
-                Ok(v) => failures.push(format!("[{section}] `{expr}` (ci={ci}): expected {want:?}, got {v:?}")),
+                Ok(v) => failures.push(format!(
+                    "[{section}] `{expr}` (ci={ci}): expected {want:?}, got {v:?}"
+                )),
                 Err(e) => failures.push(format!("[{section}] `{expr}` (ci={ci}): {e}")),
             }
         }
@@ -93,7 +112,11 @@ fn run(file: &str) {
         println!("FAIL {f}");
     }
     assert!(total > 50, "too few cases read from {file}");
-    assert!(failures.is_empty(), "{} of {total} cases fail in {file}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases fail in {file}",
+        failures.len()
+    );
 }
 
 #[test]

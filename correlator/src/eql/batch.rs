@@ -101,7 +101,10 @@ impl Tree {
 
     /// The parent process of the process that did `ev`.
     fn parent_of(&self, ev: &Event) -> Option<KeyPart> {
-        self.id(ev, self.ppid).or_else(|| self.id(ev, self.pid).and_then(|p| self.parent.get(&p).cloned()))
+        self.id(ev, self.ppid).or_else(|| {
+            self.id(ev, self.pid)
+                .and_then(|p| self.parent.get(&p).cloned())
+        })
     }
 
     fn update(&mut self, lineage: &[(Lineage, EventFilter)], ev: &Event) {
@@ -195,7 +198,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
                     join_keys: m.join_keys,
                     events: m.events,
                     count: None,
-                        percent: None,
+                    percent: None,
                 }));
             }
         }
@@ -206,7 +209,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
             join_keys: m.join_keys,
             events: m.events,
             count: None,
-                        percent: None,
+            percent: None,
         }));
     }
     apply_pipes(q, out)
@@ -215,7 +218,10 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
 /// What pipe expressions see: the (first) event, plus `events` (all events of a sequence as objects),
 /// `count` and `percent` when a `unique_count` set them.
 fn pipe_view(o: &Output, sequence: bool) -> Event {
-    let mut ev = o.events.first().map_or_else(Event::default, |e| (**e).clone());
+    let mut ev = o
+        .events
+        .first()
+        .map_or_else(Event::default, |e| (**e).clone());
     if sequence {
         let evs: Vec<Value> = o
             .events
@@ -232,7 +238,6 @@ fn pipe_view(o: &Output, sequence: bool) -> Event {
     }
     ev
 }
-
 
 fn key_of(nodes: &[Node], ev: &Event) -> Vec<KeyPart> {
     nodes

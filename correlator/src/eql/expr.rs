@@ -445,7 +445,12 @@ impl Compiler<'_> {
             self.vars.push(var.clone());
             let cond = self.compile(&args[2]);
             self.vars.pop();
-            return Ok(Node::ArraySearch(Box::new(arr), var.into(), Box::new(cond?), is_count));
+            return Ok(Node::ArraySearch(
+                Box::new(arr),
+                var.into(),
+                Box::new(cond?),
+                is_count,
+            ));
         }
         let Some(func) = Func::lookup(name) else {
             return Err(self.err(
@@ -673,9 +678,17 @@ impl Node {
         match self {
             Node::Const(v) => Cow::Borrowed(v),
             Node::Field(f) => Cow::Borrowed(ev.get(*f).unwrap_or(&NULL)),
-            Node::Path(f, steps) => Cow::Borrowed(ev.get(*f).and_then(|v| walk(v, steps)).unwrap_or(&NULL)),
+            Node::Path(f, steps) => {
+                Cow::Borrowed(ev.get(*f).and_then(|v| walk(v, steps)).unwrap_or(&NULL))
+            }
             Node::VarPath(name, steps) => {
-                let v = env.vars.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| walk(v, steps)).cloned();
+                let v = env
+                    .vars
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, v)| walk(v, steps))
+                    .cloned();
                 Cow::Owned(v.unwrap_or(Value::Null))
             }
             Node::FieldObj(f, prefix) => match ev.get(*f) {
@@ -684,16 +697,25 @@ impl Node {
                     let mut items: Vec<(Arc<str>, Value)> = Vec::new();
                     for (g, v) in ev.fields() {
                         let name = g.name();
-                        if let Some(rest) = name.strip_prefix(&**prefix).and_then(|r| r.strip_prefix('.')) {
+                        if let Some(rest) = name
+                            .strip_prefix(&**prefix)
+                            .and_then(|r| r.strip_prefix('.'))
+                        {
                             items.push((Arc::from(rest), v.clone()));
                         }
                     }
-                    Cow::Owned(if items.is_empty() { Value::Null } else { Value::Object(items.into()) })
+                    Cow::Owned(if items.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::Object(items.into())
+                    })
                 }
             },
             Node::ArraySearch(arr, var, cond, true) => {
                 let a = arr.eval(ev, env);
-                let Value::Array(items) = &*a else { return Cow::Owned(Value::Null) };
+                let Value::Array(items) = &*a else {
+                    return Cow::Owned(Value::Null);
+                };
                 let mut vars: Vec<(Box<str>, Value)> = env.vars.to_vec();
                 vars.push((var.clone(), Value::Null));
                 let mut n = 0;
@@ -701,7 +723,10 @@ impl Node {
                     if let Some(last) = vars.last_mut() {
                         last.1 = item.clone();
                     }
-                    let inner = Env { lineage: env.lineage, vars: &vars };
+                    let inner = Env {
+                        lineage: env.lineage,
+                        vars: &vars,
+                    };
                     if cond.test(ev, &inner) == Some(true) {
                         n += 1;
                     }
@@ -732,14 +757,19 @@ impl Node {
 /// Follows index and name steps into arrays and objects. Consecutive names are tried joined first
 /// (objects built from flattened events have dotted keys), then one by one (nested JSON objects).
 fn walk<'v>(v: &'v Value, steps: &[PathStep]) -> Option<&'v Value> {
-    let Some(first) = steps.first() else { return Some(v) };
+    let Some(first) = steps.first() else {
+        return Some(v);
+    };
     match (v, first) {
         (Value::Array(a), PathStep::Index(i)) => {
             let i = if *i < 0 { a.len() as i64 + *i } else { *i };
             walk(usize::try_from(i).ok().and_then(|i| a.get(i))?, &steps[1..])
         }
         (Value::Object(o), PathStep::Name(_)) => {
-            let run = steps.iter().take_while(|s| matches!(s, PathStep::Name(_))).count();
+            let run = steps
+                .iter()
+                .take_while(|s| matches!(s, PathStep::Name(_)))
+                .count();
             for k in (1..=run).rev() {
                 let key: String = steps[..k]
                     .iter()
@@ -910,7 +940,7 @@ pub(crate) fn to_string(v: &Value) -> Option<String> {
     })
 }
 
-fn str_arg<'a>(v: &'a Value) -> Option<&'a str> {
+fn str_arg(v: &Value) -> Option<&str> {
     v.as_str()
 }
 

@@ -132,7 +132,8 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
             continue;
         }
         let start = i;
-        let leading_dot = c == b'.' && (space || out.is_empty()) && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+        let leading_dot =
+            c == b'.' && (space || out.is_empty()) && b.get(i + 1).is_some_and(u8::is_ascii_digit);
         let tok = if c.is_ascii_digit() || leading_dot {
             let mut j = i;
             if leading_dot {
@@ -165,7 +166,11 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
             let text = &src[i..j];
             i = j;
             if leading_dot {
-                Tok::Float(format!("0{text}").parse().map_err(|_| EqlError::at(src, start, "bad number", "a number"))?)
+                Tok::Float(
+                    format!("0{text}")
+                        .parse()
+                        .map_err(|_| EqlError::at(src, start, "bad number", "a number"))?,
+                )
             } else if float {
                 Tok::Float(
                     text.parse()

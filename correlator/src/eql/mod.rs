@@ -386,7 +386,12 @@ pub fn eval_constant(expression: &str, opts: &Options) -> Result<Value, EqlError
     let ast::Body::Event(q) = ast.body else {
         return Err(EqlError::at(&src, 0, "not an expression", "an expression"));
     };
-    let mut c = expr::Compiler { src: &src, opts: *opts, lineage: Vec::new(), vars: Vec::new() };
+    let mut c = expr::Compiler {
+        src: &src,
+        opts: *opts,
+        lineage: Vec::new(),
+        vars: Vec::new(),
+    };
     let node = c.compile(&q.cond)?;
     Ok(node.eval(&Event::default(), &Env::EMPTY).into_owned())
 }

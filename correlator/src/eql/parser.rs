@@ -565,7 +565,12 @@ impl Parser<'_> {
             let Tok::Ident(name) = self.bump() else { break };
             let mut args = vec![e];
             args.extend(self.paren_list()?);
-            e = Expr::Call { name, args, insensitive: false, pos };
+            e = Expr::Call {
+                name,
+                args,
+                insensitive: false,
+                pos,
+            };
         }
         Ok(e)
     }

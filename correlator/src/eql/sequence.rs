@@ -311,7 +311,7 @@ impl SequenceEngine {
             if !fork {
                 self.pending -= 1;
             }
-            if !self.maxspan.is_none_or(|m| ts.saturating_sub(p.start) <= m) {
+            if self.maxspan.is_some_and(|m| ts.saturating_sub(p.start) > m) {
                 self.stats.expired += 1;
                 continue;
             }
