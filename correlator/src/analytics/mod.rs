@@ -301,17 +301,29 @@ pub struct Eql;
 
 impl EqlCompiler for Eql {
     fn filter(&self, query: &str) -> Result<Filter, String> {
-        let q = crate::eql::compile(query, &crate::eql::Options::elastic()).map_err(|e| e.to_string())?;
+        let q = crate::eql::compile(query, &crate::eql::Options::elastic())
+            .map_err(|e| e.to_string())?;
         if q.is_sequence() || q.has_pipes() {
-            return Err("an event filter must be a single event query (no sequence, no pipes)".into());
+            return Err(
+                "an event filter must be a single event query (no sequence, no pipes)".into(),
+            );
         }
         Ok(Arc::new(move |ev: &Event| q.matches(ev)))
     }
 
     fn rule(&self, id: &str, query: &str) -> Result<Box<dyn Detector>, String> {
-        let q = crate::eql::compile(query, &crate::eql::Options::elastic()).map_err(|e| e.to_string())?;
-        let meta = crate::runner::RuleMeta { id: id.to_string(), name: id.to_string(), ..Default::default() };
-        Ok(Box::new(crate::runner::RuleRunner::new(meta, q, crate::runner::RunnerConfig::default())))
+        let q = crate::eql::compile(query, &crate::eql::Options::elastic())
+            .map_err(|e| e.to_string())?;
+        let meta = crate::runner::RuleMeta {
+            id: id.to_string(),
+            name: id.to_string(),
+            ..Default::default()
+        };
+        Ok(Box::new(crate::runner::RuleRunner::new(
+            meta,
+            q,
+            crate::runner::RunnerConfig::default(),
+        )))
     }
 }
 
