@@ -169,7 +169,7 @@ impl Decoder {
             kind::EXIT => self.exit(&read::<ExitRecord>(b, h.kind)?),
             kind::SOCKET => self.socket(&read::<SocketRecord>(b, h.kind)?),
             kind::UNIX_ADDR => self.unix_addr(&read::<UnixAddrRecord>(b, h.kind)?),
-            kind::FIFO => self.fifo(&read::<FifoRecord>(b, h.kind)?),
+            kind::FIFO_CREATE | kind::FIFO_OPEN => self.fifo(&read::<FifoRecord>(b, h.kind)?),
             kind::TCP => self.tcp(&read::<TcpRecord>(b, h.kind)?),
             k => return Err(DecodeError::UnknownKind(k)),
         };
