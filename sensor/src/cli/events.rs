@@ -24,6 +24,9 @@ pub struct Args {
     /// Print the kernel sensor status (events and losses per kind) as JSON on stderr at the end.
     #[arg(long)]
     pub status: bool,
+    /// Attach only these kernel programs (comma-separated, e.g. `sys_enter_socket`); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub programs: Vec<String>,
     /// Only print events of these process ids (actor or, for fork, parent); repeatable.
     #[arg(long = "pid")]
     pub pids: Vec<i64>,
@@ -69,6 +72,7 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.ring_buffer_bytes {
         cfg.ring_buffer_bytes = b;
     }
+    cfg.programs.clone_from(&args.programs);
     if let Some(q) = args.queue_capacity {
         cfg.queue_capacity = q;
     }
