@@ -469,3 +469,181 @@ impl Decoder {
         Some(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn decoder() -> Decoder {
+        let host = HostInfo {
+            id: "host-1".into(),
+            name: "h".into(),
+            kernel: "6.0".into(),
+        };
+        Decoder::new(host.clone(), ProcessTable::new(&host.id))
+    }
+
+    /// A pid that cannot exist, so that nothing is read from /proc.
+    const PID: u32 = 4_000_000_001;
+
+    fn hdr(kind: u16) -> Header {
+        Header {
+            kind,
+            flags: 0,
+            pid: PID,
+            tid: PID,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            ktime_ns: 1_000,
+            comm: *b"comm\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn bytes<T>(r: &T) -> Vec<u8> {
+        // SAFETY: plain-old-data records.
+        unsafe {
+            std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
+                .to_vec()
+        }
+    }
+
+    fn str_of<'a>(e: &'a Event, p: &str) -> &'a str {
+        e.get_path(p)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{p} missing in {:?}", e.to_json()))
+    }
+
+    #[test]
+    fn exec_sets_the_image_and_keeps_the_entity() {
+        let mut d = decoder();
+        let mut r = ExecRecord {
+            hdr: hdr(kind::EXEC),
+            old_pid: PID,
+            args_len: 0,
+            args_total: 0,
+            _pad: 0,
+            filename: [0; 256],
+            args: [0; 1024],
+        };
+        r.filename[..9].copy_from_slice(b"/bin/true");
+        let args = b"/bin/true\0two words\0\0";
+        r.args[..args.len()].copy_from_slice(args);
+        r.args_len = u32::try_from(args.len()).unwrap();
+        r.args_total = r.args_len;
+        let (k, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(k, kind::EXEC);
+        assert_eq!(str_of(&e, "event.action"), "exec");
+        assert_eq!(str_of(&e, "process.name"), "true");
+        let args: Vec<_> = match e.get_path("process.args") {
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(args, ["/bin/true", "two words", ""]);
+        assert!(e.get_path("process.args_truncated").is_none());
+        let id = str_of(&e, "process.entity_id").to_string();
+        // A later event of the same process carries the same entity id.
+        let s = SocketRecord {
+            hdr: hdr(kind::SOCKET),
+            op: op::SOCKET,
+            family: 1,
+            sock_type: 0x80001,
+            protocol: 0,
+        };
+        let (_, e2) = d.decode(&bytes(&s)).unwrap().unwrap();
+        assert_eq!(str_of(&e2, "process.entity_id"), id);
+        assert_eq!(str_of(&e2, "socket.family"), "AF_UNIX");
+        assert_eq!(str_of(&e2, "socket.type"), "SOCK_STREAM");
+        assert!(str_of(&e2, "@timestamp").ends_with('Z'));
+    }
+
+    #[test]
+    fn abstract_unix_paths_are_marked() {
+        let mut d = decoder();
+        let mut r = UnixAddrRecord {
+            hdr: hdr(kind::UNIX_ADDR),
+            op: op::CONNECT,
+            fd: 3,
+            ret: -111,
+            path_len: 5,
+            path: [0; 108],
+            _pad: 0,
+        };
+        r.path[1..5].copy_from_slice(b"name");
+        let (_, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(str_of(&e, "socket.path"), "@name");
+        assert_eq!(e.get_path("socket.abstract"), Some(&Value::Bool(true)));
+        assert_eq!(str_of(&e, "event.outcome"), "failure");
+        assert_eq!(e.get_path("error.errno"), Some(&Value::Int(111)));
+    }
+
+    #[test]
+    fn inbound_tcp_close_puts_the_peer_in_source() {
+        let mut d = decoder();
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let r = TcpRecord {
+            hdr: hdr(kind::TCP),
+            op: op::TCP_CLOSE,
+            family: 2,
+            sport: 80,
+            dport: 5555,
+            direction: 2,
+            saddr,
+            daddr,
+            _pad: 0,
+            start_ns: 1,
+            duration_ns: 99,
+            bytes_sent: 300,
+            bytes_received: 1000,
+        };
+        let (_, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(str_of(&e, "network.direction"), "ingress");
+        assert_eq!(
+            e.get_path("source.ip"),
+            Some(&Value::Ip("10.0.0.2".parse().unwrap()))
+        );
+        assert_eq!(e.get_path("source.port"), Some(&Value::Int(5555)));
+        assert_eq!(e.get_path("source.bytes"), Some(&Value::Int(1000)));
+        assert_eq!(e.get_path("destination.bytes"), Some(&Value::Int(300)));
+        assert_eq!(e.get_path("event.duration"), Some(&Value::Int(99)));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let mut d = decoder();
+        let h = hdr(kind::TCP);
+        assert!(matches!(
+            d.decode(&bytes(&h)),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            d.decode(&bytes(&hdr(99))),
+            Err(DecodeError::UnknownKind(99))
+        ));
+        assert!(matches!(d.decode(&[1, 2]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn fifo_open_access_modes() {
+        let mut d = decoder();
+        let mut r = FifoRecord {
+            hdr: hdr(kind::FIFO_OPEN),
+            op: op::FIFO_OPEN,
+            flags: 1,
+            ret: 4,
+            dfd: -100,
+            path: [0; 256],
+        };
+        r.path[..13].copy_from_slice(b"/dev/shm/pipe");
+        let (k, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(k, kind::FIFO_OPEN);
+        assert_eq!(str_of(&e, "file.access_mode"), "write");
+        assert_eq!(str_of(&e, "file.type"), "fifo");
+        assert_eq!(str_of(&e, "file.directory"), "/dev/shm");
+        assert_eq!(str_of(&e, "file.name"), "pipe");
+    }
+}
