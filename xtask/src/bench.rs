@@ -32,6 +32,9 @@ pub(crate) struct Args {
     /// Skip the auditd configuration.
     #[arg(long)]
     no_auditd: bool,
+    /// Use this sensor binary instead of building target/release/sensor.
+    #[arg(long)]
+    pub(crate) sensor_bin: Option<std::path::PathBuf>,
     /// Write the markdown report here (default: target/bench-sensor.md).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -238,6 +241,18 @@ fn lost_total(status: &serde_json::Value) -> u64 {
 struct Audit {
     rules: Vec<Vec<&'static str>>,
     started: Option<i32>,
+    /// `enabled` and `backlog_limit` before the bench, restored after.
+    saved: (String, String),
+}
+
+fn audit_status(key: &str) -> Option<String> {
+    let out = Command::new("auditctl").arg("-s").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|v| v.strip_prefix(' '))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 impl Audit {
@@ -258,6 +273,18 @@ impl Audit {
             let pid = std::fs::read_to_string("/var/run/auditd.pid").unwrap_or_default();
             started = pid.trim().parse().ok();
         }
+        let saved = (
+            audit_status("enabled").unwrap_or_else(|| "0".into()),
+            audit_status("backlog_limit").unwrap_or_else(|| "64".into()),
+        );
+        // As Debian's default /etc/audit/rules.d/audit.rules: a backlog of 8192; auditing on.
+        let st = Command::new("auditctl")
+            .args(["-e", "1", "-b", "8192"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("auditctl -e 1 -b 8192 failed");
+        }
         let rules = s.audit_rules();
         for r in &rules {
             let st = Command::new("auditctl")
@@ -268,7 +295,11 @@ impl Audit {
                 bail!("auditctl {} failed", r.join(" "));
             }
         }
-        Ok(Audit { rules, started })
+        Ok(Audit {
+            rules,
+            started,
+            saved,
+        })
     }
 
     fn lost() -> u64 {
@@ -293,6 +324,11 @@ impl Audit {
                 .stdout(Stdio::null())
                 .status();
         }
+        let (enabled, backlog) = &self.saved;
+        let _ = Command::new("auditctl")
+            .args(["-e", enabled, "-b", backlog])
+            .stdout(Stdio::null())
+            .status();
         if let Some(pid) = self.started {
             // SAFETY: the auditd we started, by its pid.
             unsafe { libc::kill(pid, libc::SIGTERM) };
