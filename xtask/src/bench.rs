@@ -324,16 +324,23 @@ impl Audit {
                 .stdout(Stdio::null())
                 .status();
         }
+        if let Some(pid) = self.started {
+            // SAFETY: the auditd we started, by its pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..50 {
+                // SAFETY: signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Restored after auditd is gone (it changes `enabled` when it stops).
         let (enabled, backlog) = &self.saved;
         let _ = Command::new("auditctl")
             .args(["-e", enabled, "-b", backlog])
             .stdout(Stdio::null())
             .status();
-        if let Some(pid) = self.started {
-            // SAFETY: the auditd we started, by its pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_millis(300));
-        }
     }
 }
 
