@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from(".."), PathBuf::from)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), PathBuf::from)
 }
 
 /// `../shared/` beside the checkout (override with `SENSOR_SHARED_DIR`). Panics with a clear message
@@ -15,7 +17,11 @@ pub fn workspace_root() -> PathBuf {
 pub fn shared_dir() -> PathBuf {
     let dir = std::env::var_os("SENSOR_SHARED_DIR")
         .map_or_else(|| workspace_root().join("..").join("shared"), PathBuf::from);
-    assert!(dir.join("corpora").is_dir(), "shared data not found at {} (set SENSOR_SHARED_DIR)", dir.display());
+    assert!(
+        dir.join("corpora").is_dir(),
+        "shared data not found at {} (set SENSOR_SHARED_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -24,14 +30,18 @@ pub fn sensor_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SENSOR_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     for profile in ["debug", "release"] {
         let p = target.join(profile).join("sensor");
         if p.exists() {
             return p;
         }
     }
-    panic!("sensor binary not found under {}: run `cargo build -p sensor` (cargo xtask test does)", target.display());
+    panic!(
+        "sensor binary not found under {}: run `cargo build -p sensor` (cargo xtask test does)",
+        target.display()
+    );
 }
 
 /// True when running as root. When not root, prints a loud SKIPPED line; under `CI=true` a skip is a
@@ -41,7 +51,10 @@ pub fn require_root(test: &str) -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
         let msg = format!("SKIPPED (not root): privileged test `{test}` did not run");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}; under CI=true this is a failure");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg}; under CI=true this is a failure"
+        );
         eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
     }
     root

@@ -6,6 +6,7 @@ pub mod config;
 pub mod coverage;
 pub mod events;
 pub mod ingest;
+pub mod ingest_server;
 pub mod query;
 pub mod replay;
 pub mod rules;
@@ -16,5 +17,8 @@ pub mod status;
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
