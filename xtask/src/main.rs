@@ -78,10 +78,16 @@ fn main() -> Result<()> {
         Cmd::Run { release, args } => run(release, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Bench(BenchCmd::Sensor(a)) => {
-            setup()?;
-            build_ebpf()?;
-            cargo(&["build", "--release", "-p", "sensor"])?;
-            bench::sensor(&root().join("target/release/sensor"), &a)
+            setup_if_missing()?;
+            let bin = match &a.sensor_bin {
+                Some(b) => b.clone(),
+                None => {
+                    build_ebpf()?;
+                    cargo(&["build", "--release", "-p", "sensor"])?;
+                    root().join("target/release/sensor")
+                }
+            };
+            bench::sensor(&bin, &a)
         }
     }
 }
