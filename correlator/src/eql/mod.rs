@@ -143,13 +143,20 @@ impl EventFilter {
 
 /// A compiled join key list.
 #[derive(Clone, Debug, Default)]
-pub struct Keys(pub(crate) Vec<Node>);
+pub struct Keys(pub(crate) Vec<Node>, pub(crate) Vec<bool>);
 
 impl Keys {
-    pub(crate) fn eval(&self, ev: &Event, env: &Env<'_>, out: &mut Vec<Value>) {
-        for k in &self.0 {
-            out.push(k.eval(ev, env).into_owned());
+    /// Evaluates the keys into `out`; false when a key that may not be null is null (Elasticsearch:
+    /// only `?optional` join keys may be null; such an event joins nothing).
+    pub(crate) fn eval(&self, ev: &Event, env: &Env<'_>, out: &mut Vec<Value>) -> bool {
+        for (i, k) in self.0.iter().enumerate() {
+            let v = k.eval(ev, env).into_owned();
+            if v.is_null() && !self.1.get(i).copied().unwrap_or(true) {
+                return false;
+            }
+            out.push(v);
         }
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -282,8 +289,19 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
         let mut arity = None;
         for s in steps {
             let mut keys = Vec::new();
+            let mut nullable = Vec::new();
             for k in by.iter().chain(s.by.iter()) {
                 keys.push(c.compile(k)?);
+                nullable.push(
+                    opts.dialect == Dialect::Endgame
+                        || !matches!(
+                            k,
+                            ast::Expr::Field {
+                                optional: false,
+                                ..
+                            }
+                        ),
+                );
             }
             if *arity.get_or_insert(keys.len()) != keys.len() {
                 return Err(EqlError::at(
@@ -297,7 +315,7 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
             for _ in 0..s.runs {
                 out.push(StepSpec {
                     filter: f.clone(),
-                    keys: Keys(keys.clone()),
+                    keys: Keys(keys.clone(), nullable.clone()),
                     missing: s.missing,
                     fork: s.fork,
                 });
