@@ -22,6 +22,11 @@ fn single_event(c: &mut Criterion) {
     let mut set = RuleSet::new(RunnerConfig::default());
     let rep = set.reload(rules);
     assert!(rep.failed.is_empty());
+    println!(
+        "single-event rule set: {} rules, {} reached through the value index",
+        set.len(),
+        set.indexed_rules()
+    );
     let mut g = c.benchmark_group("single_event_rules");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(10);
@@ -65,7 +70,7 @@ fn sequences(c: &mut Criterion) {
 
 fn pending_memory() {
     let events = common::events(200_000, 100_000);
-    for max_pending in [100_000usize, 10_000] {
+    for max_pending in [100_000usize, 1_000] {
         let mut set = RuleSet::new(RunnerConfig {
             lateness_ns: 0,
             limits: SeqLimits { max_pending },
@@ -87,7 +92,49 @@ fn pending_memory() {
     }
 }
 
+/// Same file and queries as `pyeql_compare.py` (endgame dialect: categories in `event_type`).
+fn compare_with_python(path: &str) {
+    use correlator::eql::{batch, compile, Options};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let queries = [
+        (
+            "single",
+            r#"process where process.name in ("curl", "wget") and process.parent.name == "bash""#,
+        ),
+        (
+            "sequence",
+            r#"sequence by host.id with maxspan=30s [process where process.name == "bash"] [network where destination.port == 4444]"#,
+        ),
+    ];
+    for (name, text) in queries {
+        let t0 = Instant::now();
+        let data = std::fs::read_to_string(path).unwrap();
+        let events: Vec<Arc<correlator::Event>> = data
+            .lines()
+            .map(|l| {
+                Arc::new(correlator::Event::from_json(&serde_json::from_str(l).unwrap()).unwrap())
+            })
+            .collect();
+        let t1 = Instant::now();
+        let q = compile(text, &Options::endgame(false)).unwrap();
+        let n = batch::run(&q, &events).len();
+        let t2 = Instant::now();
+        let (parse, eval) = ((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64());
+        let len = events.len() as f64;
+        println!(
+            "rust {name}: {n} results; parse {parse:.3}s, eval {eval:.4}s ({:.0} events/s eval, {:.0} events/s total)",
+            len / eval,
+            len / (parse + eval)
+        );
+    }
+}
+
 fn all(c: &mut Criterion) {
+    if let Some(path) = std::env::var_os("EQL_COMPARE_FILE") {
+        compare_with_python(&path.to_string_lossy());
+        return;
+    }
     pending_memory();
     single_event(c);
     sequences(c);

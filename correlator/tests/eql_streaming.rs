@@ -128,12 +128,8 @@ const QUERIES: &[&str] = &[
 ];
 
 fn stream() -> impl Strategy<Value = Vec<(u8, i64, i64, i64)>> {
-    // (category, key, value, gap ms, arrival delay ms)
-    prop::collection::vec((0u8..3, 0i64..3, 0i64..4, 1i64..15), 0..60).prop_map(|v| {
-        v.into_iter()
-            .map(|(c, k, val, gap)| (c, k, val, gap))
-            .collect()
-    })
+    // (category, key, value, gap ms)
+    prop::collection::vec((0u8..3, 0i64..3, 0i64..4, 1i64..15), 0..60)
 }
 
 fn build(raw: &[(u8, i64, i64, i64)]) -> Vec<Event> {

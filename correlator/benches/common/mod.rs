@@ -1,5 +1,5 @@
 //! A realistic event mix and rule sets for the EQL benchmarks.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

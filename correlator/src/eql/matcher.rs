@@ -262,6 +262,16 @@ impl PatternSet {
         }
     }
 
+    /// When every pattern is an exact string: the values, lower-cased (a superset key for a
+    /// case-insensitive index).
+    pub(crate) fn exact_values(&self) -> Option<Vec<String>> {
+        let mut out: Vec<String> = self.exact.iter().map(|s| fold(s).into_owned()).collect();
+        for p in &self.others {
+            out.push(fold(p.exact_text()?).into_owned());
+        }
+        Some(out)
+    }
+
     #[inline]
     pub(crate) fn is_match(&self, s: &str) -> bool {
         if !self.exact.is_empty() {

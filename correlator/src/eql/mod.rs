@@ -18,7 +18,7 @@ pub mod sequence;
 use std::fmt;
 
 use crate::event::{Event, Field, Value};
-pub(crate) use expr::{Env, Node};
+pub(crate) use expr::{Env, Node, TermVal};
 
 /// Which EQL dialect to accept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,12 +127,19 @@ impl EventFilter {
                 return false;
             }
         }
-        self.cond.test(ev, env) == Some(true)
+        self.cond.is_true(ev, env)
     }
 
     #[inline]
     pub fn matches(&self, ev: &Event) -> bool {
         self.matches_env(ev, &Env::EMPTY)
+    }
+
+    pub(crate) fn index_terms(
+        &self,
+        skip: &dyn Fn(Field) -> bool,
+    ) -> Option<Vec<(Field, Vec<TermVal>)>> {
+        self.cond.index_terms(skip)
     }
 
     /// The category this filter requires (`None` for `any`).
@@ -234,6 +241,31 @@ impl Query {
 
     pub fn has_pipes(&self) -> bool {
         !self.pipes.is_empty()
+    }
+
+    /// Index terms for the whole query: for a sequence, the union over every filter it evaluates
+    /// (steps, missing steps, until), so the rule sees every event any of them could match.
+    pub(crate) fn index_terms(
+        &self,
+        skip: &dyn Fn(Field) -> bool,
+    ) -> Option<Vec<(Field, Vec<TermVal>)>> {
+        match &self.kind {
+            QueryKind::Event(f) => f.index_terms(skip),
+            QueryKind::Sequence { steps, until, .. } | QueryKind::Join { steps, until } => {
+                let mut out = Vec::new();
+                for s in steps.iter().chain(until.iter()) {
+                    out.extend(s.filter.index_terms(skip)?);
+                }
+                Some(out)
+            }
+            QueryKind::Sample { steps } => {
+                let mut out = Vec::new();
+                for s in steps {
+                    out.extend(s.filter.index_terms(skip)?);
+                }
+                Some(out)
+            }
+        }
     }
 
     /// The event categories this query can look at; `None` when some step is `any`.
