@@ -322,7 +322,11 @@ const LOW_CARDINALITY: &[&str] = &[
 ];
 
 /// One indexed field: rules by lower-cased string value and by integer value.
-type FieldIndex = (Field, HashMap<Box<str>, Vec<usize>>, HashMap<i64, Vec<usize>>);
+type FieldIndex = (
+    Field,
+    HashMap<Box<str>, Vec<usize>>,
+    HashMap<i64, Vec<usize>>,
+);
 
 /// The rules of one category: those tried on every event, and those reached through a required
 /// exact value of a field.
