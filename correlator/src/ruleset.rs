@@ -7,7 +7,7 @@
 
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
-use crate::eql::{Dialect, TermVal};
+use crate::eql::{Dialect, TermVal, INDEX_AFFIX};
 use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
@@ -175,11 +175,22 @@ impl RuleSet {
         for (i, s) in self.slots.iter().enumerate() {
             self.has_seq |= s.runner.is_sequence();
             let q = s.runner.query();
-            let cats = if q.options().dialect == Dialect::Elastic {
-                q.categories()
-            } else {
-                None
-            };
+            let elastic = q.options().dialect == Dialect::Elastic;
+            let mut cats = if elastic { q.categories() } else { None };
+            if cats.is_none() && elastic {
+                // `any where event.category in (...) and ...`: the condition names the categories.
+                let cat_field = self.cat_field;
+                cats = q.index_terms(&|f| f != cat_field).and_then(|terms| {
+                    terms
+                        .iter()
+                        .flat_map(|(_, vs)| vs.iter())
+                        .map(|v| match v {
+                            TermVal::Str(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+            }
             // Single-event rules with a required exact-value term are indexed on it.
             let terms = if q.options().dialect == Dialect::Elastic && !q.has_pipes() {
                 q.index_terms(&skip)
@@ -216,8 +227,8 @@ impl RuleSet {
     pub fn indexed_rules(&self) -> usize {
         let mut set = std::collections::HashSet::new();
         for b in self.by_category.values().chain(std::iter::once(&self.any)) {
-            for (_, m, n) in &b.index {
-                for v in m.values().chain(n.values()) {
+            for ix in &b.index {
+                for v in ix.all() {
                     set.extend(v.iter().copied());
                 }
             }
@@ -321,15 +332,66 @@ const LOW_CARDINALITY: &[&str] = &[
     "user.name",
 ];
 
-/// One indexed field: rules by lower-cased string value and by integer value.
-type FieldIndex = (
-    Field,
-    HashMap<Box<str>, Vec<usize>>,
-    HashMap<i64, Vec<usize>>,
-);
+/// One indexed field: rules by lower-cased exact value, integer value, prefix and suffix.
+#[derive(Default)]
+struct FieldIndex {
+    field: Option<Field>,
+    exact: HashMap<Box<str>, Vec<usize>>,
+    ints: HashMap<i64, Vec<usize>>,
+    /// Keyed by the first / last `INDEX_AFFIX` bytes of the lower-cased value.
+    prefix: HashMap<[u8; INDEX_AFFIX], Vec<usize>>,
+    suffix: HashMap<[u8; INDEX_AFFIX], Vec<usize>>,
+}
+
+impl FieldIndex {
+    fn all(&self) -> impl Iterator<Item = &Vec<usize>> {
+        self.exact
+            .values()
+            .chain(self.ints.values())
+            .chain(self.prefix.values())
+            .chain(self.suffix.values())
+    }
+
+    #[inline]
+    fn lookup(&self, v: &Value, out: &mut Vec<usize>) {
+        match v {
+            Value::Str(s) => {
+                let f = fold(s);
+                if let Some(l) = self.exact.get(&*f) {
+                    out.extend_from_slice(l);
+                }
+                let b = f.as_bytes();
+                if b.len() >= INDEX_AFFIX {
+                    if !self.prefix.is_empty() {
+                        if let Some(l) = self.prefix.get(&affix(&b[..INDEX_AFFIX])) {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                    if !self.suffix.is_empty() {
+                        if let Some(l) = self.suffix.get(&affix(&b[b.len() - INDEX_AFFIX..])) {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                }
+            }
+            Value::Int(_) | Value::Float(_) if !self.ints.is_empty() => {
+                if let Some(l) = v.as_i64().and_then(|i| self.ints.get(&i)) {
+                    out.extend_from_slice(l);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn affix(b: &[u8]) -> [u8; INDEX_AFFIX] {
+    let mut k = [0u8; INDEX_AFFIX];
+    k.copy_from_slice(&b[..INDEX_AFFIX]);
+    k
+}
 
 /// The rules of one category: those tried on every event, and those reached through a required
-/// exact value of a field.
+/// value of a field.
 #[derive(Default)]
 struct Bucket {
     always: Vec<usize>,
@@ -339,17 +401,29 @@ struct Bucket {
 impl Bucket {
     fn add_indexed(&mut self, rule: usize, terms: &[(Field, Vec<TermVal>)]) {
         for (f, values) in terms {
-            let pos = match self.index.iter().position(|(g, _, _)| g == f) {
+            let pos = match self.index.iter().position(|x| x.field == Some(*f)) {
                 Some(p) => p,
                 None => {
-                    self.index.push((*f, HashMap::new(), HashMap::new()));
+                    self.index.push(FieldIndex {
+                        field: Some(*f),
+                        ..FieldIndex::default()
+                    });
                     self.index.len() - 1
                 }
             };
+            let ix = &mut self.index[pos];
             for v in values {
                 let list = match v {
-                    TermVal::Str(s) => self.index[pos].1.entry(s.as_str().into()).or_default(),
-                    TermVal::Int(i) => self.index[pos].2.entry(*i).or_default(),
+                    TermVal::Str(s) => ix.exact.entry(s.as_str().into()).or_default(),
+                    TermVal::Int(i) => ix.ints.entry(*i).or_default(),
+                    TermVal::Prefix(p) => ix
+                        .prefix
+                        .entry(affix(&p.as_bytes()[..INDEX_AFFIX]))
+                        .or_default(),
+                    TermVal::Suffix(p) => ix
+                        .suffix
+                        .entry(affix(&p.as_bytes()[p.len() - INDEX_AFFIX..]))
+                        .or_default(),
                 };
                 if !list.contains(&rule) {
                     list.push(rule);
@@ -361,29 +435,15 @@ impl Bucket {
     #[inline]
     fn candidates(&self, ev: &Event, out: &mut Vec<usize>) {
         out.extend_from_slice(&self.always);
-        let one = |v: &Value,
-                   out: &mut Vec<usize>,
-                   strs: &HashMap<Box<str>, Vec<usize>>,
-                   ints: &HashMap<i64, Vec<usize>>| {
-            let l = match v {
-                Value::Str(s) if !strs.is_empty() => strs.get(&*fold(s)),
-                Value::Int(_) | Value::Float(_) if !ints.is_empty() => {
-                    v.as_i64().and_then(|i| ints.get(&i))
-                }
-                _ => None,
-            };
-            if let Some(l) = l {
-                out.extend_from_slice(l);
-            }
-        };
-        for (f, strs, ints) in &self.index {
-            match ev.get(*f) {
+        for ix in &self.index {
+            let Some(f) = ix.field else { continue };
+            match ev.get(f) {
                 Some(Value::Array(a)) => {
                     for v in a.iter() {
-                        one(v, out, strs, ints);
+                        ix.lookup(v, out);
                     }
                 }
-                Some(v) => one(v, out, strs, ints),
+                Some(v) => ix.lookup(v, out),
                 None => {}
             }
         }

@@ -84,12 +84,20 @@ id = "seq-indexed"
 name = "seq-indexed"
 query = 'sequence by host.id with maxspan=1s [process where process.name == "bash"] [network where destination.port in (4444, 22)] until [file where file.name == "passwd"]'
 [[rule]]
+id = "any-cat"
+name = "any-cat"
+query = 'any where event.category in ("file") and file.path : ("/tmp/*", "/DEV/shm/*")'
+[[rule]]
+id = "suffix"
+name = "suffix"
+query = 'process where process.executable : ("*/bash", "*/Curl") and event.type == "start"'
+[[rule]]
 id = "port"
 name = "port"
 query = 'network where destination.port == 8080 and process.name : "java"'
 "#;
     let mut defs = parse_rule_file(rules, "mem").unwrap();
-    let events = common::events(4_000, 300);
+    let events = common::events(2_000, 300);
     let (got, indexed) = together(&defs, &events);
     assert!(
         indexed >= 4,
@@ -105,6 +113,6 @@ query = 'network where destination.port == 8080 and process.name : "java"'
 
     // And the real Elastic rules.
     defs = common::elastic_single_event_rules(200);
-    let events = common::events(1_500, 300);
+    let events = common::events(800, 300);
     assert_eq!(together(&defs, &events).0, alone(&defs, &events));
 }

@@ -104,10 +104,12 @@ impl Func {
     }
 }
 
-/// A value of an index term: a lower-cased string or an integer.
+/// A value of an index term: a lower-cased string, prefix or suffix, or an integer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TermVal {
     Str(String),
+    Prefix(String),
+    Suffix(String),
     Int(i64),
 }
 
@@ -614,8 +616,7 @@ impl Node {
                 if skip(f) {
                     return None;
                 }
-                set.exact_values()
-                    .map(|v| vec![(f, v.into_iter().map(TermVal::Str).collect())])
+                set.index_values().map(|v| vec![(f, v)])
             }
             Node::And(xs) => xs
                 .iter()

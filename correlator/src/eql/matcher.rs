@@ -262,12 +262,24 @@ impl PatternSet {
         }
     }
 
-    /// When every pattern is an exact string: the values, lower-cased (a superset key for a
-    /// case-insensitive index).
-    pub(crate) fn exact_values(&self) -> Option<Vec<String>> {
-        let mut out: Vec<String> = self.exact.iter().map(|s| fold(s).into_owned()).collect();
+    /// When every pattern is an exact string, a prefix (`abc*`) or a suffix (`*abc`): index keys,
+    /// lower-cased (a superset key for a case-insensitive index). Prefixes and suffixes need at least
+    /// [`super::INDEX_AFFIX`] bytes.
+    pub(crate) fn index_values(&self) -> Option<Vec<super::TermVal>> {
+        use super::TermVal;
+        let mut out: Vec<TermVal> = self
+            .exact
+            .iter()
+            .map(|s| TermVal::Str(fold(s).into_owned()))
+            .collect();
         for p in &self.others {
-            out.push(fold(p.exact_text()?).into_owned());
+            let long = |t: &str| fold(t).len() >= super::INDEX_AFFIX;
+            out.push(match &p.kind {
+                Kind::Exact(t) => TermVal::Str(fold(t).into_owned()),
+                Kind::Prefix(t) if long(t) => TermVal::Prefix(fold(t).into_owned()),
+                Kind::Suffix(t) if long(t) => TermVal::Suffix(fold(t).into_owned()),
+                _ => return None,
+            });
         }
         Some(out)
     }

@@ -20,6 +20,9 @@ use std::fmt;
 use crate::event::{Event, Field, Value};
 pub(crate) use expr::{Env, Node, TermVal};
 
+/// Bytes of a prefix or suffix used as an index key.
+pub(crate) const INDEX_AFFIX: usize = 3;
+
 /// Which EQL dialect to accept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dialect {
