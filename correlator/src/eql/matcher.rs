@@ -262,6 +262,28 @@ impl PatternSet {
         }
     }
 
+    /// When every pattern is an exact string, a prefix (`abc*`) or a suffix (`*abc`): index keys,
+    /// lower-cased (a superset key for a case-insensitive index). Prefixes and suffixes need at least
+    /// [`super::INDEX_AFFIX`] bytes.
+    pub(crate) fn index_values(&self) -> Option<Vec<super::TermVal>> {
+        use super::TermVal;
+        let mut out: Vec<TermVal> = self
+            .exact
+            .iter()
+            .map(|s| TermVal::Str(fold(s).into_owned()))
+            .collect();
+        for p in &self.others {
+            let long = |t: &str| fold(t).len() >= super::INDEX_AFFIX;
+            out.push(match &p.kind {
+                Kind::Exact(t) => TermVal::Str(fold(t).into_owned()),
+                Kind::Prefix(t) if long(t) => TermVal::Prefix(fold(t).into_owned()),
+                Kind::Suffix(t) if long(t) => TermVal::Suffix(fold(t).into_owned()),
+                _ => return None,
+            });
+        }
+        Some(out)
+    }
+
     #[inline]
     pub(crate) fn is_match(&self, s: &str) -> bool {
         if !self.exact.is_empty() {

@@ -89,6 +89,14 @@ impl<'a> Shared<'a> {
     }
 }
 
+fn key_for(keys: &super::Keys, buf: &mut Vec<Value>, ev: &Event, env: &Env<'_>) -> Option<Key> {
+    buf.clear();
+    if !keys.eval(ev, env, buf) {
+        return None;
+    }
+    Some(Key(buf.iter().map(KeyPart::from_value).collect()))
+}
+
 /// A completed sequence (or sample/join).
 #[derive(Clone, Debug)]
 pub struct SeqMatch {
@@ -219,10 +227,13 @@ impl SequenceEngine {
         b
     }
 
-    fn key_of(&mut self, step: &StepSpec, ev: &Event, env: &Env<'_>) -> Key {
-        self.keybuf.clear();
-        step.keys.eval(ev, env, &mut self.keybuf);
-        Key(self.keybuf.iter().map(KeyPart::from_value).collect())
+    fn key_of(&mut self, step: usize, ev: &Event, env: &Env<'_>) -> Option<Key> {
+        let keys = if step == usize::MAX {
+            &self.until.as_ref()?.keys
+        } else {
+            &self.steps[step].keys
+        };
+        key_for(keys, &mut self.keybuf, ev, env)
     }
 
     /// Feeds one event (in event-time order).
@@ -235,9 +246,10 @@ impl SequenceEngine {
         let ts = ev.timestamp_ns;
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
-                let u = u.clone();
-                let key = self.key_of(&u, ev, env);
-                if let Some(st) = self.state.remove(&key) {
+                let removed = self
+                    .key_of(usize::MAX, ev, env)
+                    .and_then(|key| self.state.remove(&key));
+                if let Some(st) = removed {
                     let n = st.count();
                     self.pending -= n;
                     self.stats.cancelled_until += n as u64;
@@ -251,8 +263,9 @@ impl SequenceEngine {
             if !self.steps[si].filter.matches_env(ev, env) {
                 continue;
             }
-            let step = self.steps[si].clone();
-            let key = self.key_of(&step, ev, env);
+            let Some(key) = self.key_of(si, ev, env) else {
+                continue;
+            };
             let npos = self.positive.len();
             let st = self.state.entry(key).or_default();
             if st.stages.len() < npos {
@@ -277,8 +290,9 @@ impl SequenceEngine {
             if !self.steps[si].filter.matches_env(ev, env) {
                 continue;
             }
-            let step = self.steps[si].clone();
-            let key = self.key_of(&step, ev, env);
+            let Some(key) = self.key_of(si, ev, env) else {
+                continue;
+            };
             if stage == 0 {
                 let st = self.state.entry(key.clone()).or_default();
                 if st.stages.len() < npos {
@@ -301,7 +315,7 @@ impl SequenceEngine {
             let Some(st) = self.state.get_mut(&key) else {
                 continue;
             };
-            let fork = step.fork;
+            let fork = self.steps[si].fork;
             let taken = if fork {
                 st.stages.get(stage - 1).and_then(Clone::clone)
             } else {
@@ -502,9 +516,9 @@ impl SampleEngine {
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
                 self.keybuf.clear();
-                u.keys.eval(ev, env, &mut self.keybuf);
+                let ok = u.keys.eval(ev, env, &mut self.keybuf);
                 let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
-                if self.state.remove(&key).is_some() {
+                if ok && self.state.remove(&key).is_some() {
                     self.stats.cancelled_until += 1;
                 }
             }
@@ -514,7 +528,9 @@ impl SampleEngine {
                 continue;
             }
             self.keybuf.clear();
-            self.steps[i].keys.eval(ev, env, &mut self.keybuf);
+            if !self.steps[i].keys.eval(ev, env, &mut self.keybuf) {
+                continue;
+            }
             let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
             if self.once && self.done.contains(&key) {
                 continue;
