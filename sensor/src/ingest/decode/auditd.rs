@@ -416,7 +416,13 @@ fn socket_type_name(t: u64) -> Option<&'static str> {
 }
 
 /// A PATH record's name, nametype, mode, inode and owner.
-type PathItem = (Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+type PathItem = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// A decoded sockaddr.
 enum SockAddr {
