@@ -231,7 +231,7 @@ fn pairs<'a>(body: &'a str, out: &mut Vec<(&'a str, Val<'a>)>) {
 }
 
 fn is_hex(v: &str) -> bool {
-    !v.is_empty() && v.len() % 2 == 0 && v.bytes().all(|c| c.is_ascii_hexdigit())
+    !v.is_empty() && v.len() & 1 == 0 && v.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 fn hex_bytes(v: &str) -> Option<Vec<u8>> {
@@ -415,6 +415,15 @@ fn socket_type_name(t: u64) -> Option<&'static str> {
     })
 }
 
+/// A PATH record's name, nametype, mode, inode and owner.
+type PathItem = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// A decoded sockaddr.
 enum SockAddr {
     Unix(String),
@@ -487,13 +496,7 @@ fn build(ctx: &Ctx, g: &Group) -> Event {
     let mut args: Vec<(u64, String)> = Vec::new();
     let mut chunks: Vec<(u64, u64, String)> = Vec::new();
     let mut argc: Option<u64> = None;
-    let mut paths: Vec<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = Vec::new();
+    let mut paths: Vec<PathItem> = Vec::new();
     let mut cwd: Option<String> = None;
     let mut sockaddr: Option<SockAddr> = None;
     let mut proctitle: Option<Vec<String>> = None;

@@ -249,3 +249,71 @@ impl Ctx {
         ev
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(format: Format, data: &[u8]) -> (usize, Vec<DecodeError>) {
+        let mut ok = 0;
+        let mut bad = Vec::new();
+        decode_reader(format, "t", data, &mut |r| match r {
+            Ok(_) => ok += 1,
+            Err(e) => bad.push(e),
+        });
+        (ok, bad)
+    }
+
+    /// Lines that look like each format, with bytes mutated: the decoders never panic and every
+    /// reject names a line within the input.
+    fn seeds() -> Vec<(Format, &'static str)> {
+        vec![
+            (Format::Ecs, r#"{"@timestamp":"2024-01-01T00:00:00Z","winlog":{"event_id":1,"event_data":{"Image":"C:\\a.exe","User":"D\\u"}}}"#),
+            (Format::Auditd, "type=SYSCALL msg=audit(1.5:7): arch=c000003e syscall=42 a0=1 exe=2F62696E comm=\"x\"\ntype=SOCKADDR msg=audit(1.5:7): saddr=01002F746D702F73\ntype=EXECVE msg=audit(1.5:7): argc=2 a0=\"a\" a1_len=4 a1[0]=6162 a1[1]=6364\ntype=EOE msg=audit(1.5:7):"),
+            (Format::Eslogger, r#"{"time":"2024-01-01T00:00:00Z","event_type":9,"event":{"exec":{"target":{"audit_token":{"pid":5},"executable":{"path":"/bin/sh"}},"args":["sh"]}},"process":{"audit_token":{"pid":4,"pidversion":1},"signing_id":"x","codesigning_flags":1}}"#),
+            (Format::Unifiedlog, r#"{"timestamp":"2024-01-01 00:00:00.000000-0700","eventMessage":"m","subsystem":"com.apple.xpc","processID":1}"#),
+            (Format::Osquery, r#"{"name":"q","unixTime":1,"snapshot":[{"pid":"1","path":"/x","cmdline":"x"}],"action":"snapshot"}"#),
+            (Format::Zeek, "#separator \\x09\n#fields\tts\tid.orig_h\tproto\n#types\ttime\taddr\tenum\n1.0\t1.2.3.4\ttcp"),
+            (Format::Suricata, r#"{"timestamp":"2024-01-01T00:00:00.000000+0000","event_type":"tls","src_ip":"1.2.3.4","tls":{"sni":"a","version":"TLS 1.2"}}"#),
+            (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
+            (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
+        ]
+    }
+
+    #[test]
+    fn seeds_decode() {
+        for (f, s) in seeds() {
+            let (ok, bad) = run(f, s.as_bytes());
+            assert!(
+                ok >= 1 && bad.is_empty(),
+                "{f}: {ok} events, rejects {bad:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn never_panics_on_mutations(which in 0usize..9, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+            let (f, s) = seeds()[which];
+            let mut data = s.as_bytes().to_vec();
+            for (pos, b) in edits {
+                let i = pos % data.len();
+                data[i] = b;
+            }
+            data.truncate(cut % (data.len() + 1));
+            let lines = data.split(|&b| b == b'\n').count() as u64;
+            let (_, bad) = run(f, &data);
+            for e in bad {
+                prop_assert!(e.line >= 1 && e.line <= lines && !e.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn never_panics_on_bytes(which in 0usize..9, data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = run(Format::ALL[which], &data);
+        }
+    }
+}
