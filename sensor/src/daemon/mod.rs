@@ -210,7 +210,16 @@ pub async fn run(
     config_path: Option<PathBuf>,
     seams: Seams,
 ) -> Result<RunSummary, DaemonError> {
-    let metrics = Metrics::new();
+    run_with_metrics(cfg, config_path, seams, Metrics::new()).await
+}
+
+/// [`run`] with metrics the caller keeps (benchmarks and embedders read them while it runs).
+pub async fn run_with_metrics(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    seams: Seams,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary, DaemonError> {
     let store = crate::store::Store::open(&cfg.store_config())?;
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
