@@ -175,7 +175,8 @@ impl DaemonInfo {
 pub(crate) struct Shared {
     pub(crate) store: StoreHandle,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) alerts: broadcast::Sender<Arc<AlertUpdate>>,
+    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
+    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
     pub(crate) control: mpsc::Sender<Control>,
     pub(crate) info: Arc<DaemonInfo>,
 }
@@ -349,7 +350,7 @@ pub async fn run_with_metrics(
     let shared = Shared {
         store: store_handle.clone(),
         metrics: metrics.clone(),
-        alerts: alerts_tx.clone(),
+        alerts: alerts_tx.downgrade(),
         control: control_tx,
         info: info.clone(),
     };
