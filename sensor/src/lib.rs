@@ -4,6 +4,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod ingest;
+pub mod kernel;
 pub mod metrics;
 pub mod outputs;
 pub mod store;

@@ -1,8 +1,77 @@
+//! `sensor replay`: run rules over a file of events and print alerts as NDJSON.
+
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use correlator::eql::sequence::SeqLimits;
+use correlator::{Detector, RuleSet, RunnerConfig};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sensor replay` is not implemented yet")
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum InputFormat {
+    /// ECS JSON: a JSON array or NDJSON.
+    #[default]
+    Ecs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Events file.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Rule files or folders.
+    #[arg(long, required = true, num_args = 1..)]
+    pub rules: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = InputFormat::Ecs)]
+    pub format: InputFormat,
+    /// Out-of-order tolerance in milliseconds of event time.
+    #[arg(long, default_value_t = 0)]
+    pub lateness_ms: i64,
+    /// Most pending partial sequences per rule.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_pending: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let defs = super::rules::load_rules(&args.rules)?;
+    let mut set = RuleSet::new(RunnerConfig {
+        lateness_ns: args.lateness_ms.saturating_mul(1_000_000),
+        limits: SeqLimits {
+            max_pending: args.max_pending,
+        },
+    });
+    let report = set.reload(
+        defs.into_iter()
+            .filter(|d| d.enabled && d.is_eql())
+            .collect(),
+    );
+    for (id, err) in &report.failed {
+        tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
+    }
+    let InputFormat::Ecs = args.format;
+    let events = super::query::read_events(&args.input)?;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let mut alerts = Vec::new();
+    for ev in &events {
+        set.on_event(ev, &mut alerts);
+        for a in alerts.drain(..) {
+            writeln!(w, "{}", serde_json::to_string(&a)?)?;
+        }
+    }
+    set.flush(&mut alerts);
+    for a in alerts.drain(..) {
+        writeln!(w, "{}", serde_json::to_string(&a)?)?;
+    }
+    w.flush()?;
+    let st = set.stats();
+    tracing::info!(
+        rules = set.len(),
+        events = st.events,
+        alerts = st.alerts,
+        late = st.late,
+        evicted = st.evicted,
+        "replay done"
+    );
+    Ok(ExitCode::SUCCESS)
 }

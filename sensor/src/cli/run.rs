@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::daemon::{BoxError, LoadedRule, Seams, SourceStarter, StartedSource};
-use crate::metrics::Metrics;
+use crate::daemon::live::{IngestStarter, KernelStarter};
+use crate::daemon::{BoxError, LoadedRule, Seams};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,63 +52,4 @@ fn shipped_rules(cfg: &crate::config::RulesConfig) -> Result<Vec<LoadedRule>, Bo
         .into());
     }
     Ok(Vec::new())
-}
-
-/// Starts the kernel sensor when `[kernel] enabled`.
-struct KernelStarter;
-
-impl SourceStarter for KernelStarter {
-    fn name(&self) -> String {
-        "kernel".into()
-    }
-
-    fn start(
-        self: Box<Self>,
-        cfg: &Config,
-        _metrics: &Arc<Metrics>,
-    ) -> Result<Option<StartedSource>, String> {
-        if !cfg.kernel_enabled() {
-            return Ok(None);
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root: loading eBPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE)".into());
-        }
-        if !std::path::Path::new("/sys/kernel/tracing/events").is_dir()
-            && !std::path::Path::new("/sys/kernel/debug/tracing/events").is_dir()
-        {
-            return Err(
-                "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".into(),
-            );
-        }
-        // INTEGRATION: `sensor::kernel::KernelSensor::start(&KernelConfig)` ->
-        //   StartedSource { name: "kernel", events: rx, detail: "<n> programs attached",
-        //                   status: Some(Arc::new(move || serde_json::to_value(sensor.status()))),
-        //                   stop: Some(Box::new(move || sensor.shutdown())) }
-        // and KernelError (program type not allowed, BTF missing, ...) -> Err(e.to_string()).
-        Err("the kernel sensor is not linked into this build yet".into())
-    }
-}
-
-/// Starts network ingest when `[ingest] enabled`.
-struct IngestStarter;
-
-impl SourceStarter for IngestStarter {
-    fn name(&self) -> String {
-        "ingest".into()
-    }
-
-    fn start(
-        self: Box<Self>,
-        cfg: &Config,
-        _metrics: &Arc<Metrics>,
-    ) -> Result<Option<StartedSource>, String> {
-        if !cfg.ingest_enabled() {
-            return Ok(None);
-        }
-        // INTEGRATION: `sensor::ingest::serve(IngestConfig, Arc<Spool>, shutdown)`: read the spool into an
-        // mpsc::Sender<Event> here, count clients in metrics.ingest_clients and bad records in
-        // metrics.ingest_rejects, and return its receiver as the StartedSource.
-        Err("network ingest is not linked into this build yet".into())
-    }
 }

@@ -17,6 +17,7 @@
 //! return. An event accepted from a source is never dropped by a clean shutdown.
 
 mod correlate;
+pub mod live;
 mod sources;
 mod store_task;
 
