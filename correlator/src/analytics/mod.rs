@@ -105,6 +105,10 @@ pub struct Meta {
     /// Where the logic comes from when it is not our own (e.g. an Elastic rule id).
     #[serde(default)]
     pub origin: Option<String>,
+    /// Fill `process.parent.executable`/`name` from a table of process starts when a source gives only
+    /// the parent pid (eslogger), before the detectors see the event.
+    #[serde(default)]
+    pub lineage: bool,
 }
 
 fn enterprise() -> String {
@@ -301,17 +305,29 @@ pub struct Eql;
 
 impl EqlCompiler for Eql {
     fn filter(&self, query: &str) -> Result<Filter, String> {
-        let q = crate::eql::compile(query, &crate::eql::Options::elastic()).map_err(|e| e.to_string())?;
+        let q = crate::eql::compile(query, &crate::eql::Options::elastic())
+            .map_err(|e| e.to_string())?;
         if q.is_sequence() || q.has_pipes() {
-            return Err("an event filter must be a single event query (no sequence, no pipes)".into());
+            return Err(
+                "an event filter must be a single event query (no sequence, no pipes)".into(),
+            );
         }
         Ok(Arc::new(move |ev: &Event| q.matches(ev)))
     }
 
     fn rule(&self, id: &str, query: &str) -> Result<Box<dyn Detector>, String> {
-        let q = crate::eql::compile(query, &crate::eql::Options::elastic()).map_err(|e| e.to_string())?;
-        let meta = crate::runner::RuleMeta { id: id.to_string(), name: id.to_string(), ..Default::default() };
-        Ok(Box::new(crate::runner::RuleRunner::new(meta, q, crate::runner::RunnerConfig::default())))
+        let q = crate::eql::compile(query, &crate::eql::Options::elastic())
+            .map_err(|e| e.to_string())?;
+        let meta = crate::runner::RuleMeta {
+            id: id.to_string(),
+            name: id.to_string(),
+            ..Default::default()
+        };
+        Ok(Box::new(crate::runner::RuleRunner::new(
+            meta,
+            q,
+            crate::runner::RunnerConfig::default(),
+        )))
     }
 }
 
@@ -609,11 +625,16 @@ impl Analytic {
                     }))
                 }
             };
+            let lineage = self
+                .meta
+                .lineage
+                .then(crate::detect::lineage::Lineage::default);
             out.push(Box::new(AnalyticDetector {
                 id: did,
                 inner,
                 meta: meta.clone(),
                 scratch: Vec::new(),
+                lineage,
             }));
         }
         Ok(out)
@@ -780,6 +801,7 @@ struct AnalyticDetector {
     inner: Box<dyn Detector>,
     meta: Arc<AlertMeta>,
     scratch: Vec<Alert>,
+    lineage: Option<crate::detect::lineage::Lineage>,
 }
 
 impl AnalyticDetector {
@@ -820,7 +842,10 @@ impl Detector for AnalyticDetector {
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<Alert>) {
-        self.inner.on_event(event, &mut self.scratch);
+        match self.lineage.as_mut().and_then(|l| l.observe(event)) {
+            Some(filled) => self.inner.on_event(&filled, &mut self.scratch),
+            None => self.inner.on_event(event, &mut self.scratch),
+        }
         if !self.scratch.is_empty() {
             self.finish(out);
         }

@@ -190,15 +190,33 @@ fn ev(doc: serde_json::Value) -> Event {
 
 #[test]
 fn an1358_fifo_and_socket_end_to_end_in_the_library() {
-    let o = Overrides::from_config_text("[analytics.AN1358.settings]\nSocketPathBaseline = { learning_period = \"0s\" }\n").unwrap();
+    let o = Overrides::from_config_text(
+        "[analytics.AN1358.settings]\nSocketPathBaseline = { learning_period = \"0s\" }\n",
+    )
+    .unwrap();
     let set = AnalyticSet::load(&[], &o).unwrap();
-    let mut dets = set.get("AN1358").unwrap().analytic.build(&set.get("AN1358").unwrap().values, &Eql).unwrap();
+    let mut dets = set
+        .get("AN1358")
+        .unwrap()
+        .analytic
+        .build(&set.get("AN1358").unwrap().values, &Eql)
+        .unwrap();
     let evs = [
-        ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_created"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/mkfifo", "pid": 10}})),
-        ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:01Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}})),
-        ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:02Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/run/x/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}})),
-        ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:03Z", "host": {"id": "h1"}, "event": {"category": "network", "action": "unix_connect"}, "network": {"transport": "unix"}, "file": {"path": "/run/systemd/private"}, "process": {"executable": "/usr/bin/systemctl"}})),
-        ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:04Z", "host": {"id": "h1"}, "event": {"category": "network", "action": "unix_bind"}, "network": {"transport": "unix"}, "file": {"path": "/dev/shm/.x"}, "process": {"executable": "/tmp/implant"}})),
+        ev(
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_created"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/mkfifo", "pid": 10}}),
+        ),
+        ev(
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:01Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
+        ),
+        ev(
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:02Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/run/x/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
+        ),
+        ev(
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:03Z", "host": {"id": "h1"}, "event": {"category": "network", "action": "unix_connect"}, "network": {"transport": "unix"}, "file": {"path": "/run/systemd/private"}, "process": {"executable": "/usr/bin/systemctl"}}),
+        ),
+        ev(
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:04Z", "host": {"id": "h1"}, "event": {"category": "network", "action": "unix_bind"}, "network": {"transport": "unix"}, "file": {"path": "/dev/shm/.x"}, "process": {"executable": "/tmp/implant"}}),
+        ),
     ];
     let mut out = Vec::new();
     for e in &evs {
@@ -207,8 +225,20 @@ fn an1358_fifo_and_socket_end_to_end_in_the_library() {
         }
     }
     assert_eq!(out.len(), 2, "{out:#?}");
-    assert!(out.iter().all(|a| a.rule_id == "AN1358" && a.attack.analytic.as_deref() == Some("AN1358") && a.attack.strategy.as_deref() == Some("DET0493")));
-    assert!(out[0].reason.starts_with("[fifo-access] FIFO /tmp/f"), "{}", out[0].reason);
-    assert!(out[1].reason.starts_with("[socket-path] /tmp/implant used AF_UNIX socket /dev/shm/.x"), "{}", out[1].reason);
+    assert!(out.iter().all(|a| a.rule_id == "AN1358"
+        && a.attack.analytic.as_deref() == Some("AN1358")
+        && a.attack.strategy.as_deref() == Some("DET0493")));
+    assert!(
+        out[0].reason.starts_with("[fifo-access] FIFO /tmp/f"),
+        "{}",
+        out[0].reason
+    );
+    assert!(
+        out[1]
+            .reason
+            .starts_with("[socket-path] /tmp/implant used AF_UNIX socket /dev/shm/.x"),
+        "{}",
+        out[1].reason
+    );
     assert!(out[0].settings.contains_key("FIFOAccessPatterns"));
 }
