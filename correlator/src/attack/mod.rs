@@ -580,8 +580,13 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
         };
         if *enabled {
             for t in &techniques {
-                tech_rules.entry(t.clone()).or_default().insert(m.id.clone());
-                tech_domain.entry(t.clone()).or_insert_with(|| m.domain.clone());
+                tech_rules
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(m.id.clone());
+                tech_domain
+                    .entry(t.clone())
+                    .or_insert_with(|| m.domain.clone());
             }
             if let Some(id) = &analytic {
                 covered_analytics.insert(id.clone());
@@ -627,7 +632,11 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
     for (t, rules) in tech_rules {
         let (name, tactics, domain) = match catalog.techniques.get(&t) {
             Some(x) => (x.name.clone(), x.tactics.clone(), x.domain.clone()),
-            None => (String::new(), Vec::new(), tech_domain.get(&t).cloned().unwrap_or_default()),
+            None => (
+                String::new(),
+                Vec::new(),
+                tech_domain.get(&t).cloned().unwrap_or_default(),
+            ),
         };
         out.techniques.push(TechniqueCoverage {
             id: t,
