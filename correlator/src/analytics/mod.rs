@@ -105,6 +105,10 @@ pub struct Meta {
     /// Where the logic comes from when it is not our own (e.g. an Elastic rule id).
     #[serde(default)]
     pub origin: Option<String>,
+    /// Fill `process.parent.executable`/`name` from a table of process starts when a source gives only
+    /// the parent pid (eslogger), before the detectors see the event.
+    #[serde(default)]
+    pub lineage: bool,
 }
 
 fn enterprise() -> String {
@@ -621,11 +625,16 @@ impl Analytic {
                     }))
                 }
             };
+            let lineage = self
+                .meta
+                .lineage
+                .then(crate::detect::lineage::Lineage::default);
             out.push(Box::new(AnalyticDetector {
                 id: did,
                 inner,
                 meta: meta.clone(),
                 scratch: Vec::new(),
+                lineage,
             }));
         }
         Ok(out)
@@ -792,6 +801,7 @@ struct AnalyticDetector {
     inner: Box<dyn Detector>,
     meta: Arc<AlertMeta>,
     scratch: Vec<Alert>,
+    lineage: Option<crate::detect::lineage::Lineage>,
 }
 
 impl AnalyticDetector {
@@ -832,7 +842,10 @@ impl Detector for AnalyticDetector {
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<Alert>) {
-        self.inner.on_event(event, &mut self.scratch);
+        match self.lineage.as_mut().and_then(|l| l.observe(event)) {
+            Some(filled) => self.inner.on_event(&filled, &mut self.scratch),
+            None => self.inner.on_event(event, &mut self.scratch),
+        }
         if !self.scratch.is_empty() {
             self.finish(out);
         }

@@ -500,6 +500,7 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
         ..Coverage::default()
     };
     let mut tech_rules: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut tech_domain: BTreeMap<String, String> = BTreeMap::new();
     let mut covered_analytics: BTreeSet<String> = BTreeSet::new();
     for (a, enabled) in rules {
         let m = &a.meta;
@@ -583,6 +584,9 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
                     .entry(t.clone())
                     .or_default()
                     .insert(m.id.clone());
+                tech_domain
+                    .entry(t.clone())
+                    .or_insert_with(|| m.domain.clone());
             }
             if let Some(id) = &analytic {
                 covered_analytics.insert(id.clone());
@@ -628,7 +632,11 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
     for (t, rules) in tech_rules {
         let (name, tactics, domain) = match catalog.techniques.get(&t) {
             Some(x) => (x.name.clone(), x.tactics.clone(), x.domain.clone()),
-            None => (String::new(), Vec::new(), String::new()),
+            None => (
+                String::new(),
+                Vec::new(),
+                tech_domain.get(&t).cloned().unwrap_or_default(),
+            ),
         };
         out.techniques.push(TechniqueCoverage {
             id: t,

@@ -17,6 +17,7 @@
 pub mod baseline;
 pub mod flow;
 pub mod join;
+pub mod lineage;
 pub mod threshold;
 
 use std::fmt;
