@@ -226,6 +226,9 @@ pub struct RulesConfig {
     pub lateness: Duration,
     /// Per-analytic settings, passed to the rule loader as they are.
     pub settings: toml::Table,
+    /// Where detector state (learned baselines) is kept: `<state_dir>/analytics-state.json`.
+    #[serde(skip)]
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for RulesConfig {
@@ -236,6 +239,7 @@ impl Default for RulesConfig {
             disabled: Vec::new(),
             lateness: Duration(std::time::Duration::from_secs(2)),
             settings: toml::Table::new(),
+            state_file: None,
         }
     }
 }
@@ -419,7 +423,9 @@ impl Config {
             path: origin.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        let mut cfg = cfg;
         cfg.validate(origin)?;
+        cfg.rules.state_file = Some(cfg.state_dir.join("analytics-state.json"));
         Ok(cfg)
     }
 

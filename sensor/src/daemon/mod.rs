@@ -345,6 +345,7 @@ pub async fn run_with_metrics(
         control: corr_ctl_rx,
         store: store_handle.clone(),
         metrics: metrics.clone(),
+        state_file: cfg.rules.state_file.clone(),
     }));
 
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
