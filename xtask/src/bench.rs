@@ -257,6 +257,11 @@ fn audit_status(key: &str) -> Option<String> {
 
 impl Audit {
     fn start(s: Storm) -> Result<Audit> {
+        // Saved before auditd starts (starting it turns auditing on).
+        let saved = (
+            audit_status("enabled").unwrap_or_else(|| "0".into()),
+            audit_status("backlog_limit").unwrap_or_else(|| "64".into()),
+        );
         let running = Command::new("pgrep")
             .args(["-x", "auditd"])
             .output()
@@ -273,10 +278,6 @@ impl Audit {
             let pid = std::fs::read_to_string("/var/run/auditd.pid").unwrap_or_default();
             started = pid.trim().parse().ok();
         }
-        let saved = (
-            audit_status("enabled").unwrap_or_else(|| "0".into()),
-            audit_status("backlog_limit").unwrap_or_else(|| "64".into()),
-        );
         // As Debian's default /etc/audit/rules.d/audit.rules: a backlog of 8192; auditing on.
         let st = Command::new("auditctl")
             .args(["-e", "1", "-b", "8192"])
