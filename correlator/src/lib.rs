@@ -4,6 +4,9 @@
 //! event time, so replaying a file gives the same alerts as the live run.
 
 pub mod alert;
+pub mod analytics;
+pub mod attack;
+pub mod detect;
 pub mod eql;
 pub mod event;
 pub mod rules;
@@ -32,5 +35,15 @@ pub trait Detector: Send {
     /// How many partial matches (pending sequences, open windows) this detector holds.
     fn pending(&self) -> usize {
         0
+    }
+    /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
+    /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores what [`Detector::save_state`] returned in an earlier run.
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), detect::StateError> {
+        let _ = state;
+        Ok(())
     }
 }

@@ -29,6 +29,9 @@ enum Command {
     Replay(cli::replay::Args),
     /// Decode a file in a source format and print ECS NDJSON.
     Ingest(cli::ingest::Args),
+    /// Run only the network ingest (listeners, spool, a consumer writing NDJSON): a test harness.
+    #[command(name = "ingest-server")]
+    IngestServer(cli::ingest_server::Args),
     /// Query and triage alerts in a running daemon.
     #[command(subcommand)]
     Alerts(cli::alerts::Command),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Rules(c) => cli::rules::run(c),
         Command::Replay(a) => cli::replay::run(a),
         Command::Ingest(a) => cli::ingest::run(a),
+        Command::IngestServer(a) => cli::ingest_server::run(a),
         Command::Alerts(c) => cli::alerts::run(c),
         Command::Status(a) => cli::status::run(a),
         Command::Config(c) => cli::config::run(c),

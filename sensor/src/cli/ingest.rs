@@ -1,8 +1,76 @@
+//! `sensor ingest`: decode a file in a source format and print ECS NDJSON (no daemon needed).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use anyhow::Context;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sensor ingest` is not implemented yet")
+use crate::ingest::{decode_reader, Format};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr.
+    #[arg(long)]
+    pub format: Format,
+    /// Input file (`-` for stdin); a `.gz` file is decompressed.
+    #[arg(long, default_value = "-")]
+    pub input: PathBuf,
+    /// The agent id stamped on every event (`agent.id`).
+    #[arg(long, default_value = "local")]
+    pub agent_id: String,
+    /// Exit with status 1 when any record was rejected.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f =
+            File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+        if args.input.extension().is_some_and(|e| e == "gz") {
+            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
+        } else {
+            Box::new(BufReader::new(f))
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let (mut ok, mut bad) = (0u64, 0u64);
+    let mut write_err: Option<std::io::Error> = None;
+    let mut stderr = std::io::stderr().lock();
+    decode_reader(args.format, &args.agent_id, reader, &mut |r| match r {
+        Ok(ev) => {
+            ok += 1;
+            if write_err.is_none() {
+                if let Err(e) = serde_json::to_writer(&mut out, &ev.to_json())
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"))
+                {
+                    write_err = Some(e);
+                }
+            }
+        }
+        Err(e) => {
+            bad += 1;
+            let _ = writeln!(stderr, "rejected: {}: {e}", args.input.display());
+        }
+    });
+    out.flush()?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing events to stdout");
+    }
+    let _ = writeln!(
+        stderr,
+        "{} events decoded, {} records rejected ({})",
+        ok, bad, args.format
+    );
+    Ok(if args.strict && bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod coverage;
 pub mod events;
 pub mod ingest;
+pub mod ingest_server;
 pub mod query;
 pub mod replay;
 pub mod rules;

@@ -20,8 +20,16 @@ pub struct Args {
     #[arg(long)]
     pub input: PathBuf,
     /// Rule files or folders.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1..)]
     pub rules: Vec<PathBuf>,
+    /// Also run the shipped ATT&CK analytics (EQL and stateful detectors); the default without `--rules`.
+    #[arg(long)]
+    pub analytics: bool,
+    #[command(flatten)]
+    pub analytics_source: super::analytics::Source,
+    /// Analytics state file (baselines): loaded when it exists, written at the end.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = InputFormat::Ecs)]
     pub format: InputFormat,
     /// Out-of-order tolerance in milliseconds of event time.
@@ -33,7 +41,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let defs = super::rules::load_rules(&args.rules)?;
+    let with_analytics = args.analytics || args.rules.is_empty();
+    let mut analytics = if with_analytics {
+        let set = args.analytics_source.load()?;
+        super::analytics::detectors(&set, args.state.as_deref())?
+    } else {
+        Vec::new()
+    };
+    let defs = if args.rules.is_empty() {
+        Vec::new()
+    } else {
+        super::rules::load_rules(&args.rules)?
+    };
     let mut set = RuleSet::new(RunnerConfig {
         lateness_ns: args.lateness_ms.saturating_mul(1_000_000),
         limits: SeqLimits {
@@ -53,13 +72,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     let mut alerts = Vec::new();
+    let mut watermark = i64::MIN;
+    let mut last_ts = i64::MIN;
     for ev in &events {
         set.on_event(ev, &mut alerts);
+        for d in &mut analytics {
+            d.on_event(ev, &mut alerts);
+        }
+        // Analytics see event time advance once per second of it (flow lifetimes, window expiry).
+        last_ts = last_ts.max(ev.timestamp_ns);
+        if last_ts >= watermark.saturating_add(1_000_000_000) {
+            watermark = last_ts;
+            for d in &mut analytics {
+                d.on_watermark(watermark, &mut alerts);
+            }
+        }
         for a in alerts.drain(..) {
             writeln!(w, "{}", serde_json::to_string(&a)?)?;
         }
     }
     set.flush(&mut alerts);
+    // End of input is not the end of time: analytics get the last event time, not infinity.
+    if last_ts > i64::MIN {
+        for d in &mut analytics {
+            d.on_watermark(last_ts, &mut alerts);
+        }
+    }
+    if let Some(p) = &args.state {
+        super::analytics::save_state(&analytics, p)?;
+    }
     for a in alerts.drain(..) {
         writeln!(w, "{}", serde_json::to_string(&a)?)?;
     }
@@ -67,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let st = set.stats();
     tracing::info!(
         rules = set.len(),
+        analytics_detectors = analytics.len(),
         events = st.events,
         alerts = st.alerts,
         late = st.late,

@@ -1,0 +1,193 @@
+//! Helpers shared by the decoders: a cache of interned ECS fields, JSON access, value builders.
+
+use std::sync::{Arc, LazyLock};
+
+use correlator::{Event, Field, Value};
+use serde_json::Value as J;
+
+/// Frequently used fields, interned once.
+pub(crate) struct Fields {
+    pub(crate) agent_id: Field,
+    pub(crate) event_module: Field,
+    pub(crate) event_dataset: Field,
+    pub(crate) event_original: Field,
+    pub(crate) event_action: Field,
+    pub(crate) event_category: Field,
+    pub(crate) event_type: Field,
+    pub(crate) event_kind: Field,
+    pub(crate) event_outcome: Field,
+    pub(crate) timestamp: Field,
+}
+
+static FIELDS: LazyLock<Fields> = LazyLock::new(|| Fields {
+    agent_id: Field::intern("agent.id"),
+    event_module: Field::intern("event.module"),
+    event_dataset: Field::intern("event.dataset"),
+    event_original: Field::intern("event.original"),
+    event_action: Field::intern("event.action"),
+    event_category: Field::intern("event.category"),
+    event_type: Field::intern("event.type"),
+    event_kind: Field::intern("event.kind"),
+    event_outcome: Field::intern("event.outcome"),
+    timestamp: Field::intern("@timestamp"),
+});
+
+pub(crate) fn fields() -> &'static Fields {
+    &FIELDS
+}
+
+pub(crate) fn s(v: &str) -> Value {
+    Value::Str(Arc::from(v))
+}
+
+pub(crate) fn strs(v: &[&str]) -> Value {
+    Value::Array(v.iter().map(|x| s(x)).collect())
+}
+
+/// Sets `@timestamp` (RFC 3339) and [`Event::timestamp_ns`] from epoch nanoseconds.
+pub(crate) fn set_time(ev: &mut Event, ns: i64) {
+    ev.timestamp_ns = ns;
+    ev.set(
+        fields().timestamp,
+        Value::Str(Arc::from(format_rfc3339(ns))),
+    );
+}
+
+/// Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.fffffffffZ` (trailing zeros of the fraction trimmed
+/// to milliseconds at least).
+pub(crate) fn format_rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut frac = format!("{nanos:09}");
+    while frac.len() > 3 && frac.ends_with('0') {
+        frac.pop();
+    }
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's inverse civil algorithm.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Seconds (possibly fractional, possibly a string) since the epoch, as nanoseconds.
+pub(crate) fn epoch_secs_ns(v: &J) -> Option<i64> {
+    let f = match v {
+        J::Number(n) => n.as_f64()?,
+        J::String(s) => {
+            if let Ok(f) = s.trim().parse::<f64>() {
+                f
+            } else {
+                return correlator::event::parse_rfc3339_ns(s);
+            }
+        }
+        _ => return None,
+    };
+    if !f.is_finite() || f.abs() > 1e11 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some((f * 1e9).round() as i64)
+}
+
+/// Parses a JSON object line, naming the problem when it is not one.
+pub(crate) fn parse_object(line: &str) -> Result<serde_json::Map<String, J>, String> {
+    match serde_json::from_str::<J>(line) {
+        Ok(J::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+pub(crate) fn kind(v: &J) -> &'static str {
+    match v {
+        J::Null => "null",
+        J::Bool(_) => "a boolean",
+        J::Number(_) => "a number",
+        J::String(_) => "a string",
+        J::Array(_) => "an array",
+        J::Object(_) => "an object",
+    }
+}
+
+/// Walks a dotted path through nested objects.
+pub(crate) fn get<'a>(v: &'a J, path: &str) -> Option<&'a J> {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+pub(crate) fn get_str<'a>(v: &'a J, path: &str) -> Option<&'a str> {
+    get(v, path).and_then(J::as_str)
+}
+
+/// A JSON scalar as a Value (strings stay strings, numbers numbers); nulls and objects give None.
+pub(crate) fn scalar(v: &J) -> Option<Value> {
+    match v {
+        J::Null | J::Object(_) => None,
+        J::Array(a) => Some(Value::Array(a.iter().filter_map(scalar).collect())),
+        other => Some(Value::from_json(other)),
+    }
+}
+
+/// Copies `src` (a dotted path in `doc`) to ECS `dst` when present and scalar.
+pub(crate) fn copy(ev: &mut Event, doc: &J, src: &str, dst: &str) {
+    if let Some(v) = get(doc, src).and_then(scalar) {
+        ev.insert(dst, v);
+    }
+}
+
+/// Copies a value that should be an integer (accepting numeric strings).
+pub(crate) fn copy_int(ev: &mut Event, doc: &J, src: &str, dst: &str) {
+    if let Some(v) = get(doc, src).and_then(as_int) {
+        ev.insert(dst, Value::Int(v));
+    }
+}
+
+pub(crate) fn as_int(v: &J) -> Option<i64> {
+    match v {
+        J::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())),
+        J::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Copies a string field, also filling `ip` fields as IP values when they parse.
+pub(crate) fn copy_ip(ev: &mut Event, doc: &J, src: &str, dst: &str) {
+    if let Some(J::String(s)) = get(doc, src) {
+        match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => ev.insert(dst, Value::Ip(ip)),
+            Err(_) => ev.insert(dst, s_owned(s)),
+        }
+    }
+}
+
+pub(crate) fn s_owned(v: &str) -> Value {
+    s(v)
+}
+
+/// The final path component of a path (`/usr/bin/curl` -> `curl`).
+pub(crate) fn basename(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}

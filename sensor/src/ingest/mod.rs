@@ -1,0 +1,14 @@
+//! Network ingest of events from remote agents: per-format decoders to the ECS event model, a durable
+//! write-ahead spool, and the listeners (HTTPS and the auditd remote protocol) that feed it.
+//!
+//! The decoders are pure (no I/O, no clock) and never panic on any input: a bad record becomes a
+//! [`DecodeError`] naming its line and what was wrong, and the records around it are unaffected.
+
+pub mod consumer;
+pub mod decode;
+pub mod server;
+pub mod spool;
+
+pub use decode::{decode_reader, decoder, DecodeError, Decoder, Format};
+pub use server::{serve, IngestConfig, IngestError};
+pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

@@ -1,0 +1,532 @@
+//! End-to-end network ingest over loopback: the real `sensor ingest-server` process, real clients
+//! (curl, Debian's audisp-remote, a raw HTTP/1.1 client), a test CA for mutual TLS, and kill -9.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as J;
+
+const TOKEN: &str = "test-token-4f1c9a";
+
+fn sha256_hex(s: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Option<Child>,
+    config: PathBuf,
+    output: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16, extra: &str) -> Server {
+        let config = dir.join("ingest.toml");
+        let output = dir.join("out.ndjson");
+        let cfg = format!(
+            "spool_dir = \"{}\"\ngroup_idle_secs = 1\n{extra}\n[[ingest.agents]]\nid = \"agent-a\"\ntoken_sha256 = \"{}\"\n",
+            dir.join("spool").display(),
+            sha256_hex(TOKEN)
+        );
+        std::fs::write(&config, cfg).unwrap();
+        let mut s = Server {
+            child: None,
+            config,
+            output,
+            port,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_extension("log"))
+            .unwrap();
+        let child = Command::new(tests::sensor_bin())
+            .args(["ingest-server", "--config"])
+            .arg(&self.config)
+            .arg("--output")
+            .arg(&self.output)
+            .env("SENSOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ingest-server did not listen; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "ingest-server did not stop on SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn events(&self) -> Vec<J> {
+        let Ok(f) = std::fs::File::open(&self.output) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    fn wait_events(&self, pred: &dyn Fn(&[J]) -> bool, what: &str) -> Vec<J> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ev = self.events();
+            if pred(&ev) {
+                return ev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; have {} events; log:\n{}",
+                ev.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs curl; returns (HTTP status, body). Status 0 when curl itself failed (e.g. TLS refused).
+fn curl(args: &[&str], body: &[u8]) -> (u16, String) {
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            "@-",
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl must be installed");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn http_token_auth_bad_lines_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(
+        dir.path(),
+        port,
+        &format!("[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n"),
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/ingest/ecs");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+
+    let good = b"{\"@timestamp\":\"2024-05-01T10:00:00Z\",\"process\":{\"name\":\"a\"},\"n\":1}\n{\"@timestamp\":\"2024-05-01T10:00:01Z\",\"process\":{\"name\":\"b\"},\"n\":2}\n";
+    let (code, body) = curl(&["-H", &auth, &url], good);
+    assert_eq!(code, 200, "{body}");
+    let reply: J = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["accepted"], 2);
+    assert_eq!(reply["rejected"], serde_json::json!([]));
+
+    let (code, body) = curl(&[&url], good);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = curl(&["-H", "Authorization: Bearer wrong", &url], good);
+    assert_eq!(code, 401);
+
+    let mixed = b"{\"n\":3}\n{\"n\": oops}\n{\"n\":4}\n";
+    let (code, body) = curl(&["-H", &auth, &url], mixed);
+    assert_eq!(code, 200, "{body}");
+    let reply: J = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["accepted"], 2, "{body}");
+    assert_eq!(reply["rejected"][0]["line"], 2, "{body}");
+    assert!(
+        reply["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON"),
+        "{body}"
+    );
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{\"n\":5}\n").unwrap();
+    let (code, body) = curl(
+        &["-H", &auth, "-H", "Content-Encoding: gzip", &url],
+        &gz.finish().unwrap(),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    let (code, body) = curl(
+        &[
+            "-H",
+            &auth,
+            &format!("http://127.0.0.1:{port}/v1/ingest/nope"),
+        ],
+        good,
+    );
+    assert_eq!(code, 404, "{body}");
+
+    let evs = server.wait_events(&|e| e.len() >= 5, "5 events");
+    let mut ns: Vec<i64> = evs.iter().filter_map(|e| e["n"].as_i64()).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, vec![1, 2, 3, 4, 5]);
+    assert!(evs
+        .iter()
+        .all(|e| e["agent"]["id"] == "agent-a" && e["event"]["original"].is_string()));
+    server.stop();
+}
+
+#[test]
+fn mutual_tls_with_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA, a server certificate for 127.0.0.1, and a client certificate, all made here.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ingest test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let srv_key = rcgen::KeyPair::generate().unwrap();
+    let srv = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &ca, &ca_key)
+        .unwrap();
+    let cli_key = rcgen::KeyPair::generate().unwrap();
+    let mut cli_params = rcgen::CertificateParams::new(vec!["agent-a".to_string()]).unwrap();
+    cli_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "agent-a");
+    let cli = cli_params.signed_by(&cli_key, &ca, &ca_key).unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", srv.pem()),
+        ("server.key", srv_key.serialize_pem()),
+        ("client.pem", cli.pem()),
+        ("client.key", cli_key.serialize_pem()),
+    ] {
+        std::fs::write(d.join(name), pem).unwrap();
+    }
+    let port = free_port();
+    let mut server = Server::start(
+        d,
+        port,
+        &format!(
+            "[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[ingest.http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("ca.pem").display()
+        ),
+    );
+    let url = format!("https://127.0.0.1:{port}/v1/ingest/ecs");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let ca_path = d.join("ca.pem").display().to_string();
+    let cert = d.join("client.pem").display().to_string();
+    let key = d.join("client.key").display().to_string();
+    let (code, body) = curl(
+        &[
+            "--cacert", &ca_path, "--cert", &cert, "--key", &key, "-H", &auth, &url,
+        ],
+        b"{\"n\":1}\n",
+    );
+    assert_eq!(code, 200, "with a client certificate: {body}");
+    let (code, body) = curl(&["--cacert", &ca_path, "-H", &auth, &url], b"{\"n\":2}\n");
+    assert_ne!(
+        code, 200,
+        "without a client certificate the server must refuse: {body}"
+    );
+    let evs = server.wait_events(&|e| !e.is_empty(), "the mTLS event");
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0]["n"], 1);
+    server.stop();
+}
+
+/// Restores a file on drop.
+struct Restore(PathBuf, Option<Vec<u8>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        match &self.1 {
+            Some(b) => std::fs::write(&self.0, b).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+}
+
+/// Both audisp-remote tests write the one config file it reads: one at a time.
+static AUDISP_CONF: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn audisp_remote_delivers(format: &str) {
+    if !tests::require_root("audisp_remote_delivers") {
+        return;
+    }
+    let _guard = AUDISP_CONF
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bin = Path::new("/sbin/audisp-remote");
+    assert!(
+        bin.exists(),
+        "Debian's audispd-plugins must be installed (/sbin/audisp-remote)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(
+        dir.path(),
+        port,
+        &format!("[ingest.auditd]\nlisten = \"127.0.0.1:{port}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"audit-host\" }}]\n"),
+    );
+    let conf = PathBuf::from("/etc/audit/audisp-remote.conf");
+    let _restore = Restore(conf.clone(), std::fs::read(&conf).ok());
+    std::fs::create_dir_all("/var/spool/audit").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\nmode = immediate\nformat = {format}\n\
+             queue_file = /var/spool/audit/remote-test.log\nqueue_depth = 10240\nnetwork_retry_time = 1\n\
+             max_tries_per_record = 5\nmax_time_per_record = 5\nheartbeat_timeout = 0\nnetwork_failure_action = stop\n\
+             remote_ending_action = reconnect\n"
+        ),
+    )
+    .unwrap();
+    // Real audit records: the laurel connect and perl reverse-shell samples.
+    let corpora = tests::shared_dir().join("corpora/auditd/laurel");
+    let mut input = String::new();
+    for f in [
+        "record-connect.txt",
+        "record-perl-reverse-shell.txt",
+        "record-execve.txt",
+    ] {
+        input.push_str(&std::fs::read_to_string(corpora.join(f)).unwrap());
+    }
+    let serials: std::collections::BTreeSet<String> = input
+        .lines()
+        .filter_map(|l| {
+            l.split("msg=audit(")
+                .nth(1)?
+                .split(')')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    let mut child = Command::new(bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let evs = server.wait_events(
+        &|e| {
+            let got: std::collections::BTreeSet<String> = e
+                .iter()
+                .filter_map(|ev| {
+                    ev["event"]["original"]
+                        .as_str()?
+                        .split("msg=audit(")
+                        .nth(1)?
+                        .split(')')
+                        .next()
+                        .map(str::to_string)
+                })
+                .collect();
+            got == serials
+        },
+        &format!(
+            "every audit event ({}) from audisp-remote ({format})",
+            serials.len()
+        ),
+    );
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    let connect = evs
+        .iter()
+        .find(|e| e["event"]["action"] == "connect")
+        .expect("a connect event");
+    assert_eq!(connect["agent"]["id"], "audit-host");
+    assert_eq!(connect["destination"]["port"], 11211);
+    assert!(evs
+        .iter()
+        .any(|e| e["event"]["action"] == "execve" && e["process"]["args"].is_array()));
+    println!(
+        "audisp-remote ({format}): {} events for {} audit serials",
+        evs.len(),
+        serials.len()
+    );
+    server.stop();
+}
+
+#[test]
+fn audisp_remote_managed_delivers() {
+    audisp_remote_delivers("managed");
+}
+
+#[test]
+fn audisp_remote_ascii_delivers() {
+    audisp_remote_delivers("ascii");
+}
+
+/// Posts one NDJSON batch over a raw HTTP/1.1 connection; Some(accepted) on 200.
+fn post(port: u16, body: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = format!(
+        "POST /v1/ingest/ecs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let json: J = serde_json::from_str(resp.split("\r\n\r\n").nth(1)?).ok()?;
+    json["accepted"].as_u64()
+}
+
+#[test]
+fn kill_9_while_streaming_loses_nothing_acknowledged_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(
+        dir.path(),
+        port,
+        &format!("[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n"),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // A client streams batches of 50 numbered events until told to stop; it records what was acknowledged.
+    let client = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut next = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let ids: Vec<u64> = (next..next + 50).collect();
+            let body: String = ids
+                .iter()
+                .map(|i| format!("{{\"@timestamp\":\"2024-05-01T10:00:00Z\",\"id\":{i}}}\n"))
+                .collect();
+            if post(port, &body) == Some(50) {
+                acked.extend(ids);
+            }
+            next += 50;
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    server.spawn();
+    std::thread::sleep(Duration::from_millis(1000));
+    server.kill9();
+    server.spawn();
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = client.join().unwrap();
+    assert!(
+        acked.len() > 500,
+        "the client got only {} acknowledgements",
+        acked.len()
+    );
+    let want: std::collections::BTreeSet<u64> = acked.iter().copied().collect();
+    let evs = server.wait_events(
+        &|e| {
+            let have: std::collections::BTreeSet<u64> =
+                e.iter().filter_map(|ev| ev["id"].as_u64()).collect();
+            want.is_subset(&have)
+        },
+        "every acknowledged record",
+    );
+    server.stop();
+    let evs_after = server.events();
+    assert!(evs_after.len() >= evs.len());
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for e in &evs_after {
+        *counts.entry(e["id"].as_u64().unwrap()).or_default() += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    println!(
+        "crash test: {} acknowledged, {} events processed ({} unacknowledged but spooled), duplicates: {}",
+        acked.len(),
+        counts.len(),
+        counts.len() - want.len(),
+        dups.len()
+    );
+    assert!(dups.is_empty(), "events processed twice: {dups:?}");
+    assert!(want.iter().all(|i| counts.contains_key(i)));
+}
