@@ -12,7 +12,8 @@ use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
 use crate::Detector;
-use std::collections::HashMap;
+/// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 struct Slot {
     def: RuleDef,
@@ -66,7 +67,7 @@ impl RuleSet {
     pub fn new(cfg: RunnerConfig) -> RuleSet {
         RuleSet {
             slots: Vec::new(),
-            by_category: HashMap::new(),
+            by_category: HashMap::default(),
             any: Bucket::default(),
             cat_field: Field::intern("event.category"),
             cfg,
@@ -225,7 +226,7 @@ impl RuleSet {
     /// How many rules are reached through the value index (the rest are tried on every event of
     /// their categories).
     pub fn indexed_rules(&self) -> usize {
-        let mut set = std::collections::HashSet::new();
+        let mut set = std::collections::HashSet::<usize>::new();
         for b in self.by_category.values().chain(std::iter::once(&self.any)) {
             for ix in &b.index {
                 for v in ix.all() {

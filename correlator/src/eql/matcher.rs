@@ -2,7 +2,8 @@
 //! folding done at compile time. Case-insensitive matching of ASCII values never allocates.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+/// aHash: the set is probed once per event per pattern set.
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 
 use regex::Regex;
 
@@ -236,7 +237,7 @@ pub(crate) struct PatternSet {
 
 impl PatternSet {
     pub(crate) fn new(patterns: Vec<Pattern>) -> PatternSet {
-        let mut exact = HashSet::new();
+        let mut exact = HashSet::default();
         let mut others = Vec::new();
         // Only hash when all exact patterns share one case mode.
         let ci_modes: HashSet<bool> = patterns

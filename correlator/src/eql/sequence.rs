@@ -7,7 +7,8 @@
 //! past it the oldest partials are evicted and counted.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+/// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -196,7 +197,7 @@ impl SequenceEngine {
             until: until.clone(),
             maxspan: *maxspan_ns,
             limits,
-            state: HashMap::new(),
+            state: HashMap::default(),
             pending: 0,
             last_sweep: i64::MIN,
             stats: SeqStats::default(),
@@ -476,7 +477,7 @@ pub struct SampleEngine {
     keybuf: Vec<Value>,
     /// Join emits each key once only.
     once: bool,
-    done: std::collections::HashSet<Key>,
+    done: std::collections::HashSet<Key, ahash::RandomState>,
 }
 
 impl SampleEngine {
@@ -490,7 +491,7 @@ impl SampleEngine {
             steps,
             until,
             limits,
-            state: HashMap::new(),
+            state: HashMap::default(),
             order: 0,
             stats: SeqStats::default(),
             keybuf: Vec::new(),
