@@ -30,7 +30,6 @@ pub struct RunnerConfig {
     pub limits: SeqLimits,
 }
 
-
 /// Counters of a runner.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunnerStats {
