@@ -121,7 +121,7 @@ fn an1358_kernel_new_socket_after_learning() {
     let alerts = replay(&data("AN1358/kernel-positive-socket.ndjson"), None, &[]);
     let a = one_alert(&alerts, "AN1358", Some("AN1358"), Some("DET0493"), "T1559");
     assert_eq!(a["process"], "/dev/shm/.x/implant");
-    assert!(evidence_has(a, &["file", "path"], "/dev/shm/.x/ctl.sock"));
+    assert!(evidence_has(a, &["socket", "path"], "/dev/shm/.x/ctl.sock"));
     assert_eq!(a["settings"]["SocketPathBaseline"]["learning_period"], "1d");
 }
 

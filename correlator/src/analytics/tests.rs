@@ -203,13 +203,13 @@ fn an1358_fifo_and_socket_end_to_end_in_the_library() {
         .unwrap();
     let evs = [
         ev(
-            serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_created"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/mkfifo", "pid": 10}}),
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_create"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/mkfifo", "pid": 10}}),
         ),
         ev(
-            serde_json::json!({"@timestamp": "2026-01-01T00:00:01Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:01Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_open"}, "file": {"path": "/tmp/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
         ),
         ev(
-            serde_json::json!({"@timestamp": "2026-01-01T00:00:02Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_opened"}, "file": {"path": "/run/x/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:02Z", "host": {"id": "h1"}, "event": {"category": "file", "action": "fifo_open"}, "file": {"path": "/run/x/f", "type": "fifo"}, "process": {"executable": "/usr/bin/cat", "pid": 11}}),
         ),
         ev(
             serde_json::json!({"@timestamp": "2026-01-01T00:00:03Z", "host": {"id": "h1"}, "event": {"category": "network", "action": "unix_connect"}, "network": {"transport": "unix"}, "file": {"path": "/run/systemd/private"}, "process": {"executable": "/usr/bin/systemctl"}}),
