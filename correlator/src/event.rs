@@ -28,12 +28,16 @@ impl Field {
     /// Interns `path` (idempotent) and returns its id.
     pub fn intern(path: &str) -> Field {
         {
-            let guard = INTERNER.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let guard = INTERNER
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(&id) = guard.ids.get(path) {
                 return Field(id);
             }
         }
-        let mut guard = INTERNER.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = INTERNER
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(&id) = guard.ids.get(path) {
             return Field(id);
         }
@@ -46,8 +50,14 @@ impl Field {
 
     /// The dotted path this field was interned from.
     pub fn name(self) -> Arc<str> {
-        let guard = INTERNER.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.names.get(self.0 as usize).cloned().unwrap_or_else(|| Arc::from("<unknown>"))
+        let guard = INTERNER
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard
+            .names
+            .get(self.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("<unknown>"))
     }
 
     /// The raw id, for dense per-field tables.
@@ -115,7 +125,8 @@ impl Value {
                 if let Some(i) = n.as_i64() {
                     Value::Int(i)
                 } else if let Some(u) = n.as_u64() {
-                    i64::try_from(u).map_or(Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int)
+                    i64::try_from(u)
+                        .map_or(Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int)
                 } else {
                     Value::Float(n.as_f64().unwrap_or(f64::NAN))
                 }
@@ -123,7 +134,9 @@ impl Value {
             serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
             serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
             serde_json::Value::Object(o) => Value::Object(
-                o.iter().map(|(k, v)| (Arc::from(k.as_str()), Value::from_json(v))).collect(),
+                o.iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), Value::from_json(v)))
+                    .collect(),
             ),
         }
     }
@@ -133,12 +146,15 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::Ip(ip) => serde_json::Value::String(ip.to_string()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
             Value::Object(o) => serde_json::Value::Object(
-                o.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect(),
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
+                    .collect(),
             ),
         }
     }
@@ -165,7 +181,11 @@ pub struct Event {
 
 impl Event {
     pub fn new(timestamp_ns: i64) -> Event {
-        Event { fields: Vec::new(), timestamp_ns, raw: None }
+        Event {
+            fields: Vec::new(),
+            timestamp_ns,
+            raw: None,
+        }
     }
 
     /// Sets `field` to `value`, replacing any previous value.
@@ -182,7 +202,10 @@ impl Event {
     }
 
     pub fn get(&self, field: Field) -> Option<&Value> {
-        self.fields.binary_search_by_key(&field, |(f, _)| *f).ok().map(|i| &self.fields[i].1)
+        self.fields
+            .binary_search_by_key(&field, |(f, _)| *f)
+            .ok()
+            .map(|i| &self.fields[i].1)
     }
 
     /// Looks a path up by name (slow path: interns it first). Prefer [`Event::get`].
@@ -206,7 +229,8 @@ impl Event {
         ev.fields.sort_by_key(|(f, _)| *f);
         ev.fields.dedup_by_key(|(f, _)| *f);
         if let Some(ts) = map.get("@timestamp") {
-            ev.timestamp_ns = parse_timestamp(ts).ok_or_else(|| EventError::BadTimestamp(ts.to_string()))?;
+            ev.timestamp_ns =
+                parse_timestamp(ts).ok_or_else(|| EventError::BadTimestamp(ts.to_string()))?;
         }
         Ok(ev)
     }
@@ -225,7 +249,11 @@ impl Event {
     }
 }
 
-fn insert_nested(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, v: serde_json::Value) -> bool {
+fn insert_nested(
+    root: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    v: serde_json::Value,
+) -> bool {
     let mut cur = root;
     let mut parts = path.split('.').peekable();
     while let Some(part) = parts.next() {
@@ -236,7 +264,9 @@ fn insert_nested(root: &mut serde_json::Map<String, serde_json::Value>, path: &s
             cur.insert(part.to_string(), v);
             return true;
         }
-        let entry = cur.entry(part.to_string()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
         match entry {
             serde_json::Value::Object(next) => cur = next,
             _ => return false,
@@ -290,7 +320,11 @@ pub fn parse_timestamp(v: &serde_json::Value) -> Option<i64> {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into epoch nanoseconds, without a date library.
 pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
@@ -320,7 +354,11 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
         Some(b'Z' | b'z') if i + 1 == b.len() => 0,
         Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
             let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if sign == b'+' { off } else { -off }
+            if sign == b'+' {
+                off
+            } else {
+                -off
+            }
         }
         None => 0,
         _ => return None,
@@ -342,6 +380,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -350,7 +389,10 @@ mod tests {
         let doc = serde_json::json!({"@timestamp": "2024-01-02T03:04:05.5Z", "process": {"pid": 7, "name": "sh"}, "tags": ["a"]});
         let ev = Event::from_json(&doc).unwrap();
         assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(7)));
-        assert_eq!(ev.get_path("process.name").and_then(Value::as_str), Some("sh"));
+        assert_eq!(
+            ev.get_path("process.name").and_then(Value::as_str),
+            Some("sh")
+        );
         assert_eq!(ev.timestamp_ns, 1_704_164_645_500_000_000);
         assert_eq!(ev.to_json()["process"]["pid"], 7);
     }
@@ -364,6 +406,9 @@ mod tests {
     #[test]
     fn timestamps_with_offsets() {
         assert_eq!(parse_rfc3339_ns("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:01.000000001Z"), Some(1_000_000_001));
+        assert_eq!(
+            parse_rfc3339_ns("1970-01-01T00:00:01.000000001Z"),
+            Some(1_000_000_001)
+        );
     }
 }

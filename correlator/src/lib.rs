@@ -4,10 +4,20 @@
 //! event time, so replaying a file gives the same alerts as the live run.
 
 pub mod alert;
+pub mod analytics;
+pub mod attack;
+pub mod detect;
+pub mod eql;
 pub mod event;
+pub mod rules;
+pub mod ruleset;
+pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
 pub use event::{Event, EventError, Field, Value};
+pub use rules::{parse_rule_file, RuleDef, RuleError};
+pub use ruleset::{ReloadReport, RuleSet};
+pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
 
 /// Anything that turns a stream of events into alerts: a compiled EQL rule, a stateful detector.
 ///
@@ -25,5 +35,15 @@ pub trait Detector: Send {
     /// How many partial matches (pending sequences, open windows) this detector holds.
     fn pending(&self) -> usize {
         0
+    }
+    /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
+    /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores what [`Detector::save_state`] returned in an earlier run.
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), detect::StateError> {
+        let _ = state;
+        Ok(())
     }
 }

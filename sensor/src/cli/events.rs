@@ -1,8 +1,164 @@
+//! `sensor events`: stream normalised kernel events as NDJSON on stdout.
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::kernel::{KernelConfig, KernelSensor};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Stop after this long (e.g. `10s`, `500ms`, `2m`; a bare number is seconds).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Ring buffer size in bytes (a power of two, at least 4096).
+    #[arg(long)]
+    pub ring_buffer_bytes: Option<u32>,
+    /// Capacity of the queue between the ring buffer reader and the output.
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Print the kernel sensor status (events and losses per kind) as JSON on stderr at the end.
+    #[arg(long)]
+    pub status: bool,
+    /// Attach only these kernel programs (comma-separated, e.g. `sys_enter_socket`); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub programs: Vec<String>,
+    /// Only print events of these process ids (actor or, for fork, parent); repeatable.
+    #[arg(long = "pid")]
+    pub pids: Vec<i64>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sensor events` is not implemented yet")
+/// Parses `10s`, `250ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        u => {
+            return Err(format!(
+                "unknown duration unit `{u}` in `{s}` (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(stream(args))
+}
+
+async fn stream(args: Args) -> anyhow::Result<ExitCode> {
+    let mut cfg = KernelConfig {
+        status_log_interval_s: 0,
+        ..KernelConfig::default()
+    };
+    if let Some(b) = args.ring_buffer_bytes {
+        cfg.ring_buffer_bytes = b;
+    }
+    cfg.programs.clone_from(&args.programs);
+    if let Some(q) = args.queue_capacity {
+        cfg.queue_capacity = q;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered once, before the "attached" line, so that no SIGINT/SIGTERM is missed.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let (sensor, mut rx) = KernelSensor::start(&cfg).await?;
+    // Tell a waiting caller (tests, scripts) that the programs are attached.
+    eprintln!(
+        "sensor events: attached {} programs",
+        sensor.status().attached.len()
+    );
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    let pid_field = correlator::Field::intern("process.pid");
+    let ppid_field = correlator::Field::intern("process.parent.pid");
+    let action_field = correlator::Field::intern("event.action");
+    let filter = |ev: &correlator::Event| -> bool {
+        if args.pids.is_empty() {
+            return true;
+        }
+        let is_fork = ev.get(action_field).and_then(correlator::Value::as_str) == Some("fork");
+        let f = if is_fork { ppid_field } else { pid_field };
+        ev.get(f)
+            .and_then(correlator::Value::as_i64)
+            .is_some_and(|p| args.pids.contains(&p))
+    };
+    let mut stdout_open = true;
+    let emit = |ev: &correlator::Event,
+                out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                n: &mut u64|
+     -> bool {
+        if !filter(ev) {
+            return true;
+        }
+        let Ok(line) = serde_json::to_string(&ev.to_json()) else {
+            return true;
+        };
+        *n += 1;
+        writeln!(out, "{line}").is_ok()
+    };
+    let mut drain_rest = true;
+    loop {
+        if args.count.is_some_and(|c| n >= c) {
+            drain_rest = false;
+            break;
+        }
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            () = sleep_until(deadline) => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        };
+        let Some(ev) = ev else { break };
+        if !emit(&ev, &mut out, &mut n) {
+            stdout_open = false;
+            break;
+        }
+        if rx.is_empty() {
+            let _ = out.flush();
+        }
+    }
+    // Stop the sensor (it drains the ring buffer into the queue), then print what was queued, so that
+    // every event counted as delivered is printed.
+    let status = sensor.shutdown_with_status().await;
+    while let Ok(ev) = rx.try_recv() {
+        if !drain_rest || !stdout_open || args.count.is_some_and(|c| n >= c) {
+            break;
+        }
+        if !emit(&ev, &mut out, &mut n) {
+            break;
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+    if args.status {
+        eprintln!("{}", serde_json::to_string(&status)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

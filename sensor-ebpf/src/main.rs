@@ -1,0 +1,699 @@
+//! Kernel programs of the sensor: tracepoints only (LSM, fentry and kprobes are refused on the
+//! project's kernels), all feeding the one ring buffer `EVENTS` with the `#[repr(C)]` records of
+//! `sensor-common`. Programs only observe: they never change what a syscall does.
+//!
+//! Submits never wake the reader (`BPF_RB_NO_WAKEUP`) until the buffer holds more than
+//! `OFFSETS.wakeup_bytes`; the daemon also polls on a timer. A reserve failure (buffer full) is counted
+//! per record kind in `LOST`.
+#![no_std]
+#![no_main]
+#![deny(warnings)]
+#![allow(clippy::missing_safety_doc)]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user as raw_read_user},
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use sensor_common::{
+    flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Offsets, Pending,
+    SocketRecord, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
+};
+
+/// Struct offsets and the wakeup mark, written by the loader (`EbpfLoader::set_global`).
+#[no_mangle]
+static OFFSETS: Offsets = Offsets::missing();
+
+/// Every record type in one never-read global, so that the object's BTF describes them all: the
+/// `kernel_layout` test compares that BTF with `sensor-common` as the daemon compiles it.
+#[repr(C)]
+pub struct RecordTypes {
+    header: Header,
+    exec: ExecRecord,
+    fork: ForkRecord,
+    exit: ExitRecord,
+    socket: SocketRecord,
+    unix_addr: UnixAddrRecord,
+    fifo: FifoRecord,
+    tcp: TcpRecord,
+    offsets: Offsets,
+    pending: Pending,
+    tcp_track: TcpTrack,
+}
+
+#[no_mangle]
+#[used]
+static RECORD_TYPES: core::mem::MaybeUninit<RecordTypes> = core::mem::MaybeUninit::zeroed();
+
+/// The one ring buffer (size set by the loader).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Reserve failures per record kind.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+/// Syscall entry state (openat/bind/connect), by thread id.
+#[map]
+static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Live TCP connections, by `struct sock *`.
+#[map]
+static TCP: LruHashMap<u64, TcpTrack> = LruHashMap::with_max_entries(65536, 0);
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const S_IFMT: u32 = 0o170000;
+const S_IFIFO: u32 = 0o010000;
+const AF_UNIX: u16 = 1;
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
+
+#[inline(always)]
+fn off(v: u32) -> Option<usize> {
+    if v == Offsets::MISSING {
+        None
+    } else {
+        Some(v as usize)
+    }
+}
+
+/// Reads a global the loader may have rewritten; volatile so that the compiler does not fold the
+/// default value in.
+#[inline(always)]
+fn global(v: &u32) -> u32 {
+    // SAFETY: `v` is a reference to a plain static.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+macro_rules! offset {
+    ($f:ident) => {
+        off(global(&OFFSETS.$f))
+    };
+}
+
+/// Reads a kernel value at `base + offset`.
+#[inline(always)]
+unsafe fn kread<T>(base: u64, offset: Option<usize>) -> Option<T> {
+    let o = offset?;
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel((base as usize + o) as *const T).ok() }
+}
+
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let mark = global(&OFFSETS.wakeup_bytes) as u64;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) > mark {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+fn count_lost(k: u16) {
+    if let Some(p) = LOST.get_ptr_mut(k as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Fills a header for the current task.
+#[inline(always)]
+unsafe fn fill_header(h: *mut Header, k: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let task = unsafe { bpf_get_current_task() };
+    let parent: Option<u64> = unsafe { kread(task, offset!(task_real_parent)) };
+    let ppid: u32 = parent
+        .and_then(|p| unsafe { kread(p, offset!(task_tgid)) })
+        .unwrap_or(0);
+    // SAFETY: h points into a ring buffer reservation of the right type.
+    unsafe {
+        (*h).kind = k;
+        (*h).flags = 0;
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).ppid = ppid;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).ktime_ns = bpf_ktime_get_boot_ns();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+}
+
+macro_rules! reserve {
+    ($t:ty, $k:expr) => {
+        match EVENTS.reserve::<$t>(0) {
+            Some(e) => e,
+            None => {
+                count_lost($k);
+                return Ok(());
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- processes
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let mut entry = reserve!(ExecRecord, kind::EXEC);
+    let r: *mut ExecRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::EXEC);
+        let loc: u32 = ctx.read_at(8).unwrap_or(0);
+        let old_pid: u32 = ctx.read_at(16).unwrap_or(0);
+        (*r).old_pid = old_pid;
+        (*r).args_len = 0;
+        (*r).args_total = 0;
+        (*r)._pad = 0;
+        (*r).filename[0] = 0;
+        (*r).args[0] = 0;
+        let src = (ctx.as_ptr_u8()).add((loc & 0xffff) as usize);
+        if bpf_probe_read_kernel_str_bytes(src, &mut (*r).filename).is_err() {
+            (*r).filename[0] = 0;
+        }
+        let task = bpf_get_current_task();
+        let mm: Option<u64> = kread(task, offset!(task_mm));
+        if let Some(mm) = mm {
+            let start: u64 = kread(mm, offset!(mm_arg_start)).unwrap_or(0);
+            let end: u64 = kread(mm, offset!(mm_arg_end)).unwrap_or(0);
+            if end > start && start != 0 {
+                let total = end - start;
+                let mut len = total;
+                if len > ARGS_MAX as u64 {
+                    len = ARGS_MAX as u64;
+                    (*r).hdr.flags |= flags::ARGS_TRUNCATED;
+                }
+                (*r).args_total = total as u32;
+                let len = bounded(len as u32, ARGS_MAX as u32);
+                if len > 0
+                    && raw_read_user(
+                        (&raw mut (*r).args).cast(),
+                        len,
+                        start as *const core::ffi::c_void,
+                    ) == 0
+                {
+                    (*r).args_len = len;
+                }
+            }
+        }
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+/// `v` clamped to `1..=max` in a way the verifier can follow (max is a power of two).
+#[inline(always)]
+fn bounded(v: u32, max: u32) -> u32 {
+    let mut x = v;
+    if x > max {
+        x = max;
+    }
+    // The mask makes the upper bound visible to the verifier even if the compiler reorders the compare.
+    let x = x & (2 * max - 1);
+    if x > max {
+        max
+    } else {
+        x
+    }
+}
+
+trait CtxPtr {
+    fn as_ptr_u8(&self) -> *const u8;
+}
+impl CtxPtr for TracePointContext {
+    fn as_ptr_u8(&self) -> *const u8 {
+        use aya_ebpf::EbpfContext;
+        self.as_ptr() as *const u8
+    }
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let child: u64 = ctx.arg(1);
+    let (pid, tgid): (Option<u32>, Option<u32>) = unsafe {
+        (
+            kread(child, offset!(task_pid)),
+            kread(child, offset!(task_tgid)),
+        )
+    };
+    let (Some(pid), Some(tgid)) = (pid, tgid) else {
+        return Ok(());
+    };
+    if pid != tgid {
+        return Ok(()); // a new thread, not a new process
+    }
+    let mut entry = reserve!(ForkRecord, kind::FORK);
+    let r: *mut ForkRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::FORK);
+        (*r).child_pid = pid;
+        (*r)._pad = 0;
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let _ = try_exit();
+    0
+}
+
+fn try_exit() -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return Ok(()); // a thread other than the leader
+    }
+    let mut entry = reserve!(ExitRecord, kind::EXIT);
+    let r: *mut ExitRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::EXIT);
+        let task = bpf_get_current_task();
+        (*r).exit_code = kread(task, offset!(task_exit_code)).unwrap_or(0);
+        (*r)._pad = 0;
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sockets
+
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    let _ = try_socket(&ctx, op::SOCKET);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_socketpair")]
+pub fn sys_enter_socketpair(ctx: TracePointContext) -> u32 {
+    let _ = try_socket(&ctx, op::SOCKETPAIR);
+    0
+}
+
+fn try_socket(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
+    let (family, ty, proto): (u64, u64, u64) = unsafe {
+        (
+            ctx.read_at(16).unwrap_or(0),
+            ctx.read_at(24).unwrap_or(0),
+            ctx.read_at(32).unwrap_or(0),
+        )
+    };
+    let mut entry = reserve!(SocketRecord, kind::SOCKET);
+    let r: *mut SocketRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::SOCKET);
+        (*r).op = o;
+        (*r).family = family as u32;
+        (*r).sock_type = ty as u32;
+        (*r).protocol = proto as u32;
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = try_addr_enter(&ctx, op::BIND);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_addr_enter(&ctx, op::CONNECT);
+    0
+}
+
+fn try_addr_enter(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
+    let (fd, addr, len): (u64, u64, u64) = unsafe {
+        (
+            ctx.read_at(16).unwrap_or(0),
+            ctx.read_at(24).unwrap_or(0),
+            ctx.read_at(32).unwrap_or(0),
+        )
+    };
+    if addr == 0 {
+        return Ok(());
+    }
+    // Only AF_UNIX addresses go further (TCP comes from inet_sock_set_state).
+    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);
+    if family != AF_UNIX {
+        return Ok(());
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let p = Pending {
+        ptr: addr,
+        op: o,
+        arg: len as u32,
+        fd: fd as i32,
+        _pad: 0,
+    };
+    let _ = PENDING.insert(&tid, &p, 0);
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let _ = try_addr_exit(&ctx, op::BIND);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_addr_exit(&ctx, op::CONNECT);
+    0
+}
+
+fn try_addr_exit(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = PENDING.remove(&tid);
+    if p.op != o {
+        return Ok(());
+    }
+    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(0) };
+    let mut entry = reserve!(UnixAddrRecord, kind::UNIX_ADDR);
+    let r: *mut UnixAddrRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::UNIX_ADDR);
+        (*r).op = o;
+        (*r).fd = p.fd;
+        (*r).ret = ret as i32;
+        (*r)._pad = 0;
+        let mut n = p.arg.saturating_sub(2);
+        if n > UNIX_PATH_MAX as u32 {
+            n = UNIX_PATH_MAX as u32;
+        }
+        (*r).path_len = n;
+        (*r).path = [0; UNIX_PATH_MAX];
+        // The whole sun_path is read (abstract names may hold NULs); path_len says how much counts.
+        let _ = raw_read_user(
+            (&raw mut (*r).path).cast(),
+            UNIX_PATH_MAX as u32,
+            (p.ptr + 2) as *const core::ffi::c_void,
+        );
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- FIFOs
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mknodat")]
+pub fn sys_enter_mknodat(ctx: TracePointContext) -> u32 {
+    let _ = try_mknod(&ctx, 16, 24, 32);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mknod")]
+pub fn sys_enter_mknod(ctx: TracePointContext) -> u32 {
+    let _ = try_mknod(&ctx, usize::MAX, 16, 24);
+    0
+}
+
+fn try_mknod(
+    ctx: &TracePointContext,
+    dfd_at: usize,
+    path_at: usize,
+    mode_at: usize,
+) -> Result<(), i64> {
+    let mode: u64 = unsafe { ctx.read_at(mode_at).unwrap_or(0) };
+    if (mode as u32) & S_IFMT != S_IFIFO {
+        return Ok(());
+    }
+    let dfd: i64 = if dfd_at == usize::MAX {
+        -100
+    } else {
+        unsafe { ctx.read_at(dfd_at).unwrap_or(-100) }
+    };
+    let path: u64 = unsafe { ctx.read_at(path_at).unwrap_or(0) };
+    let mut entry = reserve!(FifoRecord, kind::FIFO_CREATE);
+    let r: *mut FifoRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::FIFO_CREATE);
+        (*r).op = op::FIFO_CREATE;
+        (*r).flags = mode as u32;
+        (*r).ret = 0;
+        (*r).dfd = dfd as i32;
+        (*r).path[0] = 0;
+        if bpf_probe_read_user_str_bytes(path as *const u8, &mut (*r).path).is_err() {
+            (*r).path[0] = 0;
+        }
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let _ = try_open_enter(&ctx);
+    0
+}
+
+fn try_open_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let (dfd, path, fl): (u64, u64, u64) = unsafe {
+        (
+            ctx.read_at(16).unwrap_or(0),
+            ctx.read_at(24).unwrap_or(0),
+            ctx.read_at(32).unwrap_or(0),
+        )
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let p = Pending {
+        ptr: path,
+        op: op::FIFO_OPEN,
+        arg: fl as u32,
+        fd: dfd as i32,
+        _pad: 0,
+    };
+    let _ = PENDING.insert(&tid, &p, 0);
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    let _ = try_open_exit(&ctx);
+    0
+}
+
+fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = PENDING.remove(&tid);
+    if p.op != op::FIFO_OPEN {
+        return Ok(());
+    }
+    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(-1) };
+    if ret < 0 {
+        return Ok(());
+    }
+    // Regular opens stop here: only an fd whose inode is a FIFO goes on.
+    let mode = unsafe { fd_mode(ret as u64) }.unwrap_or(0);
+    if (mode as u32) & S_IFMT != S_IFIFO {
+        return Ok(());
+    }
+    let mut entry = reserve!(FifoRecord, kind::FIFO_OPEN);
+    let r: *mut FifoRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
+        (*r).op = op::FIFO_OPEN;
+        (*r).flags = p.arg;
+        (*r).ret = ret as i32;
+        (*r).dfd = p.fd;
+        (*r).path[0] = 0;
+        if bpf_probe_read_user_str_bytes(p.ptr as *const u8, &mut (*r).path).is_err() {
+            (*r).path[0] = 0;
+        }
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+/// `current->files->fdt->fd[fd]->f_inode->i_mode`.
+#[inline(always)]
+unsafe fn fd_mode(fd: u64) -> Option<u16> {
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = kread(task, offset!(task_files))?;
+        let fdt: u64 = kread(files, offset!(files_fdt))?;
+        let max: u32 = kread(fdt, offset!(fdtable_max_fds))?;
+        if fd >= max as u64 {
+            return None;
+        }
+        let fds: u64 = kread(fdt, offset!(fdtable_fd))?;
+        let file: u64 = kread(fds + fd * 8, Some(0))?;
+        let inode: u64 = kread(file, offset!(file_f_inode))?;
+        kread(inode, offset!(inode_i_mode))
+    }
+}
+
+// ---------------------------------------------------------------- TCP
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp(&ctx);
+    0
+}
+
+fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
+    let proto: u16 = unsafe { ctx.read_at(30).unwrap_or(0) };
+    if proto != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk: u64 = unsafe { ctx.read_at(8).unwrap_or(0) };
+    let old: i32 = unsafe { ctx.read_at(16).unwrap_or(0) };
+    let new: i32 = unsafe { ctx.read_at(20).unwrap_or(0) };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+
+    let start_op = if new == TCP_SYN_SENT {
+        Some((op::TCP_CONNECT, 1u32))
+    } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
+        Some((op::TCP_ACCEPT, 2u32))
+    } else {
+        None
+    };
+    if let Some((o, dir)) = start_op {
+        let mut track = TcpTrack {
+            hdr: Header {
+                kind: kind::TCP,
+                flags: 0,
+                pid: 0,
+                tid: 0,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                ktime_ns: now,
+                comm: [0; 16],
+            },
+            start_ns: now,
+            direction: dir,
+            _pad: 0,
+        };
+        if dir == 1 {
+            unsafe { fill_header(&raw mut track.hdr, kind::TCP) };
+        } else {
+            // An accepted connection becomes established in softirq context: the task running now
+            // is not the owner. The owner is learnt when it closes the socket.
+            track.hdr.flags = flags::NO_PROCESS;
+        }
+        let _ = TCP.insert(&sk, &track, 0);
+        emit_tcp(ctx, &track, o, now, 0, 0, 0)?;
+        return Ok(());
+    }
+    let Some(t) = TCP.get_ptr_mut(&sk) else {
+        return Ok(());
+    };
+    if (new == TCP_FIN_WAIT1 && old == TCP_ESTABLISHED)
+        || (new == TCP_LAST_ACK && old == TCP_CLOSE_WAIT)
+    {
+        // close()/shutdown() by the owner, in its own context.
+        unsafe {
+            if (*t).hdr.flags & flags::NO_PROCESS != 0 {
+                fill_header(&raw mut (*t).hdr, kind::TCP);
+            }
+        }
+        return Ok(());
+    }
+    if new == TCP_CLOSE {
+        let track = unsafe { *t };
+        let _ = TCP.remove(&sk);
+        let sent: u64 = unsafe { kread(sk, offset!(tcp_bytes_sent)) }.unwrap_or(0);
+        let recv: u64 = unsafe { kread(sk, offset!(tcp_bytes_received)) }.unwrap_or(0);
+        emit_tcp(
+            ctx,
+            &track,
+            op::TCP_CLOSE,
+            now,
+            now.saturating_sub(track.start_ns),
+            sent,
+            recv,
+        )?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn emit_tcp(
+    ctx: &TracePointContext,
+    t: &TcpTrack,
+    o: u32,
+    now: u64,
+    duration: u64,
+    sent: u64,
+    recv: u64,
+) -> Result<(), i64> {
+    let mut entry = reserve!(TcpRecord, kind::TCP);
+    let r: *mut TcpRecord = entry.as_mut_ptr();
+    unsafe {
+        (*r).hdr = t.hdr;
+        (*r).hdr.kind = kind::TCP;
+        (*r).hdr.ktime_ns = now;
+        (*r).op = o;
+        (*r).family = ctx.read_at(28).unwrap_or(0);
+        (*r).sport = ctx.read_at(24).unwrap_or(0);
+        (*r).dport = ctx.read_at(26).unwrap_or(0);
+        (*r).direction = t.direction as u16;
+        (*r)._pad = 0;
+        if (*r).family == 2 {
+            let s: [u8; 4] = ctx.read_at(32).unwrap_or([0; 4]);
+            let d: [u8; 4] = ctx.read_at(36).unwrap_or([0; 4]);
+            let mut s16 = [0u8; 16];
+            let mut d16 = [0u8; 16];
+            s16[..4].copy_from_slice(&s);
+            d16[..4].copy_from_slice(&d);
+            (*r).saddr = s16;
+            (*r).daddr = d16;
+        } else {
+            (*r).saddr = ctx.read_at(40).unwrap_or([0; 16]);
+            (*r).daddr = ctx.read_at(56).unwrap_or([0; 16]);
+        }
+        (*r).start_ns = t.start_ns;
+        (*r).duration_ns = duration;
+        (*r).bytes_sent = sent;
+        (*r).bytes_received = recv;
+    }
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

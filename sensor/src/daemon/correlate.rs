@@ -1,0 +1,277 @@
+//! The correlator stage: events from every source go through every detector; alerts go to the store.
+//!
+//! Watermarks: event time advances with the newest event seen, minus the configured lateness. While the
+//! sources are idle, event time is taken to advance with the wall clock since the last event arrived, so
+//! windows close and absence rules fire on a quiet host too (and a replay of old data is not expired by
+//! the wall clock while it is flowing).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use correlator::Alert;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{wall_ns, Input, LoadedRule, ReloadReport, StoreHandle};
+use crate::metrics::{Metrics, SourceCounters};
+use crate::store::SourceOffset;
+
+pub(crate) enum Ctl {
+    Reload {
+        rules: Vec<LoadedRule>,
+        lateness_ns: i64,
+        reply: oneshot::Sender<ReloadReport>,
+    },
+}
+
+pub(crate) struct Setup {
+    pub(crate) rules: Vec<LoadedRule>,
+    pub(crate) lateness_ns: i64,
+    pub(crate) sources: Vec<String>,
+    pub(crate) input: mpsc::Receiver<Input>,
+    pub(crate) control: mpsc::Receiver<Ctl>,
+    pub(crate) store: StoreHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where detector state (learned baselines) is saved: every [`STATE_EVERY`] and at shutdown.
+    pub(crate) state_file: Option<std::path::PathBuf>,
+}
+
+/// How often detector state (baselines) is written to the state file while running.
+const STATE_EVERY: Duration = Duration::from_secs(30);
+
+/// Event time moves the watermark at least this far before detectors are told (batching).
+const WATERMARK_STEP_NS: i64 = 100_000_000;
+/// File offsets are committed at least this often while events flow without alerts.
+const OFFSET_EVERY: Duration = Duration::from_secs(1);
+
+struct Stage {
+    rules: Vec<LoadedRule>,
+    lateness_ns: i64,
+    sources: Vec<String>,
+    counters: Vec<Arc<SourceCounters>>,
+    rule_counters: HashMap<String, Arc<AtomicU64>>,
+    metrics: Arc<Metrics>,
+    store: StoreHandle,
+    max_ts: i64,
+    watermark: i64,
+    last_arrival: Instant,
+    positions: BTreeMap<usize, (u64, u64)>,
+    positions_dirty: bool,
+    last_offsets: Instant,
+    out: Vec<Alert>,
+}
+
+pub(crate) async fn run(setup: Setup) {
+    let Setup {
+        rules,
+        lateness_ns,
+        sources,
+        mut input,
+        mut control,
+        store,
+        metrics,
+        state_file,
+    } = setup;
+    let counters = sources.iter().map(|s| metrics.source(s)).collect();
+    let mut st = Stage {
+        rules,
+        lateness_ns,
+        sources,
+        counters,
+        rule_counters: HashMap::new(),
+        metrics,
+        store,
+        max_ts: 0,
+        watermark: i64::MIN,
+        last_arrival: Instant::now(),
+        positions: BTreeMap::new(),
+        positions_dirty: false,
+        last_offsets: Instant::now(),
+        out: Vec::new(),
+    };
+    let mut buf = Vec::with_capacity(512);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control_open = true;
+    let mut last_state_save = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            ctl = control.recv(), if control_open => match ctl {
+                Some(Ctl::Reload { rules, lateness_ns, reply }) => {
+                    let _ = reply.send(st.reload(rules, lateness_ns));
+                }
+                None => control_open = false,
+            },
+            n = input.recv_many(&mut buf, 512) => {
+                if n == 0 {
+                    break;
+                }
+                st.events(&mut buf);
+                st.flush(false).await;
+            }
+            _ = tick.tick() => {
+                st.idle_watermark();
+                st.flush(false).await;
+                if last_state_save.elapsed() >= STATE_EVERY {
+                    st.save_state(state_file.as_deref());
+                    last_state_save = Instant::now();
+                }
+            }
+        }
+    }
+    st.flush(true).await;
+    st.save_state(state_file.as_deref());
+}
+
+impl Stage {
+    /// Writes every detector's state (baselines) atomically; a failure is logged, never fatal.
+    fn save_state(&self, path: Option<&std::path::Path>) {
+        let Some(path) = path else { return };
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .rules
+            .iter()
+            .filter_map(|r| {
+                r.detector
+                    .save_state()
+                    .map(|s| (r.detector.id().to_string(), s))
+            })
+            .collect();
+        if map.is_empty() {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let res = serde_json::to_vec(&serde_json::Value::Object(map))
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = res {
+            tracing::warn!(path = %path.display(), error = %e, "could not save detector state (baselines)");
+        }
+    }
+
+    fn events(&mut self, buf: &mut Vec<Input>) {
+        self.last_arrival = Instant::now();
+        for mut inp in buf.drain(..) {
+            if inp.event.timestamp_ns == 0 {
+                // Events without a time are stamped at arrival (documented in docs/config.md).
+                inp.event.timestamp_ns = wall_ns();
+            }
+            self.max_ts = self.max_ts.max(inp.event.timestamp_ns);
+            for r in &mut self.rules {
+                r.detector.on_event(&inp.event, &mut self.out);
+            }
+            if let Some(c) = self.counters.get(inp.src) {
+                c.events_out.fetch_add(1, Relaxed);
+            }
+            if let Some(pos) = inp.pos {
+                self.positions.insert(inp.src, pos);
+                self.positions_dirty = true;
+            }
+        }
+        let wm = self.max_ts.saturating_sub(self.lateness_ns);
+        if wm >= self.watermark.saturating_add(WATERMARK_STEP_NS) {
+            self.advance(wm);
+        }
+    }
+
+    fn idle_watermark(&mut self) {
+        if self.max_ts == 0 {
+            return;
+        }
+        let idle = i64::try_from(self.last_arrival.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let wm = self
+            .max_ts
+            .saturating_add(idle)
+            .saturating_sub(self.lateness_ns);
+        if wm > self.watermark {
+            self.advance(wm);
+        }
+    }
+
+    fn advance(&mut self, wm: i64) {
+        self.watermark = wm;
+        for r in &mut self.rules {
+            r.detector.on_watermark(wm, &mut self.out);
+        }
+    }
+
+    async fn flush(&mut self, last: bool) {
+        self.publish_pending();
+        let offsets_due =
+            self.positions_dirty && (last || self.last_offsets.elapsed() >= OFFSET_EVERY);
+        if self.out.is_empty() && !offsets_due {
+            return;
+        }
+        for a in &self.out {
+            let c = match self.rule_counters.get(&a.rule_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.metrics.rule(&a.rule_id);
+                    self.rule_counters.insert(a.rule_id.clone(), c.clone());
+                    c
+                }
+            };
+            c.fetch_add(1, Relaxed);
+        }
+        // Offsets go with the alerts of the events before them, in one transaction: after a crash a file
+        // source resumes exactly after the last event whose alerts are stored.
+        let offsets = if self.positions_dirty {
+            self.positions_dirty = false;
+            self.last_offsets = Instant::now();
+            self.positions
+                .iter()
+                .map(|(src, (inode, offset))| SourceOffset {
+                    name: self.sources.get(*src).cloned().unwrap_or_default(),
+                    inode: *inode,
+                    offset: *offset,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let alerts = std::mem::take(&mut self.out);
+        if !self.store.record(alerts, offsets).await {
+            tracing::error!("the alert store has stopped; alerts cannot be kept");
+        }
+    }
+
+    fn publish_pending(&self) {
+        let pending: usize = self.rules.iter().map(|r| r.detector.pending()).sum();
+        self.metrics
+            .pending
+            .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
+    }
+
+    fn reload(&mut self, new: Vec<LoadedRule>, lateness_ns: i64) -> ReloadReport {
+        self.lateness_ns = lateness_ns;
+        let mut old: HashMap<String, LoadedRule> = self
+            .rules
+            .drain(..)
+            .map(|r| (r.detector.id().to_string(), r))
+            .collect();
+        let mut report = ReloadReport::default();
+        for r in new {
+            let id = r.detector.id().to_string();
+            match old.remove(&id) {
+                Some(prev) if prev.version == r.version => {
+                    report.kept.push(id);
+                    self.rules.push(prev);
+                }
+                _ => {
+                    report.loaded.push(id);
+                    self.rules.push(r);
+                }
+            }
+        }
+        report.removed = old.into_keys().collect();
+        report.removed.sort();
+        self.metrics
+            .rules_loaded
+            .store(i64::try_from(self.rules.len()).unwrap_or(i64::MAX), Relaxed);
+        self.publish_pending();
+        report
+    }
+}

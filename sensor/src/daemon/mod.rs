@@ -1,0 +1,502 @@
+//! `sensor run`: one tokio runtime holding the event sources, the correlator stage, the alert store,
+//! the outputs and the control API.
+//!
+//! ```text
+//! sources (kernel, ingest, [[sources.file]]) --Input--> correlator task --StoreMsg--> store thread
+//!                                                        (detectors)                 (SQLite, dedup)
+//!                                                                                        |
+//!                                        control API <--- StoreHandle          broadcast AlertUpdate
+//!                                                                                 -> outputs, `alerts tail`
+//! ```
+//!
+//! Architecture Invariant: the daemon never decides what an event means; detectors do (through the
+//! [`RuleProvider`] seam). The daemon only moves events, feeds watermarks, and keeps alerts.
+//!
+//! Architecture Invariant: shutdown drains: sources stop first, everything they already handed over
+//! goes through the detectors into the store, the store is checkpointed, and only then does `run`
+//! return. An event accepted from a source is never dropped by a clean shutdown.
+
+mod correlate;
+pub mod live;
+mod sources;
+mod store_task;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use correlator::{Detector, Event};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::{Config, RulesConfig};
+use crate::metrics::Metrics;
+use crate::outputs::AlertUpdate;
+
+pub use store_task::StoreHandle;
+
+/// A boxed error from a seam (rule loader, source).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One loaded detector and a fingerprint of its definition and settings. On reload, a detector whose
+/// id and version are unchanged keeps its running instance (and so its pending state).
+pub struct LoadedRule {
+    pub detector: Box<dyn Detector>,
+    pub version: u64,
+}
+
+impl std::fmt::Debug for LoadedRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedRule")
+            .field("id", &self.detector.id())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Produces the detectors from the `[rules]` section. Called at start-up and on every reload.
+///
+/// INTEGRATION: the lead points this at the real rule loader (shipped analytics + EQL
+/// `correlator::eql::RuleSet`). If the EQL RuleSet carries its own pending state across reloads, return it
+/// as one `LoadedRule` with a stable version and let it reload itself.
+pub trait RuleProvider: Send + Sync + 'static {
+    fn load(&self, cfg: &RulesConfig) -> Result<Vec<LoadedRule>, BoxError>;
+}
+
+impl<F> RuleProvider for F
+where
+    F: Fn(&RulesConfig) -> Result<Vec<LoadedRule>, BoxError> + Send + Sync + 'static,
+{
+    fn load(&self, cfg: &RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
+        self(cfg)
+    }
+}
+
+/// A source that `sensor run` starts from the config: the kernel sensor, network ingest, or a test's.
+pub trait SourceStarter: Send {
+    /// The name used in start-up messages when it is refused.
+    fn name(&self) -> String;
+    /// `Ok(None)`: disabled by config. `Err(reason)`: refused (logged, the daemon goes on without it).
+    fn start(
+        self: Box<Self>,
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<StartedSource>, String>;
+}
+
+/// A running source: a stream of events plus hooks for status and shutdown.
+pub struct StartedSource {
+    pub name: String,
+    pub events: mpsc::Receiver<Event>,
+    /// A one-line description for start-up messages ("14 programs attached").
+    pub detail: String,
+    /// Extra status for `sensor status` (programs attached, ring buffer losses, clients).
+    pub status: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// Called at shutdown; the source must then close `events` (what is already queued is drained).
+    pub stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// What the daemon is made of besides its config.
+pub struct Seams {
+    pub rules: Arc<dyn RuleProvider>,
+    pub sources: Vec<Box<dyn SourceStarter>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot load rules: {0}")]
+    Rules(String),
+    #[error(transparent)]
+    Output(#[from] crate::outputs::OutputError),
+    #[error("control API: {0}")]
+    Api(String),
+    #[error("the alert store thread stopped unexpectedly")]
+    StoreGone,
+    #[error("signal handling: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Requests from the control API to the main loop.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Reload(oneshot::Sender<Result<ReloadReport, String>>),
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReloadReport {
+    /// Detectors kept with their pending state (same id and version).
+    pub kept: Vec<String>,
+    /// New or changed detectors (a changed detector starts empty).
+    pub loaded: Vec<String>,
+    pub removed: Vec<String>,
+    /// Sections that changed but take effect only at restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// How a source is doing, for `sensor status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub detail: String,
+}
+
+/// State the control API reads.
+pub(crate) struct DaemonInfo {
+    pub(crate) started: Instant,
+    pub(crate) sources: Vec<SourceInfo>,
+    pub(crate) source_status: BTreeMap<String, Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    pub(crate) refused: Vec<SourceInfo>,
+    pub(crate) rules: Mutex<Vec<String>>,
+    pub(crate) rates: Mutex<BTreeMap<String, f64>>,
+    pub(crate) config_path: Option<PathBuf>,
+}
+
+impl DaemonInfo {
+    pub(crate) fn rules(&self) -> Vec<String> {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+    pub(crate) fn rates(&self) -> BTreeMap<String, f64> {
+        self.rates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Shared between the main loop and the control API.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: StoreHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
+    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
+    pub(crate) control: mpsc::Sender<Control>,
+    pub(crate) info: Arc<DaemonInfo>,
+}
+
+/// What a run did, logged at exit.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub alerts_new: u64,
+    pub alerts_repeated: u64,
+}
+
+/// One event on its way from a source to the correlator.
+pub(crate) struct Input {
+    pub(crate) src: usize,
+    pub(crate) event: Event,
+    /// (inode, offset after this event) for file sources.
+    pub(crate) pos: Option<(u64, u64)>,
+}
+
+/// The wall clock in ns since the epoch (bookkeeping only; detectors never see it).
+pub(crate) fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP and `POST /v1/reload`.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    seams: Seams,
+) -> Result<RunSummary, DaemonError> {
+    run_with_metrics(cfg, config_path, seams, Metrics::new()).await
+}
+
+/// [`run`] with metrics the caller keeps (benchmarks and embedders read them while it runs).
+pub async fn run_with_metrics(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    seams: Seams,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary, DaemonError> {
+    let store = crate::store::Store::open(&cfg.store_config())?;
+    tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
+
+    // Rules first: a daemon with rules that do not load refuses to start rather than run blind.
+    let rules = seams
+        .rules
+        .load(&cfg.rules)
+        .map_err(|e| DaemonError::Rules(e.to_string()))?;
+    let rule_ids: Vec<String> = rules.iter().map(|r| r.detector.id().to_string()).collect();
+    if rules.is_empty() {
+        tracing::warn!("no detection rules loaded: events will be read but no alert can fire");
+    } else {
+        tracing::info!(count = rules.len(), "detection rules loaded");
+    }
+    metrics
+        .rules_loaded
+        .store(i64::try_from(rules.len()).unwrap_or(i64::MAX), Relaxed);
+
+    // File offsets are read before the store moves to its thread.
+    let mut file_offsets = Vec::new();
+    for f in &cfg.sources.file {
+        file_offsets.push(store.source_offset(&f.source_name())?);
+    }
+
+    let (alerts_tx, _) = broadcast::channel::<Arc<AlertUpdate>>(4096);
+    let output_tasks = crate::outputs::start(&cfg.outputs, &alerts_tx, &metrics)?;
+    let (store_handle, store_thread) = store_task::spawn(store, metrics.clone(), alerts_tx.clone());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (input_tx, input_rx) = mpsc::channel::<Input>(8192);
+    let mut source_names = Vec::new();
+    let mut infos = Vec::new();
+    let mut refused = Vec::new();
+    let mut source_status = BTreeMap::new();
+    let mut stops = Vec::new();
+    let mut source_tasks = Vec::new();
+
+    for starter in seams.sources {
+        let name = starter.name();
+        match starter.start(&cfg, &metrics) {
+            Ok(None) => tracing::info!(source = %name, "source disabled by config"),
+            Ok(Some(s)) => {
+                tracing::info!(source = %s.name, detail = %s.detail, "source attached");
+                let idx = source_names.len();
+                source_names.push(s.name.clone());
+                infos.push(SourceInfo {
+                    name: s.name.clone(),
+                    detail: s.detail.clone(),
+                });
+                if let Some(st) = s.status {
+                    source_status.insert(s.name.clone(), st);
+                }
+                if let Some(stop) = s.stop {
+                    stops.push(stop);
+                }
+                let counters = metrics.source(&s.name);
+                source_tasks.push(tokio::spawn(sources::forward(
+                    idx,
+                    s.events,
+                    input_tx.clone(),
+                    counters,
+                    shutdown_rx.clone(),
+                )));
+            }
+            Err(reason) => {
+                tracing::warn!(source = %name, %reason, "source refused; running without it");
+                refused.push(SourceInfo {
+                    name,
+                    detail: reason,
+                });
+            }
+        }
+    }
+    for (f, offset) in cfg.sources.file.iter().zip(file_offsets) {
+        let name = f.source_name();
+        let idx = source_names.len();
+        source_names.push(name.clone());
+        let detail = format!(
+            "{} ({})",
+            f.path.display(),
+            if f.follow { "following" } else { "to the end" }
+        );
+        tracing::info!(source = %name, %detail, resume_at = offset.as_ref().map_or(0, |o| o.offset), "file source attached");
+        infos.push(SourceInfo {
+            name: name.clone(),
+            detail,
+        });
+        let counters = metrics.source(&name);
+        source_tasks.push(tokio::spawn(sources::file_source(
+            f.clone(),
+            idx,
+            offset,
+            input_tx.clone(),
+            counters,
+            shutdown_rx.clone(),
+        )));
+    }
+    drop(input_tx);
+    if source_names.is_empty() {
+        tracing::warn!(
+            "no event source is running: nothing will be detected (see the messages above)"
+        );
+    }
+
+    let info = Arc::new(DaemonInfo {
+        started: Instant::now(),
+        sources: infos,
+        source_status,
+        refused,
+        rules: Mutex::new(rule_ids),
+        rates: Mutex::new(BTreeMap::new()),
+        config_path: config_path.clone(),
+    });
+
+    let (corr_ctl_tx, corr_ctl_rx) = mpsc::channel(4);
+    let correlator = tokio::spawn(correlate::run(correlate::Setup {
+        rules,
+        lateness_ns: cfg.rules.lateness.as_nanos_i64(),
+        sources: source_names.clone(),
+        input: input_rx,
+        control: corr_ctl_rx,
+        store: store_handle.clone(),
+        metrics: metrics.clone(),
+        state_file: cfg.rules.state_file.clone(),
+    }));
+
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
+    let shared = Shared {
+        store: store_handle.clone(),
+        metrics: metrics.clone(),
+        alerts: alerts_tx.downgrade(),
+        control: control_tx,
+        info: info.clone(),
+    };
+    let mut api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
+        .await
+        .map_err(DaemonError::Api)?;
+    let housekeeping = tokio::spawn(store_task::housekeeping(
+        store_handle.clone(),
+        metrics.clone(),
+        info.clone(),
+        cfg.store.retention_interval.0,
+        shutdown_rx.clone(),
+    ));
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    tracing::info!(socket = %cfg.api.socket.display(), "sensor running");
+
+    let socket = cfg.api.socket.clone();
+    let mut current = cfg;
+    loop {
+        let reply = tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sighup.recv() => { tracing::info!("SIGHUP: reloading"); None }
+            Some(Control::Reload(reply)) = control_rx.recv() => { tracing::info!("reload requested over the control API"); Some(reply) }
+        };
+        let result = reload(
+            &mut current,
+            config_path.as_deref(),
+            seams.rules.as_ref(),
+            &corr_ctl_tx,
+            &info,
+        )
+        .await;
+        match &result {
+            Ok(r) => {
+                metrics.reloads.fetch_add(1, Relaxed);
+                tracing::info!(
+                    kept = r.kept.len(),
+                    loaded = r.loaded.len(),
+                    removed = r.removed.len(),
+                    "reloaded"
+                );
+                for s in &r.restart_needed {
+                    tracing::warn!(section = %s, "this section changed; it takes effect at the next restart");
+                }
+            }
+            Err(e) => {
+                metrics.reload_failures.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "reload refused; the previous rules and settings stay in force");
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    // Shutdown, in dependency order: sources, correlator, store, outputs.
+    let _ = shutdown_tx.send(true);
+    for stop in stops {
+        stop();
+    }
+    for t in source_tasks {
+        let _ = t.await;
+    }
+    drop(corr_ctl_tx);
+    let _ = correlator.await;
+    housekeeping.abort();
+    api.abort_all();
+    let final_stats = store_handle.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    drop(alerts_tx);
+    drop(shared);
+    for t in output_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    crate::api::remove_socket(&socket);
+    let mut summary = RunSummary::default();
+    for (_, c) in metrics.sources() {
+        summary.events_in += c.events_in.load(Relaxed);
+        summary.events_out += c.events_out.load(Relaxed);
+    }
+    summary.alerts_new = metrics.alerts_new.load(Relaxed);
+    summary.alerts_repeated = metrics.alerts_repeated.load(Relaxed);
+    match final_stats {
+        Some(Ok(s)) => tracing::info!(
+            events_in = summary.events_in,
+            events_out = summary.events_out,
+            alerts_new = summary.alerts_new,
+            alerts_repeated = summary.alerts_repeated,
+            stored_alerts = s.alerts,
+            "stopped; alert store flushed and checkpointed"
+        ),
+        Some(Err(e)) => tracing::error!(error = %e, "stopped, but closing the alert store failed"),
+        None => return Err(DaemonError::StoreGone),
+    }
+    Ok(summary)
+}
+
+async fn reload(
+    current: &mut Config,
+    path: Option<&std::path::Path>,
+    provider: &dyn RuleProvider,
+    correlator: &mpsc::Sender<correlate::Ctl>,
+    info: &DaemonInfo,
+) -> Result<ReloadReport, String> {
+    let new = match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => current.clone(),
+    };
+    let rules = provider
+        .load(&new.rules)
+        .map_err(|e| format!("cannot load rules: {e}"))?;
+    let ids: Vec<String> = rules.iter().map(|r| r.detector.id().to_string()).collect();
+    let (tx, rx) = oneshot::channel();
+    correlator
+        .send(correlate::Ctl::Reload {
+            rules,
+            lateness_ns: new.rules.lateness.as_nanos_i64(),
+            reply: tx,
+        })
+        .await
+        .map_err(|_| "the correlator has stopped".to_string())?;
+    let mut report = rx
+        .await
+        .map_err(|_| "the correlator has stopped".to_string())?;
+    for (name, changed) in [
+        ("state_dir", current.state_dir != new.state_dir),
+        ("kernel", current.kernel != new.kernel),
+        ("ingest", current.ingest != new.ingest),
+        ("store", current.store != new.store),
+        ("api", current.api != new.api),
+        ("outputs", current.outputs != new.outputs),
+        ("metrics", current.metrics != new.metrics),
+        ("sources", current.sources != new.sources),
+    ] {
+        if changed {
+            report.restart_needed.push(name.to_string());
+        }
+    }
+    *info.rules.lock().unwrap_or_else(PoisonError::into_inner) = ids;
+    *current = new;
+    Ok(report)
+}

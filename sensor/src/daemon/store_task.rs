@@ -1,0 +1,267 @@
+//! The store's own thread: it owns the SQLite connection, writes alert batches in one transaction each,
+//! measures event-time-to-store latency, and publishes what it stored to outputs and `alerts tail`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use correlator::Alert;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::{wall_ns, DaemonInfo};
+use crate::metrics::Metrics;
+use crate::outputs::AlertUpdate;
+use crate::store::{Recorded, SourceOffset, Status, Store, StoreError, StoreStats, StoredAlert};
+
+type Call = Box<dyn FnOnce(&mut Store) + Send>;
+
+pub(crate) enum StoreMsg {
+    Alerts {
+        alerts: Vec<Alert>,
+        offsets: Vec<SourceOffset>,
+    },
+    Call(Call),
+    Shutdown(oneshot::Sender<Result<StoreStats, StoreError>>),
+}
+
+/// A handle to the store thread (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<StoreMsg>,
+}
+
+impl StoreHandle {
+    /// Runs `f` on the store thread and returns its result (`None` if the store has stopped).
+    pub async fn call<R, F>(&self, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        self.tx.send(StoreMsg::Call(call)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Queues alerts and file offsets for the store (false if the store has stopped).
+    pub(crate) async fn record(&self, alerts: Vec<Alert>, offsets: Vec<SourceOffset>) -> bool {
+        self.tx
+            .send(StoreMsg::Alerts { alerts, offsets })
+            .await
+            .is_ok()
+    }
+
+    pub(crate) async fn shutdown(&self) -> Option<Result<StoreStats, StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(StoreMsg::Shutdown(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Most alerts folded into one transaction.
+const BATCH: usize = 4096;
+
+pub(crate) fn spawn(
+    store: Store,
+    metrics: Arc<Metrics>,
+    alerts: broadcast::Sender<Arc<AlertUpdate>>,
+) -> (StoreHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let thread = std::thread::Builder::new()
+        .name("sensor-store".into())
+        .spawn(move || store_loop(store, rx, &metrics, &alerts))
+        .unwrap_or_else(|e| {
+            // Without a thread there is no store; this only happens when the process is out of resources.
+            tracing::error!(error = %e, "cannot start the alert store thread");
+            std::process::exit(1)
+        });
+    (StoreHandle { tx }, thread)
+}
+
+fn store_loop(
+    mut store: Store,
+    mut rx: mpsc::Receiver<StoreMsg>,
+    metrics: &Metrics,
+    bus: &broadcast::Sender<Arc<AlertUpdate>>,
+) {
+    let mut held: Option<StoreMsg> = None;
+    loop {
+        let Some(msg) = held.take().or_else(|| rx.blocking_recv()) else {
+            break;
+        };
+        match msg {
+            StoreMsg::Alerts {
+                mut alerts,
+                mut offsets,
+            } => {
+                // Fold whatever else is queued into the same transaction.
+                while alerts.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(StoreMsg::Alerts {
+                            alerts: a,
+                            offsets: o,
+                        }) => {
+                            alerts.extend(a);
+                            offsets.extend(o);
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_batch(&mut store, alerts, &offsets, metrics, bus);
+            }
+            StoreMsg::Call(f) => f(&mut store),
+            StoreMsg::Shutdown(reply) => {
+                let stats = store.stats();
+                let res = store.close().and(stats);
+                let _ = reply.send(res);
+                return;
+            }
+        }
+    }
+    if let Err(e) = store.close() {
+        tracing::error!(error = %e, "closing the alert store failed");
+    }
+}
+
+fn write_batch(
+    store: &mut Store,
+    alerts: Vec<Alert>,
+    offsets: &[SourceOffset],
+    metrics: &Metrics,
+    bus: &broadcast::Sender<Arc<AlertUpdate>>,
+) {
+    let mut attempt = 0;
+    let recorded = loop {
+        match store.record_batch(&alerts, offsets, wall_ns()) {
+            Ok(r) => break r,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                metrics.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, attempt, "alert store write failed; retrying");
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+            Err(e) => {
+                metrics.store_errors.fetch_add(1, Relaxed);
+                // Keep them somewhere an operator can find them: the log.
+                for a in &alerts {
+                    tracing::error!(error = %e, alert = %serde_json::to_string(a).unwrap_or_default(), "alert could not be stored");
+                }
+                return;
+            }
+        }
+    };
+    let now = wall_ns();
+    for (a, r) in alerts.into_iter().zip(recorded) {
+        metrics
+            .latency
+            .observe_ns(now.saturating_sub(a.timestamp_ns).max(0));
+        if r.new {
+            metrics.alerts_new.fetch_add(1, Relaxed);
+        } else {
+            metrics.alerts_repeated.fetch_add(1, Relaxed);
+        }
+        if r.status == Status::Suppressed || bus.receiver_count() == 0 {
+            continue;
+        }
+        let _ = bus.send(Arc::new(update(a, r, now)));
+    }
+}
+
+fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
+    AlertUpdate {
+        new: r.new,
+        alert: StoredAlert {
+            id: r.id,
+            rule_id: a.rule_id,
+            rule_name: a.rule_name,
+            severity: a.severity,
+            risk_score: a.risk_score,
+            status: r.status,
+            first_seen_ns: a.first_event_ns.min(a.timestamp_ns),
+            last_seen_ns: a.timestamp_ns,
+            count: r.count,
+            host: a.host,
+            user: a.user,
+            process: a.process,
+            attack: a.attack,
+            reason: a.reason,
+            settings: a.settings,
+            join_keys: a.join_keys,
+            created_ns: now,
+            updated_ns: now,
+        },
+        evidence: a.evidence,
+    }
+}
+
+/// Retention on its interval, the store-size gauge and per-source event rates every few seconds.
+pub(crate) async fn housekeeping(
+    store: StoreHandle,
+    metrics: Arc<Metrics>,
+    info: Arc<DaemonInfo>,
+    retention_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let sample = Duration::from_secs(5);
+    let mut tick = tokio::time::interval(sample);
+    let mut since_retention = Duration::MAX;
+    let mut last: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut rates = std::collections::BTreeMap::new();
+        for (name, c) in metrics.sources() {
+            let n = c.events_in.load(Relaxed);
+            let prev = last.insert(name.clone(), n).unwrap_or(n);
+            #[allow(clippy::cast_precision_loss)]
+            rates.insert(name, (n - prev) as f64 / sample.as_secs_f64());
+        }
+        *info
+            .rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+        let run_retention = since_retention >= retention_every;
+        since_retention = if run_retention {
+            Duration::ZERO
+        } else {
+            since_retention + sample
+        };
+        let res = store
+            .call(move |s| {
+                let r = if run_retention {
+                    Some(s.apply_retention(wall_ns()))
+                } else {
+                    None
+                };
+                (r, s.stats())
+            })
+            .await;
+        match res {
+            Some((r, stats)) => {
+                if let Some(Ok(r)) = r {
+                    if r.deleted_by_age + r.deleted_by_size > 0 {
+                        tracing::info!(
+                            by_age = r.deleted_by_age,
+                            by_size = r.deleted_by_size,
+                            "retention deleted old alerts"
+                        );
+                    }
+                } else if let Some(Err(e)) = r {
+                    tracing::warn!(error = %e, "retention failed");
+                }
+                if let Ok(s) = stats {
+                    metrics.store_bytes.store(s.file_bytes, Relaxed);
+                }
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The kernel sensor: loads the eBPF object (aya), attaches its tracepoints, reads the ring buffer with
+//! tokio, keeps a process table and turns every record into a normalised [`correlator::Event`].
+//!
+//! Architecture Invariant: this module (with `sensor-common`) is the only place that knows the kernel
+//! ABI; everything downstream sees ECS events only.
+
+pub mod btf;
+mod decode;
+mod proctable;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use sensor_common::{kind, Offsets};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+pub use decode::{Decoder, HostInfo};
+pub use proctable::{ProcessInfo, ProcessTable};
+
+/// The eBPF object built by `cargo xtask build-ebpf` (empty when built without the BPF toolchain).
+pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
+
+/// Kernel sensor settings (the `[kernel]` table of the daemon config).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Ring buffer size in bytes: a power of two, at least 4096.
+    pub ring_buffer_bytes: u32,
+    /// Fill level (bytes) past which a kernel submit wakes the reader; 0 = a quarter of the buffer.
+    pub wakeup_bytes: u32,
+    /// How often the reader drains the ring buffer without being woken, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Capacity of the event queue towards the consumer; a full queue drops (and counts) events.
+    pub queue_capacity: usize,
+    /// Interval of the status log line in seconds (0: never).
+    pub status_log_interval_s: u64,
+    /// Attach only these programs (names as in `KernelStatus::attached`, or the program name such as
+    /// `sys_enter_socket`); empty: all of them.
+    pub programs: Vec<String>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            ring_buffer_bytes: 8 << 20,
+            wakeup_bytes: 0,
+            poll_interval_ms: 10,
+            queue_capacity: 65_536,
+            status_log_interval_s: 60,
+            programs: Vec::new(),
+        }
+    }
+}
+
+/// Why the kernel sensor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("the kernel sensor needs root (effective uid is {0})")]
+    NotRoot(u32),
+    #[error("built without the BPF toolchain: run cargo xtask build-ebpf")]
+    NoObject,
+    #[error("invalid kernel config: {0}")]
+    Config(String),
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("loading the eBPF object was refused: {0}")]
+    Load(String),
+    #[error("no kernel program could be attached: {0}")]
+    NothingAttached(String),
+    #[error("the ring buffer map is missing or unusable: {0}")]
+    RingBuf(String),
+}
+
+/// A program the kernel refused, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refused {
+    pub program: String,
+    pub reason: String,
+}
+
+/// What the kernel sensor is doing.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KernelStatus {
+    /// Attached programs (`category/name` of each tracepoint).
+    pub attached: Vec<String>,
+    pub refused: Vec<Refused>,
+    pub ring_buffer_bytes: u32,
+    /// Events delivered to the consumer, per record kind.
+    pub events: BTreeMap<String, u64>,
+    /// Ring buffer reserve failures in the kernel (the buffer was full), per record kind.
+    pub lost_kernel: BTreeMap<String, u64>,
+    /// Events dropped because the consumer queue was full, per record kind.
+    pub lost_queue: BTreeMap<String, u64>,
+    /// Records that could not be decoded (too short, unknown kind).
+    pub decode_errors: u64,
+    /// Processes in the process table.
+    pub processes: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    events: [AtomicU64; kind::COUNT as usize],
+    lost_queue: [AtomicU64; kind::COUNT as usize],
+    decode_errors: AtomicU64,
+    processes: AtomicU64,
+}
+
+/// Offsets passed to the programs as the global `OFFSETS`.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct OffsetsPod(Offsets);
+// SAFETY: Offsets is #[repr(C)], all u32, no padding.
+unsafe impl aya::Pod for OffsetsPod {}
+
+/// Programs in the object and where they attach.
+enum Attach {
+    Tp(&'static str, &'static str),
+    BtfTp(&'static str),
+}
+
+const PROGRAMS: &[(&str, Attach)] = &[
+    (
+        "sched_process_exec",
+        Attach::Tp("sched", "sched_process_exec"),
+    ),
+    ("sched_process_fork", Attach::BtfTp("sched_process_fork")),
+    (
+        "sched_process_exit",
+        Attach::Tp("sched", "sched_process_exit"),
+    ),
+    (
+        "sys_enter_socket",
+        Attach::Tp("syscalls", "sys_enter_socket"),
+    ),
+    (
+        "sys_enter_socketpair",
+        Attach::Tp("syscalls", "sys_enter_socketpair"),
+    ),
+    ("sys_enter_bind", Attach::Tp("syscalls", "sys_enter_bind")),
+    ("sys_exit_bind", Attach::Tp("syscalls", "sys_exit_bind")),
+    (
+        "sys_enter_connect",
+        Attach::Tp("syscalls", "sys_enter_connect"),
+    ),
+    (
+        "sys_exit_connect",
+        Attach::Tp("syscalls", "sys_exit_connect"),
+    ),
+    (
+        "sys_enter_mknodat",
+        Attach::Tp("syscalls", "sys_enter_mknodat"),
+    ),
+    ("sys_enter_mknod", Attach::Tp("syscalls", "sys_enter_mknod")),
+    (
+        "sys_enter_openat",
+        Attach::Tp("syscalls", "sys_enter_openat"),
+    ),
+    ("sys_exit_openat", Attach::Tp("syscalls", "sys_exit_openat")),
+    (
+        "inet_sock_set_state",
+        Attach::Tp("sock", "inet_sock_set_state"),
+    ),
+];
+
+/// The running kernel sensor. Dropping it without [`KernelSensor::shutdown`] detaches the programs
+/// when the reader task ends.
+pub struct KernelSensor {
+    ebpf: Arc<Mutex<Ebpf>>,
+    counters: Arc<Counters>,
+    attached: Vec<String>,
+    refused: Vec<Refused>,
+    ring_buffer_bytes: u32,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs at /sys/kernel/tracing when it is not there (a fresh machine does not mount it).
+pub fn ensure_tracefs() -> Result<(), KernelError> {
+    if std::path::Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let src = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(KernelError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!(message = "mounted tracefs at /sys/kernel/tracing (it was not mounted)");
+    Ok(())
+}
+
+/// Finds the kernel struct offsets the programs need in the running kernel's BTF. Missing ones stay
+/// `Offsets::MISSING` (the programs then skip the read) and are named in the returned list.
+pub fn kernel_offsets(btf: &btf::Btf) -> (Offsets, Vec<String>) {
+    let mut o = Offsets::missing();
+    let mut missing = Vec::new();
+    let mut get = |s: &str, m: &str| {
+        btf.offset_of(s, m).unwrap_or_else(|| {
+            missing.push(format!("{s}.{m}"));
+            Offsets::MISSING
+        })
+    };
+    o.task_real_parent = get("task_struct", "real_parent");
+    o.task_tgid = get("task_struct", "tgid");
+    o.task_pid = get("task_struct", "pid");
+    o.task_mm = get("task_struct", "mm");
+    o.task_files = get("task_struct", "files");
+    o.task_exit_code = get("task_struct", "exit_code");
+    o.mm_arg_start = get("mm_struct", "arg_start");
+    o.mm_arg_end = get("mm_struct", "arg_end");
+    o.files_fdt = get("files_struct", "fdt");
+    o.fdtable_fd = get("fdtable", "fd");
+    o.fdtable_max_fds = get("fdtable", "max_fds");
+    o.file_f_inode = get("file", "f_inode");
+    o.inode_i_mode = get("inode", "i_mode");
+    o.tcp_bytes_sent = get("tcp_sock", "bytes_sent");
+    o.tcp_bytes_received = get("tcp_sock", "bytes_received");
+    (o, missing)
+}
+
+impl KernelSensor {
+    /// Loads and attaches the kernel programs and starts the reader. Events arrive on the receiver.
+    pub async fn start(
+        cfg: &KernelConfig,
+    ) -> Result<(KernelSensor, mpsc::Receiver<correlator::Event>), KernelError> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 {
+            return Err(KernelError::NotRoot(euid));
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(KernelError::NoObject);
+        }
+        let rb = cfg.ring_buffer_bytes;
+        if rb < 4096 || !rb.is_power_of_two() {
+            return Err(KernelError::Config(format!(
+                "ring_buffer_bytes = {rb}: must be a power of two and at least 4096"
+            )));
+        }
+        if cfg.queue_capacity == 0 {
+            return Err(KernelError::Config(
+                "queue_capacity must be at least 1".into(),
+            ));
+        }
+        ensure_tracefs()?;
+        let kbtf = btf::Btf::from_sys_fs()
+            .map_err(|e| KernelError::Load(format!("reading /sys/kernel/btf/vmlinux: {e}")))?;
+        let (mut offsets, missing) = kernel_offsets(&kbtf);
+        if !missing.is_empty() {
+            tracing::warn!(message = "kernel struct members not found in BTF; dependent fields stay empty", missing = ?missing);
+        }
+        offsets.wakeup_bytes = if cfg.wakeup_bytes == 0 {
+            rb / 4
+        } else {
+            cfg.wakeup_bytes.min(rb)
+        };
+        let pod = OffsetsPod(offsets);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", rb)
+            .override_global("OFFSETS", &pod, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| KernelError::Load(format!("{e:#}")))?;
+        let aya_btf = aya::Btf::from_sys_fs().ok();
+        let mut attached = Vec::new();
+        let mut refused = Vec::new();
+        for p in &cfg.programs {
+            if !PROGRAMS
+                .iter()
+                .any(|(name, at)| p == name || *p == label_of(at))
+            {
+                let known = PROGRAMS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(KernelError::Config(format!(
+                    "unknown program `{p}` in programs (known: {known})"
+                )));
+            }
+        }
+        for (name, at) in PROGRAMS {
+            let label = label_of(at);
+            if !cfg.programs.is_empty() && !cfg.programs.iter().any(|p| p == name || *p == label) {
+                continue;
+            }
+            let res = attach(&mut ebpf, name, at, aya_btf.as_ref());
+            match res {
+                Ok(()) => attached.push(label),
+                Err(reason) => {
+                    tracing::warn!(message = "kernel program refused", program = %label, %reason);
+                    refused.push(Refused {
+                        program: label,
+                        reason,
+                    });
+                }
+            }
+        }
+        if attached.is_empty() {
+            let why = refused
+                .iter()
+                .map(|r| format!("{}: {}", r.program, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(KernelError::NothingAttached(why));
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| KernelError::RingBuf("map EVENTS not in the object".into()))?,
+        )
+        .map_err(|e| KernelError::RingBuf(e.to_string()))?;
+        // SAFETY: the RingBuf owns its map fd; it stays open and the same for as long as the AsyncFd
+        // (which owns the RingBuf) lives.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| {
+                KernelError::RingBuf(format!("registering the ring buffer with tokio: {e}"))
+            })?;
+
+        let host = HostInfo::from_system();
+        let table = ProcessTable::seed_from_proc(&host.id);
+        tracing::info!(
+            message = "kernel sensor attached",
+            programs = attached.len(),
+            refused = refused.len(),
+            processes = table.len(),
+            ring_buffer_bytes = rb
+        );
+        let counters = Arc::new(Counters::default());
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let reader = Reader {
+            fd,
+            decoder: Decoder::new(host, table),
+            tx,
+            counters: counters.clone(),
+            ebpf: ebpf.clone(),
+            poll: Duration::from_millis(cfg.poll_interval_ms.max(1)),
+            log_every: (cfg.status_log_interval_s > 0)
+                .then(|| Duration::from_secs(cfg.status_log_interval_s)),
+        };
+        let handle = tokio::spawn(reader.run(stop_rx));
+        Ok((
+            KernelSensor {
+                ebpf,
+                counters,
+                attached,
+                refused,
+                ring_buffer_bytes: rb,
+                stop: Some(stop_tx),
+                reader: Some(handle),
+            },
+            rx,
+        ))
+    }
+
+    /// Attached and refused programs, events and losses per kind.
+    pub fn status(&self) -> KernelStatus {
+        let lost = lock(&self.ebpf)
+            .map(|e| lost_kernel(&e))
+            .unwrap_or_default();
+        status_from(
+            &self.counters,
+            &lost,
+            self.attached.clone(),
+            self.refused.clone(),
+            self.ring_buffer_bytes,
+        )
+    }
+
+    /// Stops the reader (draining what is in the ring buffer first) and detaches the programs.
+    pub async fn shutdown(self) {
+        self.shutdown_with_status().await;
+    }
+
+    /// [`KernelSensor::shutdown`], returning the final status (every record read and counted).
+    pub async fn shutdown_with_status(mut self) -> KernelStatus {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.reader.take() {
+            let _ = h.await;
+        }
+        self.status()
+    }
+}
+
+fn lock(m: &Mutex<Ebpf>) -> Option<std::sync::MutexGuard<'_, Ebpf>> {
+    Some(m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+fn label_of(at: &Attach) -> String {
+    match at {
+        Attach::Tp(c, n) => format!("{c}/{n}"),
+        Attach::BtfTp(n) => format!("tp_btf/{n}"),
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, name: &str, at: &Attach, btf: Option<&aya::Btf>) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the object"))?;
+    match at {
+        Attach::Tp(cat, tp) => {
+            let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| format!("load: {e:#}"))?;
+            p.attach(cat, tp).map_err(|e| format!("attach: {e:#}"))?;
+        }
+        Attach::BtfTp(tp) => {
+            let btf = btf.ok_or("kernel BTF is not available")?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load(tp, btf).map_err(|e| format!("load: {e:#}"))?;
+            p.attach().map_err(|e| format!("attach: {e:#}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sums the per-CPU reserve failure counters.
+fn lost_kernel(ebpf: &Ebpf) -> [u64; kind::COUNT as usize] {
+    let mut out = [0u64; kind::COUNT as usize];
+    let Some(map) = ebpf.map("LOST") else {
+        return out;
+    };
+    let Ok(arr) = PerCpuArray::<&MapData, u64>::try_from(map) else {
+        return out;
+    };
+    for (k, slot) in out.iter_mut().enumerate() {
+        if let Ok(vals) = arr.get(&(k as u32), 0) {
+            *slot = vals.iter().sum();
+        }
+    }
+    out
+}
+
+fn status_from(
+    c: &Counters,
+    lost: &[u64; kind::COUNT as usize],
+    attached: Vec<String>,
+    refused: Vec<Refused>,
+    ring_buffer_bytes: u32,
+) -> KernelStatus {
+    let mut s = KernelStatus {
+        attached,
+        refused,
+        ring_buffer_bytes,
+        decode_errors: c.decode_errors.load(Ordering::Relaxed),
+        processes: usize::try_from(c.processes.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+        ..KernelStatus::default()
+    };
+    for (k, &lost_k) in lost.iter().enumerate().skip(1) {
+        let name = kind::NAMES[k].to_string();
+        s.events
+            .insert(name.clone(), c.events[k].load(Ordering::Relaxed));
+        s.lost_kernel.insert(name.clone(), lost_k);
+        s.lost_queue
+            .insert(name, c.lost_queue[k].load(Ordering::Relaxed));
+    }
+    s
+}
+
+struct Reader {
+    fd: AsyncFd<RingBuf<aya::maps::MapData>>,
+    decoder: Decoder,
+    tx: mpsc::Sender<correlator::Event>,
+    counters: Arc<Counters>,
+    ebpf: Arc<Mutex<Ebpf>>,
+    poll: Duration,
+    log_every: Option<Duration>,
+}
+
+impl Reader {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(self.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_log = tokio::time::Instant::now();
+        let mut last_lost = 0u64;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                r = self.fd.readable_mut() => match r {
+                    Ok(mut g) => {
+                        g.clear_ready();
+                    }
+                    Err(e) => {
+                        tracing::error!(message = "ring buffer poll failed; reading on the timer only", error = %e);
+                        tick.tick().await;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            if !self.drain() {
+                break; // the consumer is gone
+            }
+            if let Some(every) = self.log_every {
+                if last_log.elapsed() >= every {
+                    last_log = tokio::time::Instant::now();
+                    last_lost = self.log_status(last_lost);
+                }
+            }
+        }
+        self.drain();
+        if self.log_every.is_some() {
+            self.log_status(last_lost);
+        }
+        tracing::debug!(
+            message = "kernel sensor reader stopped",
+            fd = self.fd.get_ref().as_raw_fd()
+        );
+    }
+
+    /// Reads every record in the ring buffer. Returns false when the receiver has been dropped.
+    fn drain(&mut self) -> bool {
+        let ring = self.fd.get_mut();
+        while let Some(item) = ring.next() {
+            match self.decoder.decode(&item) {
+                Ok(Some((k, ev))) => match self.tx.try_send(ev) {
+                    Ok(()) => {
+                        self.counters.events[k as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.counters.lost_queue[k as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    let n = self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    if n < 10 {
+                        tracing::warn!(message = "undecodable kernel record", error = %e);
+                    }
+                }
+            }
+        }
+        self.counters
+            .processes
+            .store(self.decoder.table_len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    fn log_status(&self, last_lost: u64) -> u64 {
+        let lost = lock(&self.ebpf)
+            .map(|e| lost_kernel(&e))
+            .unwrap_or_default();
+        let s = status_from(&self.counters, &lost, Vec::new(), Vec::new(), 0);
+        let total_lost: u64 = s.lost_kernel.values().chain(s.lost_queue.values()).sum();
+        let events: u64 = s.events.values().sum();
+        if total_lost > last_lost {
+            tracing::warn!(message = "kernel sensor status: events LOST", events, lost = total_lost, lost_kernel = ?s.lost_kernel, lost_queue = ?s.lost_queue);
+        } else {
+            tracing::info!(
+                message = "kernel sensor status",
+                events,
+                lost = total_lost,
+                processes = s.processes
+            );
+        }
+        total_lost
+    }
+}

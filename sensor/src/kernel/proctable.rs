@@ -1,0 +1,192 @@
+//! The process table: seeded from /proc at start-up, then kept by fork/exec/exit records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// What the table knows about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub name: Arc<str>,
+    pub executable: Arc<str>,
+    pub args: Arc<[Arc<str>]>,
+    /// Stable id of this process instance: a hash of host id, pid and start time (boot ns).
+    pub entity_id: Arc<str>,
+    pub start_ns: u64,
+}
+
+/// Processes by pid.
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcessInfo>,
+    host_id: String,
+    ns_per_tick: u64,
+}
+
+/// `process.entity_id`: stable across pid reuse because the start time is part of it.
+pub(crate) fn entity_id(host_id: &str, pid: u32, start_ns: u64) -> Arc<str> {
+    let mut h = Sha256::new();
+    h.update(host_id.as_bytes());
+    h.update(pid.to_le_bytes());
+    h.update(start_ns.to_le_bytes());
+    let d = h.finalize();
+    let mut s = String::with_capacity(32);
+    for b in &d[..16] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    Arc::from(s)
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+impl ProcessTable {
+    pub fn new(host_id: &str) -> ProcessTable {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+        ProcessTable {
+            procs: HashMap::new(),
+            host_id: host_id.to_string(),
+            ns_per_tick: 1_000_000_000 / hz,
+        }
+    }
+
+    /// A table holding every process in /proc now.
+    pub fn seed_from_proc(host_id: &str) -> ProcessTable {
+        let mut t = ProcessTable::new(host_id);
+        if let Ok(all) = procfs::process::all_processes() {
+            for p in all.flatten() {
+                if let Some(info) = t.read_proc(p.pid) {
+                    t.procs.insert(info.pid, info);
+                }
+            }
+        }
+        t
+    }
+
+    /// Reads one process from /proc (None when it is gone or is a thread of another process).
+    pub fn read_proc(&self, pid_i: i32) -> Option<ProcessInfo> {
+        let p = procfs::process::Process::new(pid_i).ok()?;
+        let stat = p.stat().ok()?;
+        if let Ok(status) = p.status() {
+            if status.tgid != pid_i {
+                return None;
+            }
+        }
+        let executable: Arc<str> = p.exe().ok().map_or_else(
+            || Arc::from(""),
+            |e| Arc::from(e.to_string_lossy().as_ref()),
+        );
+        let args: Arc<[Arc<str>]> = p
+            .cmdline()
+            .ok()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| Arc::from(a.as_str()))
+            .collect();
+        let name: Arc<str> = if executable.is_empty() {
+            Arc::from(stat.comm.as_str())
+        } else {
+            Arc::from(basename(&executable))
+        };
+        let pid = u32::try_from(pid_i).ok()?;
+        let start_ns = stat.starttime.saturating_mul(self.ns_per_tick);
+        Some(ProcessInfo {
+            pid,
+            ppid: u32::try_from(stat.ppid).unwrap_or(0),
+            name,
+            executable,
+            args,
+            entity_id: entity_id(&self.host_id, pid, start_ns),
+            start_ns,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// The process, reading /proc for one the table has not seen.
+    pub fn get_or_load(&mut self, pid: u32) -> Option<&ProcessInfo> {
+        if pid == 0 {
+            return None;
+        }
+        if !self.procs.contains_key(&pid) {
+            let info = self.read_proc(i32::try_from(pid).ok()?)?;
+            self.procs.insert(pid, info);
+        }
+        self.procs.get(&pid)
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid)
+    }
+
+    /// A fork: the child starts as a copy of its parent (same image until it execs).
+    pub fn fork(&mut self, parent: u32, child: u32, start_ns: u64, parent_comm: &str) {
+        let (name, executable, args) = match self.get_or_load(parent) {
+            Some(p) => (p.name.clone(), p.executable.clone(), p.args.clone()),
+            None => (Arc::from(parent_comm), Arc::from(""), Arc::from(Vec::new())),
+        };
+        // The start time as /proc shows it (clock ticks since boot), so that a daemon restarted later
+        // (which seeds from /proc) computes the same entity id; the fork time when the child is gone.
+        let start_ns = i32::try_from(child)
+            .ok()
+            .and_then(|p| procfs::process::Process::new(p).ok())
+            .and_then(|p| p.stat().ok())
+            .map_or(
+                start_ns / self.ns_per_tick.max(1) * self.ns_per_tick,
+                |st| st.starttime.saturating_mul(self.ns_per_tick),
+            );
+        let info = ProcessInfo {
+            pid: child,
+            ppid: parent,
+            name,
+            executable,
+            args,
+            entity_id: entity_id(&self.host_id, child, start_ns),
+            start_ns,
+        };
+        self.procs.insert(child, info);
+    }
+
+    /// An exec: same process instance (same entity id), new image.
+    pub fn exec(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        executable: &str,
+        args: Vec<Arc<str>>,
+        ktime_ns: u64,
+    ) -> &ProcessInfo {
+        let host_id = self.host_id.clone();
+        let e = self.procs.entry(pid).or_insert_with(|| ProcessInfo {
+            pid,
+            ppid,
+            name: Arc::from(""),
+            executable: Arc::from(""),
+            args: Arc::from(Vec::new()),
+            entity_id: entity_id(&host_id, pid, ktime_ns),
+            start_ns: ktime_ns,
+        });
+        if ppid != 0 {
+            e.ppid = ppid;
+        }
+        e.executable = Arc::from(executable);
+        e.name = Arc::from(basename(executable));
+        e.args = Arc::from(args);
+        e
+    }
+
+    pub fn exit(&mut self, pid: u32) -> Option<ProcessInfo> {
+        self.procs.remove(&pid)
+    }
+}

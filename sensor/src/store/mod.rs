@@ -1,0 +1,917 @@
+//! The durable alert store: SQLite in WAL mode, owned by one daemon at a time.
+//!
+//! Alerts from the engine are deduplicated by rule and key within a window (a repeat bumps `count` and
+//! `last_seen` instead of adding a row), carry their evidence events and a history of status changes,
+//! and are pruned by age and by size.
+//!
+//! Architecture Invariant: one process owns a store file (`locking_mode=EXCLUSIVE`); everyone else
+//! (the CLI, outputs) goes through the daemon's control API. A second daemon on the same file gets
+//! [`StoreError::Locked`] naming the file, never a silently shared database.
+//!
+//! Architecture Invariant: dedup decisions use event time (`Alert::timestamp_ns`), never the wall
+//! clock, so a replay deduplicates the same way as the live run. Only bookkeeping columns
+//! (`created_ns`, `updated_ns`, history `at_ns`) and age retention read the clock, passed in by the caller.
+
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use correlator::{Alert, AttackRef, Severity};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// Errors of the alert store. Every variant that concerns the file names it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open alert store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "alert store {path} is corrupted or not a sensor database ({detail}); move it aside to start a new one"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("alert store {path} is locked by another process (is another `sensor run` using it?)")]
+    Locked { path: PathBuf },
+    #[error("alert store {path} has schema version {found}, newer than this sensor understands ({supported}); upgrade the sensor")]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("alert store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("alert store {path}: cannot create its directory: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no alert with id {0}")]
+    NotFound(i64),
+    #[error("alert store {path}: row {id} holds invalid data: {detail}")]
+    BadRow {
+        path: PathBuf,
+        id: i64,
+        detail: String,
+    },
+}
+
+/// Where an alert stands in triage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Acknowledged,
+    Closed,
+    Suppressed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::Closed => "closed",
+            Status::Suppressed => "suppressed",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Status, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "open" | "reopen" => Ok(Status::Open),
+            "acknowledged" | "ack" | "acked" => Ok(Status::Acknowledged),
+            "closed" | "close" => Ok(Status::Closed),
+            "suppressed" | "suppress" => Ok(Status::Suppressed),
+            other => Err(format!("unknown alert status `{other}` (expected open, acknowledged, closed or suppressed)")),
+        }
+    }
+}
+
+/// How the store behaves. Built from the `[store]` config section.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// A repeat of the same rule and key within this many ns of the last one is folded into it.
+    pub dedup_window_ns: i64,
+    /// Alerts whose `last_seen` is older than this (ns) are deleted by [`Store::apply_retention`].
+    pub max_age_ns: Option<i64>,
+    /// The database is pruned, oldest alerts first, until its live pages fit in this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Evidence events kept per alert (repeats add evidence until this many).
+    pub max_evidence: usize,
+    /// How long to wait for a lock before reporting [`StoreError::Locked`].
+    pub busy_timeout_ms: u64,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            dedup_window_ns: 600 * 1_000_000_000,
+            max_age_ns: Some(90 * 86_400 * 1_000_000_000),
+            max_bytes: Some(1 << 30),
+            max_evidence: 32,
+            busy_timeout_ms: 1000,
+        }
+    }
+}
+
+/// One alert as stored (without evidence and history, see [`AlertDetail`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub severity: Severity,
+    pub risk_score: u32,
+    pub status: Status,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(default)]
+    pub attack: AttackRef,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub join_keys: Vec<serde_json::Value>,
+    pub created_ns: i64,
+    pub updated_ns: i64,
+}
+
+/// One status change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at_ns: i64,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Status>,
+    pub to: Status,
+    pub reason: String,
+}
+
+/// An alert with its evidence events and status history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertDetail {
+    #[serde(flatten)]
+    pub alert: StoredAlert,
+    pub evidence: Vec<serde_json::Value>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What [`Store::record`] did with an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub id: i64,
+    /// A new row (false: folded into an existing alert as a repeat).
+    pub new: bool,
+    pub count: u64,
+    pub status: Status,
+}
+
+/// Filters for [`Store::list`]; `None` means any.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Minimum severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Only alerts seen at or after this event time (ns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ns: Option<i64>,
+    /// Only alerts with an id above this (for following).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Sizes and counts, for `sensor status` and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub path: String,
+    pub alerts: u64,
+    pub open: u64,
+    pub acknowledged: u64,
+    pub closed: u64,
+    pub suppressed: u64,
+    /// Bytes of the database file plus its WAL.
+    pub file_bytes: u64,
+    /// Bytes of pages in use (what size retention compares against).
+    pub used_bytes: u64,
+    pub schema_version: i64,
+}
+
+/// What retention removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    pub deleted_by_age: u64,
+    pub deleted_by_size: u64,
+}
+
+/// The alert store. Not `Sync`: the daemon keeps it on one thread.
+pub struct Store {
+    conn: Connection,
+    cfg: StoreConfig,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.cfg.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StoreError::Locked {
+                    path: path.to_path_buf(),
+                };
+            }
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
+                return StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: msg.clone().unwrap_or_else(|| f.to_string()),
+                };
+            }
+            _ => {}
+        }
+    }
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+const ALERT_COLUMNS: &str =
+    "id, rule_id, rule_name, severity, risk_score, status, first_seen_ns, last_seen_ns, \
+     count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns";
+
+fn severity_code(s: Severity) -> i64 {
+    match s {
+        Severity::Low => 1,
+        Severity::Medium => 2,
+        Severity::High => 3,
+        Severity::Critical => 4,
+    }
+}
+
+fn severity_from_code(c: i64) -> Option<Severity> {
+    match c {
+        1 => Some(Severity::Low),
+        2 => Some(Severity::Medium),
+        3 => Some(Severity::High),
+        4 => Some(Severity::Critical),
+        _ => None,
+    }
+}
+
+/// The key repeats are folded on: the match's join keys when it has them, else who and where.
+pub fn dedup_key(alert: &Alert) -> String {
+    let v = if alert.join_keys.is_empty() {
+        serde_json::json!([alert.host, alert.user, alert.process])
+    } else {
+        serde_json::json!([alert.host, alert.join_keys])
+    };
+    v.to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `cfg.path`, takes its exclusive lock, checks it and
+    /// migrates its schema to the current version.
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let path = cfg.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let err = |e| classify(&path, e);
+        conn.busy_timeout(std::time::Duration::from_millis(cfg.busy_timeout_ms))
+            .map_err(err)?;
+        // Order matters: the lock mode before WAL (so WAL needs no shared memory file), auto_vacuum
+        // before the first table exists (size retention hands pages back with incremental_vacuum).
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(err)?;
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: format!("could not switch to WAL mode (got `{mode}`)"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        // Take the exclusive lock now, so that a second daemon fails at start-up, not at its first alert.
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(err)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(err)?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: check,
+            });
+        }
+        let mut store = Store {
+            conn,
+            cfg: cfg.clone(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.cfg.path, e)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.cfg.path.clone();
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(&path, e))?;
+        let supported = schema::current_version();
+        if version > supported {
+            return Err(StoreError::NewerSchema {
+                path,
+                found: version,
+                supported,
+            });
+        }
+        if version == 0 {
+            // A non-empty database without our version is someone else's file.
+            let tables: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| classify(&path, e))?;
+            if tables > 0 {
+                return Err(StoreError::Corrupt {
+                    path,
+                    detail: format!(
+                        "it holds {tables} schema objects but no sensor schema version"
+                    ),
+                });
+            }
+        }
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+            tx.execute_batch(sql).map_err(|e| classify(&path, e))?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(|e| classify(&path, e))?;
+            tx.commit().map_err(|e| classify(&path, e))?;
+            tracing::debug!(path = %path.display(), version = i + 1, "alert store schema migrated");
+        }
+        Ok(())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records one alert (see [`Store::record_batch`]).
+    pub fn record(&mut self, alert: &Alert, now_ns: i64) -> Result<Recorded, StoreError> {
+        let mut out = self.record_batch(std::slice::from_ref(alert), &[], now_ns)?;
+        out.pop().ok_or(StoreError::NotFound(0))
+    }
+
+    /// Records alerts and source offsets in one transaction: either all of them are durable or none.
+    /// A repeat of an open or acknowledged alert (same rule and [`dedup_key`]) whose last sighting is
+    /// within the dedup window, or of a suppressed alert at any distance, is folded into it.
+    pub fn record_batch(
+        &mut self,
+        alerts: &[Alert],
+        offsets: &[SourceOffset],
+        now_ns: i64,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let path = self.cfg.path.clone();
+        let cfg = self.cfg.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        let mut out = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            out.push(record_in(&tx, &cfg, a, now_ns).map_err(|e| classify(&path, e))?);
+        }
+        for o in offsets {
+            tx.execute(
+                "INSERT INTO source_offsets (name, inode, offset) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET inode = excluded.inode, offset = excluded.offset",
+                params![o.name, o.inode as i64, o.offset as i64],
+            )
+            .map_err(|e| classify(&path, e))?;
+        }
+        tx.commit().map_err(|e| classify(&path, e))?;
+        Ok(out)
+    }
+
+    /// Where a file source stopped (committed together with the alerts its events produced).
+    pub fn source_offset(&self, name: &str) -> Result<Option<SourceOffset>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT inode, offset FROM source_offsets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(SourceOffset {
+                        name: name.to_string(),
+                        inode: r.get::<_, i64>(0)? as u64,
+                        offset: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Alerts matching `filter`, newest first (by id).
+    pub fn list(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(s) = filter.status {
+            sql.push_str(" AND status = ?");
+            args.push(s.as_str().to_string().into());
+        }
+        if let Some(s) = filter.severity {
+            sql.push_str(" AND severity >= ?");
+            args.push(severity_code(s).into());
+        }
+        if let Some(r) = &filter.rule {
+            sql.push_str(" AND (rule_id = ? OR rule_name = ?)");
+            args.push(r.clone().into());
+            args.push(r.clone().into());
+        }
+        if let Some(h) = &filter.host {
+            sql.push_str(" AND host = ?");
+            args.push(h.clone().into());
+        }
+        if let Some(t) = filter.since_ns {
+            sql.push_str(" AND last_seen_ns >= ?");
+            args.push(t.into());
+        }
+        if let Some(id) = filter.after_id {
+            sql.push_str(" AND id > ?");
+            args.push(id.into());
+            sql.push_str(" ORDER BY id ASC");
+        } else {
+            sql.push_str(" ORDER BY id DESC");
+        }
+        sql.push_str(" LIMIT ?");
+        args.push(i64::from(filter.limit.unwrap_or(1000)).into());
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), raw_alert)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter().map(|r| r.decode(&self.cfg.path)).collect()
+    }
+
+    /// One alert with its evidence and history.
+    pub fn get(&self, id: i64) -> Result<AlertDetail, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                [id],
+                raw_alert,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or(StoreError::NotFound(id))?;
+        let alert = raw.decode(&self.cfg.path)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event FROM evidence WHERE alert_id = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let evidence = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .map(|r| {
+                let s = r.map_err(|e| self.err(e))?;
+                serde_json::from_str(&s).map_err(|e| StoreError::BadRow {
+                    path: self.cfg.path.clone(),
+                    id,
+                    detail: format!("evidence: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT at_ns, actor, from_status, to_status, reason FROM history WHERE alert_id = ?1 ORDER BY at_ns, id")
+            .map_err(|e| self.err(e))?;
+        let history = stmt
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .map(|r| {
+                let (at_ns, actor, from, to, reason) = r.map_err(|e| self.err(e))?;
+                let bad = |d: String| StoreError::BadRow {
+                    path: self.cfg.path.clone(),
+                    id,
+                    detail: d,
+                };
+                Ok(HistoryEntry {
+                    at_ns,
+                    actor,
+                    from: from.map(|f| f.parse()).transpose().map_err(bad)?,
+                    to: to.parse().map_err(|d: String| StoreError::BadRow {
+                        path: self.cfg.path.clone(),
+                        id,
+                        detail: d,
+                    })?,
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(AlertDetail {
+            alert,
+            evidence,
+            history,
+        })
+    }
+
+    /// Changes an alert's status and records who did it, when and why.
+    pub fn set_status(
+        &mut self,
+        id: i64,
+        status: Status,
+        actor: &str,
+        reason: &str,
+        now_ns: i64,
+    ) -> Result<StoredAlert, StoreError> {
+        let path = self.cfg.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        let from: String = tx
+            .query_row("SELECT status FROM alerts WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| classify(&path, e))?
+            .ok_or(StoreError::NotFound(id))?;
+        tx.execute(
+            "UPDATE alerts SET status = ?2, updated_ns = ?3 WHERE id = ?1",
+            params![id, status.as_str(), now_ns],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.execute(
+            "INSERT INTO history (alert_id, at_ns, actor, from_status, to_status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, now_ns, actor, from, status.as_str(), reason],
+        )
+        .map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))?;
+        Ok(self.get(id)?.alert)
+    }
+
+    /// Deletes alerts older than the configured age, then the oldest alerts until the live pages fit in
+    /// the configured size, and hands freed pages back to the file system.
+    pub fn apply_retention(&mut self, now_ns: i64) -> Result<RetentionReport, StoreError> {
+        let path = self.cfg.path.clone();
+        let e = |x| classify(&path, x);
+        let mut report = RetentionReport::default();
+        if let Some(age) = self.cfg.max_age_ns {
+            let cutoff = now_ns.saturating_sub(age);
+            report.deleted_by_age = self
+                .conn
+                .execute("DELETE FROM alerts WHERE last_seen_ns < ?1", [cutoff])
+                .map_err(e)? as u64;
+        }
+        if let Some(max) = self.cfg.max_bytes {
+            loop {
+                let used = self.used_bytes()?;
+                if used <= max {
+                    break;
+                }
+                let n = self
+                    .conn
+                    .execute(
+                        "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts ORDER BY last_seen_ns, id LIMIT 16)",
+                        [],
+                    )
+                    .map_err(e)? as u64;
+                if n == 0 {
+                    break;
+                }
+                report.deleted_by_size += n;
+            }
+        }
+        if report.deleted_by_age + report.deleted_by_size > 0 {
+            // Each result row of incremental_vacuum is one page handed back: step through all of them.
+            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(e)?;
+            let mut rows = stmt.query([]).map_err(e)?;
+            while rows.next().map_err(e)?.is_some() {}
+            drop(rows);
+            drop(stmt);
+            self.checkpoint()?;
+        }
+        Ok(report)
+    }
+
+    fn used_bytes(&self) -> Result<u64, StoreError> {
+        let q = |p: &str| -> Result<i64, StoreError> {
+            self.conn
+                .query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let (pages, free, size) = (q("page_count")?, q("freelist_count")?, q("page_size")?);
+        Ok(u64::try_from((pages - free) * size).unwrap_or(0))
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats {
+            path: self.cfg.path.display().to_string(),
+            ..StoreStats::default()
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM alerts GROUP BY status")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for r in rows {
+            let (status, n) = r.map_err(|e| self.err(e))?;
+            let n = n as u64;
+            s.alerts += n;
+            match status.as_str() {
+                "open" => s.open = n,
+                "acknowledged" => s.acknowledged = n,
+                "closed" => s.closed = n,
+                "suppressed" => s.suppressed = n,
+                _ => {}
+            }
+        }
+        let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.cfg.path.clone().into_os_string();
+        wal.push("-wal");
+        s.file_bytes = file_len(&self.cfg.path) + file_len(Path::new(&wal));
+        s.used_bytes = self.used_bytes()?;
+        s.schema_version = self.schema_version()?;
+        Ok(s)
+    }
+
+    /// Moves the WAL into the main file and truncates it (done at clean shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Checkpoints and closes the database.
+    pub fn close(self) -> Result<(), StoreError> {
+        self.checkpoint()?;
+        let path = self.cfg.path.clone();
+        self.conn.close().map_err(|(_, e)| classify(&path, e))
+    }
+}
+
+/// How far a file source has read, stored with the alerts its events produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOffset {
+    pub name: String,
+    pub inode: u64,
+    pub offset: u64,
+}
+
+fn record_in(
+    tx: &Transaction<'_>,
+    cfg: &StoreConfig,
+    a: &Alert,
+    now_ns: i64,
+) -> rusqlite::Result<Recorded> {
+    let key = dedup_key(a);
+    let window_start = a.timestamp_ns.saturating_sub(cfg.dedup_window_ns);
+    let existing: Option<(i64, String, i64)> = tx
+        .prepare_cached(
+            "SELECT id, status, count FROM alerts
+             WHERE rule_id = ?1 AND dedup_key = ?2
+               AND (status = 'suppressed' OR (status IN ('open', 'acknowledged') AND last_seen_ns >= ?3))
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![a.rule_id, key, window_start], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let max_ev = i64::try_from(cfg.max_evidence).unwrap_or(i64::MAX);
+    if let Some((id, status, count)) = existing {
+        tx.prepare_cached(
+            "UPDATE alerts SET count = count + 1, last_seen_ns = max(last_seen_ns, ?2),
+             first_seen_ns = min(first_seen_ns, ?3), updated_ns = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            a.timestamp_ns,
+            a.first_event_ns.min(a.timestamp_ns),
+            now_ns
+        ])?;
+        let have: i64 = tx
+            .prepare_cached("SELECT count(*) FROM evidence WHERE alert_id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        insert_evidence(tx, id, have, max_ev, &a.evidence)?;
+        let status = status.parse().unwrap_or(Status::Open);
+        return Ok(Recorded {
+            id,
+            new: false,
+            count: u64::try_from(count + 1).unwrap_or(0),
+            status,
+        });
+    }
+    tx.prepare_cached(
+        "INSERT INTO alerts (rule_id, rule_name, dedup_key, severity, risk_score, status, first_seen_ns, last_seen_ns,
+         created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?8, 1, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        a.rule_id,
+        a.rule_name,
+        key,
+        severity_code(a.severity),
+        a.risk_score,
+        a.first_event_ns.min(a.timestamp_ns),
+        a.timestamp_ns,
+        now_ns,
+        a.host,
+        a.user,
+        a.process,
+        json(&a.attack),
+        a.reason,
+        json(&a.settings),
+        json(&a.join_keys),
+    ])?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached(
+        "INSERT INTO history (alert_id, at_ns, actor, from_status, to_status, reason) VALUES (?1, ?2, 'sensor', NULL, 'open', ?3)",
+    )?
+    .execute(params![id, now_ns, format!("raised by rule {}", a.rule_id)])?;
+    insert_evidence(tx, id, 0, max_ev, &a.evidence)?;
+    Ok(Recorded {
+        id,
+        new: true,
+        count: 1,
+        status: Status::Open,
+    })
+}
+
+fn insert_evidence(
+    tx: &Transaction<'_>,
+    id: i64,
+    have: i64,
+    max: i64,
+    evidence: &[serde_json::Value],
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO evidence (alert_id, seq, event) VALUES (?1, ?2, ?3)")?;
+    for (seq, ev) in (have..max).zip(evidence) {
+        stmt.execute(params![id, seq, ev.to_string()])?;
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+struct RawAlert {
+    id: i64,
+    rule_id: String,
+    rule_name: String,
+    severity: i64,
+    risk_score: i64,
+    status: String,
+    first_seen_ns: i64,
+    last_seen_ns: i64,
+    count: i64,
+    host: Option<String>,
+    user: Option<String>,
+    process: Option<String>,
+    attack: String,
+    reason: String,
+    settings: String,
+    join_keys: String,
+    created_ns: i64,
+    updated_ns: i64,
+}
+
+fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
+    Ok(RawAlert {
+        id: r.get(0)?,
+        rule_id: r.get(1)?,
+        rule_name: r.get(2)?,
+        severity: r.get(3)?,
+        risk_score: r.get(4)?,
+        status: r.get(5)?,
+        first_seen_ns: r.get(6)?,
+        last_seen_ns: r.get(7)?,
+        count: r.get(8)?,
+        host: r.get(9)?,
+        user: r.get(10)?,
+        process: r.get(11)?,
+        attack: r.get(12)?,
+        reason: r.get(13)?,
+        settings: r.get(14)?,
+        join_keys: r.get(15)?,
+        created_ns: r.get(16)?,
+        updated_ns: r.get(17)?,
+    })
+}
+
+impl RawAlert {
+    fn decode(self, path: &Path) -> Result<StoredAlert, StoreError> {
+        let id = self.id;
+        let bad = |detail: String| StoreError::BadRow {
+            path: path.to_path_buf(),
+            id,
+            detail,
+        };
+        Ok(StoredAlert {
+            id,
+            rule_id: self.rule_id,
+            rule_name: self.rule_name,
+            severity: severity_from_code(self.severity)
+                .ok_or_else(|| bad(format!("severity {}", self.severity)))?,
+            risk_score: u32::try_from(self.risk_score).unwrap_or(0),
+            status: self.status.parse().map_err(bad)?,
+            first_seen_ns: self.first_seen_ns,
+            last_seen_ns: self.last_seen_ns,
+            count: u64::try_from(self.count).unwrap_or(0),
+            host: self.host,
+            user: self.user,
+            process: self.process,
+            attack: serde_json::from_str(&self.attack).map_err(|e| bad(format!("attack: {e}")))?,
+            reason: self.reason,
+            settings: serde_json::from_str(&self.settings)
+                .map_err(|e| bad(format!("settings: {e}")))?,
+            join_keys: serde_json::from_str(&self.join_keys)
+                .map_err(|e| bad(format!("join_keys: {e}")))?,
+            created_ns: self.created_ns,
+            updated_ns: self.updated_ns,
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Workloads for the kernel sensor tests, each in its own process so that the tests can pick out its
+//! events by pid. Usage: `kernel-workload ACTION [ARGS]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        // Binds an AF_UNIX listener at PATH and connects to it.
+        "unix-connect" => {
+            let path = arg(1);
+            let _ = std::fs::remove_file(&path);
+            let l = std::os::unix::net::UnixListener::bind(&path)?;
+            let _c = std::os::unix::net::UnixStream::connect(&path)?;
+            let _s = l.accept()?;
+            std::fs::remove_file(&path)?;
+        }
+        // An AF_INET socket, never connected.
+        "inet-socket" => {
+            // SAFETY: plain syscalls.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            anyhow::ensure!(fd >= 0, "socket failed");
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd) };
+        }
+        // Opens a regular file for writing and reading.
+        "open-regular" => {
+            let path = arg(1);
+            std::fs::write(&path, b"regular")?;
+            let mut s = String::new();
+            std::fs::File::open(&path)?.read_to_string(&mut s)?;
+            std::fs::remove_file(&path)?;
+        }
+        // mkfifo PATH (mode 0600).
+        "mkfifo" => mkfifo(&arg(1))?,
+        // TCP to 127.0.0.1:PORT: send N bytes, read until the peer closes, close.
+        "tcp-client" => {
+            let port: u16 = arg(1).parse()?;
+            let n: usize = arg(2).parse()?;
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            c.write_all(&vec![b'x'; n])?;
+            c.shutdown(std::net::Shutdown::Write)?;
+            let mut back = Vec::new();
+            c.read_to_end(&mut back)?;
+            println!("{}", back.len());
+        }
+        // Creates N FIFOs in DIR as fast as it can (then removes them).
+        "fifo-storm" => {
+            let dir = arg(1);
+            let n: usize = arg(2).parse()?;
+            for i in 0..n {
+                mkfifo(&format!("{dir}/f{i}"))?;
+            }
+            for i in 0..n {
+                std::fs::remove_file(format!("{dir}/f{i}"))?;
+            }
+        }
+        other => anyhow::bail!("unknown action `{other}`"),
+    }
+    Ok(())
+}
+
+fn mkfifo(path: &str) -> anyhow::Result<()> {
+    let c = CString::new(path)?;
+    // SAFETY: valid C string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    anyhow::ensure!(
+        rc == 0,
+        "mkfifo {path}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
