@@ -99,3 +99,54 @@ fn baseline_survives_restart() {
         "{err}"
     );
 }
+
+#[test]
+fn daemon_rule_loader_versions_follow_settings() {
+    use sensor::config::RulesConfig;
+    let ids = |rules: &[sensor::daemon::LoadedRule]| {
+        rules
+            .iter()
+            .map(|r| (r.detector.id().to_string(), r.version))
+            .collect::<Vec<_>>()
+    };
+    let base = sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap();
+    assert_eq!(base.len(), 10);
+    assert_eq!(
+        ids(&base),
+        ids(&sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap()),
+        "stable versions"
+    );
+    let mut cfg = RulesConfig {
+        disabled: vec!["AN1357".into()],
+        ..RulesConfig::default()
+    };
+    let mut t = toml::Table::new();
+    t.insert("InspectionFailureThreshold".into(), toml::Value::Integer(5));
+    cfg.settings.insert("AN1726".into(), toml::Value::Table(t));
+    let changed = sensor::cli::analytics::daemon_rules(&cfg).unwrap();
+    assert_eq!(changed.len(), 8);
+    let v = |rules: &[sensor::daemon::LoadedRule], id: &str| {
+        rules
+            .iter()
+            .find(|r| r.detector.id() == id)
+            .unwrap()
+            .version
+    };
+    assert_ne!(
+        v(&base, "AN1726/pinning-under-inspection"),
+        v(&changed, "AN1726/pinning-under-inspection")
+    );
+    assert_eq!(
+        v(&base, "AN1358/socket-path"),
+        v(&changed, "AN1358/socket-path")
+    );
+    cfg.settings.insert(
+        "AN1726".into(),
+        toml::Value::Table(toml::from_str("InspectionFailureThreshold = \"x\"").unwrap()),
+    );
+    let err = sensor::cli::analytics::daemon_rules(&cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("InspectionFailureThreshold"), "{err}");
+}

@@ -242,3 +242,27 @@ fn an1358_fifo_and_socket_end_to_end_in_the_library() {
     );
     assert!(out[0].settings.contains_key("FIFOAccessPatterns"));
 }
+
+#[test]
+fn daemon_rules_section_form() {
+    let cfg = "[rules]\ndisabled = [\"AN1357\"]\n[rules.settings.AN1726]\nInspectionFailureThreshold = 7\n";
+    let set = AnalyticSet::load(&[], &Overrides::from_config_text(cfg).unwrap()).unwrap();
+    assert!(!set.get("AN1357").unwrap().enabled);
+    assert_eq!(
+        set.get("AN1726").unwrap().values["InspectionFailureThreshold"],
+        SettingValue::Threshold(7)
+    );
+    let bad = "[rules.settings.AN1726]\nInspectionFailureTreshold = 7\n";
+    let e = AnalyticSet::load(&[], &Overrides::from_config_text(bad).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("InspectionFailureTreshold"), "{e}");
+}
+
+#[test]
+fn disabled_list_may_name_eql_rules() {
+    let cfg = "[rules]\ndisabled = [\"some-eql-rule-id\", \"AN1358\"]\n";
+    let set = AnalyticSet::load(&[], &Overrides::from_config_text(cfg).unwrap()).unwrap();
+    assert!(!set.get("AN1358").unwrap().enabled);
+}

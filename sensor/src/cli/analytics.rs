@@ -257,3 +257,33 @@ fn print_entry(e: &correlator::analytics::Entry, full: bool) {
     }
     println!();
 }
+
+/// The daemon's rule loader for the shipped analytics (a [`crate::daemon::RuleProvider`] part): builds
+/// the enabled analytics' detectors from the `[rules]` section (`shipped`, `disabled`, `settings`) and
+/// gives each a version fingerprint of its analytic file and settings, so a reload keeps the running
+/// detector (and its learned state) when nothing about it changed. Baseline state persistence across
+/// restarts goes through [`detectors`]/[`save_state`] or `correlator::analytics::{save,restore}_states`.
+pub fn daemon_rules(
+    cfg: &crate::config::RulesConfig,
+) -> Result<Vec<crate::daemon::LoadedRule>, crate::daemon::BoxError> {
+    use std::hash::{Hash, Hasher};
+    if !cfg.shipped {
+        return Ok(Vec::new());
+    }
+    let overrides = Overrides::from_rules_section(&cfg.settings, &cfg.disabled)?;
+    let set = AnalyticSet::load(&[], &overrides)?;
+    let mut out = Vec::new();
+    for e in set.entries.iter().filter(|e| e.enabled) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", e.analytic).hash(&mut h);
+        for (k, v) in &e.values {
+            k.hash(&mut h);
+            v.to_json().to_string().hash(&mut h);
+        }
+        let version = h.finish();
+        for detector in e.analytic.build(&e.values, &correlator::analytics::Eql)? {
+            out.push(crate::daemon::LoadedRule { detector, version });
+        }
+    }
+    Ok(out)
+}
