@@ -264,6 +264,16 @@ fn run(release: bool, args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup_if_missing()?;
     cargo(&["fmt", "--all", "--check"])?;
+    // The eBPF crate is not a workspace member: check its formatting on its own.
+    check(
+        Command::new("rustfmt").current_dir(root()).args([
+            "--edition",
+            "2021",
+            "--check",
+            "sensor-ebpf/src/main.rs",
+        ]),
+        "rustfmt --check sensor-ebpf",
+    )?;
     // The object first, so that clippy and the tests see the real embedded program.
     build_ebpf()?;
     cargo(&[
