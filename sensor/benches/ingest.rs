@@ -33,7 +33,9 @@ pub fn auditd_input(groups: usize) -> (Vec<u8>, usize) {
             1 => {
                 s.push_str(&format!("type=SYSCALL msg=audit({ts}): arch=c000003e syscall=42 success=yes exit=0 a0=3 a1=7ffd a2=6e a3=0 items=1 ppid=1 pid={} auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm=\"sshd\" exe=\"/usr/sbin/sshd\" key=(null)\n", 6000 + i));
                 s.push_str(&format!("type=SOCKADDR msg=audit({ts}): saddr=01002F72756E2F73797374656D642F6A6F75726E616C2F736F636B657400\n"));
-                s.push_str(&format!("type=PROCTITLE msg=audit({ts}): proctitle=\"sshd\"\n"));
+                s.push_str(&format!(
+                    "type=PROCTITLE msg=audit({ts}): proctitle=\"sshd\"\n"
+                ));
                 s.push_str(&format!("type=EOE msg=audit({ts}): \n"));
                 records += 4;
             }
@@ -64,7 +66,9 @@ fn decoders(c: &mut Criterion) {
     g.bench_function("auditd_records", |b| {
         b.iter(|| {
             let mut n = 0usize;
-            decode_reader(Format::Auditd, "bench", &input[..], &mut |r| n += usize::from(r.is_ok()));
+            decode_reader(Format::Auditd, "bench", &input[..], &mut |r| {
+                n += usize::from(r.is_ok())
+            });
             assert!(n >= 3000);
         });
     });
@@ -73,7 +77,9 @@ fn decoders(c: &mut Criterion) {
     g.bench_function("ecs_events", |b| {
         b.iter(|| {
             let mut n = 0usize;
-            decode_reader(Format::Ecs, "bench", &ecs[..], &mut |r| n += usize::from(r.is_ok()));
+            decode_reader(Format::Ecs, "bench", &ecs[..], &mut |r| {
+                n += usize::from(r.is_ok())
+            });
             assert_eq!(n, 5000);
         });
     });
@@ -82,15 +88,32 @@ fn decoders(c: &mut Criterion) {
 
 fn http_into_spool(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Arc::new(Spool::open(dir.path(), SpoolLimits { max_bytes: 1 << 40, ..SpoolLimits::default() }).unwrap());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spool = Arc::new(
+        Spool::open(
+            dir.path(),
+            SpoolLimits {
+                max_bytes: 1 << 40,
+                ..SpoolLimits::default()
+            },
+        )
+        .unwrap(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let token = "bench-token";
     let hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(token.as_bytes()))
     };
     let cfg: IngestConfig = IngestConfig {
-        http: Some(HttpConfig { listen: ([127, 0, 0, 1], port).into(), tls: None, plaintext_loopback: true }),
+        http: Some(HttpConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            tls: None,
+            plaintext_loopback: true,
+        }),
         agents: vec![sensor::ingest::server::AgentConfig {
             id: "bench".into(),
             token_sha256: hash,
@@ -102,7 +125,10 @@ fn http_into_spool(c: &mut Criterion) {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let sp = spool.clone();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(sensor::ingest::serve(cfg, sp, rx)).unwrap();
     });
     let mut conn = loop {
@@ -137,7 +163,11 @@ fn http_into_spool(c: &mut Criterion) {
                     let head = String::from_utf8_lossy(&got[..p]).to_string();
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
                         .unwrap();
                     if got.len() >= p + 4 + len {
                         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -184,9 +214,14 @@ fn http_into_spool(c: &mut Criterion) {
     let (input, records) = auditd_input(30_000);
     let before = cpu();
     let mut n_ev = 0;
-    decode_reader(Format::Auditd, "bench", &input[..], &mut |r| n_ev += usize::from(r.is_ok()));
+    decode_reader(Format::Auditd, "bench", &input[..], &mut |r| {
+        n_ev += usize::from(r.is_ok())
+    });
     let cpu_s = cpu() - before;
-    println!("auditd decode: {records} records -> {n_ev} events, {:.0} records per CPU-second", records as f64 / cpu_s);
+    println!(
+        "auditd decode: {records} records -> {n_ev} events, {:.0} records per CPU-second",
+        records as f64 / cpu_s
+    );
 }
 
 criterion_group!(benches, decoders, http_into_spool);

@@ -41,37 +41,27 @@ pub fn default_seams() -> Seams {
 /// minus `[rules] disabled`, baselines restored from the state file) and every EQL rule found under
 /// `[rules] paths` (Elastic detection-rules TOML or the sensor's own format) in one `RuleSet`.
 fn shipped_rules(cfg: &crate::config::RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
-    let mut out = Vec::new();
-    if cfg.shipped {
-        let mut table = toml::Table::new();
-        for (id, settings) in &cfg.settings {
-            let mut entry = toml::Table::new();
-            entry.insert("settings".into(), settings.clone());
-            table.insert(id.clone(), toml::Value::Table(entry));
-        }
-        let set = correlator::analytics::AnalyticSet::load(
-            &[],
-            &correlator::analytics::Overrides::from_toml(&table)?,
-        )?;
-        let mut ids = Vec::new();
-        for e in &set.entries {
-            ids.push(e.analytic.meta.id.clone());
-        }
-        let mut set = set;
-        for e in &mut set.entries {
-            if cfg.disabled.iter().any(|d| d == &e.analytic.meta.id) {
-                e.enabled = false;
+    let mut out = super::analytics::daemon_rules(cfg)?;
+    if let Some(path) = cfg.state_file.as_deref().filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading detector state {}: {e}", path.display()))?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "detector state {} is not a JSON object: {e}",
+                    path.display()
+                )
+            })?;
+        for r in &mut out {
+            if let Some(st) = map.get(r.detector.id()) {
+                r.detector.restore_state(st).map_err(|e| {
+                    format!(
+                        "detector state {} for `{}`: {e}",
+                        path.display(),
+                        r.detector.id()
+                    )
+                })?;
             }
-        }
-        let state = cfg.state_file.as_deref();
-        let dets = super::analytics::detectors(&set, state)
-            .map_err(|e| -> BoxError { format!("{e:#}").into() })?;
-        for d in dets {
-            let version = fingerprint(&(d.id().to_string(), cfg.settings.to_string()));
-            out.push(LoadedRule {
-                detector: d,
-                version,
-            });
         }
     }
     if !cfg.paths.is_empty() {
