@@ -25,7 +25,9 @@ impl Detector for EveryNth {
     }
     fn on_event(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         if ev.get_path("event.action").and_then(Value::as_str) == Some("alert") {
-            let key = ev.get_path("event.sequence").map_or(serde_json::Value::Null, Value::to_json);
+            let key = ev
+                .get_path("event.sequence")
+                .map_or(serde_json::Value::Null, Value::to_json);
             out.push(Alert {
                 rule_id: "bench".into(),
                 rule_name: "bench".into(),
@@ -52,18 +54,37 @@ impl SourceStarter for Channel {
     fn name(&self) -> String {
         "bench".into()
     }
-    fn start(self: Box<Self>, _: &Config, _: &Arc<Metrics>) -> Result<Option<StartedSource>, String> {
+    fn start(
+        self: Box<Self>,
+        _: &Config,
+        _: &Arc<Metrics>,
+    ) -> Result<Option<StartedSource>, String> {
         let events = self.0.lock().unwrap().take().unwrap();
-        Ok(Some(StartedSource { name: "bench".into(), events, detail: "generator".into(), status: None, stop: None }))
+        Ok(Some(StartedSource {
+            name: "bench".into(),
+            events,
+            detail: "generator".into(),
+            status: None,
+            stop: None,
+        }))
     }
 }
 
 fn wall_ns() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap()
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap()
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -72,20 +93,33 @@ fn main() {
     let secs = env("SECS", 10);
     let every = env("ALERT_EVERY", 100).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.state_dir = dir.path().to_path_buf();
-    cfg.api.socket = dir.path().join("control.sock");
-    cfg.kernel.insert("enabled".into(), toml::Value::Boolean(false));
+    let mut kernel = toml::Table::new();
+    kernel.insert("enabled".into(), toml::Value::Boolean(false));
+    let cfg = Config {
+        state_dir: dir.path().to_path_buf(),
+        kernel,
+        api: sensor::config::ApiConfig {
+            socket: dir.path().join("control.sock"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
 
     let (tx, rx) = mpsc::channel(65_536);
     let metrics = Metrics::new();
     let seams = Seams {
         rules: Arc::new(|_: &sensor::config::RulesConfig| {
-            Ok(vec![LoadedRule { detector: Box::new(EveryNth) as Box<dyn Detector>, version: 1 }])
+            Ok(vec![LoadedRule {
+                detector: Box::new(EveryNth) as Box<dyn Detector>,
+                version: 1,
+            }])
         }),
         sources: vec![Box::new(Channel(std::sync::Mutex::new(Some(rx))))],
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let m = metrics.clone();
     let daemon = rt.spawn(sensor::daemon::run_with_metrics(cfg, None, seams, m));
     let total = rate * secs;
@@ -120,12 +154,27 @@ fn main() {
     unsafe { libc::raise(libc::SIGTERM) };
     let summary = rt.block_on(daemon).unwrap().unwrap();
 
-    let store = sensor::store::Store::open(&sensor::store::StoreConfig::new(dir.path().join("alerts.db"))).unwrap();
-    let alerts = store.list(&sensor::store::AlertFilter { limit: Some(u32::MAX), ..Default::default() }).unwrap();
-    let mut lat: Vec<i64> = alerts.iter().map(|a| a.created_ns - a.last_seen_ns).collect();
+    let store = sensor::store::Store::open(&sensor::store::StoreConfig::new(
+        dir.path().join("alerts.db"),
+    ))
+    .unwrap();
+    let alerts = store
+        .list(&sensor::store::AlertFilter {
+            limit: Some(u32::MAX),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut lat: Vec<i64> = alerts
+        .iter()
+        .map(|a| a.created_ns - a.last_seen_ns)
+        .collect();
     lat.sort_unstable();
     let pct = |q: f64| {
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
         let i = (((lat.len() as f64) * q).ceil() as usize).clamp(1, lat.len()) - 1;
         #[allow(clippy::cast_precision_loss)]
         let ms = lat[i] as f64 / 1e6;
@@ -144,6 +193,9 @@ fn main() {
     );
     println!(
         "  daemon histogram (after commit): p99 <= {} s",
-        metrics.latency.quantile_upper_bound(0.99).map_or_else(|| "overflow".to_string(), |b| b.to_string())
+        metrics
+            .latency
+            .quantile_upper_bound(0.99)
+            .map_or_else(|| "overflow".to_string(), |b| b.to_string())
     );
 }

@@ -277,7 +277,11 @@ impl Histogram {
         if count == 0 {
             return None;
         }
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
         let rank = ((count as f64) * q).ceil().max(1.0) as u64;
         let mut cum = 0;
         for (b, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
