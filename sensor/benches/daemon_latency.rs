@@ -93,11 +93,17 @@ fn main() {
     let secs = env("SECS", 10);
     let every = env("ALERT_EVERY", 100).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.state_dir = dir.path().to_path_buf();
-    cfg.api.socket = dir.path().join("control.sock");
-    cfg.kernel
-        .insert("enabled".into(), toml::Value::Boolean(false));
+    let mut kernel = toml::Table::new();
+    kernel.insert("enabled".into(), toml::Value::Boolean(false));
+    let cfg = Config {
+        state_dir: dir.path().to_path_buf(),
+        kernel,
+        api: sensor::config::ApiConfig {
+            socket: dir.path().join("control.sock"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
 
     let (tx, rx) = mpsc::channel(65_536);
     let metrics = Metrics::new();

@@ -322,3 +322,29 @@ fn config_check_names_unknown_keys_and_bad_values() {
         sensor::config::DEFAULT_TOML
     );
 }
+
+#[test]
+fn long_work_shows_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe() {
+    let harness = env!("CARGO_BIN_EXE_daemon_harness");
+    // In a pipe: no bar, no escape codes.
+    let o = std::process::Command::new(harness)
+        .arg("--progress-demo")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim(), "progress visible: false", "{err:?}");
+    // On a terminal (a pty from util-linux `script`): the bar is drawn.
+    let o = std::process::Command::new("script")
+        .args(["-qec", &format!("{harness} --progress-demo"), "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(tty.contains("progress visible: true"), "{tty:?}");
+    assert!(
+        tty.contains("replay demo.ndjson") && tty.contains("KiB"),
+        "{tty:?}"
+    );
+}

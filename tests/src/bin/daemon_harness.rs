@@ -145,6 +145,17 @@ fn rules(cfg: &RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
 
 fn main() -> ExitCode {
     sensor::cli::init_logging(&std::env::var("SENSOR_LOG").unwrap_or_else(|_| "info".into()));
+    if std::env::args().nth(1).as_deref() == Some("--progress-demo") {
+        // Exercises sensor::metrics::progress as a replay would: a bar on a terminal, nothing in a pipe.
+        let p = sensor::metrics::progress::Progress::bytes("replay demo.ndjson", 1 << 20);
+        eprintln!("progress visible: {}", p.visible());
+        for _ in 0..16 {
+            p.inc(1 << 16);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        p.finish();
+        return ExitCode::SUCCESS;
+    }
     let mut args = std::env::args().skip(1);
     let (Some(flag), Some(path)) = (args.next(), args.next()) else {
         eprintln!("usage: daemon_harness --config FILE");
