@@ -135,7 +135,11 @@ fn main() {
             tick.tick().await;
             for _ in 0..per_tick {
                 let mut ev = Event::new(wall_ns());
-                let action = if n % every == 0 { "alert" } else { "noise" };
+                let action = if n.is_multiple_of(every) {
+                    "alert"
+                } else {
+                    "noise"
+                };
                 ev.insert("event.action", Value::Str(action.into()));
                 ev.insert("event.sequence", Value::Int(i64::try_from(n).unwrap()));
                 ev.insert("process.executable", Value::Str("/usr/bin/bench".into()));
