@@ -63,7 +63,13 @@ const PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "auditd",
     "audispd-plugins",
+    // `systemd-analyze verify` of the unit, curl and setpriv/script for the end-to-end tests.
+    "systemd",
+    "curl",
+    "util-linux",
 ];
+/// PyPI tools the tests use: offline validation of the Kubernetes manifests.
+const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian's BPF-capable compiler and cargo.
@@ -195,11 +201,38 @@ fn setup() -> Result<()> {
             );
         }
     }
+    for (tool, spec) in missing_pip_tools() {
+        eprintln!("setup: pip install {spec} (for `{tool}`)");
+        check(
+            Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                spec,
+            ]),
+            &format!("pip install {spec}"),
+        )?;
+    }
     Ok(())
 }
 
+fn missing_pip_tools() -> Vec<(&'static str, &'static str)> {
+    PIP_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .copied()
+        .collect()
+}
+
 fn setup_if_missing() -> Result<()> {
-    if !missing_packages()?.is_empty() || !bpf_linker_ok() {
+    if !missing_packages()?.is_empty() || !bpf_linker_ok() || !missing_pip_tools().is_empty() {
         setup()?;
     }
     Ok(())
