@@ -27,6 +27,27 @@ static INTERNER: LazyLock<RwLock<Interner>> = LazyLock::new(|| RwLock::new(Inter
 impl Field {
     /// Interns `path` (idempotent) and returns its id.
     pub fn intern(path: &str) -> Field {
+        // A per-thread cache in front of the shared table: decoders intern every path of every
+        // event, and the shared read lock would otherwise be taken once per field.
+        thread_local! {
+            static CACHE: std::cell::RefCell<HashMap<Box<str>, u32>> = std::cell::RefCell::new(HashMap::new());
+        }
+        if let Some(id) = CACHE.with(|c| c.borrow().get(path).copied()) {
+            return Field(id);
+        }
+        let f = Field::intern_shared(path);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            // Bounded: outside data can carry any number of distinct paths.
+            if c.len() >= 16_384 {
+                c.clear();
+            }
+            c.insert(Box::from(path), f.0);
+        });
+        f
+    }
+
+    fn intern_shared(path: &str) -> Field {
         {
             let guard = INTERNER
                 .read()
