@@ -13,19 +13,31 @@ fn stream(n: usize) -> Vec<Event> {
         let t = 1_772_359_200_000i64 + i as i64 * 10; // 10 ms apart
         let pid = 1000 + (i % 500) as i64;
         let doc = match i % 6 {
-            0 => serde_json::json!({"@timestamp": t, "event": {"category": ["process"], "type": ["start"], "action": "exec"},
-                "host": {"id": "h1", "os": {"type": "linux"}}, "process": {"pid": pid, "executable": format!("/usr/bin/tool{}", i % 37), "name": format!("tool{}", i % 37), "parent": {"pid": 1, "name": "systemd"}, "args": ["tool", "-x"]}}),
-            1 => serde_json::json!({"@timestamp": t, "event": {"category": ["network"], "type": ["creation"], "action": "unix_bind", "outcome": "success"},
-                "host": {"id": "h1"}, "network": {"transport": "unix"}, "socket": {"family": "AF_UNIX", "path": format!("/run/svc{}.sock", i % 53)}, "process": {"pid": pid, "executable": format!("/usr/sbin/svc{}", i % 53)}}),
-            2 => serde_json::json!({"@timestamp": t, "event": {"category": ["file"], "type": ["access"], "action": "fifo_open"},
-                "host": {"id": "h1"}, "file": {"path": format!("/run/user/1000/f{}", i % 11), "type": "fifo"}, "process": {"pid": pid, "executable": "/usr/bin/cat"}}),
-            3 => serde_json::json!({"@timestamp": t, "event": {"category": ["process"]}, "message": format!("activating connection: mach=true listener=false peer=false name=com.apple.svc{}", i % 29),
-                "agent": {"id": "mac1"}, "process": {"pid": pid, "executable": "/usr/libexec/thing"}}),
-            4 => serde_json::json!({"@timestamp": t, "event": {"category": ["network"], "type": [if i % 12 == 4 { "start" } else { "end" }], "action": "connection"},
+            0 => {
+                serde_json::json!({"@timestamp": t, "event": {"category": ["process"], "type": ["start"], "action": "exec"},
+                "host": {"id": "h1", "os": {"type": "linux"}}, "process": {"pid": pid, "executable": format!("/usr/bin/tool{}", i % 37), "name": format!("tool{}", i % 37), "parent": {"pid": 1, "name": "systemd"}, "args": ["tool", "-x"]}})
+            }
+            1 => {
+                serde_json::json!({"@timestamp": t, "event": {"category": ["network"], "type": ["creation"], "action": "unix_bind", "outcome": "success"},
+                "host": {"id": "h1"}, "network": {"transport": "unix"}, "socket": {"family": "AF_UNIX", "path": format!("/run/svc{}.sock", i % 53)}, "process": {"pid": pid, "executable": format!("/usr/sbin/svc{}", i % 53)}})
+            }
+            2 => {
+                serde_json::json!({"@timestamp": t, "event": {"category": ["file"], "type": ["access"], "action": "fifo_open"},
+                "host": {"id": "h1"}, "file": {"path": format!("/run/user/1000/f{}", i % 11), "type": "fifo"}, "process": {"pid": pid, "executable": "/usr/bin/cat"}})
+            }
+            3 => {
+                serde_json::json!({"@timestamp": t, "event": {"category": ["process"]}, "message": format!("activating connection: mach=true listener=false peer=false name=com.apple.svc{}", i % 29),
+                "agent": {"id": "mac1"}, "process": {"pid": pid, "executable": "/usr/libexec/thing"}})
+            }
+            4 => {
+                serde_json::json!({"@timestamp": t, "event": {"category": ["network"], "type": [if i % 12 == 4 { "start" } else { "end" }], "action": "connection"},
                 "host": {"id": "mac1", "os": {"type": "macos"}}, "process": {"pid": pid}, "network": {"transport": "tcp", "direction": "egress"},
-                "source": {"ip": "10.0.0.1", "port": 40000 + (i % 1000) as i64, "bytes": 1000}, "destination": {"ip": "203.0.113.5", "port": 443}}),
-            _ => serde_json::json!({"@timestamp": t, "event": {"action": "tls", "category": ["network"]}, "host": {"id": format!("dev{}", i % 17)}, "package": {"name": "com.acme.app"},
-                "mobile": {"tls": {"outcome": "established", "inspected": true}}, "tls": {"client": {"server_name": "api.acme.io"}, "established": true}}),
+                "source": {"ip": "10.0.0.1", "port": 40000 + (i % 1000) as i64, "bytes": 1000}, "destination": {"ip": "203.0.113.5", "port": 443}})
+            }
+            _ => {
+                serde_json::json!({"@timestamp": t, "event": {"action": "tls", "category": ["network"]}, "host": {"id": format!("dev{}", i % 17)}, "package": {"name": "com.acme.app"},
+                "mobile": {"tls": {"outcome": "established", "inspected": true}}, "tls": {"client": {"server_name": "api.acme.io"}, "established": true}})
+            }
         };
         out.push(Event::from_json(&doc).unwrap());
     }

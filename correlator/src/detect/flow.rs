@@ -118,7 +118,11 @@ impl FlowMonitor {
             return None;
         }
         let dur = now_ns - st.start_ns;
-        let state = if closing.is_some() { "closed" } else { "still open" };
+        let state = if closing.is_some() {
+            "closed"
+        } else {
+            "still open"
+        };
         // The cheap limits first; the process join and the candidate filter only when one is exceeded.
         let why = if self.cfg.max_bytes_out > 0 && st.bytes_out > self.cfg.max_bytes_out {
             format!(
