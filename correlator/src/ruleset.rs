@@ -7,12 +7,13 @@
 
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
-use crate::eql::Dialect;
+use crate::eql::{Dialect, TermVal, INDEX_AFFIX};
 use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
 use crate::Detector;
-use std::collections::HashMap;
+/// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 struct Slot {
     def: RuleDef,
@@ -47,13 +48,14 @@ pub struct ReloadReport {
 /// A set of compiled rules run as one [`Detector`].
 pub struct RuleSet {
     slots: Vec<Slot>,
-    by_category: HashMap<Box<str>, Vec<usize>>,
-    any: Vec<usize>,
+    by_category: HashMap<Box<str>, Bucket>,
+    any: Bucket,
     cat_field: Field,
     cfg: RunnerConfig,
     reorder: Reorder,
     /// Per-rule marker of the last event it was given (dedup across several categories).
     seen: Vec<u64>,
+    cands: Vec<usize>,
     tick: u64,
     has_seq: bool,
     /// Newest event time given to sequence rules (zero-lateness mode).
@@ -65,12 +67,13 @@ impl RuleSet {
     pub fn new(cfg: RunnerConfig) -> RuleSet {
         RuleSet {
             slots: Vec::new(),
-            by_category: HashMap::new(),
-            any: Vec::new(),
+            by_category: HashMap::default(),
+            any: Bucket::default(),
             cat_field: Field::intern("event.category"),
             cfg,
             reorder: Reorder::new(cfg.lateness_ns),
             seen: Vec::new(),
+            cands: Vec::new(),
             tick: 0,
             has_seq: false,
             last_ts: i64::MIN,
@@ -166,25 +169,72 @@ impl RuleSet {
 
     fn reindex(&mut self) {
         self.by_category.clear();
-        self.any.clear();
+        self.any = Bucket::default();
         self.has_seq = false;
+        let low: Vec<Field> = LOW_CARDINALITY.iter().map(|f| Field::intern(f)).collect();
+        let skip = |f: Field| low.contains(&f);
         for (i, s) in self.slots.iter().enumerate() {
             self.has_seq |= s.runner.is_sequence();
-            let cats = if s.runner.query().options().dialect == Dialect::Elastic {
-                s.runner.query().categories()
+            let q = s.runner.query();
+            let elastic = q.options().dialect == Dialect::Elastic;
+            let mut cats = if elastic { q.categories() } else { None };
+            if cats.is_none() && elastic {
+                // `any where event.category in (...) and ...`: the condition names the categories.
+                let cat_field = self.cat_field;
+                cats = q.index_terms(&|f| f != cat_field).and_then(|terms| {
+                    terms
+                        .iter()
+                        .flat_map(|(_, vs)| vs.iter())
+                        .map(|v| match v {
+                            TermVal::Str(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+            }
+            // Single-event rules with a required exact-value term are indexed on it.
+            let terms = if q.options().dialect == Dialect::Elastic && !q.has_pipes() {
+                q.index_terms(&skip)
             } else {
                 None
             };
-            match cats {
+            let buckets: Vec<&mut Bucket> = match cats {
                 Some(cats) => {
-                    for c in cats {
-                        self.by_category.entry(c.into()).or_default().push(i);
+                    let mut v = Vec::new();
+                    for c in &cats {
+                        self.by_category.entry(c.as_str().into()).or_default();
                     }
+                    for (name, b) in self.by_category.iter_mut() {
+                        if cats.iter().any(|c| **name == **c) {
+                            v.push(b);
+                        }
+                    }
+                    v
                 }
-                None => self.any.push(i),
+                None => vec![&mut self.any],
+            };
+            for b in buckets {
+                match &terms {
+                    Some(terms) => b.add_indexed(i, terms),
+                    None => b.always.push(i),
+                }
             }
         }
         self.seen = vec![0; self.slots.len()];
+    }
+
+    /// How many rules are reached through the value index (the rest are tried on every event of
+    /// their categories).
+    pub fn indexed_rules(&self) -> usize {
+        let mut set = std::collections::HashSet::<usize>::new();
+        for b in self.by_category.values().chain(std::iter::once(&self.any)) {
+            for ix in &b.index {
+                for v in ix.all() {
+                    set.extend(v.iter().copied());
+                }
+            }
+        }
+        set.len()
     }
 
     pub fn len(&self) -> usize {
@@ -225,39 +275,36 @@ impl RuleSet {
         self.tick += 1;
         let tick = self.tick;
         let before = out.len();
-        let mut visit = |i: usize, slots: &mut Vec<Slot>, seen: &mut Vec<u64>| {
-            if seen[i] == tick {
-                return;
-            }
-            seen[i] = tick;
-            let r = &mut slots[i].runner;
-            if (r.is_sequence() && sequences) || (!r.is_sequence() && events) {
-                r.feed_ordered(sh, out);
-            }
-        };
-        match sh.ev.get(self.cat_field) {
+        let ev = sh.ev;
+        let mut cands: Vec<usize> = std::mem::take(&mut self.cands);
+        cands.clear();
+        match ev.get(self.cat_field) {
             Some(Value::Str(c)) => {
-                if let Some(list) = lookup(&self.by_category, c) {
-                    for &i in list {
-                        visit(i, &mut self.slots, &mut self.seen);
-                    }
+                if let Some(b) = lookup(&self.by_category, c) {
+                    b.candidates(ev, &mut cands);
                 }
             }
             Some(Value::Array(cs)) => {
                 for c in cs.iter().filter_map(Value::as_str) {
-                    if let Some(list) = lookup(&self.by_category, c) {
-                        for &i in list {
-                            visit(i, &mut self.slots, &mut self.seen);
-                        }
+                    if let Some(b) = lookup(&self.by_category, c) {
+                        b.candidates(ev, &mut cands);
                     }
                 }
             }
             _ => {}
         }
-        for k in 0..self.any.len() {
-            let i = self.any[k];
-            visit(i, &mut self.slots, &mut self.seen);
+        self.any.candidates(ev, &mut cands);
+        for &i in &cands {
+            if self.seen[i] == tick {
+                continue;
+            }
+            self.seen[i] = tick;
+            let r = &mut self.slots[i].runner;
+            if (r.is_sequence() && sequences) || (!r.is_sequence() && events) {
+                r.feed_ordered(sh, out);
+            }
         }
+        self.cands = cands;
         self.stats.alerts += (out.len() - before) as u64;
     }
 
@@ -267,7 +314,152 @@ impl RuleSet {
     }
 }
 
-fn lookup<'a>(map: &'a HashMap<Box<str>, Vec<usize>>, c: &str) -> Option<&'a Vec<usize>> {
+/// Fields too common to index on (almost every event of a category has one of few values).
+const LOW_CARDINALITY: &[&str] = &[
+    "event.type",
+    "event.action",
+    "event.category",
+    "event.kind",
+    "event.outcome",
+    "event.module",
+    "event.dataset",
+    "data_stream.dataset",
+    "host.os.type",
+    "host.os.name",
+    "host.os.platform",
+    "network.direction",
+    "network.transport",
+    "user.id",
+    "user.name",
+];
+
+/// One indexed field: rules by lower-cased exact value, integer value, prefix and suffix.
+#[derive(Default)]
+struct FieldIndex {
+    field: Option<Field>,
+    exact: HashMap<Box<str>, Vec<usize>>,
+    ints: HashMap<i64, Vec<usize>>,
+    /// Keyed by the first / last `INDEX_AFFIX` bytes of the lower-cased value.
+    prefix: HashMap<[u8; INDEX_AFFIX], Vec<usize>>,
+    suffix: HashMap<[u8; INDEX_AFFIX], Vec<usize>>,
+}
+
+impl FieldIndex {
+    fn all(&self) -> impl Iterator<Item = &Vec<usize>> {
+        self.exact
+            .values()
+            .chain(self.ints.values())
+            .chain(self.prefix.values())
+            .chain(self.suffix.values())
+    }
+
+    #[inline]
+    fn lookup(&self, v: &Value, out: &mut Vec<usize>) {
+        match v {
+            Value::Str(s) => {
+                let f = fold(s);
+                if let Some(l) = self.exact.get(&*f) {
+                    out.extend_from_slice(l);
+                }
+                let b = f.as_bytes();
+                if b.len() >= INDEX_AFFIX {
+                    if !self.prefix.is_empty() {
+                        if let Some(l) = self.prefix.get(&affix(&b[..INDEX_AFFIX])) {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                    if !self.suffix.is_empty() {
+                        if let Some(l) = self.suffix.get(&affix(&b[b.len() - INDEX_AFFIX..])) {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                }
+            }
+            Value::Int(_) | Value::Float(_) if !self.ints.is_empty() => {
+                if let Some(l) = v.as_i64().and_then(|i| self.ints.get(&i)) {
+                    out.extend_from_slice(l);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn affix(b: &[u8]) -> [u8; INDEX_AFFIX] {
+    let mut k = [0u8; INDEX_AFFIX];
+    k.copy_from_slice(&b[..INDEX_AFFIX]);
+    k
+}
+
+/// The rules of one category: those tried on every event, and those reached through a required
+/// value of a field.
+#[derive(Default)]
+struct Bucket {
+    always: Vec<usize>,
+    index: Vec<FieldIndex>,
+}
+
+impl Bucket {
+    fn add_indexed(&mut self, rule: usize, terms: &[(Field, Vec<TermVal>)]) {
+        for (f, values) in terms {
+            let pos = match self.index.iter().position(|x| x.field == Some(*f)) {
+                Some(p) => p,
+                None => {
+                    self.index.push(FieldIndex {
+                        field: Some(*f),
+                        ..FieldIndex::default()
+                    });
+                    self.index.len() - 1
+                }
+            };
+            let ix = &mut self.index[pos];
+            for v in values {
+                let list = match v {
+                    TermVal::Str(s) => ix.exact.entry(s.as_str().into()).or_default(),
+                    TermVal::Int(i) => ix.ints.entry(*i).or_default(),
+                    TermVal::Prefix(p) => ix
+                        .prefix
+                        .entry(affix(&p.as_bytes()[..INDEX_AFFIX]))
+                        .or_default(),
+                    TermVal::Suffix(p) => ix
+                        .suffix
+                        .entry(affix(&p.as_bytes()[p.len() - INDEX_AFFIX..]))
+                        .or_default(),
+                };
+                if !list.contains(&rule) {
+                    list.push(rule);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn candidates(&self, ev: &Event, out: &mut Vec<usize>) {
+        out.extend_from_slice(&self.always);
+        for ix in &self.index {
+            let Some(f) = ix.field else { continue };
+            match ev.get(f) {
+                Some(Value::Array(a)) => {
+                    for v in a.iter() {
+                        ix.lookup(v, out);
+                    }
+                }
+                Some(v) => ix.lookup(v, out),
+                None => {}
+            }
+        }
+    }
+}
+
+fn fold(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+fn lookup<'a>(map: &'a HashMap<Box<str>, Bucket>, c: &str) -> Option<&'a Bucket> {
     map.get(c).or_else(|| {
         if c.bytes().any(|b| b.is_ascii_uppercase()) {
             map.get(c.to_ascii_lowercase().as_str())

@@ -304,9 +304,19 @@ impl Detector for RuleRunner {
     }
 }
 
-fn first_str(ev: &Event, paths: &[&str]) -> Option<String> {
-    for p in paths {
-        match ev.get(Field::intern(p)) {
+/// Alert context fields, interned once: host, user, process (in order of preference).
+static CONTEXT: std::sync::LazyLock<[Vec<Field>; 3]> = std::sync::LazyLock::new(|| {
+    let f = |xs: &[&str]| xs.iter().map(|x| Field::intern(x)).collect::<Vec<_>>();
+    [
+        f(&["host.name", "host.hostname", "host.id"]),
+        f(&["user.name", "user.id"]),
+        f(&["process.executable", "process.name"]),
+    ]
+});
+
+fn first_str(ev: &Event, fields: &[Field]) -> Option<String> {
+    for f in fields {
+        match ev.get(*f) {
             Some(Value::Str(s)) => return Some(s.to_string()),
             Some(Value::Array(a)) => {
                 if let Some(s) = a.iter().find_map(Value::as_str) {
@@ -353,9 +363,9 @@ pub fn make_alert(meta: &RuleMeta, events: &[&Event], join_keys: Vec<serde_json:
         timestamp_ns: last.map_or(0, |e| e.timestamp_ns),
         first_event_ns: first_ts,
         join_keys,
-        host: last.and_then(|e| first_str(e, &["host.name", "host.hostname", "host.id"])),
-        user: last.and_then(|e| first_str(e, &["user.name", "user.id"])),
-        process: last.and_then(|e| first_str(e, &["process.executable", "process.name"])),
+        host: last.and_then(|e| first_str(e, &CONTEXT[0])),
+        user: last.and_then(|e| first_str(e, &CONTEXT[1])),
+        process: last.and_then(|e| first_str(e, &CONTEXT[2])),
         settings: serde_json::Map::new(),
         reason: format!(
             "EQL rule `{}` matched {} event(s){}",

@@ -14,10 +14,13 @@ pub mod kind {
     pub const EXIT: u16 = 3;
     pub const SOCKET: u16 = 4;
     pub const UNIX_ADDR: u16 = 5;
-    pub const FIFO: u16 = 6;
+    /// A FIFO creation ([`crate::FifoRecord`]).
+    pub const FIFO_CREATE: u16 = 6;
     pub const TCP: u16 = 7;
+    /// A FIFO open ([`crate::FifoRecord`]); a kind of its own so that losses are counted apart.
+    pub const FIFO_OPEN: u16 = 8;
     /// One past the largest kind: the size of the loss counter map.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     /// Names, indexed by kind (index 0 is unused).
     pub const NAMES: [&str; COUNT as usize] = [
         "none",
@@ -26,8 +29,9 @@ pub mod kind {
         "exit",
         "socket",
         "unix_addr",
-        "fifo",
+        "fifo_create",
         "tcp",
+        "fifo_open",
     ];
 }
 

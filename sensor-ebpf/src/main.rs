@@ -30,6 +30,27 @@ use sensor_common::{
 #[no_mangle]
 static OFFSETS: Offsets = Offsets::missing();
 
+/// Every record type in one never-read global, so that the object's BTF describes them all: the
+/// `kernel_layout` test compares that BTF with `sensor-common` as the daemon compiles it.
+#[repr(C)]
+pub struct RecordTypes {
+    header: Header,
+    exec: ExecRecord,
+    fork: ForkRecord,
+    exit: ExitRecord,
+    socket: SocketRecord,
+    unix_addr: UnixAddrRecord,
+    fifo: FifoRecord,
+    tcp: TcpRecord,
+    offsets: Offsets,
+    pending: Pending,
+    tcp_track: TcpTrack,
+}
+
+#[no_mangle]
+#[used]
+static RECORD_TYPES: core::mem::MaybeUninit<RecordTypes> = core::mem::MaybeUninit::zeroed();
+
 /// The one ring buffer (size set by the loader).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -436,10 +457,10 @@ fn try_mknod(
         unsafe { ctx.read_at(dfd_at).unwrap_or(-100) }
     };
     let path: u64 = unsafe { ctx.read_at(path_at).unwrap_or(0) };
-    let mut entry = reserve!(FifoRecord, kind::FIFO);
+    let mut entry = reserve!(FifoRecord, kind::FIFO_CREATE);
     let r: *mut FifoRecord = entry.as_mut_ptr();
     unsafe {
-        fill_header(&raw mut (*r).hdr, kind::FIFO);
+        fill_header(&raw mut (*r).hdr, kind::FIFO_CREATE);
         (*r).op = op::FIFO_CREATE;
         (*r).flags = mode as u32;
         (*r).ret = 0;
@@ -503,10 +524,10 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if (mode as u32) & S_IFMT != S_IFIFO {
         return Ok(());
     }
-    let mut entry = reserve!(FifoRecord, kind::FIFO);
+    let mut entry = reserve!(FifoRecord, kind::FIFO_OPEN);
     let r: *mut FifoRecord = entry.as_mut_ptr();
     unsafe {
-        fill_header(&raw mut (*r).hdr, kind::FIFO);
+        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
         (*r).op = op::FIFO_OPEN;
         (*r).flags = p.arg;
         (*r).ret = ret as i32;

@@ -2,10 +2,10 @@
 
 pub mod api;
 pub mod cli;
-pub mod kernel;
-pub mod ingest;
 pub mod config;
 pub mod daemon;
+pub mod ingest;
+pub mod kernel;
 pub mod metrics;
 pub mod outputs;
 pub mod store;

@@ -1,11 +1,431 @@
-//! `cargo xtask bench sensor`.
+//! `cargo xtask bench sensor`: syscall storms run by this process, timed per operation, in four
+//! configurations measured side by side in one run:
+//! - `none`: nothing attached;
+//! - `probe`: the sensor with only the one program the storm hits (the bare-probe floor of PERFORMANCE.md);
+//! - `sensor`: the whole sensor (every program) with its NDJSON output going to /dev/null;
+//! - `auditd`: Debian's auditd with rules for the same syscalls.
+//!
+//! Medians of `--runs` runs; the runs of each configuration are interleaved so that machine noise
+//! spreads over all of them.
+use std::ffi::CString;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Operations per socket storm.
+    #[arg(long, default_value_t = 500_000)]
+    socket_ops: u64,
+    /// Operations per FIFO storm (mkfifo + open + close + unlink).
+    #[arg(long, default_value_t = 100_000)]
+    fifo_ops: u64,
+    /// Operations per fork+exec storm (fork, execve /bin/true, wait).
+    #[arg(long, default_value_t = 2_000)]
+    exec_ops: u64,
+    /// Skip the auditd configuration.
+    #[arg(long)]
+    no_auditd: bool,
+    /// Use this sensor binary instead of building target/release/sensor.
+    #[arg(long)]
+    pub(crate) sensor_bin: Option<std::path::PathBuf>,
+    /// Write the markdown report here (default: target/bench-sensor.md).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
 
-pub(crate) fn sensor(_bin: &Path, _args: &Args) -> Result<()> {
-    anyhow::bail!("not yet")
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Storm {
+    Socket,
+    Fifo,
+    Exec,
+}
+
+impl Storm {
+    fn name(self) -> &'static str {
+        match self {
+            Storm::Socket => "socket(AF_UNIX)+close",
+            Storm::Fifo => "mkfifo+open+close+unlink",
+            Storm::Exec => "fork+execve(/bin/true)+wait",
+        }
+    }
+    /// The programs the bare-probe configuration attaches for this storm.
+    fn probe(self) -> &'static str {
+        match self {
+            Storm::Socket => "sys_enter_socket",
+            Storm::Fifo => "sys_enter_mknodat",
+            Storm::Exec => "sched_process_exec",
+        }
+    }
+    /// Kernel events the full sensor emits per operation (for the event rate).
+    fn events_per_op(self) -> u64 {
+        match self {
+            Storm::Socket => 1,
+            Storm::Fifo => 2,
+            Storm::Exec => 3,
+        }
+    }
+    fn audit_rules(self) -> Vec<Vec<&'static str>> {
+        let base = ["-a", "always,exit", "-F", "arch=b64"];
+        let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+        match self {
+            Storm::Socket => vec![with(&["-S", "socket", "-F", "a0=1", "-k", "sensor-bench"])],
+            Storm::Fifo => vec![
+                with(&["-S", "mknodat", "-k", "sensor-bench"]),
+                with(&["-S", "openat", "-F", "filetype=fifo", "-k", "sensor-bench"]),
+            ],
+            Storm::Exec => vec![with(&["-S", "execve", "-S", "clone", "-k", "sensor-bench"])],
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    None,
+    Probe,
+    Sensor,
+    Auditd,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::None => "nothing attached",
+            Config::Probe => "bare probe (one program of the sensor)",
+            Config::Sensor => "sensor (all programs, NDJSON to /dev/null)",
+            Config::Auditd => "auditd (rules for the same syscalls)",
+        }
+    }
+}
+
+fn ns_per_op(d: Duration, ops: u64) -> f64 {
+    d.as_secs_f64() * 1e9 / ops.max(1) as f64
+}
+
+fn socket_storm(ops: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..ops {
+        // SAFETY: plain syscalls on a fd we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    }
+    t.elapsed()
+}
+
+fn fifo_storm(ops: u64, dir: &Path) -> Result<Duration> {
+    let path = CString::new(dir.join("bench-fifo").to_string_lossy().as_bytes())?;
+    let t = Instant::now();
+    for _ in 0..ops {
+        // SAFETY: valid C string; the fd is ours.
+        unsafe {
+            if libc::mkfifo(path.as_ptr(), 0o600) != 0 {
+                bail!("mkfifo: {}", std::io::Error::last_os_error());
+            }
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            libc::unlink(path.as_ptr());
+        }
+    }
+    Ok(t.elapsed())
+}
+
+fn exec_storm(ops: u64) -> Result<Duration> {
+    let prog = c"/bin/true";
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let t = Instant::now();
+    for _ in 0..ops {
+        // SAFETY: the child only calls execve and _exit (async-signal-safe); xtask is single-threaded here.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+            if pid < 0 {
+                bail!("fork: {}", std::io::Error::last_os_error());
+            }
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+        }
+    }
+    Ok(t.elapsed())
+}
+
+fn run_storm(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
+    Ok(match s {
+        Storm::Socket => (socket_storm(a.socket_ops), a.socket_ops),
+        Storm::Fifo => (fifo_storm(a.fifo_ops, dir)?, a.fifo_ops),
+        Storm::Exec => (exec_storm(a.exec_ops)?, a.exec_ops),
+    })
+}
+
+/// `sensor events` running in the background, output to /dev/null, status JSON on exit.
+struct Sensor {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sensor {
+    fn start(bin: &Path, programs: Option<&str>) -> Result<Sensor> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["events", "--status"]);
+        if let Some(p) = programs {
+            cmd.args(["--programs", p]);
+        }
+        let mut child = cmd
+            .env("SENSOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let err = child.stderr.take().context("sensor stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if l.starts_with("sensor events: attached") => break,
+                Ok(l) => eprintln!("sensor: {l}"),
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("sensor events did not attach within 60 s");
+                }
+            }
+        }
+        Ok(Sensor { child, stderr: rx })
+    }
+
+    /// Stops the sensor; returns its status JSON.
+    fn stop(mut self) -> Result<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
+        self.child.wait()?;
+        let mut status = serde_json::Value::Null;
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
+                status = v;
+            } else {
+                eprintln!("sensor: {l}");
+            }
+        }
+        Ok(status)
+    }
+}
+
+fn lost_total(status: &serde_json::Value) -> u64 {
+    ["lost_kernel", "lost_queue"]
+        .iter()
+        .filter_map(|k| status[k].as_object())
+        .flat_map(|m| m.values().filter_map(serde_json::Value::as_u64))
+        .sum()
+}
+
+/// auditd started for the bench (only stopped if we started it) with our rules loaded.
+struct Audit {
+    rules: Vec<Vec<&'static str>>,
+    started: Option<i32>,
+    /// `enabled` and `backlog_limit` before the bench, restored after.
+    saved: (String, String),
+}
+
+fn audit_status(key: &str) -> Option<String> {
+    let out = Command::new("auditctl").arg("-s").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|v| v.strip_prefix(' '))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+impl Audit {
+    fn start(s: Storm) -> Result<Audit> {
+        // Saved before auditd starts (starting it turns auditing on).
+        let saved = (
+            audit_status("enabled").unwrap_or_else(|| "0".into()),
+            audit_status("backlog_limit").unwrap_or_else(|| "64".into()),
+        );
+        let running = Command::new("pgrep")
+            .args(["-x", "auditd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let mut started = None;
+        if !running {
+            let st = Command::new("/sbin/auditd")
+                .status()
+                .context("starting /sbin/auditd (apt-get install auditd)")?;
+            if !st.success() {
+                bail!("/sbin/auditd failed to start ({st})");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let pid = std::fs::read_to_string("/var/run/auditd.pid").unwrap_or_default();
+            started = pid.trim().parse().ok();
+        }
+        // As Debian's default /etc/audit/rules.d/audit.rules: a backlog of 8192; auditing on.
+        let st = Command::new("auditctl")
+            .args(["-e", "1", "-b", "8192"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("auditctl -e 1 -b 8192 failed");
+        }
+        let rules = s.audit_rules();
+        for r in &rules {
+            let st = Command::new("auditctl")
+                .args(r)
+                .stdout(Stdio::null())
+                .status()?;
+            if !st.success() {
+                bail!("auditctl {} failed", r.join(" "));
+            }
+        }
+        Ok(Audit {
+            rules,
+            started,
+            saved,
+        })
+    }
+
+    fn lost() -> u64 {
+        let out = Command::new("auditctl")
+            .arg("-s")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        out.ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("lost ").and_then(|v| v.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    fn stop(self) {
+        for r in &self.rules {
+            let mut d = r.clone();
+            d[0] = "-d";
+            let _ = Command::new("auditctl")
+                .args(&d)
+                .stdout(Stdio::null())
+                .status();
+        }
+        if let Some(pid) = self.started {
+            // SAFETY: the auditd we started, by its pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..50 {
+                // SAFETY: signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Restored after auditd is gone (it changes `enabled` when it stops).
+        let (enabled, backlog) = &self.saved;
+        let _ = Command::new("auditctl")
+            .args(["-e", enabled, "-b", backlog])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench sensor needs root (it loads eBPF programs and audit rules)");
+    }
+    let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut configs = vec![Config::None, Config::Probe, Config::Sensor];
+    if !a.no_auditd {
+        configs.push(Config::Auditd);
+    }
+    let mut report = String::new();
+    report.push_str("| storm | configuration | ns/op (median) | overhead | events/s | lost |\n");
+    report.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    for storm in [Storm::Socket, Storm::Fifo, Storm::Exec] {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        let mut lost = vec![0u64; configs.len()];
+        let mut rate = vec![0f64; configs.len()];
+        for run in 0..a.runs {
+            for (ci, c) in configs.iter().enumerate() {
+                eprintln!("bench: {} / {} / run {}", storm.name(), c.name(), run + 1);
+                let (d, ops) = match c {
+                    Config::None => run_storm(storm, a, &dir)?,
+                    Config::Probe | Config::Sensor => {
+                        let s = Sensor::start(bin, (*c == Config::Probe).then(|| storm.probe()))?;
+                        let r = run_storm(storm, a, &dir);
+                        let status = s.stop()?;
+                        lost[ci] += lost_total(&status);
+                        r?
+                    }
+                    Config::Auditd => {
+                        let before = Audit::lost();
+                        let au = Audit::start(storm)?;
+                        let r = run_storm(storm, a, &dir);
+                        lost[ci] += Audit::lost().saturating_sub(before);
+                        au.stop();
+                        r?
+                    }
+                };
+                times[ci].push(ns_per_op(d, ops));
+                rate[ci] = (storm.events_per_op() * ops) as f64 / d.as_secs_f64();
+            }
+        }
+        let base = median(&mut times[0].clone());
+        for (ci, c) in configs.iter().enumerate() {
+            let m = median(&mut times[ci]);
+            let over = if ci == 0 {
+                "-".to_string()
+            } else {
+                format!("{:+.1}%", (m / base - 1.0) * 100.0)
+            };
+            let ev = if matches!(c, Config::None) {
+                "-".to_string()
+            } else {
+                format!("{:.0}", rate[ci])
+            };
+            report.push_str(&format!(
+                "| {} | {} | {m:.0} | {over} | {ev} | {} |\n",
+                storm.name(),
+                c.name(),
+                lost[ci]
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::root().join("target/bench-sensor.md"));
+    let cmd = format!(
+        "cargo xtask bench sensor --runs {} --socket-ops {} --fifo-ops {} --exec-ops {}",
+        a.runs, a.socket_ops, a.fifo_ops, a.exec_ops
+    );
+    let text = format!("Command: `{cmd}`\n\n{report}\nevents/s: kernel events generated per second during the storm (sensor rows: what the sensor had to carry; auditd rows: same rate for comparison). lost: sensor ring-buffer + queue losses, or auditd's `lost` counter delta, summed over runs.\n");
+    std::fs::write(&out, &text)?;
+    println!("{text}");
+    eprintln!("written to {}", out.display());
+    Ok(())
 }

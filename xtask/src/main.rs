@@ -78,10 +78,16 @@ fn main() -> Result<()> {
         Cmd::Run { release, args } => run(release, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Bench(BenchCmd::Sensor(a)) => {
-            setup()?;
-            build_ebpf()?;
-            cargo(&["build", "--release", "-p", "sensor"])?;
-            bench::sensor(&root().join("target/release/sensor"), &a)
+            setup_if_missing()?;
+            let bin = match &a.sensor_bin {
+                Some(b) => b.clone(),
+                None => {
+                    build_ebpf()?;
+                    cargo(&["build", "--release", "-p", "sensor"])?;
+                    root().join("target/release/sensor")
+                }
+            };
+            bench::sensor(&bin, &a)
         }
     }
 }
@@ -258,6 +264,16 @@ fn run(release: bool, args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup_if_missing()?;
     cargo(&["fmt", "--all", "--check"])?;
+    // The eBPF crate is not a workspace member: check its formatting on its own.
+    check(
+        Command::new("rustfmt").current_dir(root()).args([
+            "--edition",
+            "2021",
+            "--check",
+            "sensor-ebpf/src/main.rs",
+        ]),
+        "rustfmt --check sensor-ebpf",
+    )?;
     // The object first, so that clippy and the tests see the real embedded program.
     build_ebpf()?;
     cargo(&[

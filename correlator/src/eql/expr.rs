@@ -104,6 +104,15 @@ impl Func {
     }
 }
 
+/// A value of an index term: a lower-cased string, prefix or suffix, or an integer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TermVal {
+    Str(String),
+    Prefix(String),
+    Suffix(String),
+    Int(i64),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum PathStep {
     Index(i64),
@@ -555,6 +564,98 @@ fn bool_val(b: Option<bool>) -> Value {
 }
 
 impl Node {
+    /// Terms that must hold for this condition to be true, usable as an index: a list of
+    /// `(field, lower-cased values)` such that if the condition is true, the event's field equals (case
+    /// folded) one of the values of at least one entry. `None` when no such terms exist.
+    pub(crate) fn index_terms(
+        &self,
+        skip: &dyn Fn(Field) -> bool,
+    ) -> Option<Vec<(Field, Vec<TermVal>)>> {
+        let field_of = |n: &Node| match n {
+            Node::Field(f) | Node::FieldObj(f, _) if !skip(*f) => Some(*f),
+            _ => None,
+        };
+        match self {
+            Node::Cmp {
+                op: CmpOp::Eq,
+                l,
+                r,
+                ..
+            } => match (&**l, &**r) {
+                (x, Node::Const(Value::Int(i))) | (Node::Const(Value::Int(i)), x) => {
+                    Some(vec![(field_of(x)?, vec![TermVal::Int(*i)])])
+                }
+                _ => None,
+            },
+            Node::In {
+                arg,
+                list,
+                negate: false,
+                ..
+            } => {
+                let f = field_of(arg)?;
+                let vals = list
+                    .iter()
+                    .map(|x| match x {
+                        Node::Const(Value::Int(i)) => Some(TermVal::Int(*i)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(vec![(f, vals)])
+            }
+            Node::Strings {
+                arg,
+                set,
+                negate: false,
+                extra,
+            } if extra.is_empty() => {
+                let f = match &**arg {
+                    Node::Field(f) | Node::FieldObj(f, _) => *f,
+                    _ => return None,
+                };
+                if skip(f) {
+                    return None;
+                }
+                set.index_values().map(|v| vec![(f, v)])
+            }
+            Node::And(xs) => xs
+                .iter()
+                .filter_map(|x| x.index_terms(skip))
+                .min_by_key(|t| t.iter().map(|(_, v)| v.len()).sum::<usize>()),
+            Node::Or(xs) => {
+                let mut out = Vec::new();
+                for x in xs.iter() {
+                    out.extend(x.index_terms(skip)?);
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the condition is true (null and false are not), short-circuiting as soon as the answer
+    /// is known: what a `where` needs.
+    #[inline]
+    pub(crate) fn is_true(&self, ev: &Event, env: &Env<'_>) -> bool {
+        match self {
+            Node::And(xs) => xs.iter().all(|x| x.is_true(ev, env)),
+            Node::Or(xs) => xs.iter().any(|x| x.is_true(ev, env)),
+            Node::Not(x) => x.is_false(ev, env),
+            other => other.test(ev, env) == Some(true),
+        }
+    }
+
+    /// Whether the condition is false (not null).
+    #[inline]
+    pub(crate) fn is_false(&self, ev: &Event, env: &Env<'_>) -> bool {
+        match self {
+            Node::And(xs) => xs.iter().any(|x| x.is_false(ev, env)),
+            Node::Or(xs) => xs.iter().all(|x| x.is_false(ev, env)),
+            Node::Not(x) => x.is_true(ev, env),
+            other => other.test(ev, env) == Some(false),
+        }
+    }
+
     /// Three-valued truth: `None` is null (which a `where` treats as false).
     #[inline]
     pub(crate) fn test(&self, ev: &Event, env: &Env<'_>) -> Option<bool> {

@@ -2,7 +2,8 @@
 //! folding done at compile time. Case-insensitive matching of ASCII values never allocates.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+/// aHash: the set is probed once per event per pattern set.
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 
 use regex::Regex;
 
@@ -236,7 +237,7 @@ pub(crate) struct PatternSet {
 
 impl PatternSet {
     pub(crate) fn new(patterns: Vec<Pattern>) -> PatternSet {
-        let mut exact = HashSet::new();
+        let mut exact = HashSet::default();
         let mut others = Vec::new();
         // Only hash when all exact patterns share one case mode.
         let ci_modes: HashSet<bool> = patterns
@@ -260,6 +261,28 @@ impl PatternSet {
             ci_exact,
             others,
         }
+    }
+
+    /// When every pattern is an exact string, a prefix (`abc*`) or a suffix (`*abc`): index keys,
+    /// lower-cased (a superset key for a case-insensitive index). Prefixes and suffixes need at least
+    /// [`super::INDEX_AFFIX`] bytes.
+    pub(crate) fn index_values(&self) -> Option<Vec<super::TermVal>> {
+        use super::TermVal;
+        let mut out: Vec<TermVal> = self
+            .exact
+            .iter()
+            .map(|s| TermVal::Str(fold(s).into_owned()))
+            .collect();
+        for p in &self.others {
+            let long = |t: &str| fold(t).len() >= super::INDEX_AFFIX;
+            out.push(match &p.kind {
+                Kind::Exact(t) => TermVal::Str(fold(t).into_owned()),
+                Kind::Prefix(t) if long(t) => TermVal::Prefix(fold(t).into_owned()),
+                Kind::Suffix(t) if long(t) => TermVal::Suffix(fold(t).into_owned()),
+                _ => return None,
+            });
+        }
+        Some(out)
     }
 
     #[inline]

@@ -18,7 +18,10 @@ pub mod sequence;
 use std::fmt;
 
 use crate::event::{Event, Field, Value};
-pub(crate) use expr::{Env, Node};
+pub(crate) use expr::{Env, Node, TermVal};
+
+/// Bytes of a prefix or suffix used as an index key.
+pub(crate) const INDEX_AFFIX: usize = 3;
 
 /// Which EQL dialect to accept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,12 +130,19 @@ impl EventFilter {
                 return false;
             }
         }
-        self.cond.test(ev, env) == Some(true)
+        self.cond.is_true(ev, env)
     }
 
     #[inline]
     pub fn matches(&self, ev: &Event) -> bool {
         self.matches_env(ev, &Env::EMPTY)
+    }
+
+    pub(crate) fn index_terms(
+        &self,
+        skip: &dyn Fn(Field) -> bool,
+    ) -> Option<Vec<(Field, Vec<TermVal>)>> {
+        self.cond.index_terms(skip)
     }
 
     /// The category this filter requires (`None` for `any`).
@@ -143,13 +153,20 @@ impl EventFilter {
 
 /// A compiled join key list.
 #[derive(Clone, Debug, Default)]
-pub struct Keys(pub(crate) Vec<Node>);
+pub struct Keys(pub(crate) Vec<Node>, pub(crate) Vec<bool>);
 
 impl Keys {
-    pub(crate) fn eval(&self, ev: &Event, env: &Env<'_>, out: &mut Vec<Value>) {
-        for k in &self.0 {
-            out.push(k.eval(ev, env).into_owned());
+    /// Evaluates the keys into `out`; false when a key that may not be null is null (Elasticsearch:
+    /// only `?optional` join keys may be null; such an event joins nothing).
+    pub(crate) fn eval(&self, ev: &Event, env: &Env<'_>, out: &mut Vec<Value>) -> bool {
+        for (i, k) in self.0.iter().enumerate() {
+            let v = k.eval(ev, env).into_owned();
+            if v.is_null() && !self.1.get(i).copied().unwrap_or(true) {
+                return false;
+            }
+            out.push(v);
         }
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -229,6 +246,31 @@ impl Query {
         !self.pipes.is_empty()
     }
 
+    /// Index terms for the whole query: for a sequence, the union over every filter it evaluates
+    /// (steps, missing steps, until), so the rule sees every event any of them could match.
+    pub(crate) fn index_terms(
+        &self,
+        skip: &dyn Fn(Field) -> bool,
+    ) -> Option<Vec<(Field, Vec<TermVal>)>> {
+        match &self.kind {
+            QueryKind::Event(f) => f.index_terms(skip),
+            QueryKind::Sequence { steps, until, .. } | QueryKind::Join { steps, until } => {
+                let mut out = Vec::new();
+                for s in steps.iter().chain(until.iter()) {
+                    out.extend(s.filter.index_terms(skip)?);
+                }
+                Some(out)
+            }
+            QueryKind::Sample { steps } => {
+                let mut out = Vec::new();
+                for s in steps {
+                    out.extend(s.filter.index_terms(skip)?);
+                }
+                Some(out)
+            }
+        }
+    }
+
     /// The event categories this query can look at; `None` when some step is `any`.
     pub fn categories(&self) -> Option<Vec<String>> {
         let filters: Vec<&EventFilter> = match &self.kind {
@@ -282,8 +324,19 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
         let mut arity = None;
         for s in steps {
             let mut keys = Vec::new();
+            let mut nullable = Vec::new();
             for k in by.iter().chain(s.by.iter()) {
                 keys.push(c.compile(k)?);
+                nullable.push(
+                    opts.dialect == Dialect::Endgame
+                        || !matches!(
+                            k,
+                            ast::Expr::Field {
+                                optional: false,
+                                ..
+                            }
+                        ),
+                );
             }
             if *arity.get_or_insert(keys.len()) != keys.len() {
                 return Err(EqlError::at(
@@ -297,7 +350,7 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
             for _ in 0..s.runs {
                 out.push(StepSpec {
                     filter: f.clone(),
-                    keys: Keys(keys.clone()),
+                    keys: Keys(keys.clone(), nullable.clone()),
                     missing: s.missing,
                     fork: s.fork,
                 });

@@ -7,7 +7,8 @@
 //! past it the oldest partials are evicted and counted.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+/// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -87,6 +88,14 @@ impl<'a> Shared<'a> {
     pub fn arc(&self) -> Arc<Event> {
         self.arc.get_or_init(|| Arc::new(self.ev.clone())).clone()
     }
+}
+
+fn key_for(keys: &super::Keys, buf: &mut Vec<Value>, ev: &Event, env: &Env<'_>) -> Option<Key> {
+    buf.clear();
+    if !keys.eval(ev, env, buf) {
+        return None;
+    }
+    Some(Key(buf.iter().map(KeyPart::from_value).collect()))
 }
 
 /// A completed sequence (or sample/join).
@@ -188,7 +197,7 @@ impl SequenceEngine {
             until: until.clone(),
             maxspan: *maxspan_ns,
             limits,
-            state: HashMap::new(),
+            state: HashMap::default(),
             pending: 0,
             last_sweep: i64::MIN,
             stats: SeqStats::default(),
@@ -219,10 +228,13 @@ impl SequenceEngine {
         b
     }
 
-    fn key_of(&mut self, step: &StepSpec, ev: &Event, env: &Env<'_>) -> Key {
-        self.keybuf.clear();
-        step.keys.eval(ev, env, &mut self.keybuf);
-        Key(self.keybuf.iter().map(KeyPart::from_value).collect())
+    fn key_of(&mut self, step: usize, ev: &Event, env: &Env<'_>) -> Option<Key> {
+        let keys = if step == usize::MAX {
+            &self.until.as_ref()?.keys
+        } else {
+            &self.steps[step].keys
+        };
+        key_for(keys, &mut self.keybuf, ev, env)
     }
 
     /// Feeds one event (in event-time order).
@@ -235,9 +247,10 @@ impl SequenceEngine {
         let ts = ev.timestamp_ns;
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
-                let u = u.clone();
-                let key = self.key_of(&u, ev, env);
-                if let Some(st) = self.state.remove(&key) {
+                let removed = self
+                    .key_of(usize::MAX, ev, env)
+                    .and_then(|key| self.state.remove(&key));
+                if let Some(st) = removed {
                     let n = st.count();
                     self.pending -= n;
                     self.stats.cancelled_until += n as u64;
@@ -251,8 +264,9 @@ impl SequenceEngine {
             if !self.steps[si].filter.matches_env(ev, env) {
                 continue;
             }
-            let step = self.steps[si].clone();
-            let key = self.key_of(&step, ev, env);
+            let Some(key) = self.key_of(si, ev, env) else {
+                continue;
+            };
             let npos = self.positive.len();
             let st = self.state.entry(key).or_default();
             if st.stages.len() < npos {
@@ -277,8 +291,9 @@ impl SequenceEngine {
             if !self.steps[si].filter.matches_env(ev, env) {
                 continue;
             }
-            let step = self.steps[si].clone();
-            let key = self.key_of(&step, ev, env);
+            let Some(key) = self.key_of(si, ev, env) else {
+                continue;
+            };
             if stage == 0 {
                 let st = self.state.entry(key.clone()).or_default();
                 if st.stages.len() < npos {
@@ -301,7 +316,7 @@ impl SequenceEngine {
             let Some(st) = self.state.get_mut(&key) else {
                 continue;
             };
-            let fork = step.fork;
+            let fork = self.steps[si].fork;
             let taken = if fork {
                 st.stages.get(stage - 1).and_then(Clone::clone)
             } else {
@@ -462,7 +477,7 @@ pub struct SampleEngine {
     keybuf: Vec<Value>,
     /// Join emits each key once only.
     once: bool,
-    done: std::collections::HashSet<Key>,
+    done: std::collections::HashSet<Key, ahash::RandomState>,
 }
 
 impl SampleEngine {
@@ -476,7 +491,7 @@ impl SampleEngine {
             steps,
             until,
             limits,
-            state: HashMap::new(),
+            state: HashMap::default(),
             order: 0,
             stats: SeqStats::default(),
             keybuf: Vec::new(),
@@ -502,9 +517,9 @@ impl SampleEngine {
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
                 self.keybuf.clear();
-                u.keys.eval(ev, env, &mut self.keybuf);
+                let ok = u.keys.eval(ev, env, &mut self.keybuf);
                 let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
-                if self.state.remove(&key).is_some() {
+                if ok && self.state.remove(&key).is_some() {
                     self.stats.cancelled_until += 1;
                 }
             }
@@ -514,7 +529,9 @@ impl SampleEngine {
                 continue;
             }
             self.keybuf.clear();
-            self.steps[i].keys.eval(ev, env, &mut self.keybuf);
+            if !self.steps[i].keys.eval(ev, env, &mut self.keybuf) {
+                continue;
+            }
             let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
             if self.once && self.done.contains(&key) {
                 continue;

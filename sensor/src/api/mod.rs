@@ -202,7 +202,11 @@ async fn set_status(
 }
 
 async fn stream_alerts(State(s): State<Shared>) -> Response {
-    let rx = s.alerts.subscribe();
+    let Some(tx) = s.alerts.upgrade() else {
+        return gone().into_response();
+    };
+    let rx = tx.subscribe();
+    drop(tx);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {

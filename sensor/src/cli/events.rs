@@ -24,6 +24,9 @@ pub struct Args {
     /// Print the kernel sensor status (events and losses per kind) as JSON on stderr at the end.
     #[arg(long)]
     pub status: bool,
+    /// Attach only these kernel programs (comma-separated, e.g. `sys_enter_socket`); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub programs: Vec<String>,
     /// Only print events of these process ids (actor or, for fork, parent); repeatable.
     #[arg(long = "pid")]
     pub pids: Vec<i64>,
@@ -54,7 +57,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -69,6 +72,7 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.ring_buffer_bytes {
         cfg.ring_buffer_bytes = b;
     }
+    cfg.programs.clone_from(&args.programs);
     if let Some(q) = args.queue_capacity {
         cfg.queue_capacity = q;
     }
@@ -88,8 +92,34 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     let pid_field = correlator::Field::intern("process.pid");
     let ppid_field = correlator::Field::intern("process.parent.pid");
     let action_field = correlator::Field::intern("event.action");
+    let filter = |ev: &correlator::Event| -> bool {
+        if args.pids.is_empty() {
+            return true;
+        }
+        let is_fork = ev.get(action_field).and_then(correlator::Value::as_str) == Some("fork");
+        let f = if is_fork { ppid_field } else { pid_field };
+        ev.get(f)
+            .and_then(correlator::Value::as_i64)
+            .is_some_and(|p| args.pids.contains(&p))
+    };
+    let mut stdout_open = true;
+    let emit = |ev: &correlator::Event,
+                out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                n: &mut u64|
+     -> bool {
+        if !filter(ev) {
+            return true;
+        }
+        let Ok(line) = serde_json::to_string(&ev.to_json()) else {
+            return true;
+        };
+        *n += 1;
+        writeln!(out, "{line}").is_ok()
+    };
+    let mut drain_rest = true;
     loop {
         if args.count.is_some_and(|c| n >= c) {
+            drain_rest = false;
             break;
         }
         let ev = tokio::select! {
@@ -99,27 +129,27 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
             _ = sigterm.recv() => break,
         };
         let Some(ev) = ev else { break };
-        if !args.pids.is_empty() {
-            let is_fork = ev.get(action_field).and_then(correlator::Value::as_str) == Some("fork");
-            let f = if is_fork { ppid_field } else { pid_field };
-            let pid = ev.get(f).and_then(correlator::Value::as_i64);
-            if !pid.is_some_and(|p| args.pids.contains(&p)) {
-                continue;
-            }
-        }
-        let line = serde_json::to_string(&ev.to_json())?;
-        if writeln!(out, "{line}").is_err() {
-            break; // stdout closed
+        if !emit(&ev, &mut out, &mut n) {
+            stdout_open = false;
+            break;
         }
         if rx.is_empty() {
             let _ = out.flush();
         }
-        n += 1;
+    }
+    // Stop the sensor (it drains the ring buffer into the queue), then print what was queued, so that
+    // every event counted as delivered is printed.
+    let status = sensor.shutdown_with_status().await;
+    while let Ok(ev) = rx.try_recv() {
+        if !drain_rest || !stdout_open || args.count.is_some_and(|c| n >= c) {
+            break;
+        }
+        if !emit(&ev, &mut out, &mut n) {
+            break;
+        }
     }
     let _ = out.flush();
     drop(out);
-    drop(rx);
-    let status = sensor.shutdown_with_status().await;
     if args.status {
         eprintln!("{}", serde_json::to_string(&status)?);
     }

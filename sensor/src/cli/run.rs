@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::daemon::{BoxError, LoadedRule, Seams, SourceStarter, StartedSource};
-use crate::metrics::Metrics;
+use crate::daemon::live::{IngestStarter, KernelStarter};
+use crate::daemon::{BoxError, LoadedRule, Seams};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,78 +37,65 @@ pub fn default_seams() -> Seams {
     }
 }
 
-/// INTEGRATION: point this at the real rule loader (shipped analytics per `cfg.shipped`, EQL and
-/// detection-rules TOML from `cfg.paths`, minus `cfg.disabled`, with `cfg.settings` applied).
+/// The rule loader of `sensor run`: the shipped ATT&CK analytics (with `[rules.settings.<ID>]` applied,
+/// minus `[rules] disabled`, baselines restored from the state file) and every EQL rule found under
+/// `[rules] paths` (Elastic detection-rules TOML or the sensor's own format) in one `RuleSet`.
 fn shipped_rules(cfg: &crate::config::RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
+    let mut out = super::analytics::daemon_rules(cfg)?;
+    if let Some(path) = cfg.state_file.as_deref().filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading detector state {}: {e}", path.display()))?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "detector state {} is not a JSON object: {e}",
+                    path.display()
+                )
+            })?;
+        for r in &mut out {
+            if let Some(st) = map.get(r.detector.id()) {
+                r.detector.restore_state(st).map_err(|e| {
+                    format!(
+                        "detector state {} for `{}`: {e}",
+                        path.display(),
+                        r.detector.id()
+                    )
+                })?;
+            }
+        }
+    }
     if !cfg.paths.is_empty() {
-        return Err(format!(
-            "[rules] paths is set ({}), but this build has no rule loader linked in yet",
-            cfg.paths
+        let defs = super::rules::load_rules(&cfg.paths)
+            .map_err(|e| -> BoxError { format!("{e:#}").into() })?;
+        let defs: Vec<_> = defs
+            .into_iter()
+            .filter(|d| d.enabled && d.is_eql() && !cfg.disabled.iter().any(|x| x == &d.meta.id))
+            .collect();
+        let version = fingerprint(
+            &defs
                 .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-        .into());
+                .map(|d| format!("{}:{}", d.meta.id, d.query))
+                .collect::<Vec<_>>(),
+        );
+        let mut set = correlator::RuleSet::new(correlator::RunnerConfig {
+            lateness_ns: i64::try_from(cfg.lateness.0.as_nanos()).unwrap_or(i64::MAX),
+            ..correlator::RunnerConfig::default()
+        });
+        let report = set.reload(defs);
+        for (id, err) in &report.failed {
+            tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
+        }
+        out.push(LoadedRule {
+            detector: Box::new(set),
+            version,
+        });
     }
-    Ok(Vec::new())
+    Ok(out)
 }
 
-/// Starts the kernel sensor when `[kernel] enabled`.
-struct KernelStarter;
-
-impl SourceStarter for KernelStarter {
-    fn name(&self) -> String {
-        "kernel".into()
-    }
-
-    fn start(
-        self: Box<Self>,
-        cfg: &Config,
-        _metrics: &Arc<Metrics>,
-    ) -> Result<Option<StartedSource>, String> {
-        if !cfg.kernel_enabled() {
-            return Ok(None);
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root: loading eBPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE)".into());
-        }
-        if !std::path::Path::new("/sys/kernel/tracing/events").is_dir()
-            && !std::path::Path::new("/sys/kernel/debug/tracing/events").is_dir()
-        {
-            return Err(
-                "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".into(),
-            );
-        }
-        // INTEGRATION: `sensor::kernel::KernelSensor::start(&KernelConfig)` ->
-        //   StartedSource { name: "kernel", events: rx, detail: "<n> programs attached",
-        //                   status: Some(Arc::new(move || serde_json::to_value(sensor.status()))),
-        //                   stop: Some(Box::new(move || sensor.shutdown())) }
-        // and KernelError (program type not allowed, BTF missing, ...) -> Err(e.to_string()).
-        Err("the kernel sensor is not linked into this build yet".into())
-    }
-}
-
-/// Starts network ingest when `[ingest] enabled`.
-struct IngestStarter;
-
-impl SourceStarter for IngestStarter {
-    fn name(&self) -> String {
-        "ingest".into()
-    }
-
-    fn start(
-        self: Box<Self>,
-        cfg: &Config,
-        _metrics: &Arc<Metrics>,
-    ) -> Result<Option<StartedSource>, String> {
-        if !cfg.ingest_enabled() {
-            return Ok(None);
-        }
-        // INTEGRATION: `sensor::ingest::serve(IngestConfig, Arc<Spool>, shutdown)`: read the spool into an
-        // mpsc::Sender<Event> here, count clients in metrics.ingest_clients and bad records in
-        // metrics.ingest_rejects, and return its receiver as the StartedSource.
-        Err("network ingest is not linked into this build yet".into())
-    }
+fn fingerprint<T: std::hash::Hash>(v: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }

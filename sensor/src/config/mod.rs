@@ -68,13 +68,13 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
         let secs = self.0.as_secs();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
-        } else if secs % 86400 == 0 && secs > 0 {
+        } else if secs.is_multiple_of(86400) && secs > 0 {
             write!(f, "{}d", secs / 86400)
-        } else if secs % 3600 == 0 && secs > 0 {
+        } else if secs.is_multiple_of(3600) && secs > 0 {
             write!(f, "{}h", secs / 3600)
-        } else if secs % 60 == 0 && secs > 0 {
+        } else if secs.is_multiple_of(60) && secs > 0 {
             write!(f, "{}m", secs / 60)
         } else {
             write!(f, "{secs}s")
@@ -138,11 +138,11 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n > 0 && n % (1 << 30) == 0 {
+        if n > 0 && n.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", n >> 30)
-        } else if n > 0 && n % (1 << 20) == 0 {
+        } else if n > 0 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n > 0 && n % (1 << 10) == 0 {
+        } else if n > 0 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}B")
@@ -171,16 +171,23 @@ impl Serialize for ByteSize {
     }
 }
 
+/// The typed `[ingest]` section (see [`Config::ingest_config`]).
+#[derive(Clone, Debug)]
+pub struct IngestSection {
+    pub listeners: crate::ingest::IngestConfig,
+    pub spool_dir: PathBuf,
+    pub spool: crate::ingest::SpoolLimits,
+    pub group_idle_secs: u64,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub state_dir: PathBuf,
-    /// INTEGRATION: the kernel sensor's section; the lead swaps in `sensor::kernel::KernelConfig`.
-    /// Until then only `enabled` is read here.
+    /// The kernel sensor: `enabled` plus [`crate::kernel::KernelConfig`] (see [`Config::kernel_config`]).
     pub kernel: toml::Table,
-    /// INTEGRATION: the network ingest's section; the lead swaps in `sensor::ingest::IngestConfig`.
-    /// Until then only `enabled` is read here.
+    /// Network ingest: `enabled` plus [`IngestSection`] (see [`Config::ingest_config`]).
     pub ingest: toml::Table,
     pub rules: RulesConfig,
     pub store: StoreSection,
@@ -219,6 +226,9 @@ pub struct RulesConfig {
     pub lateness: Duration,
     /// Per-analytic settings, passed to the rule loader as they are.
     pub settings: toml::Table,
+    /// Where detector state (learned baselines) is kept: `<state_dir>/analytics-state.json`.
+    #[serde(skip)]
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for RulesConfig {
@@ -229,6 +239,7 @@ impl Default for RulesConfig {
             disabled: Vec::new(),
             lateness: Duration(std::time::Duration::from_secs(2)),
             settings: toml::Table::new(),
+            state_file: None,
         }
     }
 }
@@ -412,7 +423,9 @@ impl Config {
             path: origin.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        let mut cfg = cfg;
         cfg.validate(origin)?;
+        cfg.rules.state_file = Some(cfg.state_dir.join("analytics-state.json"));
         Ok(cfg)
     }
 
@@ -445,6 +458,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Err(message) = self.kernel_config() {
+            return bad(message);
+        }
+        if let Err(message) = self.ingest_config() {
+            return bad(message);
         }
         if self.api.socket.as_os_str().is_empty() {
             return bad("[api] socket must not be empty".into());
@@ -503,6 +522,53 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[kernel]` table as the kernel sensor's typed settings (`enabled` aside).
+    pub fn kernel_config(&self) -> Result<crate::kernel::KernelConfig, String> {
+        let mut t = self.kernel.clone();
+        t.remove("enabled");
+        crate::kernel::KernelConfig::deserialize(toml::Value::Table(t))
+            .map_err(|e| format!("[kernel] {e}"))
+    }
+
+    /// The `[ingest]` table as network ingest settings: the listeners, the spool directory
+    /// (`spool_dir`, default `<state_dir>/spool`), the spool limits (`[ingest.spool]`) and
+    /// `group_idle_secs` (how long an auditd record group may stay open without its closing record).
+    pub fn ingest_config(&self) -> Result<IngestSection, String> {
+        let mut t = self.ingest.clone();
+        t.remove("enabled");
+        let spool_dir = match t.remove("spool_dir") {
+            None => self.state_dir.join("spool"),
+            Some(toml::Value::String(s)) => PathBuf::from(s),
+            Some(v) => {
+                return Err(format!(
+                    "[ingest] spool_dir must be a path string, found {v}"
+                ))
+            }
+        };
+        let spool = match t.remove("spool") {
+            None => crate::ingest::SpoolLimits::default(),
+            Some(v) => crate::ingest::SpoolLimits::deserialize(v)
+                .map_err(|e| format!("[ingest.spool] {e}"))?,
+        };
+        let group_idle_secs = match t.remove("group_idle_secs") {
+            None => 2,
+            Some(toml::Value::Integer(n)) if n > 0 => n.unsigned_abs(),
+            Some(v) => {
+                return Err(format!(
+                    "[ingest] group_idle_secs must be a positive integer, found {v}"
+                ))
+            }
+        };
+        let listeners = crate::ingest::IngestConfig::deserialize(toml::Value::Table(t))
+            .map_err(|e| format!("[ingest] {e}"))?;
+        Ok(IngestSection {
+            listeners,
+            spool_dir,
+            spool,
+            group_idle_secs,
+        })
     }
 
     /// Whether the kernel sensor is enabled.

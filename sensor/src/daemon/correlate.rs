@@ -34,7 +34,12 @@ pub(crate) struct Setup {
     pub(crate) control: mpsc::Receiver<Ctl>,
     pub(crate) store: StoreHandle,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where detector state (learned baselines) is saved: every [`STATE_EVERY`] and at shutdown.
+    pub(crate) state_file: Option<std::path::PathBuf>,
 }
+
+/// How often detector state (baselines) is written to the state file while running.
+const STATE_EVERY: Duration = Duration::from_secs(30);
 
 /// Event time moves the watermark at least this far before detectors are told (batching).
 const WATERMARK_STEP_NS: i64 = 100_000_000;
@@ -67,6 +72,7 @@ pub(crate) async fn run(setup: Setup) {
         mut control,
         store,
         metrics,
+        state_file,
     } = setup;
     let counters = sources.iter().map(|s| metrics.source(s)).collect();
     let mut st = Stage {
@@ -89,6 +95,7 @@ pub(crate) async fn run(setup: Setup) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut control_open = true;
+    let mut last_state_save = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -108,13 +115,43 @@ pub(crate) async fn run(setup: Setup) {
             _ = tick.tick() => {
                 st.idle_watermark();
                 st.flush(false).await;
+                if last_state_save.elapsed() >= STATE_EVERY {
+                    st.save_state(state_file.as_deref());
+                    last_state_save = Instant::now();
+                }
             }
         }
     }
     st.flush(true).await;
+    st.save_state(state_file.as_deref());
 }
 
 impl Stage {
+    /// Writes every detector's state (baselines) atomically; a failure is logged, never fatal.
+    fn save_state(&self, path: Option<&std::path::Path>) {
+        let Some(path) = path else { return };
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .rules
+            .iter()
+            .filter_map(|r| {
+                r.detector
+                    .save_state()
+                    .map(|s| (r.detector.id().to_string(), s))
+            })
+            .collect();
+        if map.is_empty() {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let res = serde_json::to_vec(&serde_json::Value::Object(map))
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = res {
+            tracing::warn!(path = %path.display(), error = %e, "could not save detector state (baselines)");
+        }
+    }
+
     fn events(&mut self, buf: &mut Vec<Input>) {
         self.last_arrival = Instant::now();
         for mut inp in buf.drain(..) {

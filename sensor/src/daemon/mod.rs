@@ -17,6 +17,7 @@
 //! return. An event accepted from a source is never dropped by a clean shutdown.
 
 mod correlate;
+pub mod live;
 mod sources;
 mod store_task;
 
@@ -175,7 +176,8 @@ impl DaemonInfo {
 pub(crate) struct Shared {
     pub(crate) store: StoreHandle,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) alerts: broadcast::Sender<Arc<AlertUpdate>>,
+    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
+    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
     pub(crate) control: mpsc::Sender<Control>,
     pub(crate) info: Arc<DaemonInfo>,
 }
@@ -210,7 +212,16 @@ pub async fn run(
     config_path: Option<PathBuf>,
     seams: Seams,
 ) -> Result<RunSummary, DaemonError> {
-    let metrics = Metrics::new();
+    run_with_metrics(cfg, config_path, seams, Metrics::new()).await
+}
+
+/// [`run`] with metrics the caller keeps (benchmarks and embedders read them while it runs).
+pub async fn run_with_metrics(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    seams: Seams,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary, DaemonError> {
     let store = crate::store::Store::open(&cfg.store_config())?;
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
@@ -334,13 +345,14 @@ pub async fn run(
         control: corr_ctl_rx,
         store: store_handle.clone(),
         metrics: metrics.clone(),
+        state_file: cfg.rules.state_file.clone(),
     }));
 
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
     let shared = Shared {
         store: store_handle.clone(),
         metrics: metrics.clone(),
-        alerts: alerts_tx.clone(),
+        alerts: alerts_tx.downgrade(),
         control: control_tx,
         info: info.clone(),
     };

@@ -1014,6 +1014,51 @@ mod tests {
     }
 
     #[test]
+    fn decompression_and_its_limit() {
+        let body = b"{\"a\":1}\n".repeat(1000);
+        let z = zstd::encode_all(&body[..], 3).unwrap();
+        assert_eq!(
+            decompress("zstd", Bytes::from(z.clone()), 1 << 20)
+                .unwrap()
+                .len(),
+            body.len()
+        );
+        // A small compressed body that expands past the limit is refused, not inflated.
+        let err = decompress("zstd", Bytes::from(z), 100).unwrap_err();
+        assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        assert_eq!(
+            decompress("gzip", Bytes::from(gz.finish().unwrap()), 1 << 20)
+                .unwrap()
+                .len(),
+            body.len()
+        );
+        assert_eq!(
+            decompress("br", Bytes::new(), 10).unwrap_err().0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            decompress("gzip", Bytes::from_static(b"nope"), 10)
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn token_bucket() {
+        let mut b = Bucket {
+            tokens: 10.0,
+            rate: 10.0,
+            last: Instant::now(),
+        };
+        assert!(b.take(10).is_ok());
+        let wait = b.take(5).unwrap_err();
+        assert!(wait > Duration::from_millis(300) && wait <= Duration::from_secs(1));
+    }
+
+    #[test]
     fn record_roundtrip() {
         let r = encode_record(Format::Zeek, "agent-1", b"{}");
         assert_eq!(

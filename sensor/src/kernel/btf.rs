@@ -181,6 +181,11 @@ impl Btf {
             .or(ids.first().copied())
     }
 
+    /// Names of all named structs and unions.
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+
     /// Size in bytes of the struct `name`.
     pub fn struct_size(&self, name: &str) -> Option<u32> {
         self.struct_id(name)

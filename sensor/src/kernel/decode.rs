@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use correlator::{Event, Value};
+use correlator::{Event, Field, Value};
 use sensor_common::{
     flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, SocketRecord,
     TcpRecord, UnixAddrRecord,
@@ -69,6 +69,14 @@ fn read<T: Copy>(b: &[u8], k: u16) -> Result<T, DecodeError> {
 fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// An interned field, looked up once per call site.
+macro_rules! fld {
+    ($p:literal) => {{
+        static F: std::sync::OnceLock<Field> = std::sync::OnceLock::new();
+        *F.get_or_init(|| Field::intern($p))
+    }};
 }
 
 fn s(v: impl AsRef<str>) -> Value {
@@ -169,7 +177,7 @@ impl Decoder {
             kind::EXIT => self.exit(&read::<ExitRecord>(b, h.kind)?),
             kind::SOCKET => self.socket(&read::<SocketRecord>(b, h.kind)?),
             kind::UNIX_ADDR => self.unix_addr(&read::<UnixAddrRecord>(b, h.kind)?),
-            kind::FIFO => self.fifo(&read::<FifoRecord>(b, h.kind)?),
+            kind::FIFO_CREATE | kind::FIFO_OPEN => self.fifo(&read::<FifoRecord>(b, h.kind)?),
             kind::TCP => self.tcp(&read::<TcpRecord>(b, h.kind)?),
             k => return Err(DecodeError::UnknownKind(k)),
         };
@@ -185,33 +193,33 @@ impl Decoder {
         let secs = ts.div_euclid(1_000_000_000);
         let nanos = u32::try_from(ts.rem_euclid(1_000_000_000)).unwrap_or(0);
         if let Some(dt) = chrono::DateTime::from_timestamp(secs, nanos) {
-            e.insert(
-                "@timestamp",
+            e.set(
+                fld!("@timestamp"),
                 s(dt.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
             );
         }
-        e.insert("event.kind", s("event"));
-        e.insert("event.module", s("sensor"));
-        e.insert("event.dataset", s("sensor.kernel"));
-        e.insert("event.category", strs(category));
-        e.insert("event.type", strs(ty));
-        e.insert("event.action", s(action));
-        e.insert("host.id", s(&self.host.id));
-        e.insert("host.name", s(&self.host.name));
-        e.insert("host.hostname", s(&self.host.name));
-        e.insert("host.os.type", s("linux"));
-        e.insert("host.os.family", s("linux"));
-        e.insert("host.os.kernel", s(&self.host.kernel));
+        e.set(fld!("event.kind"), s("event"));
+        e.set(fld!("event.module"), s("sensor"));
+        e.set(fld!("event.dataset"), s("sensor.kernel"));
+        e.set(fld!("event.category"), strs(category));
+        e.set(fld!("event.type"), strs(ty));
+        e.set(fld!("event.action"), s(action));
+        e.set(fld!("host.id"), s(&self.host.id));
+        e.set(fld!("host.name"), s(&self.host.name));
+        e.set(fld!("host.hostname"), s(&self.host.name));
+        e.set(fld!("host.os.type"), s("linux"));
+        e.set(fld!("host.os.family"), s("linux"));
+        e.set(fld!("host.os.kernel"), s(&self.host.kernel));
         if h.flags & flags::NO_PROCESS != 0 || h.pid == 0 {
             return e;
         }
-        e.insert("user.id", s(h.uid.to_string()));
+        e.set(fld!("user.id"), s(h.uid.to_string()));
         if let Some(n) = self.users.get(&h.uid) {
-            e.insert("user.name", Value::Str(n.clone()));
+            e.set(fld!("user.name"), Value::Str(n.clone()));
         }
-        e.insert("group.id", s(h.gid.to_string()));
-        e.insert("process.pid", int(h.pid));
-        e.insert("process.thread.id", int(h.tid));
+        e.set(fld!("group.id"), s(h.gid.to_string()));
+        e.set(fld!("process.pid"), int(h.pid));
+        e.set(fld!("process.thread.id"), int(h.tid));
         let proc_info = self.table.get_or_load(h.pid).cloned();
         let ppid = if h.ppid != 0 {
             h.ppid
@@ -219,49 +227,61 @@ impl Decoder {
             proc_info.as_ref().map_or(0, |p| p.ppid)
         };
         match &proc_info {
-            Some(p) => self.put_process(&mut e, "process", p),
-            None => e.insert("process.name", s(cstr(&h.comm))),
+            Some(p) => self.put_process(&mut e, false, p),
+            None => e.set(fld!("process.name"), s(cstr(&h.comm))),
         }
         if ppid != 0 {
-            e.insert("process.parent.pid", int(ppid));
+            e.set(fld!("process.parent.pid"), int(ppid));
             if let Some(pp) = self.table.get_or_load(ppid).cloned() {
-                self.put_process(&mut e, "process.parent", &pp);
+                self.put_process(&mut e, true, &pp);
             }
         }
         e
     }
 
-    fn put_process(&self, e: &mut Event, prefix: &str, p: &ProcessInfo) {
-        e.insert(&format!("{prefix}.pid"), int(p.pid));
-        e.insert(
-            &format!("{prefix}.entity_id"),
-            Value::Str(p.entity_id.clone()),
-        );
+    fn put_process(&self, e: &mut Event, parent: bool, p: &ProcessInfo) {
+        let [pid, eid, name, exe, args, argc, cl] = if parent {
+            [
+                fld!("process.parent.pid"),
+                fld!("process.parent.entity_id"),
+                fld!("process.parent.name"),
+                fld!("process.parent.executable"),
+                fld!("process.parent.args"),
+                fld!("process.parent.args_count"),
+                fld!("process.parent.command_line"),
+            ]
+        } else {
+            [
+                fld!("process.pid"),
+                fld!("process.entity_id"),
+                fld!("process.name"),
+                fld!("process.executable"),
+                fld!("process.args"),
+                fld!("process.args_count"),
+                fld!("process.command_line"),
+            ]
+        };
+        e.set(pid, int(p.pid));
+        e.set(eid, Value::Str(p.entity_id.clone()));
         if !p.name.is_empty() {
-            e.insert(&format!("{prefix}.name"), Value::Str(p.name.clone()));
+            e.set(name, Value::Str(p.name.clone()));
         }
         if !p.executable.is_empty() {
-            e.insert(
-                &format!("{prefix}.executable"),
-                Value::Str(p.executable.clone()),
-            );
+            e.set(exe, Value::Str(p.executable.clone()));
         }
         if !p.args.is_empty() {
-            e.insert(
-                &format!("{prefix}.args"),
+            e.set(
+                args,
                 Value::Array(p.args.iter().map(|a| Value::Str(a.clone())).collect()),
             );
-            e.insert(
-                &format!("{prefix}.args_count"),
-                int(i64::try_from(p.args.len()).unwrap_or(i64::MAX)),
-            );
-            let cl = p
+            e.set(argc, int(i64::try_from(p.args.len()).unwrap_or(i64::MAX)));
+            let cl_s = p
                 .args
                 .iter()
                 .map(|a| a.as_ref())
                 .collect::<Vec<_>>()
                 .join(" ");
-            e.insert(&format!("{prefix}.command_line"), s(cl));
+            e.set(cl, s(cl_s));
         }
     }
 
@@ -288,11 +308,11 @@ impl Decoder {
             .exec(h.pid, h.ppid, &executable, args, h.ktime_ns);
         let mut e = self.base(&h, &["process"], &["start"], "exec");
         if truncated {
-            e.insert("process.args_truncated", Value::Bool(true));
-            e.insert("process.args_total_bytes", int(r.args_total));
+            e.set(fld!("process.args_truncated"), Value::Bool(true));
+            e.set(fld!("process.args_total_bytes"), int(r.args_total));
         }
         if r.old_pid != h.pid {
-            e.insert("process.previous_thread_id", int(r.old_pid));
+            e.set(fld!("process.previous_thread_id"), int(r.old_pid));
         }
         Some(e)
     }
@@ -316,10 +336,10 @@ impl Decoder {
         // Wait status: exit code in bits 8..16, terminating signal in bits 0..7.
         let code = r.exit_code;
         if code & 0x7f == 0 {
-            e.insert("process.exit_code", int((code >> 8) & 0xff));
+            e.set(fld!("process.exit_code"), int((code >> 8) & 0xff));
         } else {
-            e.insert("process.exit_code", int(128 + (code & 0x7f)));
-            e.insert("process.exit_signal", int(code & 0x7f));
+            e.set(fld!("process.exit_code"), int(128 + (code & 0x7f)));
+            e.set(fld!("process.exit_signal"), int(code & 0x7f));
         }
         self.table.exit(h.pid);
         Some(e)
@@ -332,11 +352,11 @@ impl Decoder {
             "socket_created"
         };
         let mut e = self.base(&r.hdr, &["network"], &["creation"], action);
-        e.insert("socket.family", s(family_name(r.family)));
-        e.insert("socket.type", s(socket_type_name(r.sock_type)));
-        e.insert("socket.protocol", int(r.protocol));
+        e.set(fld!("socket.family"), s(family_name(r.family)));
+        e.set(fld!("socket.type"), s(socket_type_name(r.sock_type)));
+        e.set(fld!("socket.protocol"), int(r.protocol));
         if r.family == 1 {
-            e.insert("network.transport", s("unix"));
+            e.set(fld!("network.transport"), s("unix"));
         }
         Some(e)
     }
@@ -358,21 +378,21 @@ impl Decoder {
         } else {
             cstr(raw)
         };
-        e.insert("socket.family", s("AF_UNIX"));
-        e.insert("network.transport", s("unix"));
-        e.insert("socket.path", s(&path));
-        e.insert("socket.abstract", Value::Bool(abstract_ns));
-        e.insert("socket.fd", int(r.fd));
-        e.insert(
-            "event.outcome",
+        e.set(fld!("socket.family"), s("AF_UNIX"));
+        e.set(fld!("network.transport"), s("unix"));
+        e.set(fld!("socket.path"), s(&path));
+        e.set(fld!("socket.abstract"), Value::Bool(abstract_ns));
+        e.set(fld!("socket.fd"), int(r.fd));
+        e.set(
+            fld!("event.outcome"),
             s(if r.ret == 0 { "success" } else { "failure" }),
         );
         if r.ret != 0 {
-            e.insert(
-                "error.code",
+            e.set(
+                fld!("error.code"),
                 s(std::io::Error::from_raw_os_error(-r.ret).to_string()),
             );
-            e.insert("error.errno", int(-r.ret));
+            e.set(fld!("error.errno"), int(-r.ret));
         }
         Some(e)
     }
@@ -398,7 +418,7 @@ impl Decoder {
         let path = Self::resolve(r.hdr.pid, r.dfd, &raw);
         let mut e = if r.op == op::FIFO_CREATE {
             let mut e = self.base(&r.hdr, &["file"], &["creation"], "fifo_create");
-            e.insert("file.mode", s(format!("{:o}", r.flags & 0o7777)));
+            e.set(fld!("file.mode"), s(format!("{:o}", r.flags & 0o7777)));
             e
         } else {
             let mut e = self.base(&r.hdr, &["file"], &["access"], "fifo_open");
@@ -407,17 +427,23 @@ impl Decoder {
                 1 => "write",
                 _ => "read_write",
             };
-            e.insert("file.access_mode", s(access));
-            e.insert("file.open_flags", int(r.flags));
-            e.insert("file.fd", int(r.ret));
+            e.set(fld!("file.access_mode"), s(access));
+            e.set(fld!("file.open_flags"), int(r.flags));
+            e.set(fld!("file.fd"), int(r.ret));
             e
         };
-        e.insert("file.type", s("fifo"));
-        e.insert("file.name", s(path.rsplit('/').next().unwrap_or(&path)));
+        e.set(fld!("file.type"), s("fifo"));
+        e.set(
+            fld!("file.name"),
+            s(path.rsplit('/').next().unwrap_or(&path)),
+        );
         if let Some((dir, _)) = path.rsplit_once('/') {
-            e.insert("file.directory", s(if dir.is_empty() { "/" } else { dir }));
+            e.set(
+                fld!("file.directory"),
+                s(if dir.is_empty() { "/" } else { dir }),
+            );
         }
-        e.insert("file.path", s(&path));
+        e.set(fld!("file.path"), s(&path));
         Some(e)
     }
 
@@ -443,29 +469,207 @@ impl Decoder {
         } else {
             (remote, local, r.bytes_received, r.bytes_sent)
         };
-        e.insert("network.transport", s("tcp"));
-        e.insert(
-            "network.type",
+        e.set(fld!("network.transport"), s("tcp"));
+        e.set(
+            fld!("network.type"),
             s(if r.family == 2 { "ipv4" } else { "ipv6" }),
         );
-        e.insert(
-            "network.direction",
+        e.set(
+            fld!("network.direction"),
             s(if outbound { "egress" } else { "ingress" }),
         );
-        e.insert("source.ip", Value::Ip(src.0));
-        e.insert("source.port", int(src.1));
-        e.insert("destination.ip", Value::Ip(dst.0));
-        e.insert("destination.port", int(dst.1));
+        e.set(fld!("source.ip"), Value::Ip(src.0));
+        e.set(fld!("source.port"), int(src.1));
+        e.set(fld!("destination.ip"), Value::Ip(dst.0));
+        e.set(fld!("destination.port"), int(dst.1));
         if r.op == op::TCP_CLOSE {
             let to_i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            e.insert("event.duration", int(to_i(r.duration_ns)));
-            e.insert("source.bytes", int(to_i(src_bytes)));
-            e.insert("destination.bytes", int(to_i(dst_bytes)));
-            e.insert(
-                "network.bytes",
+            e.set(fld!("event.duration"), int(to_i(r.duration_ns)));
+            e.set(fld!("source.bytes"), int(to_i(src_bytes)));
+            e.set(fld!("destination.bytes"), int(to_i(dst_bytes)));
+            e.set(
+                fld!("network.bytes"),
                 int(to_i(r.bytes_sent.saturating_add(r.bytes_received))),
             );
         }
         Some(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn decoder() -> Decoder {
+        let host = HostInfo {
+            id: "host-1".into(),
+            name: "h".into(),
+            kernel: "6.0".into(),
+        };
+        Decoder::new(host.clone(), ProcessTable::new(&host.id))
+    }
+
+    /// A pid that cannot exist, so that nothing is read from /proc.
+    const PID: u32 = 4_000_000_001;
+
+    fn hdr(kind: u16) -> Header {
+        Header {
+            kind,
+            flags: 0,
+            pid: PID,
+            tid: PID,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            ktime_ns: 1_000,
+            comm: *b"comm\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn bytes<T>(r: &T) -> Vec<u8> {
+        // SAFETY: plain-old-data records.
+        unsafe {
+            std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>())
+                .to_vec()
+        }
+    }
+
+    fn str_of<'a>(e: &'a Event, p: &str) -> &'a str {
+        e.get_path(p)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{p} missing in {:?}", e.to_json()))
+    }
+
+    #[test]
+    fn exec_sets_the_image_and_keeps_the_entity() {
+        let mut d = decoder();
+        let mut r = ExecRecord {
+            hdr: hdr(kind::EXEC),
+            old_pid: PID,
+            args_len: 0,
+            args_total: 0,
+            _pad: 0,
+            filename: [0; 256],
+            args: [0; 1024],
+        };
+        r.filename[..9].copy_from_slice(b"/bin/true");
+        let args = b"/bin/true\0two words\0\0";
+        r.args[..args.len()].copy_from_slice(args);
+        r.args_len = u32::try_from(args.len()).unwrap();
+        r.args_total = r.args_len;
+        let (k, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(k, kind::EXEC);
+        assert_eq!(str_of(&e, "event.action"), "exec");
+        assert_eq!(str_of(&e, "process.name"), "true");
+        let args: Vec<_> = match e.get_path("process.args") {
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(args, ["/bin/true", "two words", ""]);
+        assert!(e.get_path("process.args_truncated").is_none());
+        let id = str_of(&e, "process.entity_id").to_string();
+        // A later event of the same process carries the same entity id.
+        let s = SocketRecord {
+            hdr: hdr(kind::SOCKET),
+            op: op::SOCKET,
+            family: 1,
+            sock_type: 0x80001,
+            protocol: 0,
+        };
+        let (_, e2) = d.decode(&bytes(&s)).unwrap().unwrap();
+        assert_eq!(str_of(&e2, "process.entity_id"), id);
+        assert_eq!(str_of(&e2, "socket.family"), "AF_UNIX");
+        assert_eq!(str_of(&e2, "socket.type"), "SOCK_STREAM");
+        assert!(str_of(&e2, "@timestamp").ends_with('Z'));
+    }
+
+    #[test]
+    fn abstract_unix_paths_are_marked() {
+        let mut d = decoder();
+        let mut r = UnixAddrRecord {
+            hdr: hdr(kind::UNIX_ADDR),
+            op: op::CONNECT,
+            fd: 3,
+            ret: -111,
+            path_len: 5,
+            path: [0; 108],
+            _pad: 0,
+        };
+        r.path[1..5].copy_from_slice(b"name");
+        let (_, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(str_of(&e, "socket.path"), "@name");
+        assert_eq!(e.get_path("socket.abstract"), Some(&Value::Bool(true)));
+        assert_eq!(str_of(&e, "event.outcome"), "failure");
+        assert_eq!(e.get_path("error.errno"), Some(&Value::Int(111)));
+    }
+
+    #[test]
+    fn inbound_tcp_close_puts_the_peer_in_source() {
+        let mut d = decoder();
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let r = TcpRecord {
+            hdr: hdr(kind::TCP),
+            op: op::TCP_CLOSE,
+            family: 2,
+            sport: 80,
+            dport: 5555,
+            direction: 2,
+            saddr,
+            daddr,
+            _pad: 0,
+            start_ns: 1,
+            duration_ns: 99,
+            bytes_sent: 300,
+            bytes_received: 1000,
+        };
+        let (_, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(str_of(&e, "network.direction"), "ingress");
+        assert_eq!(
+            e.get_path("source.ip"),
+            Some(&Value::Ip("10.0.0.2".parse().unwrap()))
+        );
+        assert_eq!(e.get_path("source.port"), Some(&Value::Int(5555)));
+        assert_eq!(e.get_path("source.bytes"), Some(&Value::Int(1000)));
+        assert_eq!(e.get_path("destination.bytes"), Some(&Value::Int(300)));
+        assert_eq!(e.get_path("event.duration"), Some(&Value::Int(99)));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let mut d = decoder();
+        let h = hdr(kind::TCP);
+        assert!(matches!(
+            d.decode(&bytes(&h)),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            d.decode(&bytes(&hdr(99))),
+            Err(DecodeError::UnknownKind(99))
+        ));
+        assert!(matches!(d.decode(&[1, 2]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn fifo_open_access_modes() {
+        let mut d = decoder();
+        let mut r = FifoRecord {
+            hdr: hdr(kind::FIFO_OPEN),
+            op: op::FIFO_OPEN,
+            flags: 1,
+            ret: 4,
+            dfd: -100,
+            path: [0; 256],
+        };
+        r.path[..13].copy_from_slice(b"/dev/shm/pipe");
+        let (k, e) = d.decode(&bytes(&r)).unwrap().unwrap();
+        assert_eq!(k, kind::FIFO_OPEN);
+        assert_eq!(str_of(&e, "file.access_mode"), "write");
+        assert_eq!(str_of(&e, "file.type"), "fifo");
+        assert_eq!(str_of(&e, "file.directory"), "/dev/shm");
+        assert_eq!(str_of(&e, "file.name"), "pipe");
     }
 }

@@ -42,6 +42,9 @@ pub struct KernelConfig {
     pub queue_capacity: usize,
     /// Interval of the status log line in seconds (0: never).
     pub status_log_interval_s: u64,
+    /// Attach only these programs (names as in `KernelStatus::attached`, or the program name such as
+    /// `sys_enter_socket`); empty: all of them.
+    pub programs: Vec<String>,
 }
 
 impl Default for KernelConfig {
@@ -52,6 +55,7 @@ impl Default for KernelConfig {
             poll_interval_ms: 10,
             queue_capacity: 65_536,
             status_log_interval_s: 60,
+            programs: Vec::new(),
         }
     }
 }
@@ -278,11 +282,26 @@ impl KernelSensor {
         let aya_btf = aya::Btf::from_sys_fs().ok();
         let mut attached = Vec::new();
         let mut refused = Vec::new();
+        for p in &cfg.programs {
+            if !PROGRAMS
+                .iter()
+                .any(|(name, at)| p == name || *p == label_of(at))
+            {
+                let known = PROGRAMS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(KernelError::Config(format!(
+                    "unknown program `{p}` in programs (known: {known})"
+                )));
+            }
+        }
         for (name, at) in PROGRAMS {
-            let label = match at {
-                Attach::Tp(c, n) => format!("{c}/{n}"),
-                Attach::BtfTp(n) => format!("tp_btf/{n}"),
-            };
+            let label = label_of(at);
+            if !cfg.programs.is_empty() && !cfg.programs.iter().any(|p| p == name || *p == label) {
+                continue;
+            }
             let res = attach(&mut ebpf, name, at, aya_btf.as_ref());
             match res {
                 Ok(()) => attached.push(label),
@@ -386,6 +405,13 @@ impl KernelSensor {
 
 fn lock(m: &Mutex<Ebpf>) -> Option<std::sync::MutexGuard<'_, Ebpf>> {
     Some(m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+fn label_of(at: &Attach) -> String {
+    match at {
+        Attach::Tp(c, n) => format!("{c}/{n}"),
+        Attach::BtfTp(n) => format!("tp_btf/{n}"),
+    }
 }
 
 fn attach(ebpf: &mut Ebpf, name: &str, at: &Attach, btf: Option<&aya::Btf>) -> Result<(), String> {

@@ -19,7 +19,6 @@ pub struct ProcessInfo {
 }
 
 /// Processes by pid.
-#[derive(Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     host_id: String,
@@ -137,6 +136,16 @@ impl ProcessTable {
             Some(p) => (p.name.clone(), p.executable.clone(), p.args.clone()),
             None => (Arc::from(parent_comm), Arc::from(""), Arc::from(Vec::new())),
         };
+        // The start time as /proc shows it (clock ticks since boot), so that a daemon restarted later
+        // (which seeds from /proc) computes the same entity id; the fork time when the child is gone.
+        let start_ns = i32::try_from(child)
+            .ok()
+            .and_then(|p| procfs::process::Process::new(p).ok())
+            .and_then(|p| p.stat().ok())
+            .map_or(
+                start_ns / self.ns_per_tick.max(1) * self.ns_per_tick,
+                |st| st.starttime.saturating_mul(self.ns_per_tick),
+            );
         let info = ProcessInfo {
             pid: child,
             ppid: parent,

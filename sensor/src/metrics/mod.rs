@@ -268,3 +268,28 @@ fn escape(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+impl Histogram {
+    /// The upper bound (seconds) of the bucket holding quantile `q` (0..=1); `None` when empty or beyond
+    /// the last bucket.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Relaxed);
+        if count == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+        let mut cum = 0;
+        for (b, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cum += n.load(Relaxed);
+            if cum >= rank {
+                return Some(*b);
+            }
+        }
+        None
+    }
+}

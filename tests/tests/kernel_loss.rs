@@ -1,0 +1,52 @@
+//! Forced ring-buffer loss: a one-page ring buffer and a storm of FIFO creations. Every FIFO the
+//! workload made is either printed or counted as lost, exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kernel_support;
+
+use kernel_support::{by, get, start, workload};
+
+#[test]
+fn losses_are_counted_and_add_up() {
+    if !tests::require_root("losses_are_counted_and_add_up") {
+        return;
+    }
+    const N: usize = 5_000;
+    let dir = std::env::temp_dir().join(format!("kernel-loss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = start(&["--ring-buffer-bytes", "4096", "--status"]);
+    let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &N.to_string()]);
+    let (events, stderr) = cap.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let status: serde_json::Value = stderr
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no status JSON on stderr: {stderr:?}"));
+    let prefix = dir.to_str().unwrap();
+    let seen = by(&events, pid, "fifo_create")
+        .iter()
+        .filter(|e| {
+            get(e, "file.path")
+                .as_str()
+                .is_some_and(|p| p.starts_with(prefix))
+        })
+        .count();
+    let lost_kernel = status["lost_kernel"]["fifo_create"].as_u64().unwrap();
+    let lost_queue = status["lost_queue"]["fifo_create"].as_u64().unwrap();
+    let delivered = status["events"]["fifo_create"].as_u64().unwrap();
+    eprintln!(
+        "generated {N}, seen {seen}, lost in kernel {lost_kernel}, lost in queue {lost_queue}"
+    );
+    assert!(
+        lost_kernel > 0,
+        "a one-page ring buffer under a {N}-FIFO storm should overflow"
+    );
+    assert!(seen > 0, "some events should get through");
+    assert_eq!(
+        seen as u64 + lost_kernel + lost_queue,
+        N as u64,
+        "seen + lost != generated; status {status}"
+    );
+    assert!(delivered >= seen as u64);
+}
