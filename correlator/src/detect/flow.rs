@@ -117,33 +117,32 @@ impl FlowMonitor {
         if st.alerted {
             return None;
         }
-        let enriched = self.enrich(closing.unwrap_or(&st.last));
-        if !(self.cfg.candidate)(&enriched) {
-            return None;
-        }
         let dur = now_ns - st.start_ns;
         let state = if closing.is_some() {
             "closed"
         } else {
             "still open"
         };
-        if self.cfg.max_bytes_out > 0 && st.bytes_out > self.cfg.max_bytes_out {
-            return Some(format!(
+        // The cheap limits first; the process join and the candidate filter only when one is exceeded.
+        let why = if self.cfg.max_bytes_out > 0 && st.bytes_out > self.cfg.max_bytes_out {
+            format!(
                 "{} bytes out > {}, {state} after {}",
                 st.bytes_out,
                 self.cfg.max_bytes_out,
                 format_duration(dur.max(0))
-            ));
-        }
-        if self.cfg.max_duration_ns > 0 && dur > self.cfg.max_duration_ns {
-            return Some(format!(
+            )
+        } else if self.cfg.max_duration_ns > 0 && dur > self.cfg.max_duration_ns {
+            format!(
                 "open {} > {}, {} bytes out, {state}",
                 format_duration(dur),
                 format_duration(self.cfg.max_duration_ns),
                 st.bytes_out
-            ));
-        }
-        None
+            )
+        } else {
+            return None;
+        };
+        let enriched = self.enrich(closing.unwrap_or(&st.last));
+        (self.cfg.candidate)(&enriched).then_some(why)
     }
 }
 
