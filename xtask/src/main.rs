@@ -318,7 +318,7 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ])?;
     cargo(&["build", "-p", "sensor"])?;
-    let mut t = vec!["test", "--workspace"];
+    let mut t = vec!["test", "--workspace", "--no-fail-fast"];
     t.extend(args.iter().map(String::as_str));
     cargo(&t)?;
     eprintln!("xtask test: all passed");

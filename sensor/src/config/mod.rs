@@ -203,11 +203,15 @@ impl Default for Config {
         kernel.insert("enabled".into(), toml::Value::Boolean(true));
         let mut ingest = toml::Table::new();
         ingest.insert("enabled".into(), toml::Value::Boolean(false));
+        let state_dir = PathBuf::from("/var/lib/sensor");
         Config {
-            state_dir: PathBuf::from("/var/lib/sensor"),
+            rules: RulesConfig {
+                state_file: Some(state_dir.join("analytics-state.json")),
+                ..RulesConfig::default()
+            },
+            state_dir,
             kernel,
             ingest,
-            rules: RulesConfig::default(),
             store: StoreSection::default(),
             api: ApiConfig::default(),
             outputs: OutputsConfig::default(),
