@@ -13,11 +13,11 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::ingest::consumer::{Consumer, Emitted, Known};
+use crate::ingest::consumer::{drive, Consumer, Emitted, Known, Sink};
 use crate::ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
 
 #[derive(clap::Args, Debug)]
@@ -140,59 +140,61 @@ fn read_back(path: &Path) -> anyhow::Result<(Vec<Known>, u64)> {
     Ok((known, good))
 }
 
+/// Appends each event (plus an `ingest` object naming its spool records) to the output file.
+struct FileSink {
+    out: File,
+    buf: Vec<u8>,
+    counts: HashMap<&'static str, u64>,
+}
+
+impl Sink for FileSink {
+    fn emit(&mut self, e: Emitted) {
+        match e.result {
+            Ok(ev) => {
+                let mut doc = ev.to_json();
+                if let Some(m) = doc.as_object_mut() {
+                    m.insert(
+                        "ingest".into(),
+                        serde_json::json!({"seq": e.seq, "index": e.index, "last": e.last, "format": e.format.as_str()}),
+                    );
+                }
+                if serde_json::to_writer(&mut self.buf, &doc).is_ok() {
+                    self.buf.push(b'\n');
+                }
+                *self.counts.entry("events").or_default() += 1;
+            }
+            Err(err) => {
+                tracing::warn!(message = "ingest-server: spooled record rejected by its decoder", seq = e.seq, error = %err);
+                *self.counts.entry("rejected").or_default() += 1;
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write_all(&self.buf)?;
+            self.out.sync_data()?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 fn consume(
     spool: &Spool,
-    mut out: File,
+    out: File,
     known: Vec<Known>,
     idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut consumer = Consumer::new();
     consumer.resume(known);
-    let mut reader = spool.reader(spool.committed());
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut counts: HashMap<&'static str, u64> = HashMap::new();
-    let mut write = |e: Emitted, buf: &mut Vec<u8>| match e.result {
-        Ok(ev) => {
-            let mut doc = ev.to_json();
-            if let Some(m) = doc.as_object_mut() {
-                m.insert(
-                    "ingest".into(),
-                    serde_json::json!({"seq": e.seq, "index": e.index, "last": e.last, "format": e.format.as_str()}),
-                );
-            }
-            if serde_json::to_writer(&mut *buf, &doc).is_ok() {
-                buf.push(b'\n');
-            }
-            *counts.entry("events").or_default() += 1;
-        }
-        Err(err) => {
-            tracing::warn!(message = "ingest-server: spooled record rejected by its decoder", seq = e.seq, error = %err);
-            *counts.entry("rejected").or_default() += 1;
-        }
+    let mut sink = FileSink {
+        out,
+        buf: Vec::with_capacity(1 << 20),
+        counts: HashMap::new(),
     };
-    loop {
-        let batch = reader.next_batch(8192)?;
-        let now = Instant::now();
-        for (seq, rec) in &batch {
-            consumer.feed(*seq, rec, now, &mut |e| write(e, &mut buf));
-        }
-        consumer.flush_idle(idle, now, &mut |e| write(e, &mut buf));
-        if !buf.is_empty() {
-            out.write_all(&buf)?;
-            out.sync_data()?;
-            buf.clear();
-        }
-        let safe = consumer.safe_commit();
-        if safe > spool.committed() {
-            spool.commit(safe)?;
-        }
-        if batch.is_empty() {
-            if *stop.borrow() {
-                tracing::info!(message = "ingest-server: consumer stopped", ?counts);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    drive(&mut consumer, spool, idle, &stop, &mut sink)?;
+    tracing::info!(message = "ingest-server: consumer stopped", counts = ?sink.counts);
+    Ok(())
 }

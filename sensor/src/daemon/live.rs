@@ -4,13 +4,13 @@
 //! started as a stream of `correlator::Event`s with status and stop hooks.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use super::{SourceStarter, StartedSource};
 use crate::config::Config;
-use crate::ingest::consumer::{Consumer, Emitted};
+use crate::ingest::consumer::{drive, Consumer, Emitted, Sink};
 use crate::ingest::Spool;
 use crate::kernel::KernelSensor;
 use crate::metrics::Metrics;
@@ -141,6 +141,35 @@ impl SourceStarter for IngestStarter {
     }
 }
 
+/// Hands decoded events to the correlator stage; rejects are counted and logged.
+struct ChannelSink<'a> {
+    tx: &'a mpsc::Sender<correlator::Event>,
+    metrics: &'a Metrics,
+    closed: bool,
+}
+
+impl Sink for ChannelSink<'_> {
+    fn emit(&mut self, e: Emitted) {
+        match e.result {
+            Ok(ev) => {
+                if !self.closed && self.tx.blocking_send(ev).is_err() {
+                    self.closed = true;
+                }
+            }
+            Err(err) => {
+                self.metrics
+                    .ingest_rejects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(seq = e.seq, format = e.format.as_str(), error = %err, "spooled record rejected by its decoder");
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads the spool from its checkpoint, decodes, and forwards events. The checkpoint is committed
 /// once the events of a batch are handed to the correlator (see ARCHITECTURE.md for the window this
 /// leaves on a crash of the whole daemon).
@@ -151,47 +180,12 @@ fn consume(
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
 ) {
-    let mut consumer = Consumer::new();
-    let mut reader = spool.reader(spool.committed());
-    let mut closed = false;
-    let mut forward = |e: Emitted| match e.result {
-        Ok(ev) => {
-            if !closed && tx.blocking_send(ev).is_err() {
-                closed = true;
-            }
-        }
-        Err(err) => {
-            metrics
-                .ingest_rejects
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(seq = e.seq, format = e.format.as_str(), error = %err, "spooled record rejected by its decoder");
-        }
+    let mut sink = ChannelSink {
+        tx,
+        metrics,
+        closed: false,
     };
-    loop {
-        let batch = match reader.next_batch(8192) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the ingest spool failed; ingest consumer stops");
-                return;
-            }
-        };
-        let now = Instant::now();
-        for (seq, rec) in &batch {
-            consumer.feed(*seq, rec, now, &mut forward);
-        }
-        consumer.flush_idle(idle, now, &mut forward);
-        let safe = consumer.safe_commit();
-        if safe > spool.committed() {
-            if let Err(e) = spool.commit(safe) {
-                tracing::error!(error = %e, "committing the ingest spool checkpoint failed");
-            }
-        }
-        if batch.is_empty() {
-            if *stop.borrow() {
-                consumer.finish(&mut forward);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    if let Err(e) = drive(&mut Consumer::new(), spool, idle, stop, &mut sink) {
+        tracing::error!(error = %e, "network ingest consumer stopped");
     }
 }

@@ -178,3 +178,54 @@ impl Consumer {
             .min(self.last_seq)
     }
 }
+
+/// Where a driven consumer puts what it decodes.
+pub trait Sink {
+    /// Takes one decoded event or reject.
+    fn emit(&mut self, e: Emitted);
+    /// Makes everything emitted so far durable (or hands it on); called after each batch and before
+    /// the spool checkpoint moves past it.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// Why [`drive`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("reading or committing the spool: {0}")]
+    Spool(#[from] super::spool::SpoolError),
+    #[error("writing the consumer's sink: {0}")]
+    Sink(#[from] std::io::Error),
+}
+
+/// Reads `spool` from its checkpoint until `stop` turns true and nothing is left: every batch is fed to
+/// `consumer`, idle record groups are flushed after `idle`, the sink is flushed, and only then is the
+/// checkpoint committed up to [`Consumer::safe_commit`]. Groups still open at stop stay uncommitted, so a
+/// restart decodes them whole (never a partial duplicate).
+pub fn drive(
+    consumer: &mut Consumer,
+    spool: &super::Spool,
+    idle: Duration,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    sink: &mut dyn Sink,
+) -> Result<(), DriveError> {
+    let mut reader = spool.reader(spool.committed());
+    loop {
+        let batch = reader.next_batch(8192)?;
+        let now = Instant::now();
+        for (seq, rec) in &batch {
+            consumer.feed(*seq, rec, now, &mut |e| sink.emit(e));
+        }
+        consumer.flush_idle(idle, now, &mut |e| sink.emit(e));
+        sink.flush()?;
+        let safe = consumer.safe_commit();
+        if safe > spool.committed() {
+            spool.commit(safe)?;
+        }
+        if batch.is_empty() {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
