@@ -85,6 +85,36 @@ impl Field {
     pub fn id(self) -> u32 {
         self.0
     }
+
+    /// Runs `f` with the names of all interned fields, indexed by id, from a per-thread copy of the
+    /// shared table (refreshed when a field is newer than the copy), so that a hot path (writing
+    /// events as JSON) takes no lock and clones no name per field. `None` when `max` is not interned
+    /// or the per-thread copy would be too large.
+    fn with_names<R>(max: Field, f: impl FnOnce(&[Arc<str>]) -> R) -> Option<R> {
+        const MAX_CACHED: usize = 1 << 20;
+        thread_local! {
+            static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let want = max.0 as usize + 1;
+        if want > MAX_CACHED {
+            return None;
+        }
+        NAMES.with(|c| {
+            let mut names = c.borrow_mut();
+            if names.len() < want {
+                let guard = INTERNER
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if guard.names.len() < want {
+                    return None;
+                }
+                let from = names.len();
+                let to = guard.names.len().min(MAX_CACHED);
+                names.extend(guard.names[from..to].iter().cloned());
+            }
+            Some(f(&names))
+        })
+    }
 }
 
 impl fmt::Debug for Field {
@@ -217,6 +247,27 @@ impl Event {
         }
     }
 
+    /// Builds an event from fields in any order; where a field appears more than once the last
+    /// value wins (as with repeated [`Event::set`] calls), at the cost of one sort instead of one
+    /// insertion per field.
+    pub fn from_fields(timestamp_ns: i64, mut fields: Vec<(Field, Value)>) -> Event {
+        fields.sort_by_key(|(f, _)| *f);
+        // `dedup_by` keeps the first of equal neighbours; hand it the later value first.
+        fields.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+        Event {
+            fields,
+            timestamp_ns,
+            raw: None,
+        }
+    }
+
     /// Convenience: interns `path` and sets it.
     pub fn insert(&mut self, path: &str, value: Value) {
         self.set(Field::intern(path), value);
@@ -268,6 +319,205 @@ impl Event {
         }
         serde_json::Value::Object(root)
     }
+}
+
+/// Orders dotted paths segment by segment (`a` < `a.b` < `a.c` < `a-x` < `ab`): the paths of one
+/// object are then neighbours at every depth.
+fn cmp_paths(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'.' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Most strings need no escaping: copy them in one go.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+impl Value {
+    /// Appends this value as JSON (the same JSON as [`Value::to_json`]) without building a
+    /// `serde_json::Value`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            Value::Int(i) => {
+                let _ = serde_json::to_writer(&mut *out, i);
+            }
+            Value::Float(f) => {
+                // Non-finite floats are `null`, as in `to_json`.
+                let _ = serde_json::to_writer(&mut *out, f);
+            }
+            Value::Str(s) => write_str(out, s),
+            Value::Ip(ip) => {
+                use std::io::Write;
+                // An address has no character that needs escaping.
+                let _ = write!(out, "\"{ip}\"");
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(b']');
+            }
+            Value::Object(o) => {
+                out.push(b'{');
+                for (i, (k, v)) in o.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, k);
+                    out.push(b':');
+                    v.write_json(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+impl Event {
+    /// Appends the event as one nested ECS JSON document (no newline), keys in path order. The
+    /// document is the one [`Event::to_json`] builds, written straight from the fields: this is
+    /// the path for high-rate output (`sensor events`, NDJSON files).
+    ///
+    /// The nesting depends only on which fields an event has, and a source emits a handful of
+    /// field sets over and over, so the layout (every key, brace and comma between two values) is
+    /// computed once per field set and kept per thread; writing an event is then copying those
+    /// literal pieces and serialising the values.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        const MAX_LAYOUTS: usize = 1024;
+        thread_local! {
+            /// Layouts by field set, and a scratch key.
+            static LAYOUTS: std::cell::RefCell<(LayoutMap, Vec<Field>)> =
+                std::cell::RefCell::new((HashMap::default(), Vec::new()));
+        }
+        let done = LAYOUTS.with(|c| {
+            let (layouts, key) = &mut *c.borrow_mut();
+            key.clear();
+            key.extend(self.fields.iter().map(|(f, _)| *f));
+            if !layouts.contains_key(key.as_slice()) {
+                if layouts.len() >= MAX_LAYOUTS {
+                    layouts.clear();
+                }
+                let layout = Layout::of(key);
+                layouts.insert(key.clone().into_boxed_slice(), layout);
+            }
+            match layouts.get(key.as_slice()) {
+                Some(Some(layout)) => {
+                    for (lit, i) in &layout.parts {
+                        out.extend_from_slice(lit);
+                        if let Some((_, v)) = self.fields.get(*i) {
+                            v.write_json(out);
+                        }
+                    }
+                    out.extend_from_slice(&layout.tail);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if !done {
+            let _ = serde_json::to_writer(&mut *out, &self.to_json());
+        }
+    }
+}
+
+type LayoutMap = HashMap<Box<[Field]>, Option<Layout>, ahash::RandomState>;
+
+/// The JSON shape of one field set: before each value the literal text that precedes it (braces,
+/// keys, commas), and what closes the document after the last one.
+struct Layout {
+    /// (literal, index of the value in the event's field vector)
+    parts: Vec<(Box<[u8]>, usize)>,
+    tail: Box<[u8]>,
+}
+
+impl Layout {
+    /// `None` for shapes the nested writer does not handle (a value at `a` and at `a.b`, empty
+    /// segments): those take the `to_json` path, which has the rules for them.
+    fn of(fields: &[Field]) -> Option<Layout> {
+        let Some(&max) = fields.iter().max() else {
+            return Some(Layout {
+                parts: Vec::new(),
+                tail: Box::from(&b"{}"[..]),
+            });
+        };
+        Field::with_names(max, |names| {
+            let mut items: Vec<(&str, usize)> = Vec::with_capacity(fields.len());
+            for (i, f) in fields.iter().enumerate() {
+                items.push((names.get(f.0 as usize).map_or("", |n| n), i));
+            }
+            items.sort_unstable_by(|a, b| cmp_paths(a.0, b.0));
+            let regular = items.iter().all(|(n, _)| {
+                !n.is_empty() && !n.starts_with('.') && !n.ends_with('.') && !n.contains("..")
+            }) && items.windows(2).all(|w| {
+                !(w[1].0.len() > w[0].0.len()
+                    && w[1].0.as_bytes()[w[0].0.len()] == b'.'
+                    && w[1].0.starts_with(w[0].0))
+            });
+            if !regular {
+                return None;
+            }
+            let segs: Vec<(Vec<&str>, usize)> = items
+                .iter()
+                .map(|(n, i)| (n.split('.').collect(), *i))
+                .collect();
+            let mut layout = Layout {
+                parts: Vec::with_capacity(segs.len()),
+                tail: Box::default(),
+            };
+            let mut lit = Vec::new();
+            layout_group(&mut layout, &mut lit, &segs, 0);
+            layout.tail = lit.into_boxed_slice();
+            Some(layout)
+        })
+        .flatten()
+    }
+}
+
+/// Lays out `items` (sorted by [`cmp_paths`], sharing their first `depth` segments) as one object.
+fn layout_group(
+    layout: &mut Layout,
+    lit: &mut Vec<u8>,
+    items: &[(Vec<&str>, usize)],
+    depth: usize,
+) {
+    let seg = |i: usize| items[i].0.get(depth).copied().unwrap_or("");
+    lit.push(b'{');
+    let mut i = 0;
+    while i < items.len() {
+        let mut j = i + 1;
+        while j < items.len() && seg(j) == seg(i) {
+            j += 1;
+        }
+        if i > 0 {
+            lit.push(b',');
+        }
+        write_str(lit, seg(i));
+        lit.push(b':');
+        if j == i + 1 && items[i].0.len() == depth + 1 {
+            layout
+                .parts
+                .push((std::mem::take(lit).into_boxed_slice(), items[i].1));
+        } else {
+            layout_group(layout, lit, &items[i..j], depth + 1);
+        }
+        i = j;
+    }
+    lit.push(b'}');
 }
 
 fn insert_nested(
@@ -431,5 +681,97 @@ mod tests {
             parse_rfc3339_ns("1970-01-01T00:00:01.000000001Z"),
             Some(1_000_000_001)
         );
+    }
+
+    #[test]
+    fn from_fields_keeps_the_last_value_of_a_repeated_field() {
+        let a = Field::intern("t.a");
+        let b = Field::intern("t.b");
+        let ev = Event::from_fields(
+            5,
+            vec![
+                (b, Value::Int(1)),
+                (a, Value::Int(2)),
+                (b, Value::Int(3)),
+                (b, Value::Int(4)),
+            ],
+        );
+        assert_eq!(ev.get(a), Some(&Value::Int(2)));
+        assert_eq!(ev.get(b), Some(&Value::Int(4)));
+        assert_eq!(ev.fields().count(), 2);
+        let mut by_set = Event::new(5);
+        by_set.set(b, Value::Int(1));
+        by_set.set(a, Value::Int(2));
+        by_set.set(b, Value::Int(4));
+        assert_eq!(by_set.fields, ev.fields);
+    }
+
+    #[test]
+    fn write_json_nests_and_escapes() {
+        let mut ev = Event::new(0);
+        ev.insert("wj.process.name", Value::Str(Arc::from("a\"b\n")));
+        ev.insert("wj.process.pid", Value::Int(-3));
+        ev.insert("wj.ip", Value::Ip("::1".parse().unwrap()));
+        ev.insert("wj.f", Value::Float(f64::NAN));
+        ev.insert(
+            "wj-x",
+            Value::Array(Arc::from(vec![Value::Bool(true), Value::Null])),
+        );
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"wj":{"f":null,"ip":"::1","process":{"name":"a\"b\n","pid":-3}},"wj-x":[true,null]}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, ev.to_json());
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            ".{0,8}".prop_map(|s| Value::Str(Arc::from(s.as_str()))),
+            any::<[u8; 4]>().prop_map(|b| Value::Ip(std::net::IpAddr::from(b))),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| Value::Array(Arc::from(v))),
+                proptest::collection::vec(("[a-c]{1,2}", inner), 0..3).prop_map(|v| {
+                    Value::Object(
+                        v.into_iter()
+                            .map(|(k, v)| (Arc::from(k.as_str()), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The direct writer and the `serde_json::Value` path give the same document, including
+        /// for paths that collide (`a` and `a.b`) and odd names.
+        #[test]
+        fn write_json_equals_to_json(
+            fields in proptest::collection::vec(
+                ("(pw\\.)?[ab]{1,2}(\\.[ab.-]{0,2}){0,2}", arb_value()), 0..12)
+        ) {
+            let mut ev = Event::new(0);
+            for (path, v) in fields {
+                ev.insert(&path, v);
+            }
+            let mut out = Vec::new();
+            ev.write_json(&mut out);
+            // Both texts go through the same parser (serde_json's float parsing is not exact).
+            let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let slow: serde_json::Value =
+                serde_json::from_str(&ev.to_json().to_string()).unwrap();
+            proptest::prop_assert_eq!(back, slow);
+        }
     }
 }

@@ -56,8 +56,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the ring buffer reader and the printer hand events over in the same cache, and
+    // the other core stays with the workload.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -87,8 +88,8 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
         sensor.status().attached.len()
     );
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut n = 0u64;
+    let mut out = std::io::stdout().lock();
+    let n = std::cell::Cell::new(0u64);
     let pid_field = correlator::Field::intern("process.pid");
     let ppid_field = correlator::Field::intern("process.parent.pid");
     let action_field = correlator::Field::intern("event.action");
@@ -102,53 +103,76 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
             .and_then(correlator::Value::as_i64)
             .is_some_and(|p| args.pids.contains(&p))
     };
-    let mut stdout_open = true;
-    let emit = |ev: &correlator::Event,
-                out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
-                n: &mut u64|
-     -> bool {
-        if !filter(ev) {
-            return true;
+    // Events are taken from the queue in batches and written straight into one buffer (no JSON
+    // tree per event), which goes to stdout when it is large or the queue is empty.
+    const BATCH: usize = 1024;
+    const FLUSH_BYTES: usize = 1 << 16;
+    let mut buf: Vec<u8> = Vec::with_capacity(FLUSH_BYTES * 2);
+    let mut batch: Vec<correlator::Event> = Vec::with_capacity(BATCH);
+    let limit = args.count;
+    let done = || limit.is_some_and(|c| n.get() >= c);
+    let emit = |ev: &correlator::Event, buf: &mut Vec<u8>| -> bool {
+        if done() {
+            return false;
         }
-        let Ok(line) = serde_json::to_string(&ev.to_json()) else {
-            return true;
-        };
-        *n += 1;
-        writeln!(out, "{line}").is_ok()
+        if filter(ev) {
+            ev.write_json(buf);
+            buf.push(b'\n');
+            n.set(n.get() + 1);
+        }
+        true
     };
+    let write_out = |buf: &mut Vec<u8>, out: &mut std::io::StdoutLock<'_>| -> bool {
+        let ok = out.write_all(buf).and_then(|()| out.flush()).is_ok();
+        buf.clear();
+        ok
+    };
+    let mut stdout_open = true;
     let mut drain_rest = true;
-    loop {
-        if args.count.is_some_and(|c| n >= c) {
+    'outer: loop {
+        if done() {
             drain_rest = false;
             break;
         }
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
+        batch.clear();
+        let got = tokio::select! {
+            k = rx.recv_many(&mut batch, BATCH) => k,
             () = sleep_until(deadline) => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         };
-        let Some(ev) = ev else { break };
-        if !emit(&ev, &mut out, &mut n) {
+        if got == 0 {
+            break; // the sensor stopped
+        }
+        for ev in &batch {
+            if !emit(ev, &mut buf) {
+                drain_rest = false;
+                break 'outer;
+            }
+        }
+        if (buf.len() >= FLUSH_BYTES || rx.is_empty()) && !write_out(&mut buf, &mut out) {
             stdout_open = false;
             break;
-        }
-        if rx.is_empty() {
-            let _ = out.flush();
         }
     }
     // Stop the sensor (it drains the ring buffer into the queue), then print what was queued, so that
     // every event counted as delivered is printed.
     let status = sensor.shutdown_with_status().await;
-    while let Ok(ev) = rx.try_recv() {
-        if !drain_rest || !stdout_open || args.count.is_some_and(|c| n >= c) {
-            break;
-        }
-        if !emit(&ev, &mut out, &mut n) {
-            break;
+    if drain_rest && stdout_open {
+        while let Ok(ev) = rx.try_recv() {
+            if !emit(&ev, &mut buf) {
+                break;
+            }
+            if buf.len() >= FLUSH_BYTES && !write_out(&mut buf, &mut out) {
+                stdout_open = false;
+                break;
+            }
         }
     }
-    let _ = out.flush();
+    if stdout_open {
+        write_out(&mut buf, &mut out);
+    }
+
     drop(out);
     if args.status {
         eprintln!("{}", serde_json::to_string(&status)?);

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use correlator::Alert;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -87,10 +87,20 @@ fn store_loop(
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
 ) {
     let mut held: Option<StoreMsg> = None;
+    let mut ckpt = Checkpointer::new();
     loop {
         let Some(msg) = held.take().or_else(|| rx.blocking_recv()) else {
             break;
         };
+        let started = Instant::now();
+        let what = match &msg {
+            StoreMsg::Alerts { .. } => "alert batch",
+            StoreMsg::Call(_) => "query",
+            StoreMsg::Shutdown(_) => "shutdown",
+        };
+        if !matches!(msg, StoreMsg::Shutdown(_)) {
+            ckpt.dirty = true;
+        }
         match msg {
             StoreMsg::Alerts {
                 mut alerts,
@@ -123,9 +133,62 @@ fn store_loop(
                 return;
             }
         }
+        warn_if_slow(what, started);
+        let idle = held.is_none() && rx.is_empty();
+        ckpt.maybe_run(&store, idle, metrics);
     }
     if let Err(e) = store.close() {
         tracing::error!(error = %e, "closing the alert store failed");
+    }
+}
+
+/// A store operation slower than this is logged: alerts wait behind it.
+const SLOW_OP: Duration = Duration::from_millis(100);
+
+fn warn_if_slow(what: &str, started: Instant) {
+    let took = started.elapsed();
+    if took >= SLOW_OP {
+        tracing::warn!(
+            operation = what,
+            ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            "slow alert store operation"
+        );
+    }
+}
+
+/// When to move the WAL into the database file. SQLite's automatic checkpoint runs inside the
+/// commit that crosses its threshold, so the alerts of that commit wait for the checkpoint's
+/// fsync; here it runs between operations: when nothing is waiting (at most once a second), or
+/// after [`Checkpointer::FORCE_AFTER`] of continuous writing, so the WAL stays bounded.
+struct Checkpointer {
+    last: Instant,
+    dirty: bool,
+}
+
+impl Checkpointer {
+    const IDLE_EVERY: Duration = Duration::from_secs(1);
+    const FORCE_AFTER: Duration = Duration::from_secs(10);
+
+    fn new() -> Checkpointer {
+        Checkpointer {
+            last: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn maybe_run(&mut self, store: &Store, idle: bool, metrics: &Metrics) {
+        let since = self.last.elapsed();
+        if !self.dirty || !(idle && since >= Self::IDLE_EVERY || since >= Self::FORCE_AFTER) {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = store.checkpoint_passive() {
+            metrics.store_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "alert store checkpoint failed");
+        }
+        warn_if_slow("checkpoint", started);
+        self.last = Instant::now();
+        self.dirty = false;
     }
 }
 

@@ -79,6 +79,22 @@ macro_rules! fld {
     }};
 }
 
+/// A constant string value, built once per call site (cloning it is one reference count).
+macro_rules! cs {
+    ($s:literal) => {{
+        static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        V.get_or_init(|| s($s)).clone()
+    }};
+}
+
+/// A constant array of strings, built once per call site.
+macro_rules! ca {
+    ($($s:literal),+) => {{
+        static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        V.get_or_init(|| strs(&[$($s),+])).clone()
+    }};
+}
+
 fn s(v: impl AsRef<str>) -> Value {
     Value::Str(Arc::from(v.as_ref()))
 }
@@ -92,34 +108,88 @@ fn int(v: impl Into<i64>) -> Value {
 }
 
 /// Socket family names (the ones a rule is likely to name; others print as numbers).
-pub(crate) fn family_name(f: u32) -> String {
+fn family_value(f: u32) -> Value {
     match f {
-        1 => "AF_UNIX".into(),
-        2 => "AF_INET".into(),
-        10 => "AF_INET6".into(),
-        16 => "AF_NETLINK".into(),
-        17 => "AF_PACKET".into(),
-        40 => "AF_VSOCK".into(),
-        n => format!("AF_{n}"),
+        1 => cs!("AF_UNIX"),
+        2 => cs!("AF_INET"),
+        10 => cs!("AF_INET6"),
+        16 => cs!("AF_NETLINK"),
+        17 => cs!("AF_PACKET"),
+        40 => cs!("AF_VSOCK"),
+        n => s(format!("AF_{n}")),
     }
 }
 
-pub(crate) fn socket_type_name(t: u32) -> String {
+fn socket_type_value(t: u32) -> Value {
     match t & 0xf {
-        1 => "SOCK_STREAM".into(),
-        2 => "SOCK_DGRAM".into(),
-        3 => "SOCK_RAW".into(),
-        4 => "SOCK_RDM".into(),
-        5 => "SOCK_SEQPACKET".into(),
-        n => format!("SOCK_{n}"),
+        1 => cs!("SOCK_STREAM"),
+        2 => cs!("SOCK_DGRAM"),
+        3 => cs!("SOCK_RAW"),
+        4 => cs!("SOCK_RDM"),
+        5 => cs!("SOCK_SEQPACKET"),
+        n => s(format!("SOCK_{n}")),
     }
+}
+
+/// The fields of one event under construction, in any order (sorted once by [`Event::from_fields`]).
+struct Fields {
+    ts: i64,
+    f: Vec<(Field, Value)>,
+}
+
+impl Fields {
+    fn set(&mut self, f: Field, v: Value) {
+        self.f.push((f, v));
+    }
+
+    fn build(self) -> Event {
+        Event::from_fields(self.ts, self.f)
+    }
+}
+
+/// `@timestamp` text (RFC 3339, nanoseconds, UTC) with the date-time part cached per second.
+#[derive(Default)]
+struct TimestampFormatter {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: String,
+}
+
+impl TimestampFormatter {
+    fn format(&mut self, ts: i64) -> Option<Value> {
+        use std::fmt::Write;
+        let secs = ts.div_euclid(1_000_000_000);
+        let nanos = ts.rem_euclid(1_000_000_000);
+        if self.second != Some(secs) {
+            let dt = chrono::DateTime::from_timestamp(secs, 0)?;
+            self.prefix.clear();
+            let _ = write!(self.prefix, "{}.", dt.format("%Y-%m-%dT%H:%M:%S"));
+            self.second = Some(secs);
+        }
+        let mut text = String::with_capacity(self.prefix.len() + 10);
+        text.push_str(&self.prefix);
+        let _ = write!(text, "{nanos:09}Z");
+        Some(Value::Str(Arc::from(text)))
+    }
+}
+
+/// Per-host values, built once.
+struct HostValues {
+    id: Value,
+    name: Value,
+    kernel: Value,
 }
 
 /// Turns records into events, keeping the process table.
 pub struct Decoder {
     host: HostInfo,
+    host_values: HostValues,
     table: ProcessTable,
     users: HashMap<u32, Arc<str>>,
+    /// `user.id` and `user.name` values by uid, `group.id` by gid (bounded: cleared when large).
+    uid_values: HashMap<u32, (Value, Option<Value>)>,
+    gid_values: HashMap<u32, Value>,
+    timestamps: TimestampFormatter,
     /// Wall clock minus boot clock, in ns: added to a record's boot time to get `@timestamp`.
     wall_offset_ns: i64,
 }
@@ -149,15 +219,31 @@ fn load_users() -> HashMap<u32, Arc<str>> {
     m
 }
 
+/// Bound of the per-uid and per-gid value caches.
+const ID_CACHE_MAX: usize = 4096;
+
 impl Decoder {
     pub fn new(host: HostInfo, table: ProcessTable) -> Decoder {
         let wall_offset_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+        let host_values = HostValues {
+            id: s(&host.id),
+            name: s(&host.name),
+            kernel: s(&host.kernel),
+        };
         Decoder {
             host,
+            host_values,
             table,
             users: load_users(),
+            uid_values: HashMap::new(),
+            gid_values: HashMap::new(),
+            timestamps: TimestampFormatter::default(),
             wall_offset_ns,
         }
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        &self.host
     }
 
     pub fn table_len(&self) -> usize {
@@ -181,111 +267,89 @@ impl Decoder {
             kind::TCP => self.tcp(&read::<TcpRecord>(b, h.kind)?),
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        Ok(ev.map(|e| (h.kind, e)))
+        Ok(ev.map(|e| (h.kind, e.build())))
+    }
+
+    fn user_values(&mut self, uid: u32) -> (Value, Option<Value>) {
+        if let Some(v) = self.uid_values.get(&uid) {
+            return v.clone();
+        }
+        if self.uid_values.len() >= ID_CACHE_MAX {
+            self.uid_values.clear();
+        }
+        let v = (
+            s(uid.to_string()),
+            self.users.get(&uid).map(|n| Value::Str(n.clone())),
+        );
+        self.uid_values.insert(uid, v.clone());
+        v
+    }
+
+    fn group_value(&mut self, gid: u32) -> Value {
+        if self.gid_values.len() >= ID_CACHE_MAX {
+            self.gid_values.clear();
+        }
+        self.gid_values
+            .entry(gid)
+            .or_insert_with(|| s(gid.to_string()))
+            .clone()
     }
 
     /// The common part: time, host, process, parent, user.
-    fn base(&mut self, h: &Header, category: &[&str], ty: &[&str], action: &str) -> Event {
+    fn base(&mut self, h: &Header, category: Value, ty: Value, action: Value) -> Fields {
         let ts = i64::try_from(h.ktime_ns)
             .unwrap_or(i64::MAX)
             .saturating_add(self.wall_offset_ns);
-        let mut e = Event::new(ts);
-        let secs = ts.div_euclid(1_000_000_000);
-        let nanos = u32::try_from(ts.rem_euclid(1_000_000_000)).unwrap_or(0);
-        if let Some(dt) = chrono::DateTime::from_timestamp(secs, nanos) {
-            e.set(
-                fld!("@timestamp"),
-                s(dt.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-            );
+        let mut e = Fields {
+            ts,
+            f: Vec::with_capacity(40),
+        };
+        if let Some(t) = self.timestamps.format(ts) {
+            e.set(fld!("@timestamp"), t);
         }
-        e.set(fld!("event.kind"), s("event"));
-        e.set(fld!("event.module"), s("sensor"));
-        e.set(fld!("event.dataset"), s("sensor.kernel"));
-        e.set(fld!("event.category"), strs(category));
-        e.set(fld!("event.type"), strs(ty));
-        e.set(fld!("event.action"), s(action));
-        e.set(fld!("host.id"), s(&self.host.id));
-        e.set(fld!("host.name"), s(&self.host.name));
-        e.set(fld!("host.hostname"), s(&self.host.name));
-        e.set(fld!("host.os.type"), s("linux"));
-        e.set(fld!("host.os.family"), s("linux"));
-        e.set(fld!("host.os.kernel"), s(&self.host.kernel));
+        e.set(fld!("event.kind"), cs!("event"));
+        e.set(fld!("event.module"), cs!("sensor"));
+        e.set(fld!("event.dataset"), cs!("sensor.kernel"));
+        e.set(fld!("event.category"), category);
+        e.set(fld!("event.type"), ty);
+        e.set(fld!("event.action"), action);
+        e.set(fld!("host.id"), self.host_values.id.clone());
+        e.set(fld!("host.name"), self.host_values.name.clone());
+        e.set(fld!("host.hostname"), self.host_values.name.clone());
+        e.set(fld!("host.os.type"), cs!("linux"));
+        e.set(fld!("host.os.family"), cs!("linux"));
+        e.set(fld!("host.os.kernel"), self.host_values.kernel.clone());
         if h.flags & flags::NO_PROCESS != 0 || h.pid == 0 {
             return e;
         }
-        e.set(fld!("user.id"), s(h.uid.to_string()));
-        if let Some(n) = self.users.get(&h.uid) {
-            e.set(fld!("user.name"), Value::Str(n.clone()));
+        let (uid, uname) = self.user_values(h.uid);
+        e.set(fld!("user.id"), uid);
+        if let Some(n) = uname {
+            e.set(fld!("user.name"), n);
         }
-        e.set(fld!("group.id"), s(h.gid.to_string()));
+        e.set(fld!("group.id"), self.group_value(h.gid));
         e.set(fld!("process.pid"), int(h.pid));
         e.set(fld!("process.thread.id"), int(h.tid));
-        let proc_info = self.table.get_or_load(h.pid).cloned();
-        let ppid = if h.ppid != 0 {
-            h.ppid
-        } else {
-            proc_info.as_ref().map_or(0, |p| p.ppid)
-        };
-        match &proc_info {
-            Some(p) => self.put_process(&mut e, false, p),
+        let mut ppid = h.ppid;
+        match self.table.get_or_load(h.pid) {
+            Some(p) => {
+                if ppid == 0 {
+                    ppid = p.ppid;
+                }
+                put_process(&mut e, false, p);
+            }
             None => e.set(fld!("process.name"), s(cstr(&h.comm))),
         }
         if ppid != 0 {
-            e.set(fld!("process.parent.pid"), int(ppid));
-            if let Some(pp) = self.table.get_or_load(ppid).cloned() {
-                self.put_process(&mut e, true, &pp);
+            match self.table.get_or_load(ppid) {
+                Some(pp) => put_process(&mut e, true, pp),
+                None => e.set(fld!("process.parent.pid"), int(ppid)),
             }
         }
         e
     }
 
-    fn put_process(&self, e: &mut Event, parent: bool, p: &ProcessInfo) {
-        let [pid, eid, name, exe, args, argc, cl] = if parent {
-            [
-                fld!("process.parent.pid"),
-                fld!("process.parent.entity_id"),
-                fld!("process.parent.name"),
-                fld!("process.parent.executable"),
-                fld!("process.parent.args"),
-                fld!("process.parent.args_count"),
-                fld!("process.parent.command_line"),
-            ]
-        } else {
-            [
-                fld!("process.pid"),
-                fld!("process.entity_id"),
-                fld!("process.name"),
-                fld!("process.executable"),
-                fld!("process.args"),
-                fld!("process.args_count"),
-                fld!("process.command_line"),
-            ]
-        };
-        e.set(pid, int(p.pid));
-        e.set(eid, Value::Str(p.entity_id.clone()));
-        if !p.name.is_empty() {
-            e.set(name, Value::Str(p.name.clone()));
-        }
-        if !p.executable.is_empty() {
-            e.set(exe, Value::Str(p.executable.clone()));
-        }
-        if !p.args.is_empty() {
-            e.set(
-                args,
-                Value::Array(p.args.iter().map(|a| Value::Str(a.clone())).collect()),
-            );
-            e.set(argc, int(i64::try_from(p.args.len()).unwrap_or(i64::MAX)));
-            let cl_s = p
-                .args
-                .iter()
-                .map(|a| a.as_ref())
-                .collect::<Vec<_>>()
-                .join(" ");
-            e.set(cl, s(cl_s));
-        }
-    }
-
-    fn exec(&mut self, r: &ExecRecord) -> Option<Event> {
+    fn exec(&mut self, r: &ExecRecord) -> Option<Fields> {
         let h = r.hdr;
         let file = cstr(&r.filename);
         let n = (r.args_len as usize).min(r.args.len());
@@ -306,7 +370,7 @@ impl Decoder {
         };
         self.table
             .exec(h.pid, h.ppid, &executable, args, h.ktime_ns);
-        let mut e = self.base(&h, &["process"], &["start"], "exec");
+        let mut e = self.base(&h, ca!("process"), ca!("start"), cs!("exec"));
         if truncated {
             e.set(fld!("process.args_truncated"), Value::Bool(true));
             e.set(fld!("process.args_total_bytes"), int(r.args_total));
@@ -317,7 +381,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn fork(&mut self, r: &ForkRecord) -> Option<Event> {
+    fn fork(&mut self, r: &ForkRecord) -> Option<Fields> {
         let h = r.hdr;
         self.table
             .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&h.comm));
@@ -326,13 +390,13 @@ impl Decoder {
         child_hdr.pid = r.child_pid;
         child_hdr.tid = r.child_pid;
         child_hdr.ppid = h.pid;
-        let e = self.base(&child_hdr, &["process"], &["start"], "fork");
+        let e = self.base(&child_hdr, ca!("process"), ca!("start"), cs!("fork"));
         Some(e)
     }
 
-    fn exit(&mut self, r: &ExitRecord) -> Option<Event> {
+    fn exit(&mut self, r: &ExitRecord) -> Option<Fields> {
         let h = r.hdr;
-        let mut e = self.base(&h, &["process"], &["end"], "exit");
+        let mut e = self.base(&h, ca!("process"), ca!("end"), cs!("exit"));
         // Wait status: exit code in bits 8..16, terminating signal in bits 0..7.
         let code = r.exit_code;
         if code & 0x7f == 0 {
@@ -345,29 +409,29 @@ impl Decoder {
         Some(e)
     }
 
-    fn socket(&mut self, r: &SocketRecord) -> Option<Event> {
+    fn socket(&mut self, r: &SocketRecord) -> Option<Fields> {
         let action = if r.op == op::SOCKETPAIR {
-            "socketpair_created"
+            cs!("socketpair_created")
         } else {
-            "socket_created"
+            cs!("socket_created")
         };
-        let mut e = self.base(&r.hdr, &["network"], &["creation"], action);
-        e.set(fld!("socket.family"), s(family_name(r.family)));
-        e.set(fld!("socket.type"), s(socket_type_name(r.sock_type)));
+        let mut e = self.base(&r.hdr, ca!("network"), ca!("creation"), action);
+        e.set(fld!("socket.family"), family_value(r.family));
+        e.set(fld!("socket.type"), socket_type_value(r.sock_type));
         e.set(fld!("socket.protocol"), int(r.protocol));
         if r.family == 1 {
-            e.set(fld!("network.transport"), s("unix"));
+            e.set(fld!("network.transport"), cs!("unix"));
         }
         Some(e)
     }
 
-    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<Event> {
-        let (action, ty): (&str, &[&str]) = if r.op == op::BIND {
-            ("unix_bind", &["creation"])
+    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<Fields> {
+        let (action, ty) = if r.op == op::BIND {
+            (cs!("unix_bind"), ca!("creation"))
         } else {
-            ("unix_connect", &["connection", "start"])
+            (cs!("unix_connect"), ca!("connection", "start"))
         };
-        let mut e = self.base(&r.hdr, &["network"], ty, action);
+        let mut e = self.base(&r.hdr, ca!("network"), ty, action);
         let n = (r.path_len as usize).min(r.path.len());
         let raw = &r.path[..n];
         let abstract_ns = raw.first() == Some(&0) && n > 0;
@@ -378,14 +442,18 @@ impl Decoder {
         } else {
             cstr(raw)
         };
-        e.set(fld!("socket.family"), s("AF_UNIX"));
-        e.set(fld!("network.transport"), s("unix"));
+        e.set(fld!("socket.family"), cs!("AF_UNIX"));
+        e.set(fld!("network.transport"), cs!("unix"));
         e.set(fld!("socket.path"), s(&path));
         e.set(fld!("socket.abstract"), Value::Bool(abstract_ns));
         e.set(fld!("socket.fd"), int(r.fd));
         e.set(
             fld!("event.outcome"),
-            s(if r.ret == 0 { "success" } else { "failure" }),
+            if r.ret == 0 {
+                cs!("success")
+            } else {
+                cs!("failure")
+            },
         );
         if r.ret != 0 {
             e.set(
@@ -413,26 +481,26 @@ impl Decoder {
         }
     }
 
-    fn fifo(&mut self, r: &FifoRecord) -> Option<Event> {
+    fn fifo(&mut self, r: &FifoRecord) -> Option<Fields> {
         let raw = cstr(&r.path);
         let path = Self::resolve(r.hdr.pid, r.dfd, &raw);
         let mut e = if r.op == op::FIFO_CREATE {
-            let mut e = self.base(&r.hdr, &["file"], &["creation"], "fifo_create");
+            let mut e = self.base(&r.hdr, ca!("file"), ca!("creation"), cs!("fifo_create"));
             e.set(fld!("file.mode"), s(format!("{:o}", r.flags & 0o7777)));
             e
         } else {
-            let mut e = self.base(&r.hdr, &["file"], &["access"], "fifo_open");
+            let mut e = self.base(&r.hdr, ca!("file"), ca!("access"), cs!("fifo_open"));
             let access = match r.flags & 3 {
-                0 => "read",
-                1 => "write",
-                _ => "read_write",
+                0 => cs!("read"),
+                1 => cs!("write"),
+                _ => cs!("read_write"),
             };
-            e.set(fld!("file.access_mode"), s(access));
+            e.set(fld!("file.access_mode"), access);
             e.set(fld!("file.open_flags"), int(r.flags));
             e.set(fld!("file.fd"), int(r.ret));
             e
         };
-        e.set(fld!("file.type"), s("fifo"));
+        e.set(fld!("file.type"), cs!("fifo"));
         e.set(
             fld!("file.name"),
             s(path.rsplit('/').next().unwrap_or(&path)),
@@ -447,13 +515,13 @@ impl Decoder {
         Some(e)
     }
 
-    fn tcp(&mut self, r: &TcpRecord) -> Option<Event> {
-        let (action, ty): (&str, &[&str]) = match r.op {
-            op::TCP_CONNECT => ("tcp_connect", &["connection", "start"]),
-            op::TCP_ACCEPT => ("tcp_accept", &["connection", "start"]),
-            _ => ("tcp_close", &["connection", "end"]),
+    fn tcp(&mut self, r: &TcpRecord) -> Option<Fields> {
+        let (action, ty) = match r.op {
+            op::TCP_CONNECT => (cs!("tcp_connect"), ca!("connection", "start")),
+            op::TCP_ACCEPT => (cs!("tcp_accept"), ca!("connection", "start")),
+            _ => (cs!("tcp_close"), ca!("connection", "end")),
         };
-        let mut e = self.base(&r.hdr, &["network"], ty, action);
+        let mut e = self.base(&r.hdr, ca!("network"), ty, action);
         let ip = |a: &[u8; 16]| -> IpAddr {
             if r.family == 2 {
                 IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
@@ -469,14 +537,22 @@ impl Decoder {
         } else {
             (remote, local, r.bytes_received, r.bytes_sent)
         };
-        e.set(fld!("network.transport"), s("tcp"));
+        e.set(fld!("network.transport"), cs!("tcp"));
         e.set(
             fld!("network.type"),
-            s(if r.family == 2 { "ipv4" } else { "ipv6" }),
+            if r.family == 2 {
+                cs!("ipv4")
+            } else {
+                cs!("ipv6")
+            },
         );
         e.set(
             fld!("network.direction"),
-            s(if outbound { "egress" } else { "ingress" }),
+            if outbound {
+                cs!("egress")
+            } else {
+                cs!("ingress")
+            },
         );
         e.set(fld!("source.ip"), Value::Ip(src.0));
         e.set(fld!("source.port"), int(src.1));
@@ -493,6 +569,46 @@ impl Decoder {
             );
         }
         Some(e)
+    }
+}
+
+fn put_process(e: &mut Fields, parent: bool, p: &ProcessInfo) {
+    let [pid, eid, name, exe, args, argc, cl] = if parent {
+        [
+            fld!("process.parent.pid"),
+            fld!("process.parent.entity_id"),
+            fld!("process.parent.name"),
+            fld!("process.parent.executable"),
+            fld!("process.parent.args"),
+            fld!("process.parent.args_count"),
+            fld!("process.parent.command_line"),
+        ]
+    } else {
+        [
+            fld!("process.pid"),
+            fld!("process.entity_id"),
+            fld!("process.name"),
+            fld!("process.executable"),
+            fld!("process.args"),
+            fld!("process.args_count"),
+            fld!("process.command_line"),
+        ]
+    };
+    if parent {
+        // The actor's own pid is already set from the record.
+        e.set(pid, int(p.pid));
+    }
+    e.set(eid, Value::Str(p.entity_id.clone()));
+    if !p.name.is_empty() {
+        e.set(name, Value::Str(p.name.clone()));
+    }
+    if !p.executable.is_empty() {
+        e.set(exe, Value::Str(p.executable.clone()));
+    }
+    if !p.args.is_empty() {
+        e.set(args, p.args_value.clone());
+        e.set(argc, int(i64::try_from(p.args.len()).unwrap_or(i64::MAX)));
+        e.set(cl, p.command_line.clone());
     }
 }
 

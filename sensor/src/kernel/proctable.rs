@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use correlator::Value;
 use sha2::{Digest, Sha256};
 
 /// What the table knows about one process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: u32,
@@ -16,6 +17,24 @@ pub struct ProcessInfo {
     /// Stable id of this process instance: a hash of host id, pid and start time (boot ns).
     pub entity_id: Arc<str>,
     pub start_ns: u64,
+    /// `args` as the event value of `process.args` and the joined `process.command_line`, built
+    /// once per image rather than once per event.
+    pub args_value: Value,
+    pub command_line: Value,
+}
+
+/// The `process.args` and `process.command_line` values of `args`.
+pub(crate) fn arg_values(args: &[Arc<str>]) -> (Value, Value) {
+    if args.is_empty() {
+        return (Value::Null, Value::Null);
+    }
+    let list = Value::Array(args.iter().map(|a| Value::Str(a.clone())).collect());
+    let line = args
+        .iter()
+        .map(|a| a.as_ref())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (list, Value::Str(Arc::from(line)))
 }
 
 /// Processes by pid.
@@ -95,6 +114,7 @@ impl ProcessTable {
         };
         let pid = u32::try_from(pid_i).ok()?;
         let start_ns = stat.starttime.saturating_mul(self.ns_per_tick);
+        let (args_value, command_line) = arg_values(&args);
         Some(ProcessInfo {
             pid,
             ppid: u32::try_from(stat.ppid).unwrap_or(0),
@@ -103,6 +123,8 @@ impl ProcessTable {
             args,
             entity_id: entity_id(&self.host_id, pid, start_ns),
             start_ns,
+            args_value,
+            command_line,
         })
     }
 
@@ -132,9 +154,21 @@ impl ProcessTable {
 
     /// A fork: the child starts as a copy of its parent (same image until it execs).
     pub fn fork(&mut self, parent: u32, child: u32, start_ns: u64, parent_comm: &str) {
-        let (name, executable, args) = match self.get_or_load(parent) {
-            Some(p) => (p.name.clone(), p.executable.clone(), p.args.clone()),
-            None => (Arc::from(parent_comm), Arc::from(""), Arc::from(Vec::new())),
+        let (name, executable, args, args_value, command_line) = match self.get_or_load(parent) {
+            Some(p) => (
+                p.name.clone(),
+                p.executable.clone(),
+                p.args.clone(),
+                p.args_value.clone(),
+                p.command_line.clone(),
+            ),
+            None => (
+                Arc::from(parent_comm),
+                Arc::from(""),
+                Arc::from(Vec::new()),
+                Value::Null,
+                Value::Null,
+            ),
         };
         // The start time as /proc shows it (clock ticks since boot), so that a daemon restarted later
         // (which seeds from /proc) computes the same entity id; the fork time when the child is gone.
@@ -154,6 +188,8 @@ impl ProcessTable {
             args,
             entity_id: entity_id(&self.host_id, child, start_ns),
             start_ns,
+            args_value,
+            command_line,
         };
         self.procs.insert(child, info);
     }
@@ -176,6 +212,8 @@ impl ProcessTable {
             args: Arc::from(Vec::new()),
             entity_id: entity_id(&host_id, pid, ktime_ns),
             start_ns: ktime_ns,
+            args_value: Value::Null,
+            command_line: Value::Null,
         });
         if ppid != 0 {
             e.ppid = ppid;
@@ -183,6 +221,7 @@ impl ProcessTable {
         e.executable = Arc::from(executable);
         e.name = Arc::from(basename(executable));
         e.args = Arc::from(args);
+        (e.args_value, e.command_line) = arg_values(&e.args);
         e
     }
 

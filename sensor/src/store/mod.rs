@@ -348,6 +348,10 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
+        // No checkpoint inside a commit: the store thread checkpoints when it is idle (see
+        // `checkpoint_passive`), so that an alert never waits behind a WAL checkpoint's fsync.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
         // Take the exclusive lock now, so that a second daemon fails at start-up, not at its first alert.
@@ -723,6 +727,14 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Copies committed WAL pages into the database file (and syncs it) without truncating the
+    /// WAL; the store thread calls it when no write is waiting.
+    pub fn checkpoint_passive(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|e| self.err(e))
     }
 
