@@ -29,6 +29,15 @@ pub(crate) struct Args {
     /// Operations per fork+exec storm (fork, execve /bin/true, wait).
     #[arg(long, default_value_t = 2_000)]
     exec_ops: u64,
+    /// Sustained-rate check: kernel events per second offered to the whole sensor (0: skip).
+    #[arg(long, default_value_t = 200_000)]
+    rate: u64,
+    /// Seconds the sustained rate is held.
+    #[arg(long, default_value_t = 10)]
+    rate_secs: u64,
+    /// Runs of the sustained-rate check.
+    #[arg(long, default_value_t = 3)]
+    rate_runs: usize,
     /// Skip the auditd configuration.
     #[arg(long)]
     no_auditd: bool,
@@ -172,6 +181,76 @@ fn run_storm(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
     })
 }
 
+/// `socket(AF_UNIX, <invalid type>, 0)` at `rate` calls per second for `secs`: each call fails at
+/// once with EINVAL but still enters the syscall, so the sensor's `sys_enter_socket` program
+/// reports it; this offers the sensor a fixed event rate far above what real socket creation
+/// reaches on this machine. Returns (calls, elapsed).
+fn paced_socket_storm(rate: u64, secs: u64) -> (u64, Duration) {
+    let total = rate.saturating_mul(secs);
+    let t = Instant::now();
+    let mut i = 0u64;
+    while i < total {
+        // SAFETY: a syscall with plain integer arguments; it fails and returns no fd.
+        unsafe {
+            libc::socket(libc::AF_UNIX, 999, 0);
+        }
+        i += 1;
+        if i.is_multiple_of(64) {
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            while t.elapsed() < due {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    (total, t.elapsed())
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the command.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn per_kind(status: &serde_json::Value, key: &str, kind: &str) -> u64 {
+    status[key][kind].as_u64().unwrap_or(0)
+}
+
+/// The sustained-rate check: the whole sensor (`sensor events`, every program, NDJSON to
+/// /dev/null) offered `rate` socket events per second; reports what it delivered and lost.
+fn sustained(bin: &Path, a: &Args) -> Result<String> {
+    let mut out = String::new();
+    out.push_str("| run | offered events/s | events offered | delivered | lost in kernel (ring buffer) | lost in queue | sensor CPU per event |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    for run in 0..a.rate_runs {
+        eprintln!("bench: sustained {} events/s / run {}", a.rate, run + 1);
+        let s = Sensor::start(bin, None)?;
+        let pid = s.child.id();
+        let cpu0 = cpu_secs(pid);
+        let (calls, d) = paced_socket_storm(a.rate, a.rate_secs);
+        let (cpu1, status) = s.stop_after(|| cpu_secs(pid))?;
+        let delivered = per_kind(&status, "events", "socket");
+        let lk = per_kind(&status, "lost_kernel", "socket");
+        let lq = per_kind(&status, "lost_queue", "socket");
+        #[allow(clippy::cast_precision_loss)]
+        let offered = calls as f64 / d.as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let cpu_ns = (cpu1 - cpu0) * 1e9 / delivered.max(1) as f64;
+        out.push_str(&format!(
+            "| {} | {offered:.0} | {calls} | {delivered} | {lk} | {lq} | {cpu_ns:.0} ns |\n",
+            run + 1
+        ));
+    }
+    Ok(out)
+}
+
 /// `sensor events` running in the background, output to /dev/null, status JSON on exit.
 struct Sensor {
     child: Child,
@@ -212,8 +291,15 @@ impl Sensor {
     }
 
     /// Stops the sensor; returns its status JSON.
-    fn stop(mut self) -> Result<serde_json::Value> {
+    fn stop(self) -> Result<serde_json::Value> {
+        Ok(self.stop_after(|| 0.0)?.1)
+    }
+
+    /// Waits for the sensor to catch up, calls `before_exit` (while it still runs), stops it and
+    /// returns that value and the status JSON.
+    fn stop_after<T>(mut self, before_exit: impl FnOnce() -> T) -> Result<(T, serde_json::Value)> {
         std::thread::sleep(Duration::from_millis(300));
+        let v = before_exit();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
         self.child.wait()?;
@@ -225,7 +311,7 @@ impl Sensor {
                 eprintln!("sensor: {l}");
             }
         }
-        Ok(status)
+        Ok((v, status))
     }
 }
 
@@ -415,13 +501,20 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if a.rate > 0 {
+        report.push_str(&format!(
+            "\nSustained rate: the whole sensor (`sensor events`, all programs, NDJSON to /dev/null) offered {} socket events/s for {} s (`socket(AF_UNIX, <invalid type>, 0)` calls, paced):\n\n",
+            a.rate, a.rate_secs
+        ));
+        report.push_str(&sustained(bin, a)?);
+    }
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| crate::root().join("target/bench-sensor.md"));
     let cmd = format!(
-        "cargo xtask bench sensor --runs {} --socket-ops {} --fifo-ops {} --exec-ops {}",
-        a.runs, a.socket_ops, a.fifo_ops, a.exec_ops
+        "cargo xtask bench sensor --runs {} --socket-ops {} --fifo-ops {} --exec-ops {} --rate {} --rate-secs {} --rate-runs {}",
+        a.runs, a.socket_ops, a.fifo_ops, a.exec_ops, a.rate, a.rate_secs, a.rate_runs
     );
     let text = format!("Command: `{cmd}`\n\n{report}\nevents/s: kernel events generated per second during the storm (sensor rows: what the sensor had to carry; auditd rows: same rate for comparison). lost: sensor ring-buffer + queue losses, or auditd's `lost` counter delta, summed over runs.\n");
     std::fs::write(&out, &text)?;
