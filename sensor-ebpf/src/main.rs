@@ -55,6 +55,10 @@ static RECORD_TYPES: core::mem::MaybeUninit<RecordTypes> = core::mem::MaybeUnini
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// The reference probe's ring buffer (`floor_socket`; size set by the loader when it is used).
+#[map]
+static FLOOR: RingBuf = RingBuf::with_byte_size(4096, 0);
+
 /// Reserve failures per record kind.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
@@ -310,6 +314,22 @@ fn try_exit() -> Result<(), i64> {
 #[tracepoint(category = "syscalls", name = "sys_enter_socket")]
 pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     let _ = try_socket(&ctx, op::SOCKET);
+    0
+}
+
+/// Reference probe for `cargo xtask bench sensor`, never attached by the sensor: the floor that
+/// PERFORMANCE.md measures (one syscall tracepoint, a 24-byte record, no wakeup, a reader polling
+/// on a timer), so that the sensor's overhead is compared with the least any probe can cost.
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub fn floor_socket(ctx: TracePointContext) -> u32 {
+    if let Some(mut e) = FLOOR.reserve::<[u64; 3]>(0) {
+        // SAFETY: offset 16 is `family` in the sys_enter_socket tracepoint format.
+        let family: u64 = unsafe { ctx.read_at(16).unwrap_or(0) };
+        // SAFETY: helpers without preconditions.
+        let (t, id) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_pid_tgid()) };
+        e.write([t, id, family]);
+        e.submit(BPF_RB_NO_WAKEUP);
+    }
     0
 }
 

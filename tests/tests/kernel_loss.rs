@@ -6,11 +6,22 @@ mod kernel_support;
 
 use kernel_support::{by, get, start, workload};
 
+/// The loss counters are per kind for the whole machine: tests that compare them with what their
+/// workload made run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn losses_are_counted_and_add_up() {
     if !tests::require_root("losses_are_counted_and_add_up") {
         return;
     }
+    let _serial = serial();
     const N: usize = 5_000;
     let dir = std::env::temp_dir().join(format!("kernel-loss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -49,4 +60,51 @@ fn losses_are_counted_and_add_up() {
         "seen + lost != generated; status {status}"
     );
     assert!(delivered >= seen as u64);
+}
+
+/// A queue of four events and a workload that makes thousands at once: the reader must leave what
+/// the queue cannot take in the ring buffer (which has room) and deliver it later, not drop it.
+#[test]
+fn a_full_queue_holds_records_back_instead_of_dropping_them() {
+    if !tests::require_root("a_full_queue_holds_records_back_instead_of_dropping_them") {
+        return;
+    }
+    let _serial = serial();
+    const N: usize = 3_000;
+    let dir = std::env::temp_dir().join(format!("kernel-backpressure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = start(&[
+        "--queue-capacity",
+        "4",
+        "--ring-buffer-bytes",
+        "16777216",
+        "--status",
+    ]);
+    let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &N.to_string()]);
+    let (events, stderr) = cap.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let status: serde_json::Value = stderr
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no status JSON on stderr: {stderr:?}"));
+    let prefix = dir.to_str().unwrap();
+    let seen = by(&events, pid, "fifo_create")
+        .iter()
+        .filter(|e| {
+            get(e, "file.path")
+                .as_str()
+                .is_some_and(|p| p.starts_with(prefix))
+        })
+        .count();
+    let lost_kernel = status["lost_kernel"]["fifo_create"].as_u64().unwrap();
+    let lost_queue = status["lost_queue"]["fifo_create"].as_u64().unwrap();
+    eprintln!(
+        "generated {N}, seen {seen}, lost in kernel {lost_kernel}, lost in queue {lost_queue}"
+    );
+    assert_eq!(
+        (seen, lost_kernel, lost_queue),
+        (N, 0, 0),
+        "every FIFO creation should be delivered through a 4-event queue; status {status}"
+    );
 }

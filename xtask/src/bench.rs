@@ -97,6 +97,8 @@ impl Storm {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
     None,
+    /// PERFORMANCE.md's floor: one tracepoint, 24-byte record, no wakeup, polled reader.
+    Floor,
     Probe,
     Sensor,
     Auditd,
@@ -106,6 +108,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::None => "nothing attached",
+            Config::Floor => "floor probe (24-byte record, polled; PERFORMANCE.md)",
             Config::Probe => "bare probe (one program of the sensor)",
             Config::Sensor => "sensor (all programs, NDJSON to /dev/null)",
             Config::Auditd => "auditd (rules for the same syscalls)",
@@ -231,7 +234,7 @@ fn sustained(bin: &Path, a: &Args) -> Result<String> {
     out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
     for run in 0..a.rate_runs {
         eprintln!("bench: sustained {} events/s / run {}", a.rate, run + 1);
-        let s = Sensor::start(bin, None)?;
+        let s = Sensor::start(bin, &[])?;
         let pid = s.child.id();
         let cpu0 = cpu_secs(pid);
         let (calls, d) = paced_socket_storm(a.rate, a.rate_secs);
@@ -258,12 +261,9 @@ struct Sensor {
 }
 
 impl Sensor {
-    fn start(bin: &Path, programs: Option<&str>) -> Result<Sensor> {
+    fn start(bin: &Path, extra: &[&str]) -> Result<Sensor> {
         let mut cmd = Command::new(bin);
-        cmd.args(["events", "--status"]);
-        if let Some(p) = programs {
-            cmd.args(["--programs", p]);
-        }
+        cmd.args(["events", "--status"]).args(extra);
         let mut child = cmd
             .env("SENSOR_LOG", "warn")
             .stdout(Stdio::null())
@@ -298,7 +298,19 @@ impl Sensor {
     /// Waits for the sensor to catch up, calls `before_exit` (while it still runs), stops it and
     /// returns that value and the status JSON.
     fn stop_after<T>(mut self, before_exit: impl FnOnce() -> T) -> Result<(T, serde_json::Value)> {
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the sensor work through what it still holds (records it left in the ring buffer
+        // while its queue was full): wait until it has been idle for a moment, at most 20 s.
+        let pid = self.child.id();
+        let t = Instant::now();
+        let mut last = cpu_secs(pid);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = cpu_secs(pid);
+            if now - last < 0.01 || t.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            last = now;
+        }
         let v = before_exit();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
@@ -443,14 +455,20 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut configs = vec![Config::None, Config::Probe, Config::Sensor];
+    let mut all = vec![Config::None, Config::Floor, Config::Probe, Config::Sensor];
     if !a.no_auditd {
-        configs.push(Config::Auditd);
+        all.push(Config::Auditd);
     }
     let mut report = String::new();
     report.push_str("| storm | configuration | ns/op (median) | overhead | events/s | lost |\n");
     report.push_str("| --- | --- | --- | --- | --- | --- |\n");
     for storm in [Storm::Socket, Storm::Fifo, Storm::Exec] {
+        // The floor probe hooks `sys_enter_socket` only.
+        let configs: Vec<Config> = all
+            .iter()
+            .copied()
+            .filter(|c| *c != Config::Floor || storm == Storm::Socket)
+            .collect();
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         let mut lost = vec![0u64; configs.len()];
         let mut rate = vec![0f64; configs.len()];
@@ -459,12 +477,23 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
                 eprintln!("bench: {} / {} / run {}", storm.name(), c.name(), run + 1);
                 let (d, ops) = match c {
                     Config::None => run_storm(storm, a, &dir)?,
-                    Config::Probe | Config::Sensor => {
-                        let s = Sensor::start(bin, (*c == Config::Probe).then(|| storm.probe()))?;
+                    Config::Floor | Config::Probe | Config::Sensor => {
+                        let extra: &[&str] = match c {
+                            Config::Floor => &["--floor-probe"],
+                            Config::Probe => &["--programs", storm.probe()],
+                            _ => &[],
+                        };
+                        let s = Sensor::start(bin, extra)?;
                         let r = run_storm(storm, a, &dir);
                         let status = s.stop()?;
-                        lost[ci] += lost_total(&status);
-                        r?
+                        let (d, ops) = r?;
+                        lost[ci] += if *c == Config::Floor {
+                            // The floor probe has no loss counter: one record per socket() call.
+                            ops.saturating_sub(per_kind(&status, "events", "socket"))
+                        } else {
+                            lost_total(&status)
+                        };
+                        (d, ops)
                     }
                     Config::Auditd => {
                         let before = Audit::lost();

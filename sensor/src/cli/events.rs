@@ -30,6 +30,10 @@ pub struct Args {
     /// Only print events of these process ids (actor or, for fork, parent); repeatable.
     #[arg(long = "pid")]
     pub pids: Vec<i64>,
+    /// Benchmarks only: attach the reference probe (`floor_socket`) instead of the sensor and
+    /// count its records; prints nothing on stdout.
+    #[arg(long, hide = true)]
+    pub floor_probe: bool,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h` or a bare number of seconds.
@@ -81,7 +85,24 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     // Registered once, before the "attached" line, so that no SIGINT/SIGTERM is missed.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let (sensor, mut rx) = KernelSensor::start(&cfg).await?;
+    if args.floor_probe {
+        let stop = async {
+            tokio::select! {
+                () = sleep_until(args.duration.map(|d| tokio::time::Instant::now() + d)) => {}
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        let n = crate::kernel::floor_probe(cfg.ring_buffer_bytes, stop, || {
+            eprintln!("sensor events: attached 1 programs");
+        })
+        .await?;
+        if args.status {
+            eprintln!("{}", serde_json::json!({"events": {"socket": n}}));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut sensor, mut rx) = KernelSensor::start(&cfg).await?;
     // Tell a waiting caller (tests, scripts) that the programs are attached.
     eprintln!(
         "sensor events: attached {} programs",
@@ -155,13 +176,20 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    // Stop the sensor (it drains the ring buffer into the queue), then print what was queued, so that
-    // every event counted as delivered is printed.
-    let status = sensor.shutdown_with_status().await;
+    // Stop the sensor. When the rest is wanted it hands over everything still in the ring buffer
+    // (waiting for the queue to have room) and this prints it, so that every event counted as
+    // delivered is printed and nothing the kernel produced is dropped at the end.
     if drain_rest && stdout_open {
-        while let Ok(ev) = rx.try_recv() {
-            if !emit(&ev, &mut buf) {
-                break;
+        sensor.finish();
+        'rest: loop {
+            batch.clear();
+            if rx.recv_many(&mut batch, BATCH).await == 0 {
+                break; // the reader is done
+            }
+            for ev in &batch {
+                if !emit(ev, &mut buf) {
+                    break 'rest;
+                }
             }
             if buf.len() >= FLUSH_BYTES && !write_out(&mut buf, &mut out) {
                 stdout_open = false;
@@ -169,6 +197,9 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Whatever is still queued is not wanted any more: the reader counts the rest as lost.
+    drop(rx);
+    let status = sensor.shutdown_with_status().await;
     if stdout_open {
         write_out(&mut buf, &mut out);
     }

@@ -178,7 +178,8 @@ pub struct KernelSensor {
     attached: Vec<String>,
     refused: Vec<Refused>,
     ring_buffer_bytes: u32,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the reader; `true`: hand every record left in the ring buffer to the consumer first.
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -386,6 +387,16 @@ impl KernelSensor {
         )
     }
 
+    /// Asks the reader to stop once it has handed every record still in the ring buffer to the
+    /// queue, waiting for room as long as the consumer takes events (at most
+    /// [`FINISH_PATIENCE`]; what is left then is counted as lost). The receiver ends (`None`) when
+    /// it is done; keep receiving until then, and call [`KernelSensor::shutdown_with_status`].
+    pub fn finish(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+
     /// Stops the reader (draining what is in the ring buffer first) and detaches the programs.
     pub async fn shutdown(self) {
         self.shutdown_with_status().await;
@@ -394,13 +405,73 @@ impl KernelSensor {
     /// [`KernelSensor::shutdown`], returning the final status (every record read and counted).
     pub async fn shutdown_with_status(mut self) -> KernelStatus {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(false);
         }
         if let Some(h) = self.reader.take() {
             let _ = h.await;
         }
         self.status()
     }
+}
+
+/// The benchmark's floor (PERFORMANCE.md): attaches only the reference probe `floor_socket` (one
+/// tracepoint on `sys_enter_socket`, a 24-byte record, no wakeup) and counts its records, polling
+/// every 5 ms, until `stop` completes. Returns the records read. Not part of the product's data
+/// path: it exists so that `cargo xtask bench sensor` can put the sensor next to the least any
+/// probe costs on the same machine in the same run.
+pub async fn floor_probe(
+    ring_buffer_bytes: u32,
+    stop: impl std::future::Future<Output = ()>,
+    attached: impl FnOnce(),
+) -> Result<u64, KernelError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(KernelError::NotRoot(euid));
+    }
+    if EBPF_OBJECT.is_empty() {
+        return Err(KernelError::NoObject);
+    }
+    if ring_buffer_bytes < 4096 || !ring_buffer_bytes.is_power_of_two() {
+        return Err(KernelError::Config(format!(
+            "ring_buffer_bytes = {ring_buffer_bytes}: must be a power of two and at least 4096"
+        )));
+    }
+    ensure_tracefs()?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("FLOOR", ring_buffer_bytes)
+        .map_max_entries("EVENTS", 4096)
+        .load(EBPF_OBJECT)
+        .map_err(|e| KernelError::Load(format!("{e:#}")))?;
+    attach(
+        &mut ebpf,
+        "floor_socket",
+        &Attach::Tp("syscalls", "sys_enter_socket"),
+        None,
+    )
+    .map_err(KernelError::NothingAttached)?;
+    let mut ring = RingBuf::try_from(
+        ebpf.take_map("FLOOR")
+            .ok_or_else(|| KernelError::RingBuf("map FLOOR not in the object".into()))?,
+    )
+    .map_err(|e| KernelError::RingBuf(e.to_string()))?;
+    attached();
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        while ring.next().is_some() {
+            n += 1;
+        }
+    }
+    while ring.next().is_some() {
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn lock(m: &Mutex<Ebpf>) -> Option<std::sync::MutexGuard<'_, Ebpf>> {
@@ -477,6 +548,19 @@ fn status_from(
     s
 }
 
+/// How long [`KernelSensor::finish`] waits for the consumer to make room for what is left.
+pub const FINISH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How a [`Reader::drain`] ended.
+enum Drained {
+    /// The ring buffer is empty.
+    Empty,
+    /// The queue is full; records are left in the ring buffer.
+    Full,
+    /// The receiver has been dropped.
+    Closed,
+}
+
 struct Reader {
     fd: AsyncFd<RingBuf<aya::maps::MapData>>,
     decoder: Decoder,
@@ -488,27 +572,49 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_log = tokio::time::Instant::now();
         let mut last_lost = 0u64;
+        // The queue was full at the last drain: records wait in the ring buffer (which is where
+        // they are cheapest to keep) until the consumer has made room, instead of being decoded
+        // only to be dropped.
+        let mut backlog = false;
+        let mut patient = false;
         loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                r = self.fd.readable_mut() => match r {
-                    Ok(mut g) => {
-                        g.clear_ready();
+            if backlog {
+                tokio::select! {
+                    r = &mut stop => {
+                        patient = matches!(r, Ok(true));
+                        break;
                     }
-                    Err(e) => {
-                        tracing::error!(message = "ring buffer poll failed; reading on the timer only", error = %e);
-                        tick.tick().await;
+                    permit = self.tx.reserve() => if permit.is_err() {
+                        break; // the consumer is gone
+                    },
+                }
+            } else {
+                tokio::select! {
+                    r = &mut stop => {
+                        patient = matches!(r, Ok(true));
+                        break;
                     }
-                },
-                _ = tick.tick() => {}
+                    r = self.fd.readable_mut() => match r {
+                        Ok(mut g) => {
+                            g.clear_ready();
+                        }
+                        Err(e) => {
+                            tracing::error!(message = "ring buffer poll failed; reading on the timer only", error = %e);
+                            tick.tick().await;
+                        }
+                    },
+                    _ = tick.tick() => {}
+                }
             }
-            if !self.drain() {
-                break; // the consumer is gone
+            match self.drain(false) {
+                Drained::Closed => break,
+                Drained::Full => backlog = true,
+                Drained::Empty => backlog = false,
             }
             if let Some(every) = self.log_every {
                 if last_log.elapsed() >= every {
@@ -517,7 +623,25 @@ impl Reader {
                 }
             }
         }
-        self.drain();
+        // Stopping: whatever is still in the ring buffer is read now. With `finish`, the reader
+        // waits for room while the consumer makes progress; what the queue cannot take (at once,
+        // or after the patience ran out) is counted as lost, so that delivered + lost always
+        // equals what the kernel produced.
+        let deadline = tokio::time::Instant::now() + FINISH_PATIENCE;
+        if patient {
+            loop {
+                match self.drain(false) {
+                    Drained::Empty | Drained::Closed => break,
+                    Drained::Full => {
+                        let room = tokio::time::timeout_at(deadline, self.tx.reserve()).await;
+                        if !matches!(room, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.drain(true);
         if self.log_every.is_some() {
             self.log_status(last_lost);
         }
@@ -527,20 +651,37 @@ impl Reader {
         );
     }
 
-    /// Reads every record in the ring buffer. Returns false when the receiver has been dropped.
-    fn drain(&mut self) -> bool {
+    /// Reads records from the ring buffer until it is empty, the queue is full (when
+    /// `drop_when_full` is false: the rest stays in the ring buffer) or the receiver is gone.
+    /// With `drop_when_full`, every record is read: those the queue cannot take (full, or its
+    /// receiver gone) are decoded for the process table and counted as lost.
+    fn drain(&mut self, drop_when_full: bool) -> Drained {
         let ring = self.fd.get_mut();
-        while let Some(item) = ring.next() {
+        let mut outcome = Drained::Empty;
+        loop {
+            let permit = match self.tx.try_reserve() {
+                Ok(p) => Some(p),
+                Err(mpsc::error::TrySendError::Closed(())) if !drop_when_full => {
+                    outcome = Drained::Closed;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => None,
+                Err(mpsc::error::TrySendError::Full(())) if !drop_when_full => {
+                    outcome = Drained::Full;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Full(())) => None,
+            };
+            let Some(item) = ring.next() else { break };
             match self.decoder.decode(&item) {
-                Ok(Some((k, ev))) => match self.tx.try_send(ev) {
-                    Ok(()) => {
+                Ok(Some((k, ev))) => {
+                    if let Some(p) = permit {
+                        p.send(ev);
                         self.counters.events[k as usize].fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    } else {
                         self.counters.lost_queue[k as usize].fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
                     let n = self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -553,7 +694,7 @@ impl Reader {
         self.counters
             .processes
             .store(self.decoder.table_len() as u64, Ordering::Relaxed);
-        true
+        outcome
     }
 
     fn log_status(&self, last_lost: u64) -> u64 {
