@@ -597,14 +597,18 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
     let new: i32 = unsafe { ctx.read_at(20).unwrap_or(0) };
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
-    let start_op = if new == TCP_SYN_SENT {
-        Some((op::TCP_CONNECT, 1u32))
+    // An outbound connection is tracked from SYN_SENT (in the caller's context, so the process is
+    // known) but reported when it leaves SYN_SENT: at that point the kernel has bound the source
+    // port (connect() moves to SYN_SENT before it picks one), so `tcp_connect` carries both ends.
+    // A refused or timed-out attempt is reported too (SYN_SENT -> CLOSE), followed by its close.
+    let start = if new == TCP_SYN_SENT {
+        Some(1u32)
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
-        Some((op::TCP_ACCEPT, 2u32))
+        Some(2u32)
     } else {
         None
     };
-    if let Some((o, dir)) = start_op {
+    if let Some(dir) = start {
         let mut track = TcpTrack {
             hdr: Header {
                 kind: kind::TCP,
@@ -629,12 +633,21 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
             track.hdr.flags = flags::NO_PROCESS;
         }
         let _ = TCP.insert(&sk, &track, 0);
-        emit_tcp(ctx, &track, o, now, 0, 0, 0)?;
+        if dir == 2 {
+            emit_tcp(ctx, &track, op::TCP_ACCEPT, now, 0, 0, 0)?;
+        }
         return Ok(());
     }
     let Some(t) = TCP.get_ptr_mut(&sk) else {
         return Ok(());
     };
+    if old == TCP_SYN_SENT {
+        let track = unsafe { *t };
+        emit_tcp(ctx, &track, op::TCP_CONNECT, now, 0, 0, 0)?;
+        if new != TCP_CLOSE {
+            return Ok(());
+        }
+    }
     if (new == TCP_FIN_WAIT1 && old == TCP_ESTABLISHED)
         || (new == TCP_LAST_ACK && old == TCP_CLOSE_WAIT)
     {

@@ -255,12 +255,18 @@ fn tcp_connection_to_a_loopback_listener_with_byte_counts() {
     assert_eq!(get(c, "destination.ip"), "127.0.0.1");
     assert_eq!(get(c, "network.direction"), "egress");
     assert_eq!(get(c, "process.parent.pid").as_i64(), Some(my_pid()));
+    let connect_sport = get(c, "source.port").as_i64();
+    assert!(
+        connect_sport.is_some_and(|p| p > 0),
+        "tcp_connect without its source port: {c}"
+    );
     let close = by(&events, pid, "tcp_close");
     let c = close
         .iter()
         .find(|e| get(e, "network.direction") == "egress")
         .unwrap_or_else(|| panic!("no tcp_close:\n{}", ctx()));
     assert_eq!(get(c, "destination.port").as_i64(), Some(i64::from(port)));
+    assert_eq!(get(c, "source.port").as_i64(), connect_sport);
     // bytes_sent/bytes_received count sequence space: the FIN may add one.
     let sent = get(c, "source.bytes").as_i64().unwrap();
     let recv = get(c, "destination.bytes").as_i64().unwrap();
@@ -285,4 +291,34 @@ fn tcp_connection_to_a_loopback_listener_with_byte_counts() {
             .map(|b| (300..=301).contains(&b)),
         Some(true)
     );
+}
+
+#[test]
+fn refused_tcp_connection_is_reported_as_an_attempt() {
+    if !tests::require_root("refused_tcp_connection_is_reported_as_an_attempt") {
+        return;
+    }
+    // A port nothing listens on: bound and dropped at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cap = start(&[]);
+    let pid = workload(&["tcp-refused", &port.to_string()]);
+    let (events, _) = cap.stop();
+    let ctx = || dump(&events, pid);
+    let connect = by(&events, pid, "tcp_connect");
+    let c = connect
+        .iter()
+        .find(|e| get(e, "destination.port").as_i64() == Some(i64::from(port)))
+        .unwrap_or_else(|| panic!("no tcp_connect for the refused attempt:\n{}", ctx()));
+    assert_eq!(get(c, "network.direction"), "egress");
+    assert!(get(c, "source.port").as_i64().is_some_and(|p| p > 0), "{c}");
+    let close = by(&events, pid, "tcp_close");
+    let c = close
+        .iter()
+        .find(|e| get(e, "destination.port").as_i64() == Some(i64::from(port)))
+        .unwrap_or_else(|| panic!("no tcp_close for the refused attempt:\n{}", ctx()));
+    assert_eq!(get(c, "source.bytes").as_i64(), Some(0), "{c}");
 }

@@ -47,6 +47,14 @@ fn main() -> anyhow::Result<()> {
             c.read_to_end(&mut back)?;
             println!("{}", back.len());
         }
+        // Connects to 127.0.0.1:PORT, where nothing listens: the attempt must be refused.
+        "tcp-refused" => {
+            let port: u16 = arg(1).parse()?;
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                other => anyhow::bail!("expected a refused connection, got {other:?}"),
+            }
+        }
         // Creates N FIFOs in DIR as fast as it can (then removes them).
         "fifo-storm" => {
             let dir = arg(1);
