@@ -210,6 +210,8 @@ pub struct Offsets {
     pub inode_i_mode: u32,
     pub tcp_bytes_sent: u32,
     pub tcp_bytes_received: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
     /// Ring buffer fill (bytes) past which a submit wakes the reader; below it submits do not.
     pub wakeup_bytes: u32,
 }
@@ -234,6 +236,8 @@ impl Offsets {
             inode_i_mode: m,
             tcp_bytes_sent: m,
             tcp_bytes_received: m,
+            file_private_data: m,
+            socket_sk: m,
             wakeup_bytes: 0,
         }
     }
@@ -260,7 +264,23 @@ pub struct TcpTrack {
     pub hdr: Header,
     pub start_ns: u64,
     pub direction: u32,
-    pub _pad: u32,
+    /// 1 once the start record (`tcp_connect` / `tcp_accept`) has been emitted.
+    pub reported: u32,
+    pub addr: TcpAddr,
+}
+
+/// The two ends of a TCP connection as `inet_sock_set_state` gives them (ports in host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpAddr {
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    /// IPv4 addresses use the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }
 
 /// Layout layout pins: a change to a record must change these numbers (and the BTF test) on purpose.
@@ -340,6 +360,23 @@ pin!(
     bytes_sent = 112,
     bytes_received = 120
 );
-pin!(Offsets, 64, task_real_parent = 0, wakeup_bytes = 60);
+pin!(Offsets, 72, task_real_parent = 0, wakeup_bytes = 68);
 pin!(Pending, 24, ptr = 0, op = 8, arg = 12, fd = 16);
-pin!(TcpTrack, 64, hdr = 0, start_ns = 48, direction = 56);
+pin!(
+    TcpTrack,
+    104,
+    hdr = 0,
+    start_ns = 48,
+    direction = 56,
+    reported = 60,
+    addr = 64
+);
+pin!(
+    TcpAddr,
+    40,
+    family = 0,
+    sport = 2,
+    dport = 4,
+    saddr = 8,
+    daddr = 24
+);

@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Offsets, Pending,
-    SocketRecord, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
+    SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
 };
 
 /// Struct offsets and the wakeup mark, written by the loader (`EbpfLoader::set_global`).
@@ -561,9 +561,9 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// `current->files->fdt->fd[fd]->f_inode->i_mode`.
+/// `current->files->fdt->fd[fd]`: the `struct file *` of one of the running task's fds.
 #[inline(always)]
-unsafe fn fd_mode(fd: u64) -> Option<u16> {
+unsafe fn fd_file(fd: u64) -> Option<u64> {
     unsafe {
         let task = bpf_get_current_task();
         let files: u64 = kread(task, offset!(task_files))?;
@@ -573,7 +573,15 @@ unsafe fn fd_mode(fd: u64) -> Option<u16> {
             return None;
         }
         let fds: u64 = kread(fdt, offset!(fdtable_fd))?;
-        let file: u64 = kread(fds + fd * 8, Some(0))?;
+        kread(fds + fd * 8, Some(0))
+    }
+}
+
+/// `current->files->fdt->fd[fd]->f_inode->i_mode`.
+#[inline(always)]
+unsafe fn fd_mode(fd: u64) -> Option<u16> {
+    unsafe {
+        let file = fd_file(fd)?;
         let inode: u64 = kread(file, offset!(file_f_inode))?;
         kread(inode, offset!(inode_i_mode))
     }
@@ -601,6 +609,11 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
     // known) but reported when it leaves SYN_SENT: at that point the kernel has bound the source
     // port (connect() moves to SYN_SENT before it picks one), so `tcp_connect` carries both ends.
     // A refused or timed-out attempt is reported too (SYN_SENT -> CLOSE), followed by its close.
+    //
+    // An inbound connection becomes established in softirq context, where the running task is not
+    // the owner: it is tracked then and reported as `tcp_accept` when accept() returns it, in the
+    // accepting process (`sys_exit_accept4`/`sys_exit_accept`). One that is closed without having
+    // been accepted that way (io_uring, or never accepted) is reported at its close.
     let start = if new == TCP_SYN_SENT {
         Some(1u32)
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
@@ -623,29 +636,31 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
             },
             start_ns: now,
             direction: dir,
-            _pad: 0,
+            reported: 0,
+            addr: tcp_addr(ctx),
         };
         if dir == 1 {
             unsafe { fill_header(&raw mut track.hdr, kind::TCP) };
         } else {
-            // An accepted connection becomes established in softirq context: the task running now
-            // is not the owner. The owner is learnt when it closes the socket.
             track.hdr.flags = flags::NO_PROCESS;
         }
         let _ = TCP.insert(&sk, &track, 0);
-        if dir == 2 {
-            emit_tcp(ctx, &track, op::TCP_ACCEPT, now, 0, 0, 0)?;
-        }
         return Ok(());
     }
     let Some(t) = TCP.get_ptr_mut(&sk) else {
         return Ok(());
     };
-    if old == TCP_SYN_SENT {
-        let track = unsafe { *t };
-        emit_tcp(ctx, &track, op::TCP_CONNECT, now, 0, 0, 0)?;
-        if new != TCP_CLOSE {
-            return Ok(());
+    // SAFETY: a value of the TCP map; only this socket's transitions (serialised by its lock)
+    // and its accept() touch it.
+    unsafe {
+        (*t).addr = tcp_addr(ctx);
+        if old == TCP_SYN_SENT && (*t).reported == 0 {
+            (*t).reported = 1;
+            let track = *t;
+            emit_tcp(&track, op::TCP_CONNECT, now, 0, 0, 0)?;
+            if new != TCP_CLOSE {
+                return Ok(());
+            }
         }
     }
     if (new == TCP_FIN_WAIT1 && old == TCP_ESTABLISHED)
@@ -662,10 +677,17 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
     if new == TCP_CLOSE {
         let track = unsafe { *t };
         let _ = TCP.remove(&sk);
+        if track.reported == 0 {
+            let o = if track.direction == 1 {
+                op::TCP_CONNECT
+            } else {
+                op::TCP_ACCEPT
+            };
+            emit_tcp(&track, o, track.start_ns, 0, 0, 0)?;
+        }
         let sent: u64 = unsafe { kread(sk, offset!(tcp_bytes_sent)) }.unwrap_or(0);
         let recv: u64 = unsafe { kread(sk, offset!(tcp_bytes_received)) }.unwrap_or(0);
         emit_tcp(
-            ctx,
             &track,
             op::TCP_CLOSE,
             now,
@@ -677,9 +699,77 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// The connection's ends from the `inet_sock_set_state` record.
+#[inline(always)]
+fn tcp_addr(ctx: &TracePointContext) -> TcpAddr {
+    // SAFETY: offsets of the sock/inet_sock_set_state tracepoint format.
+    unsafe {
+        let family: u16 = ctx.read_at(28).unwrap_or(0);
+        let mut a = TcpAddr {
+            family,
+            sport: ctx.read_at(24).unwrap_or(0),
+            dport: ctx.read_at(26).unwrap_or(0),
+            _pad: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        if family == 2 {
+            let s: [u8; 4] = ctx.read_at(32).unwrap_or([0; 4]);
+            let d: [u8; 4] = ctx.read_at(36).unwrap_or([0; 4]);
+            a.saddr[..4].copy_from_slice(&s);
+            a.daddr[..4].copy_from_slice(&d);
+        } else {
+            a.saddr = ctx.read_at(40).unwrap_or([0; 16]);
+            a.daddr = ctx.read_at(56).unwrap_or([0; 16]);
+        }
+        a
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    let _ = try_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_accept_exit(&ctx);
+    0
+}
+
+/// accept() returned a socket: if it is a tracked inbound TCP connection not yet reported, the
+/// running task is its owner; report `tcp_accept` with it.
+fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(-1) };
+    if ret < 0 {
+        return Ok(());
+    }
+    // SAFETY: reads through bpf_probe_read_kernel; any failure ends the lookup.
+    let sk: Option<u64> = unsafe {
+        fd_file(ret as u64)
+            .and_then(|file| kread::<u64>(file, offset!(file_private_data)))
+            .and_then(|sock| kread::<u64>(sock, offset!(socket_sk)))
+    };
+    let Some(sk) = sk else { return Ok(()) };
+    let Some(t) = TCP.get_ptr_mut(&sk) else {
+        return Ok(());
+    };
+    // SAFETY: a value of the TCP map (see try_tcp).
+    unsafe {
+        if (*t).direction != 2 || (*t).reported != 0 {
+            return Ok(());
+        }
+        fill_header(&raw mut (*t).hdr, kind::TCP);
+        (*t).reported = 1;
+        let track = *t;
+        let now = bpf_ktime_get_boot_ns();
+        emit_tcp(&track, op::TCP_ACCEPT, now, 0, 0, 0)
+    }
+}
+
 #[inline(always)]
 fn emit_tcp(
-    ctx: &TracePointContext,
     t: &TcpTrack,
     o: u32,
     now: u64,
@@ -694,24 +784,13 @@ fn emit_tcp(
         (*r).hdr.kind = kind::TCP;
         (*r).hdr.ktime_ns = now;
         (*r).op = o;
-        (*r).family = ctx.read_at(28).unwrap_or(0);
-        (*r).sport = ctx.read_at(24).unwrap_or(0);
-        (*r).dport = ctx.read_at(26).unwrap_or(0);
+        (*r).family = t.addr.family;
+        (*r).sport = t.addr.sport;
+        (*r).dport = t.addr.dport;
         (*r).direction = t.direction as u16;
         (*r)._pad = 0;
-        if (*r).family == 2 {
-            let s: [u8; 4] = ctx.read_at(32).unwrap_or([0; 4]);
-            let d: [u8; 4] = ctx.read_at(36).unwrap_or([0; 4]);
-            let mut s16 = [0u8; 16];
-            let mut d16 = [0u8; 16];
-            s16[..4].copy_from_slice(&s);
-            d16[..4].copy_from_slice(&d);
-            (*r).saddr = s16;
-            (*r).daddr = d16;
-        } else {
-            (*r).saddr = ctx.read_at(40).unwrap_or([0; 16]);
-            (*r).daddr = ctx.read_at(56).unwrap_or([0; 16]);
-        }
+        (*r).saddr = t.addr.saddr;
+        (*r).daddr = t.addr.daddr;
         (*r).start_ns = t.start_ns;
         (*r).duration_ns = duration;
         (*r).bytes_sent = sent;

@@ -285,6 +285,18 @@ fn tcp_connection_to_a_loopback_listener_with_byte_counts() {
         .collect();
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert_eq!(get(inbound[0], "process.pid").as_i64(), Some(my_pid()));
+    // ... and its start is reported by the accepting process, with both ends.
+    let accepted: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            action(e) == "tcp_accept"
+                && get(e, "destination.port").as_i64() == Some(i64::from(port))
+        })
+        .collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(get(accepted[0], "process.pid").as_i64(), Some(my_pid()));
+    assert_eq!(get(accepted[0], "network.direction"), "ingress");
+    assert_eq!(get(accepted[0], "source.port").as_i64(), connect_sport);
     assert_eq!(
         get(inbound[0], "destination.bytes")
             .as_i64()

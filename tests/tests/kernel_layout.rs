@@ -103,6 +103,8 @@ fn user_layouts() -> Vec<Layout> {
             inode_i_mode,
             tcp_bytes_sent,
             tcp_bytes_received,
+            file_private_data,
+            socket_sk,
             wakeup_bytes
         }),
         layout!(Pending {
@@ -116,7 +118,16 @@ fn user_layouts() -> Vec<Layout> {
             hdr,
             start_ns,
             direction,
-            _pad
+            reported,
+            addr
+        }),
+        layout!(TcpAddr {
+            family,
+            sport,
+            dport,
+            _pad,
+            saddr,
+            daddr
         }),
     ]
 }

@@ -168,6 +168,11 @@ const PROGRAMS: &[(&str, Attach)] = &[
         "inet_sock_set_state",
         Attach::Tp("sock", "inet_sock_set_state"),
     ),
+    (
+        "sys_exit_accept4",
+        Attach::Tp("syscalls", "sys_exit_accept4"),
+    ),
+    ("sys_exit_accept", Attach::Tp("syscalls", "sys_exit_accept")),
 ];
 
 /// The running kernel sensor. Dropping it without [`KernelSensor::shutdown`] detaches the programs
@@ -235,6 +240,8 @@ pub fn kernel_offsets(btf: &btf::Btf) -> (Offsets, Vec<String>) {
     o.inode_i_mode = get("inode", "i_mode");
     o.tcp_bytes_sent = get("tcp_sock", "bytes_sent");
     o.tcp_bytes_received = get("tcp_sock", "bytes_received");
+    o.file_private_data = get("file", "private_data");
+    o.socket_sk = get("socket", "sk");
     (o, missing)
 }
 
