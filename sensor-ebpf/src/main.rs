@@ -76,6 +76,7 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const S_IFMT: u32 = 0o170000;
 const S_IFIFO: u32 = 0o010000;
+const AT_FDCWD: i32 = -100;
 const AF_UNIX: u16 = 1;
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -496,11 +497,7 @@ fn try_mknod(
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    let _ = try_open_enter(&ctx);
-    0
-}
-
-fn try_open_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    // openat(dfd, filename, flags, mode)
     let (dfd, path, fl): (u64, u64, u64) = unsafe {
         (
             ctx.read_at(16).unwrap_or(0),
@@ -508,20 +505,61 @@ fn try_open_enter(ctx: &TracePointContext) -> Result<(), i64> {
             ctx.read_at(32).unwrap_or(0),
         )
     };
+    open_enter(dfd as i32, path, fl as u32);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    // open(filename, flags, mode): relative to the working directory.
+    let (path, fl): (u64, u64) = unsafe { (ctx.read_at(16).unwrap_or(0), ctx.read_at(24).unwrap_or(0)) };
+    open_enter(AT_FDCWD, path, fl as u32);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    // openat2(dfd, filename, how, usize): the flags are the first u64 of `struct open_how`.
+    let (dfd, path, how): (u64, u64, u64) = unsafe {
+        (
+            ctx.read_at(16).unwrap_or(0),
+            ctx.read_at(24).unwrap_or(0),
+            ctx.read_at(32).unwrap_or(0),
+        )
+    };
+    let fl: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+    open_enter(dfd as i32, path, fl as u32);
+    0
+}
+
+/// Remembers an open's path and flags until its exit decides whether it opened a FIFO.
+#[inline(always)]
+fn open_enter(dfd: i32, path: u64, fl: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let p = Pending {
         ptr: path,
         op: op::FIFO_OPEN,
-        arg: fl as u32,
-        fd: dfd as i32,
+        arg: fl,
+        fd: dfd,
         _pad: 0,
     };
     let _ = PENDING.insert(&tid, &p, 0);
-    Ok(())
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    let _ = try_open_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    let _ = try_open_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
     let _ = try_open_exit(&ctx);
     0
 }

@@ -334,3 +334,28 @@ fn refused_tcp_connection_is_reported_as_an_attempt() {
         .unwrap_or_else(|| panic!("no tcp_close for the refused attempt:\n{}", ctx()));
     assert_eq!(get(c, "source.bytes").as_i64(), Some(0), "{c}");
 }
+
+#[test]
+fn fifo_opened_with_raw_open_and_openat2_is_seen() {
+    if !tests::require_root("fifo_opened_with_raw_open_and_openat2_is_seen") {
+        return;
+    }
+    let path = format!("/dev/shm/kernel-test-rawfifo-{}", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    workload(&["mkfifo", &path]);
+    let cap = start(&[]);
+    let pid = workload(&["fifo-raw-opens", &path]);
+    std::fs::remove_file(&path).unwrap();
+    let (events, _) = cap.stop();
+    let opens: Vec<_> = by(&events, pid, "fifo_open")
+        .into_iter()
+        .filter(|e| get(e, "file.path") == path.as_str())
+        .collect();
+    // One by open(2), one by openat2(2): evading the openat(2) probe with another open syscall
+    // must not hide a FIFO open.
+    assert_eq!(opens.len(), 2, "{}", dump(&events, pid));
+    for o in &opens {
+        assert_eq!(get(o, "file.type"), "fifo");
+        assert_eq!(get(o, "process.parent.pid").as_i64(), Some(my_pid()));
+    }
+}

@@ -164,6 +164,16 @@ const PROGRAMS: &[(&str, Attach)] = &[
         Attach::Tp("syscalls", "sys_enter_openat"),
     ),
     ("sys_exit_openat", Attach::Tp("syscalls", "sys_exit_openat")),
+    ("sys_enter_open", Attach::Tp("syscalls", "sys_enter_open")),
+    ("sys_exit_open", Attach::Tp("syscalls", "sys_exit_open")),
+    (
+        "sys_enter_openat2",
+        Attach::Tp("syscalls", "sys_enter_openat2"),
+    ),
+    (
+        "sys_exit_openat2",
+        Attach::Tp("syscalls", "sys_exit_openat2"),
+    ),
     (
         "inet_sock_set_state",
         Attach::Tp("sock", "inet_sock_set_state"),

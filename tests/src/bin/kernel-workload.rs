@@ -34,6 +34,31 @@ fn main() -> anyhow::Result<()> {
             std::fs::File::open(&path)?.read_to_string(&mut s)?;
             std::fs::remove_file(&path)?;
         }
+        // Opens the FIFO at PATH (read-write, which does not block on Linux) with the raw open(2)
+        // and openat2(2) syscalls, not the openat(2) that libc uses.
+        "fifo-raw-opens" => {
+            let path = CString::new(arg(1))?;
+            // SAFETY: a NUL-terminated path; the fd is closed at once.
+            let fd = unsafe { libc::syscall(libc::SYS_open, path.as_ptr(), libc::O_RDWR, 0) };
+            anyhow::ensure!(fd >= 0, "open(2): {}", std::io::Error::last_os_error());
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd as i32) };
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how: [u64; 3] = [libc::O_RDWR as u64, 0, 0];
+            // SAFETY: a valid open_how and its size; the fd is closed at once.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    how.as_ptr(),
+                    std::mem::size_of_val(&how),
+                )
+            };
+            anyhow::ensure!(fd >= 0, "openat2(2): {}", std::io::Error::last_os_error());
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd as i32) };
+        }
         // mkfifo PATH (mode 0600).
         "mkfifo" => mkfifo(&arg(1))?,
         // TCP to 127.0.0.1:PORT: send N bytes, read until the peer closes, close.
