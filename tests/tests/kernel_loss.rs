@@ -16,17 +16,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[test]
-fn losses_are_counted_and_add_up() {
-    if !tests::require_root("losses_are_counted_and_add_up") {
-        return;
-    }
-    let _serial = serial();
-    const N: usize = 5_000;
-    let dir = std::env::temp_dir().join(format!("kernel-loss-{}", std::process::id()));
+/// Runs `sensor events` with `extra` around a storm of `n` FIFO creations; returns how many of
+/// them were printed and the sensor's final status.
+fn fifo_storm(tag: &str, n: usize, extra: &[&str]) -> (usize, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!("kernel-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cap = start(&["--ring-buffer-bytes", "4096", "--status"]);
-    let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &N.to_string()]);
+    let mut args = vec!["--status"];
+    args.extend_from_slice(extra);
+    let cap = start(&args);
+    let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &n.to_string()]);
     let (events, stderr) = cap.stop();
     std::fs::remove_dir_all(&dir).unwrap();
     let status: serde_json::Value = stderr
@@ -43,8 +41,25 @@ fn losses_are_counted_and_add_up() {
                 .is_some_and(|p| p.starts_with(prefix))
         })
         .count();
-    let lost_kernel = status["lost_kernel"]["fifo_create"].as_u64().unwrap();
-    let lost_queue = status["lost_queue"]["fifo_create"].as_u64().unwrap();
+    (seen, status)
+}
+
+fn lost(status: &serde_json::Value) -> (u64, u64) {
+    (
+        status["lost_kernel"]["fifo_create"].as_u64().unwrap(),
+        status["lost_queue"]["fifo_create"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn losses_are_counted_and_add_up() {
+    if !tests::require_root("losses_are_counted_and_add_up") {
+        return;
+    }
+    let _serial = serial();
+    const N: usize = 5_000;
+    let (seen, status) = fifo_storm("loss", N, &["--ring-buffer-bytes", "4096"]);
+    let (lost_kernel, lost_queue) = lost(&status);
     let delivered = status["events"]["fifo_create"].as_u64().unwrap();
     eprintln!(
         "generated {N}, seen {seen}, lost in kernel {lost_kernel}, lost in queue {lost_queue}"
@@ -71,34 +86,12 @@ fn a_full_queue_holds_records_back_instead_of_dropping_them() {
     }
     let _serial = serial();
     const N: usize = 3_000;
-    let dir = std::env::temp_dir().join(format!("kernel-backpressure-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cap = start(&[
-        "--queue-capacity",
-        "4",
-        "--ring-buffer-bytes",
-        "16777216",
-        "--status",
-    ]);
-    let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &N.to_string()]);
-    let (events, stderr) = cap.stop();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let status: serde_json::Value = stderr
-        .iter()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no status JSON on stderr: {stderr:?}"));
-    let prefix = dir.to_str().unwrap();
-    let seen = by(&events, pid, "fifo_create")
-        .iter()
-        .filter(|e| {
-            get(e, "file.path")
-                .as_str()
-                .is_some_and(|p| p.starts_with(prefix))
-        })
-        .count();
-    let lost_kernel = status["lost_kernel"]["fifo_create"].as_u64().unwrap();
-    let lost_queue = status["lost_queue"]["fifo_create"].as_u64().unwrap();
+    let (seen, status) = fifo_storm(
+        "backpressure",
+        N,
+        &["--queue-capacity", "4", "--ring-buffer-bytes", "16777216"],
+    );
+    let (lost_kernel, lost_queue) = lost(&status);
     eprintln!(
         "generated {N}, seen {seen}, lost in kernel {lost_kernel}, lost in queue {lost_queue}"
     );
