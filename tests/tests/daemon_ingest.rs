@@ -1,7 +1,7 @@
 //! The daemon's network ingest under `kill -9`: `daemon_harness` (the real `sensor::daemon::run`, its
 //! `action` detector raising one alert per `alert-me` event, keyed by `user.name`) with an HTTP
 //! listener on loopback; a real HTTP/1.1 client streams numbered records; the daemon is killed with
-//! SIGKILL twice mid-stream and restarted. Every record the listener acknowledged must end up as
+//! SIGKILL five times mid-stream and restarted. Every record the listener acknowledged must end up as
 //! exactly one alert (one row, count 1), and no alert may name a record that was never sent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,7 +55,10 @@ fn api(socket: &Path, path: &str) -> Option<Value> {
     if status != 200 {
         return None;
     }
-    serde_json::from_slice(&bytes).ok()
+    Some(
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+    )
 }
 
 struct Daemon {
@@ -267,9 +270,10 @@ fn kill_9_while_a_client_streams_keeps_every_acknowledged_record_as_exactly_one_
         })
     };
 
-    // Two kills, each while alerts are flowing into the store.
+    // Five kills, each while alerts are flowing into the store (the more kills, the likelier one
+    // lands between a batch's processing and its commit).
     let mut kills = 0;
-    for _ in 0..2 {
+    for _ in 0..5 {
         let before = d.stored_alerts();
         d.wait_alerts_above(before + 200);
         d.kill9();
