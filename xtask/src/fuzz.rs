@@ -11,7 +11,7 @@
 //!   coverage instrumentation (sancov) that guides libFuzzer stays on, and so do debug assertions.
 //! - one `cargo fuzz build` for every target: the dependency graph is compiled once.
 //! - the fuzz crate's `release` profile (fuzz/Cargo.toml) trades peak speed for build time:
-//!   `opt-level = 1`, no debug info, more codegen units.
+//!   `opt-level = 1`, no debug info, 16 codegen units.
 //! - the targets' own `target/` directory (under `$CARGO_TARGET_DIR` when it is set): the
 //!   instrumentation flags differ from the workspace's, so nothing could be shared with it anyway.
 //!
@@ -146,7 +146,8 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
     let mut build = Command::new(cargo_bin());
     build
         .current_dir(root())
-        .args(["fuzz", "build", "--sanitizer", "none", "--target", &triple])
+        .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])
+        .args(["--target", &triple])
         .arg("--target-dir")
         .arg(&dir)
         .env("RUSTC_BOOTSTRAP", "1")
