@@ -62,10 +62,11 @@ impl SourceStarter for Channel {
         let events = self.0.lock().unwrap().take().unwrap();
         Ok(Some(StartedSource {
             name: "bench".into(),
-            events,
+            events: events.into(),
             detail: "generator".into(),
             status: None,
             stop: None,
+            acked: None,
         }))
     }
 }

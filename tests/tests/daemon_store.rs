@@ -264,7 +264,7 @@ fn alerts_and_history_survive_reopen() {
     assert_eq!(d.alert.status, Status::Acknowledged);
     assert_eq!(d.history.len(), 2);
     assert_eq!(d.evidence.len(), 1);
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn an_old_schema_is_migrated_and_a_newer_one_refused() {
     }
     {
         let mut s = Store::open(&c).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         assert_eq!(s.get(7).unwrap().alert.reason, "why");
         // v2's table works.
         s.record_batch(
@@ -383,4 +383,44 @@ fn a_store_in_use_is_locked_with_a_clear_error() {
     );
     drop(first);
     Store::open(&c).unwrap();
+}
+
+#[test]
+fn source_positions_commit_with_their_alerts_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&dir);
+    let pos = |seq: u64| sensor::store::SourcePosition {
+        name: "ingest".into(),
+        position: serde_json::json!({"seq": seq}),
+    };
+    {
+        let mut s = Store::open(&c).unwrap();
+        assert_eq!(s.source_position("ingest").unwrap(), None);
+        s.record_batch_at(&[alert("r1", "k1", T0)], &[], &[pos(7)], T0)
+            .unwrap();
+        s.record_batch_at(&[alert("r1", "k2", T0)], &[], &[pos(9)], T0)
+            .unwrap();
+        assert_eq!(
+            s.source_position("ingest").unwrap(),
+            Some(serde_json::json!({"seq": 9}))
+        );
+        s.close().unwrap();
+    }
+    // The store file as another process finds it after a crash: positions and alerts agree.
+    let conn = rusqlite::Connection::open(&c.path).unwrap();
+    let (alerts, position): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM alerts), (SELECT position FROM source_positions WHERE name = 'ingest')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((alerts, position.as_str()), (2, r#"{"seq":9}"#));
+    drop(conn);
+    let s = Store::open(&c).unwrap();
+    assert_eq!(
+        s.source_position("ingest").unwrap(),
+        Some(serde_json::json!({"seq": 9}))
+    );
+    assert_eq!(s.source_position("other").unwrap(), None);
 }

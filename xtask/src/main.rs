@@ -1,4 +1,4 @@
-//! `cargo xtask`: setup (toolchain), build of the eBPF object, run, test, bench.
+//! `cargo xtask`: setup (toolchain), build of the eBPF object, run, test, fuzz, bench.
 //!
 //! Everything a fresh machine needs is installed by `setup`; `run`, `test` and `bench` call it when
 //! something is missing, so `cargo xtask test` on a fresh clone is the whole story.
@@ -9,11 +9,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(
     name = "xtask",
-    about = "Project automation: setup, build-ebpf, run, test, bench"
+    about = "Project automation: setup, build-ebpf, run, test, fuzz, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the toolchain (Debian packages, bpf-linker). Idempotent; quiet when already done.
+    /// Install the toolchain (Debian packages, bpf-linker, cargo-fuzz). Idempotent; quiet when already done.
     Setup,
     /// Build the eBPF object with Debian's BPF-capable rustc (sensor-ebpf -> bpfel-unknown-none).
     BuildEbpf,
@@ -35,11 +36,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// fmt check, clippy -D warnings, eBPF build (warnings denied), sensor build, cargo test --workspace.
+    /// fmt check, clippy -D warnings, eBPF build (warnings denied), sensor build, cargo test --workspace,
+    /// then `fuzz`.
     Test {
         /// Extra arguments for `cargo test --workspace` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build every cargo-fuzz target (fuzz/) and run each for SENSOR_FUZZ_SECS seconds (default 20),
+    /// seeded from ../shared/corpora; fails on any crash, naming the target and the input.
+    Fuzz {
+        /// Only these targets (default: all).
+        targets: Vec<String>,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -83,6 +91,10 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf().map(|_| ()),
         Cmd::Run { release, args } => run(release, &args),
         Cmd::Test { args } => test(&args),
+        Cmd::Fuzz { targets } => {
+            setup_if_missing()?;
+            fuzz::fuzz(&targets)
+        }
         Cmd::Bench(BenchCmd::Sensor(a)) => {
             setup_if_missing()?;
             let bin = match &a.sensor_bin {
@@ -201,6 +213,9 @@ fn setup() -> Result<()> {
             );
         }
     }
+    if !fuzz::cargo_fuzz_ok() {
+        fuzz::install_cargo_fuzz()?;
+    }
     for (tool, spec) in missing_pip_tools() {
         eprintln!("setup: pip install {spec} (for `{tool}`)");
         check(
@@ -232,7 +247,11 @@ fn missing_pip_tools() -> Vec<(&'static str, &'static str)> {
 }
 
 fn setup_if_missing() -> Result<()> {
-    if !missing_packages()?.is_empty() || !bpf_linker_ok() || !missing_pip_tools().is_empty() {
+    if !missing_packages()?.is_empty()
+        || !bpf_linker_ok()
+        || !fuzz::cargo_fuzz_ok()
+        || !missing_pip_tools().is_empty()
+    {
         setup()?;
     }
     Ok(())
@@ -270,7 +289,7 @@ fn cargo(args: &[&str]) -> Result<()> {
     )
 }
 
-fn check(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn check(cmd: &mut Command, what: &str) -> Result<()> {
     let status = cmd.status().with_context(|| format!("starting {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
@@ -321,6 +340,8 @@ fn test(args: &[String]) -> Result<()> {
     let mut t = vec!["test", "--workspace", "--no-fail-fast"];
     t.extend(args.iter().map(String::as_str));
     cargo(&t)?;
+    // The fuzz targets after the tests: bounded time, any crash fails the run.
+    fuzz::fuzz(&[])?;
     eprintln!("xtask test: all passed");
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::ingest::consumer::{drive, Consumer, Emitted, Known, Sink};
+use crate::ingest::consumer::{drive, Consumer, Emitted, Known, Position, Sink};
 use crate::ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
 
 #[derive(clap::Args, Debug)]
@@ -170,7 +170,7 @@ impl Sink for FileSink {
         }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self, _at: &Position) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.out.write_all(&self.buf)?;
             self.out.sync_data()?;
@@ -194,7 +194,14 @@ fn consume(
         buf: Vec::with_capacity(1 << 20),
         counts: HashMap::new(),
     };
-    drive(&mut consumer, spool, idle, &stop, &mut sink)?;
+    drive(
+        &mut consumer,
+        spool,
+        spool.committed(),
+        idle,
+        &stop,
+        &mut sink,
+    )?;
     tracing::info!(message = "ingest-server: consumer stopped", counts = ?sink.counts);
     Ok(())
 }

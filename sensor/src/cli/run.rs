@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn default_seams() -> Seams {
     Seams {
         rules: Arc::new(shipped_rules),
-        sources: vec![Box::new(KernelStarter), Box::new(IngestStarter)],
+        sources: vec![Box::new(KernelStarter), Box::new(IngestStarter::new())],
     }
 }
 

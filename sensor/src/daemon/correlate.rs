@@ -5,7 +5,7 @@
 //! windows close and absence rules fire on a quiet host too (and a replay of old data is not expired by
 //! the wall clock while it is flowing).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use correlator::Alert;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{wall_ns, Input, LoadedRule, ReloadReport, StoreHandle};
+use super::{wall_ns, AckFn, Input, LoadedRule, Pos, ReloadReport, StoreHandle};
 use crate::metrics::{Metrics, SourceCounters};
-use crate::store::SourceOffset;
+use crate::store::{SourceOffset, SourcePosition};
 
 pub(crate) enum Ctl {
     Reload {
@@ -30,6 +30,8 @@ pub(crate) struct Setup {
     pub(crate) rules: Vec<LoadedRule>,
     pub(crate) lateness_ns: i64,
     pub(crate) sources: Vec<String>,
+    /// Per source: told once a position it sent is durable in the store.
+    pub(crate) acks: Vec<Option<AckFn>>,
     pub(crate) input: mpsc::Receiver<Input>,
     pub(crate) control: mpsc::Receiver<Ctl>,
     pub(crate) store: StoreHandle,
@@ -43,13 +45,21 @@ const STATE_EVERY: Duration = Duration::from_secs(30);
 
 /// Event time moves the watermark at least this far before detectors are told (batching).
 const WATERMARK_STEP_NS: i64 = 100_000_000;
-/// File offsets are committed at least this often while events flow without alerts.
+/// Source positions are committed at least this often while events flow without alerts.
 const OFFSET_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a source stands, as committed to the store.
+#[derive(Clone)]
+enum Resume {
+    File(u64, u64),
+    Position(serde_json::Value),
+}
 
 struct Stage {
     rules: Vec<LoadedRule>,
     lateness_ns: i64,
     sources: Vec<String>,
+    acks: Vec<Option<AckFn>>,
     counters: Vec<Arc<SourceCounters>>,
     rule_counters: HashMap<String, Arc<AtomicU64>>,
     metrics: Arc<Metrics>,
@@ -57,8 +67,17 @@ struct Stage {
     max_ts: i64,
     watermark: i64,
     last_arrival: Instant,
-    positions: BTreeMap<usize, (u64, u64)>,
+    /// Positions that cover every alert in `out[..covered]`.
+    positions: BTreeMap<usize, Resume>,
     positions_dirty: bool,
+    /// Positions that arrived while some positioned source was uncovered: they go to `positions`
+    /// once none is.
+    held: BTreeMap<usize, Resume>,
+    /// Positioned sources with events processed after their last position.
+    uncovered: BTreeSet<usize>,
+    /// `out[..covered]` may be committed with `positions`; the rest waits for positions that cover
+    /// the events it came from (committed earlier, a crash would process those events again).
+    covered: usize,
     last_offsets: Instant,
     out: Vec<Alert>,
 }
@@ -68,6 +87,7 @@ pub(crate) async fn run(setup: Setup) {
         rules,
         lateness_ns,
         sources,
+        acks,
         mut input,
         mut control,
         store,
@@ -79,6 +99,7 @@ pub(crate) async fn run(setup: Setup) {
         rules,
         lateness_ns,
         sources,
+        acks,
         counters,
         rule_counters: HashMap::new(),
         metrics,
@@ -88,6 +109,9 @@ pub(crate) async fn run(setup: Setup) {
         last_arrival: Instant::now(),
         positions: BTreeMap::new(),
         positions_dirty: false,
+        held: BTreeMap::new(),
+        uncovered: BTreeSet::new(),
+        covered: 0,
         last_offsets: Instant::now(),
         out: Vec::new(),
     };
@@ -154,26 +178,61 @@ impl Stage {
 
     fn events(&mut self, buf: &mut Vec<Input>) {
         self.last_arrival = Instant::now();
-        for mut inp in buf.drain(..) {
-            if inp.event.timestamp_ns == 0 {
-                // Events without a time are stamped at arrival (documented in docs/config.md).
-                inp.event.timestamp_ns = wall_ns();
+        for inp in buf.drain(..) {
+            if let Some(mut event) = inp.event {
+                if event.timestamp_ns == 0 {
+                    // Events without a time are stamped at arrival (documented in docs/config.md).
+                    event.timestamp_ns = wall_ns();
+                }
+                self.max_ts = self.max_ts.max(event.timestamp_ns);
+                for r in &mut self.rules {
+                    r.detector.on_event(&event, &mut self.out);
+                }
+                if let Some(c) = self.counters.get(inp.src) {
+                    c.events_out.fetch_add(1, Relaxed);
+                }
             }
-            self.max_ts = self.max_ts.max(inp.event.timestamp_ns);
-            for r in &mut self.rules {
-                r.detector.on_event(&inp.event, &mut self.out);
+            match inp.pos {
+                Pos::None => {}
+                Pos::File(inode, offset) => self.note(inp.src, Resume::File(inode, offset)),
+                Pos::Uncovered => {
+                    self.uncovered.insert(inp.src);
+                }
+                Pos::Mark(p) => {
+                    self.uncovered.remove(&inp.src);
+                    self.note(inp.src, Resume::Position(p));
+                }
+                Pos::Closed => {
+                    self.uncovered.remove(&inp.src);
+                    self.note_covered();
+                }
             }
-            if let Some(c) = self.counters.get(inp.src) {
-                c.events_out.fetch_add(1, Relaxed);
-            }
-            if let Some(pos) = inp.pos {
-                self.positions.insert(inp.src, pos);
-                self.positions_dirty = true;
-            }
+            self.note_covered();
         }
         let wm = self.max_ts.saturating_sub(self.lateness_ns);
         if wm >= self.watermark.saturating_add(WATERMARK_STEP_NS) {
             self.advance(wm);
+        }
+    }
+
+    /// A source's new position: in force at once, or held until no positioned source is uncovered.
+    fn note(&mut self, src: usize, r: Resume) {
+        if self.uncovered.is_empty() {
+            self.positions.insert(src, r);
+            self.positions_dirty = true;
+        } else {
+            self.held.insert(src, r);
+        }
+    }
+
+    /// With no positioned source uncovered, every alert so far may be committed with the positions.
+    fn note_covered(&mut self) {
+        if self.uncovered.is_empty() {
+            if !self.held.is_empty() {
+                self.positions.append(&mut self.held);
+                self.positions_dirty = true;
+            }
+            self.covered = self.out.len();
         }
     }
 
@@ -196,16 +255,25 @@ impl Stage {
         for r in &mut self.rules {
             r.detector.on_watermark(wm, &mut self.out);
         }
+        self.note_covered();
     }
 
     async fn flush(&mut self, last: bool) {
         self.publish_pending();
+        if last {
+            // Whatever is still uncovered (a source that stopped without its last position) is
+            // committed rather than dropped.
+            self.uncovered.clear();
+            self.note_covered();
+        }
         let offsets_due =
             self.positions_dirty && (last || self.last_offsets.elapsed() >= OFFSET_EVERY);
-        if self.out.is_empty() && !offsets_due {
+        if self.covered == 0 && !offsets_due {
             return;
         }
-        for a in &self.out {
+        let alerts: Vec<Alert> = self.out.drain(..self.covered).collect();
+        self.covered = 0;
+        for a in &alerts {
             let c = match self.rule_counters.get(&a.rule_id) {
                 Some(c) => c.clone(),
                 None => {
@@ -216,24 +284,32 @@ impl Stage {
             };
             c.fetch_add(1, Relaxed);
         }
-        // Offsets go with the alerts of the events before them, in one transaction: after a crash a file
+        // Positions go with the alerts of the events before them, in one transaction: after a crash a
         // source resumes exactly after the last event whose alerts are stored.
-        let offsets = if self.positions_dirty {
+        let mut offsets = Vec::new();
+        let mut positions = Vec::new();
+        if self.positions_dirty {
             self.positions_dirty = false;
             self.last_offsets = Instant::now();
-            self.positions
-                .iter()
-                .map(|(src, (inode, offset))| SourceOffset {
-                    name: self.sources.get(*src).cloned().unwrap_or_default(),
-                    inode: *inode,
-                    offset: *offset,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let alerts = std::mem::take(&mut self.out);
-        if !self.store.record(alerts, offsets).await {
+            for (src, r) in &self.positions {
+                let name = self.sources.get(*src).cloned().unwrap_or_default();
+                match r {
+                    Resume::File(inode, offset) => offsets.push(SourceOffset {
+                        name,
+                        inode: *inode,
+                        offset: *offset,
+                    }),
+                    Resume::Position(p) => positions.push((
+                        SourcePosition {
+                            name,
+                            position: p.clone(),
+                        },
+                        self.acks.get(*src).cloned().flatten(),
+                    )),
+                }
+            }
+        }
+        if !self.store.record(alerts, offsets, positions).await {
             tracing::error!("the alert store has stopped; alerts cannot be kept");
         }
     }

@@ -3,14 +3,15 @@
 //! Each is a [`SourceStarter`]: refused with a reason (logged, the daemon goes on without it) or
 //! started as a stream of `correlator::Event`s with status and stop hooks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{SourceStarter, StartedSource};
+use super::{SourceEvents, SourceItem, SourceStarter, StartedSource};
 use crate::config::Config;
-use crate::ingest::consumer::{drive, Consumer, Emitted, Sink};
+use crate::ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
 use crate::ingest::Spool;
 use crate::kernel::KernelSensor;
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ impl SourceStarter for KernelStarter {
         let for_status = shared.clone();
         Ok(Some(StartedSource {
             name: "kernel".into(),
-            events,
+            events: events.into(),
             detail,
             status: Some(Arc::new(move || {
                 let guard = for_status.lock().unwrap_or_else(PoisonError::into_inner);
@@ -71,17 +72,34 @@ impl SourceStarter for KernelStarter {
                     tokio::spawn(sensor.shutdown());
                 }
             })),
+            acked: None,
         }))
     }
 }
 
 /// Starts network ingest when `[ingest] enabled`: the listeners write to the durable spool; a
-/// consumer thread decodes spooled records and hands the events to the correlator.
-pub struct IngestStarter;
+/// consumer thread decodes spooled records and hands the events to the correlator, each batch
+/// followed by the consumer's [`Position`]. The store commits that position with the alerts of
+/// the events before it; the daemon resumes from it, and the spool is committed (its segments
+/// deleted) only up to a position the store has made durable.
+#[derive(Default)]
+pub struct IngestStarter {
+    resume: Option<serde_json::Value>,
+}
+
+impl IngestStarter {
+    pub fn new() -> IngestStarter {
+        IngestStarter::default()
+    }
+}
 
 impl SourceStarter for IngestStarter {
     fn name(&self) -> String {
         "ingest".into()
+    }
+
+    fn resume_from(&mut self, position: serde_json::Value) {
+        self.resume = Some(position);
     }
 
     fn start(
@@ -97,6 +115,7 @@ impl SourceStarter for IngestStarter {
             Spool::open(&sec.spool_dir, sec.spool.clone())
                 .map_err(|e| format!("spool {}: {e}", sec.spool_dir.display()))?,
         );
+        let start = resume_point(self.resume.as_ref(), &spool);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, events) = mpsc::channel(8192);
         let http = sec.listeners.http.as_ref().map(|h| h.listen.to_string());
@@ -116,9 +135,21 @@ impl SourceStarter for IngestStarter {
         let idle = Duration::from_secs(sec.group_idle_secs);
         let m = metrics.clone();
         let consumer_spool = spool.clone();
+        let acked = Arc::new(AtomicU64::new(start.seq));
+        let consumer_acked = acked.clone();
         std::thread::Builder::new()
             .name("ingest-consumer".into())
-            .spawn(move || consume(&consumer_spool, &tx, idle, &stop_rx, &m))
+            .spawn(move || {
+                consume(
+                    &consumer_spool,
+                    start,
+                    &tx,
+                    &consumer_acked,
+                    idle,
+                    &stop_rx,
+                    &m,
+                )
+            })
             .map_err(|e| format!("cannot start the ingest consumer thread: {e}"))?;
         let detail = format!(
             "http {}, auditd {}, spool {}",
@@ -127,24 +158,73 @@ impl SourceStarter for IngestStarter {
             sec.spool_dir.display()
         );
         let for_status = spool;
+        let status_acked = acked.clone();
         Ok(Some(StartedSource {
             name: "ingest".into(),
-            events,
+            events: SourceEvents::Positioned(events),
             detail,
             status: Some(Arc::new(
-                move || serde_json::json!({"spool_committed": for_status.committed(), "spool_durable": for_status.durable()}),
+                // `store_acked`: records whose alerts are durable in the store; the spool keeps
+                // everything after it.
+                move || serde_json::json!({"spool_committed": for_status.committed(), "spool_durable": for_status.durable(), "store_acked": status_acked.load(Ordering::Acquire)}),
             )),
             stop: Some(Box::new(move || {
                 let _ = stop_tx.send(true);
+            })),
+            acked: Some(Arc::new(move |p: &serde_json::Value| {
+                if let Some(seq) = p.get("seq").and_then(serde_json::Value::as_u64) {
+                    acked.fetch_max(seq, Ordering::AcqRel);
+                }
             })),
         }))
     }
 }
 
-/// Hands decoded events to the correlator stage; rejects are counted and logged.
+/// Where the consumer starts: the position the store committed, when it belongs to this spool;
+/// else the spool's own checkpoint (a first start, or a store from before positions were kept).
+fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
+    let Some(v) = stored else {
+        return Position {
+            seq: spool.committed(),
+            decoders: Vec::new(),
+        };
+    };
+    match serde_json::from_value::<Position>(v.clone()) {
+        Ok(p) if p.seq <= spool.durable() && p.seq >= spool.committed() => {
+            tracing::info!(
+                seq = p.seq,
+                decoders_ahead = p.decoders.len(),
+                "network ingest resumes where the alert store says it stopped"
+            );
+            p
+        }
+        Ok(p) => {
+            // The spool was replaced or reset (its records do not go as far), or the store was
+            // replaced by an older copy: the stored position does not describe this spool.
+            tracing::warn!(stored = p.seq, spool_committed = spool.committed(), spool_durable = spool.durable(), "the alert store's ingest position does not match the spool; resuming from the spool's checkpoint");
+            Position {
+                seq: spool.committed(),
+                decoders: Vec::new(),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the alert store's ingest position is unreadable; resuming from the spool's checkpoint");
+            Position {
+                seq: spool.committed(),
+                decoders: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Hands decoded events to the correlator stage, each batch followed by the position that covers
+/// it; rejects are counted and logged.
 struct ChannelSink<'a> {
-    tx: &'a mpsc::Sender<correlator::Event>,
+    tx: &'a mpsc::Sender<SourceItem>,
     metrics: &'a Metrics,
+    /// The last position the store made durable.
+    acked: &'a AtomicU64,
+    sent: Position,
     closed: bool,
 }
 
@@ -152,7 +232,7 @@ impl Sink for ChannelSink<'_> {
     fn emit(&mut self, e: Emitted) {
         match e.result {
             Ok(ev) => {
-                if !self.closed && self.tx.blocking_send(ev).is_err() {
+                if !self.closed && self.tx.blocking_send(SourceItem::Event(ev)).is_err() {
                     self.closed = true;
                 }
             }
@@ -165,27 +245,50 @@ impl Sink for ChannelSink<'_> {
         }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn flush(&mut self, at: &Position) -> std::io::Result<()> {
+        if self.closed || *at == self.sent {
+            return Ok(());
+        }
+        match serde_json::to_value(at) {
+            Ok(v) => {
+                if self.tx.blocking_send(SourceItem::Position(v)).is_err() {
+                    self.closed = true;
+                } else {
+                    self.sent = at.clone();
+                }
+                Ok(())
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// The spool keeps everything the store has not made durable with its alerts.
+    fn durable_upto(&mut self, safe: u64) -> u64 {
+        self.acked.load(Ordering::Acquire).min(safe)
     }
 }
 
-/// Reads the spool from its checkpoint, decodes, and forwards events. The checkpoint is committed
-/// once the events of a batch are handed to the correlator (see ARCHITECTURE.md for the window this
-/// leaves on a crash of the whole daemon).
+/// Reads the spool after `start`, decodes, and forwards events and positions. The spool is
+/// committed only up to what the store has acknowledged as durable.
 fn consume(
     spool: &Spool,
-    tx: &mpsc::Sender<correlator::Event>,
+    start: Position,
+    tx: &mpsc::Sender<SourceItem>,
+    acked: &AtomicU64,
     idle: Duration,
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
 ) {
+    let mut consumer = Consumer::new();
+    consumer.resume_at(&start);
     let mut sink = ChannelSink {
         tx,
         metrics,
+        acked,
+        sent: start.clone(),
         closed: false,
     };
-    if let Err(e) = drive(&mut Consumer::new(), spool, idle, stop, &mut sink) {
+    if let Err(e) = drive(&mut consumer, spool, start.seq, idle, stop, &mut sink) {
         tracing::error!(error = %e, "network ingest consumer stopped");
     }
 }

@@ -15,6 +15,14 @@
 //! Architecture Invariant: shutdown drains: sources stop first, everything they already handed over
 //! goes through the detectors into the store, the store is checkpointed, and only then does `run`
 //! return. An event accepted from a source is never dropped by a clean shutdown.
+//!
+//! Architecture Invariant: a source's resume point moves only with what its events produced. File
+//! offsets ride on each event; a positioned source ([`SourceEvents::Positioned`], network ingest)
+//! sends [`SourceItem::Position`] after the events it covers. The correlator commits alerts only up
+//! to the last point where every positioned source is covered, in the same SQLite transaction as the
+//! positions; a source hears that a position is durable ([`StartedSource::acked`]) only after the
+//! store has made that transaction durable, and only then may it drop the data behind it. A
+//! `kill -9` anywhere replays exactly the events whose alerts are not stored.
 
 mod correlate;
 pub mod live;
@@ -78,6 +86,9 @@ where
 pub trait SourceStarter: Send {
     /// The name used in start-up messages when it is refused.
     fn name(&self) -> String;
+    /// Called before [`SourceStarter::start`] with the last position of this source (by
+    /// [`SourceStarter::name`]) that the store committed, if any: what a positioned source resumes from.
+    fn resume_from(&mut self, _position: serde_json::Value) {}
     /// `Ok(None)`: disabled by config. `Err(reason)`: refused (logged, the daemon goes on without it).
     fn start(
         self: Box<Self>,
@@ -86,16 +97,47 @@ pub trait SourceStarter: Send {
     ) -> Result<Option<StartedSource>, String>;
 }
 
+/// What a positioned source sends, in order.
+#[derive(Debug)]
+pub enum SourceItem {
+    Event(Event),
+    /// Where the source stands once every event sent before this one is processed: committed with
+    /// their alerts, and given back through [`SourceStarter::resume_from`] at the next start.
+    Position(serde_json::Value),
+}
+
+/// A source's stream.
+#[derive(Debug)]
+pub enum SourceEvents {
+    /// Events with nothing to resume from (the kernel sensor).
+    Plain(mpsc::Receiver<Event>),
+    /// Events and the positions that cover them.
+    Positioned(mpsc::Receiver<SourceItem>),
+}
+
+impl From<mpsc::Receiver<Event>> for SourceEvents {
+    fn from(rx: mpsc::Receiver<Event>) -> SourceEvents {
+        SourceEvents::Plain(rx)
+    }
+}
+
+/// Called with a position once the store has made it durable (see [`StartedSource::acked`]).
+pub type AckFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+
 /// A running source: a stream of events plus hooks for status and shutdown.
 pub struct StartedSource {
+    /// Also the key of its position in the store: the same as [`SourceStarter::name`].
     pub name: String,
-    pub events: mpsc::Receiver<Event>,
+    pub events: SourceEvents,
     /// A one-line description for start-up messages ("14 programs attached").
     pub detail: String,
     /// Extra status for `sensor status` (programs attached, ring buffer losses, clients).
     pub status: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Called at shutdown; the source must then close `events` (what is already queued is drained).
     pub stop: Option<Box<dyn FnOnce() + Send>>,
+    /// Positioned sources: told each position once it is durable in the store (with the alerts of
+    /// the events before it); only then may the source drop what lies behind it.
+    pub acked: Option<AckFn>,
 }
 
 /// What the daemon is made of besides its config.
@@ -191,12 +233,25 @@ pub struct RunSummary {
     pub alerts_repeated: u64,
 }
 
-/// One event on its way from a source to the correlator.
+/// One event (or a position) on its way from a source to the correlator.
 pub(crate) struct Input {
     pub(crate) src: usize,
-    pub(crate) event: Event,
-    /// (inode, offset after this event) for file sources.
-    pub(crate) pos: Option<(u64, u64)>,
+    pub(crate) event: Option<Event>,
+    pub(crate) pos: Pos,
+}
+
+/// Where an [`Input`] leaves its source.
+pub(crate) enum Pos {
+    /// Nothing to resume (kernel events).
+    None,
+    /// A file source: (inode, offset after this event).
+    File(u64, u64),
+    /// An event of a positioned source: covered by a later [`Pos::Mark`].
+    Uncovered,
+    /// A positioned source's position, covering its events before it.
+    Mark(serde_json::Value),
+    /// A positioned source ended without a last position.
+    Closed,
 }
 
 /// The wall clock in ns since the epoch (bookkeeping only; detectors never see it).
@@ -240,10 +295,16 @@ pub async fn run_with_metrics(
         .rules_loaded
         .store(i64::try_from(rules.len()).unwrap_or(i64::MAX), Relaxed);
 
-    // File offsets are read before the store moves to its thread.
+    // File offsets and source positions are read before the store moves to its thread.
     let mut file_offsets = Vec::new();
     for f in &cfg.sources.file {
         file_offsets.push(store.source_offset(&f.source_name())?);
+    }
+    let mut starters = seams.sources;
+    for starter in &mut starters {
+        if let Some(p) = store.source_position(&starter.name())? {
+            starter.resume_from(p);
+        }
     }
 
     let (alerts_tx, _) = broadcast::channel::<Arc<AlertUpdate>>(4096);
@@ -258,8 +319,9 @@ pub async fn run_with_metrics(
     let mut source_status = BTreeMap::new();
     let mut stops = Vec::new();
     let mut source_tasks = Vec::new();
+    let mut acks = Vec::new();
 
-    for starter in seams.sources {
+    for starter in starters {
         let name = starter.name();
         match starter.start(&cfg, &metrics) {
             Ok(None) => tracing::info!(source = %name, "source disabled by config"),
@@ -277,6 +339,7 @@ pub async fn run_with_metrics(
                 if let Some(stop) = s.stop {
                     stops.push(stop);
                 }
+                acks.push(s.acked);
                 let counters = metrics.source(&s.name);
                 source_tasks.push(tokio::spawn(sources::forward(
                     idx,
@@ -299,6 +362,7 @@ pub async fn run_with_metrics(
         let name = f.source_name();
         let idx = source_names.len();
         source_names.push(name.clone());
+        acks.push(None);
         let detail = format!(
             "{} ({})",
             f.path.display(),
@@ -341,6 +405,7 @@ pub async fn run_with_metrics(
         rules,
         lateness_ns: cfg.rules.lateness.as_nanos_i64(),
         sources: source_names.clone(),
+        acks,
         input: input_rx,
         control: corr_ctl_rx,
         store: store_handle.clone(),

@@ -10,35 +10,99 @@ use correlator::Event;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
-use super::Input;
+use super::{Input, Pos, SourceEvents, SourceItem};
 use crate::config::FileSourceConfig;
 use crate::metrics::SourceCounters;
 use crate::store::SourceOffset;
 
-/// Moves events from a seam's channel to the correlator. At shutdown it drains what is already queued.
+/// Moves events from a seam's channel to the correlator. At shutdown a plain source's queue is drained;
+/// a positioned source is followed until it closes its channel, so that the position it sends last
+/// (covering the last events it handed over) reaches the store.
 pub(crate) async fn forward(
     src: usize,
-    mut rx: mpsc::Receiver<Event>,
+    rx: SourceEvents,
     tx: mpsc::Sender<Input>,
     counters: Arc<SourceCounters>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match rx {
+        SourceEvents::Plain(rx) => {
+            let wrap = |event| Input {
+                src,
+                event: Some(event),
+                pos: Pos::None,
+            };
+            pump(rx, wrap, tx, &counters, shutdown).await;
+        }
+        SourceEvents::Positioned(rx) => {
+            let wrap = |item| match item {
+                SourceItem::Event(event) => Input {
+                    src,
+                    event: Some(event),
+                    pos: Pos::Uncovered,
+                },
+                SourceItem::Position(p) => Input {
+                    src,
+                    event: None,
+                    pos: Pos::Mark(p),
+                },
+            };
+            let mut rx = rx;
+            let mut last_was_mark = true;
+            while let Some(item) = rx.recv().await {
+                let inp = wrap(item);
+                last_was_mark = inp.event.is_none();
+                if !last_was_mark {
+                    counters.events_in.fetch_add(1, Relaxed);
+                }
+                if tx.send(inp).await.is_err() {
+                    return;
+                }
+            }
+            if !last_was_mark {
+                // It stopped without covering its last events: without this, they would hold
+                // back every alert after them until shutdown.
+                tracing::warn!(source = src, "a positioned source closed without a last position; its last events may be processed again at the next start");
+                let _ = tx
+                    .send(Input {
+                        src,
+                        event: None,
+                        pos: Pos::Closed,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Forwards until the source's channel closes or shutdown, then drains what is queued.
+async fn pump<T>(
+    mut rx: mpsc::Receiver<T>,
+    wrap: impl Fn(T) -> Input,
+    tx: mpsc::Sender<Input>,
+    counters: &SourceCounters,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let send = |inp: Input| {
+        if inp.event.is_some() {
+            counters.events_in.fetch_add(1, Relaxed);
+        }
+        tx.send(inp)
+    };
     loop {
         tokio::select! {
             biased;
-            ev = rx.recv() => match ev {
-                Some(event) => {
-                    counters.events_in.fetch_add(1, Relaxed);
-                    if tx.send(Input { src, event, pos: None }).await.is_err() {
+            item = rx.recv() => match item {
+                Some(item) => {
+                    if send(wrap(item)).await.is_err() {
                         return;
                     }
                 }
                 None => return,
             },
             _ = shutdown.changed() => {
-                while let Ok(event) = rx.try_recv() {
-                    counters.events_in.fetch_add(1, Relaxed);
-                    if tx.send(Input { src, event, pos: None }).await.is_err() {
+                while let Ok(item) = rx.try_recv() {
+                    if send(wrap(item)).await.is_err() {
                         return;
                     }
                 }
@@ -246,7 +310,14 @@ async fn emit(
     match parsed {
         Ok(event) => {
             counters.events_in.fetch_add(1, Relaxed);
-            tx.send(Input { src, event, pos }).await.is_ok()
+            let pos = pos.map_or(Pos::None, |(inode, offset)| Pos::File(inode, offset));
+            tx.send(Input {
+                src,
+                event: Some(event),
+                pos,
+            })
+            .await
+            .is_ok()
         }
         Err(e) => {
             counters.rejected.fetch_add(1, Relaxed);

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use correlator::Alert;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{wall_ns, DaemonInfo};
+use super::{wall_ns, AckFn, DaemonInfo};
 use crate::metrics::Metrics;
 use crate::outputs::AlertUpdate;
-use crate::store::{Recorded, SourceOffset, Status, Store, StoreError, StoreStats, StoredAlert};
+use crate::store::{
+    Recorded, SourceOffset, SourcePosition, Status, Store, StoreError, StoreStats, StoredAlert,
+};
 
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
 
@@ -19,6 +21,7 @@ pub(crate) enum StoreMsg {
     Alerts {
         alerts: Vec<Alert>,
         offsets: Vec<SourceOffset>,
+        positions: Vec<(SourcePosition, Option<AckFn>)>,
     },
     Call(Call),
     Shutdown(oneshot::Sender<Result<StoreStats, StoreError>>),
@@ -45,10 +48,21 @@ impl StoreHandle {
         rx.await.ok()
     }
 
-    /// Queues alerts and file offsets for the store (false if the store has stopped).
-    pub(crate) async fn record(&self, alerts: Vec<Alert>, offsets: Vec<SourceOffset>) -> bool {
+    /// Queues alerts, file offsets and source positions for the store, to be committed in one
+    /// transaction (false if the store has stopped). Each position's ack is called once that
+    /// transaction is durable.
+    pub(crate) async fn record(
+        &self,
+        alerts: Vec<Alert>,
+        offsets: Vec<SourceOffset>,
+        positions: Vec<(SourcePosition, Option<AckFn>)>,
+    ) -> bool {
         self.tx
-            .send(StoreMsg::Alerts { alerts, offsets })
+            .send(StoreMsg::Alerts {
+                alerts,
+                offsets,
+                positions,
+            })
             .await
             .is_ok()
     }
@@ -88,6 +102,11 @@ fn store_loop(
 ) {
     let mut held: Option<StoreMsg> = None;
     let mut ckpt = Checkpointer::new();
+    // Positions committed but not yet known to be on disk, by source: with `synchronous=NORMAL` a
+    // commit survives a crash of the process at once, a power loss only once the WAL is synced,
+    // which every checkpoint does first. Sources hear of them after the next checkpoint.
+    let mut unsynced: std::collections::BTreeMap<String, (serde_json::Value, AckFn)> =
+        std::collections::BTreeMap::new();
     loop {
         let Some(msg) = held.take().or_else(|| rx.blocking_recv()) else {
             break;
@@ -105,6 +124,7 @@ fn store_loop(
             StoreMsg::Alerts {
                 mut alerts,
                 mut offsets,
+                mut positions,
             } => {
                 // Fold whatever else is queued into the same transaction.
                 while alerts.len() < BATCH {
@@ -112,9 +132,11 @@ fn store_loop(
                         Ok(StoreMsg::Alerts {
                             alerts: a,
                             offsets: o,
+                            positions: p,
                         }) => {
                             alerts.extend(a);
                             offsets.extend(o);
+                            positions.extend(p);
                         }
                         Ok(other) => {
                             held = Some(other);
@@ -123,22 +145,42 @@ fn store_loop(
                         Err(_) => break,
                     }
                 }
-                write_batch(&mut store, alerts, &offsets, metrics, bus);
+                let (positions, acks): (Vec<SourcePosition>, Vec<Option<AckFn>>) =
+                    positions.into_iter().unzip();
+                if write_batch(&mut store, alerts, &offsets, &positions, metrics, bus) {
+                    for (p, ack) in positions.into_iter().zip(acks) {
+                        if let Some(ack) = ack {
+                            unsynced.insert(p.name, (p.position, ack));
+                        }
+                    }
+                }
             }
             StoreMsg::Call(f) => f(&mut store),
             StoreMsg::Shutdown(reply) => {
                 let stats = store.stats();
                 let res = store.close().and(stats);
+                if res.is_ok() {
+                    ack_all(&mut unsynced);
+                }
                 let _ = reply.send(res);
                 return;
             }
         }
         warn_if_slow(what, started);
         let idle = held.is_none() && rx.is_empty();
-        ckpt.maybe_run(&store, idle, metrics);
+        if ckpt.maybe_run(&store, idle, metrics) {
+            ack_all(&mut unsynced);
+        }
     }
     if let Err(e) = store.close() {
         tracing::error!(error = %e, "closing the alert store failed");
+    }
+}
+
+/// Tells each source the last position of it that is now durable.
+fn ack_all(unsynced: &mut std::collections::BTreeMap<String, (serde_json::Value, AckFn)>) {
+    for (_, (p, ack)) in std::mem::take(unsynced) {
+        ack(&p);
     }
 }
 
@@ -176,32 +218,41 @@ impl Checkpointer {
         }
     }
 
-    fn maybe_run(&mut self, store: &Store, idle: bool, metrics: &Metrics) {
+    /// Runs a checkpoint when due; true when one ran and succeeded (everything committed before
+    /// it is then on disk).
+    fn maybe_run(&mut self, store: &Store, idle: bool, metrics: &Metrics) -> bool {
         let since = self.last.elapsed();
         if !self.dirty || !(idle && since >= Self::IDLE_EVERY || since >= Self::FORCE_AFTER) {
-            return;
+            return false;
         }
         let started = Instant::now();
-        if let Err(e) = store.checkpoint_passive() {
-            metrics.store_errors.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "alert store checkpoint failed");
-        }
+        let ok = match store.checkpoint_passive() {
+            Ok(()) => true,
+            Err(e) => {
+                metrics.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "alert store checkpoint failed");
+                false
+            }
+        };
         warn_if_slow("checkpoint", started);
         self.last = Instant::now();
         self.dirty = false;
+        ok
     }
 }
 
+/// Writes one transaction; false when it could not be written (after retries; the alerts are logged).
 fn write_batch(
     store: &mut Store,
     alerts: Vec<Alert>,
     offsets: &[SourceOffset],
+    positions: &[SourcePosition],
     metrics: &Metrics,
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
-) {
+) -> bool {
     let mut attempt = 0;
     let recorded = loop {
-        match store.record_batch(&alerts, offsets, wall_ns()) {
+        match store.record_batch_at(&alerts, offsets, positions, wall_ns()) {
             Ok(r) => break r,
             Err(e) if attempt < 5 => {
                 attempt += 1;
@@ -215,7 +266,7 @@ fn write_batch(
                 for a in &alerts {
                     tracing::error!(error = %e, alert = %serde_json::to_string(a).unwrap_or_default(), "alert could not be stored");
                 }
-                return;
+                return false;
             }
         }
     };
@@ -234,6 +285,7 @@ fn write_batch(
         }
         let _ = bus.send(Arc::new(update(a, r, now)));
     }
+    true
 }
 
 fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {

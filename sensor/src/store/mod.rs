@@ -452,6 +452,19 @@ impl Store {
         offsets: &[SourceOffset],
         now_ns: i64,
     ) -> Result<Vec<Recorded>, StoreError> {
+        self.record_batch_at(alerts, offsets, &[], now_ns)
+    }
+
+    /// [`Store::record_batch`] that also commits source positions, in the same transaction: after a
+    /// crash, the positions read back ([`Store::source_position`]) are exactly those of the events
+    /// whose alerts are stored.
+    pub fn record_batch_at(
+        &mut self,
+        alerts: &[Alert],
+        offsets: &[SourceOffset],
+        positions: &[SourcePosition],
+        now_ns: i64,
+    ) -> Result<Vec<Recorded>, StoreError> {
         let path = self.cfg.path.clone();
         let cfg = self.cfg.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
@@ -467,8 +480,37 @@ impl Store {
             )
             .map_err(|e| classify(&path, e))?;
         }
+        for p in positions {
+            tx.execute(
+                "INSERT INTO source_positions (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                params![p.name, p.position.to_string()],
+            )
+            .map_err(|e| classify(&path, e))?;
+        }
         tx.commit().map_err(|e| classify(&path, e))?;
         Ok(out)
+    }
+
+    /// Where a source with a position of its own stopped (committed together with the alerts its
+    /// events produced), as the source wrote it.
+    pub fn source_position(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT position FROM source_positions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: self.cfg.path.clone(),
+                detail: format!("position of source `{name}` is not JSON: {e}"),
+            })
+        })
+        .transpose()
     }
 
     /// Where a file source stopped (committed together with the alerts its events produced).
@@ -752,6 +794,13 @@ pub struct SourceOffset {
     pub name: String,
     pub inode: u64,
     pub offset: u64,
+}
+
+/// Where a source with a resume point of its own stopped (opaque to the store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourcePosition {
+    pub name: String,
+    pub position: serde_json::Value,
 }
 
 fn record_in(

@@ -55,6 +55,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         offset INTEGER NOT NULL
     );
     ",
+    // v3: sources that resume from a position of their own (network ingest: its spool consumer's
+    // position, JSON), committed in the same transaction as the alerts of the events before it.
+    r"
+    CREATE TABLE source_positions (
+        name     TEXT PRIMARY KEY,
+        position TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

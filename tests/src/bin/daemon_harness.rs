@@ -173,9 +173,10 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
+            // Network ingest runs when the config enables it (`[ingest] enabled = true`).
             let seams = Seams {
                 rules: Arc::new(rules),
-                sources: Vec::new(),
+                sources: vec![Box::new(sensor::daemon::live::IngestStarter::new())],
             };
             rt.block_on(sensor::daemon::run(cfg, Some(path), seams))
                 .map_err(|e| e.to_string())
