@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::ingest::consumer::{drive, Consumer, Emitted, Known, Position, Sink};
+use crate::ingest::consumer::{drive, Consumer, DecoderContext, Emitted, Known, Position, Sink};
 use crate::ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
     let spool = Arc::new(Spool::open(&cfg.spool_dir, cfg.spool.clone())?);
     let (known, good_len) = read_back(&args.output)?;
+    let contexts_path = contexts_path(&args.output);
+    let contexts = read_contexts(&contexts_path)?;
     let mut out = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -76,8 +78,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let server = tokio::spawn(serve(cfg.ingest.clone(), spool.clone(), rx.clone()));
         let idle = Duration::from_secs(cfg.group_idle_secs);
         let consumer_spool = spool.clone();
-        let consumer =
-            tokio::task::spawn_blocking(move || consume(&consumer_spool, out, known, idle, rx));
+        let consumer = tokio::task::spawn_blocking(move || {
+            consume(
+                &consumer_spool,
+                Output {
+                    out,
+                    contexts_path,
+                    contexts,
+                },
+                known,
+                idle,
+                rx,
+            )
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut server = server;
         tokio::select! {
@@ -94,6 +107,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         consumer.await??;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Where the decoders' header lines ([`DecoderContext`]) are kept beside the output: a Zeek TSV
+/// header can lie before the spool checkpoint, and the rows after it need it after a restart.
+fn contexts_path(output: &Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(".contexts.json");
+    PathBuf::from(p)
+}
+
+fn read_contexts(path: &Path) -> anyhow::Result<Vec<DecoderContext>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{}: not a list of decoder contexts", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Replaces `path` with `data` atomically and durably (temporary file, fsync, rename, fsync of
+/// the directory).
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The consumer's output: the events file and the decoder contexts beside it.
+struct Output {
+    out: File,
+    contexts_path: PathBuf,
+    contexts: Vec<DecoderContext>,
 }
 
 /// Reads the events an earlier run wrote; returns them and the length of the well-formed prefix.
@@ -143,6 +196,9 @@ fn read_back(path: &Path) -> anyhow::Result<(Vec<Known>, u64)> {
 /// Appends each event (plus an `ingest` object naming its spool records) to the output file.
 struct FileSink {
     out: File,
+    contexts_path: PathBuf,
+    /// The contexts last written to `contexts_path`.
+    contexts: Vec<DecoderContext>,
     buf: Vec<u8>,
     counts: HashMap<&'static str, u64>,
 }
@@ -170,7 +226,14 @@ impl Sink for FileSink {
         }
     }
 
-    fn flush(&mut self, _at: &Position) -> std::io::Result<()> {
+    fn flush(&mut self, at: &Position) -> std::io::Result<()> {
+        // Contexts first: events written after a new header must never be on disk while the old
+        // header is what a restart would restore (their header record is skipped on replay).
+        if at.contexts != self.contexts {
+            let data = serde_json::to_vec(&at.contexts).map_err(std::io::Error::other)?;
+            write_atomic(&self.contexts_path, &data)?;
+            self.contexts.clone_from(&at.contexts);
+        }
         if !self.buf.is_empty() {
             self.out.write_all(&self.buf)?;
             self.out.sync_data()?;
@@ -182,15 +245,18 @@ impl Sink for FileSink {
 
 fn consume(
     spool: &Spool,
-    out: File,
+    output: Output,
     known: Vec<Known>,
     idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut consumer = Consumer::new();
+    consumer.restore_contexts(&output.contexts);
     consumer.resume(known);
     let mut sink = FileSink {
-        out,
+        out: output.out,
+        contexts_path: output.contexts_path,
+        contexts: output.contexts,
         buf: Vec::with_capacity(1 << 20),
         counts: HashMap::new(),
     };

@@ -187,6 +187,7 @@ fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
         return Position {
             seq: spool.committed(),
             decoders: Vec::new(),
+            contexts: Vec::new(),
         };
     };
     match serde_json::from_value::<Position>(v.clone()) {
@@ -205,6 +206,7 @@ fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
             Position {
                 seq: spool.committed(),
                 decoders: Vec::new(),
+                contexts: Vec::new(),
             }
         }
         Err(e) => {
@@ -212,6 +214,7 @@ fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
             Position {
                 seq: spool.committed(),
                 decoders: Vec::new(),
+                contexts: Vec::new(),
             }
         }
     }

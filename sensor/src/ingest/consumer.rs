@@ -59,6 +59,18 @@ pub struct Position {
     /// Decoders that are further than `seq`: every record of theirs up to `upto` is processed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decoders: Vec<DecoderPosition>,
+    /// Header lines decoders need for their next records ([`Decoder::context`]): restored on
+    /// resume, since the records that carried them may lie before the resume point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<DecoderContext>,
+}
+
+/// One decoder's [`Decoder::context`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecoderContext {
+    pub format: Format,
+    pub agent: String,
+    pub lines: Vec<String>,
 }
 
 /// One decoder's progress beyond [`Position::seq`].
@@ -98,6 +110,7 @@ impl Consumer {
     /// caller starts its spool reader there), and the records of each listed decoder up to its
     /// `upto` are skipped.
     pub fn resume_at(&mut self, pos: &Position) {
+        self.restore_contexts(&pos.contexts);
         self.last_seq = self.last_seq.max(pos.seq);
         for d in &pos.decoders {
             let e = self
@@ -106,6 +119,50 @@ impl Consumer {
                 .or_insert(0);
             *e = (*e).max(d.upto.saturating_add(1));
         }
+    }
+
+    /// Puts decoders back in the state their header lines described (see [`Position::contexts`]).
+    /// Decoders that already exist are left alone.
+    pub fn restore_contexts(&mut self, contexts: &[DecoderContext]) {
+        for c in contexts {
+            let key = (c.format, c.agent.clone());
+            if self.slots.contains_key(&key) {
+                continue;
+            }
+            let mut dec = decoder(c.format, &c.agent);
+            for l in &c.lines {
+                // Header lines emit nothing; anything else would be dropped here on purpose.
+                dec.line(0, l, &mut |_| {});
+            }
+            self.slots.insert(
+                key,
+                Slot {
+                    dec,
+                    last_fed: 0,
+                    pending_since: None,
+                    fed_at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// The decoders' header lines ([`Decoder::context`]), for a sink that keeps them apart from a
+    /// [`Position`].
+    pub fn contexts(&self) -> Vec<DecoderContext> {
+        let mut out: Vec<DecoderContext> = self
+            .slots
+            .iter()
+            .filter_map(|((format, agent), slot)| {
+                let lines = slot.dec.context();
+                (!lines.is_empty()).then(|| DecoderContext {
+                    format: *format,
+                    agent: agent.clone(),
+                    lines,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.format.as_str(), &a.agent).cmp(&(b.format.as_str(), &b.agent)));
+        out
     }
 
     /// Where this consumer stands: everything emitted so far, nothing more. Valid between two
@@ -133,7 +190,11 @@ impl Consumer {
             })
             .collect();
         decoders.sort_by(|a, b| (a.format.as_str(), &a.agent).cmp(&(b.format.as_str(), &b.agent)));
-        Position { seq, decoders }
+        Position {
+            seq,
+            decoders,
+            contexts: self.contexts(),
+        }
     }
 
     /// Feeds the spooled record `seq`. A record that is not a spool record is reported as a reject.
@@ -426,6 +487,77 @@ mod tests {
                 got, whole,
                 "crash after record {cut}, replay from the start"
             );
+        }
+    }
+
+    /// Two Zeek TSV logs in a row (each with its own header, the second with other columns),
+    /// with ECS records of another agent between them.
+    fn zeek_records() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut zeek = |l: String| out.push(encode_record(Format::Zeek, "sensor-z", l.as_bytes()));
+        for (log, fields, types) in [
+            (
+                "conn",
+                "ts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto",
+                "time\tstring\taddr\tport\taddr\tport\tenum",
+            ),
+            (
+                "conn",
+                "uid\tts\tid.resp_h\tid.resp_p\tid.orig_h\tid.orig_p\tproto",
+                "string\ttime\taddr\tport\taddr\tport\tenum",
+            ),
+        ] {
+            zeek("#separator \\x09".to_string());
+            zeek("#set_separator\t,".to_string());
+            zeek(format!("#path\t{log}"));
+            zeek(format!("#fields\t{fields}"));
+            zeek(format!("#types\t{types}"));
+            for n in 0..4 {
+                let row = if fields.starts_with("ts") {
+                    format!("1700000{n}.5\tC{n}a\t10.0.0.{n}\t4{n}000\t10.9.9.9\t443\ttcp")
+                } else {
+                    format!("C{n}b\t1700001{n}.5\t10.9.9.8\t80\t10.0.1.{n}\t5{n}000\ttcp")
+                };
+                zeek(row);
+            }
+        }
+        let mut all = Vec::new();
+        for (i, r) in out.into_iter().enumerate() {
+            all.push(r);
+            if i % 3 == 0 {
+                let doc = format!(r#"{{"event":{{"action":"x"}},"labels":{{"n":"{i}"}}}}"#);
+                all.push(encode_record(Format::Ecs, "host-b", doc.as_bytes()));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_zeek_tsv_header_before_the_resume_point_still_applies_after_it() {
+        let recs = zeek_records();
+        let n = recs.len() as u64;
+        let mut whole = Vec::new();
+        let mut c = Consumer::new();
+        feed(&mut c, &recs, 0, n, &mut whole);
+        c.finish(&mut |e| whole.push(describe(e)));
+        assert!(
+            whole.iter().all(|e| !e.starts_with("reject")),
+            "an uninterrupted run decodes every row: {whole:?}"
+        );
+        assert_eq!(whole.iter().filter(|e| e.contains("zeek")).count(), 8);
+        whole.sort();
+        for cut in 0..=n {
+            let mut got = Vec::new();
+            let mut first = Consumer::new();
+            feed(&mut first, &recs, 0, cut, &mut got);
+            let pos: Position =
+                serde_json::from_value(serde_json::to_value(first.position()).unwrap()).unwrap();
+            let mut second = Consumer::new();
+            second.resume_at(&pos);
+            feed(&mut second, &recs, pos.seq, n, &mut got);
+            second.finish(&mut |e| got.push(describe(e)));
+            got.sort();
+            assert_eq!(got, whole, "restart after record {cut}, resumed at {pos:?}");
         }
     }
 }

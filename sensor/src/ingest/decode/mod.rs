@@ -153,6 +153,13 @@ pub trait Decoder: Send {
     fn pending(&self) -> bool {
         false
     }
+    /// The header lines this decoder's later lines depend on (Zeek TSV: `#separator`, `#fields`,
+    /// `#types`, ...), in order: fed to a fresh decoder they put it in the same state for the lines
+    /// that follow. Empty for formats whose lines stand alone. A consumer that resumes after a
+    /// restart, past the header, restores the decoder from these.
+    fn context(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A fresh decoder for `format`, stamping events with `agent_id`.

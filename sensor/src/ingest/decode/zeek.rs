@@ -13,6 +13,8 @@ use super::{Ctx, DecodeError, Decoder, Sink};
 pub(crate) struct ZeekDecoder {
     ctx: Ctx,
     tsv: Option<Tsv>,
+    /// The header lines of the current TSV log, as received (one per directive, the latest).
+    header_lines: Vec<String>,
 }
 
 struct Tsv {
@@ -41,19 +43,34 @@ impl Default for Tsv {
 
 impl ZeekDecoder {
     pub(crate) fn new(ctx: Ctx) -> ZeekDecoder {
-        ZeekDecoder { ctx, tsv: None }
+        ZeekDecoder {
+            ctx,
+            tsv: None,
+            header_lines: Vec::new(),
+        }
     }
 
     fn header(&mut self, line: &str) {
         let tsv = self.tsv.get_or_insert_with(Tsv::default);
         if let Some(sep) = line.strip_prefix("#separator ") {
+            // A new log starts with its separator: the old header no longer applies.
             tsv.separator = unescape(sep.trim());
+            self.header_lines.clear();
+            self.header_lines.push(line.to_string());
             return;
         }
         let sep = tsv.separator.clone();
         let mut parts = line.splitn(2, sep.as_str());
         let key = parts.next().unwrap_or("");
         let rest = parts.next().unwrap_or("");
+        if matches!(
+            key,
+            "#set_separator" | "#empty_field" | "#unset_field" | "#path" | "#fields" | "#types"
+        ) {
+            self.header_lines
+                .retain(|l| l.split(sep.as_str()).next() != Some(key));
+            self.header_lines.push(line.to_string());
+        }
         match key {
             "#set_separator" => tsv.set_separator = rest.to_string(),
             "#empty_field" => tsv.empty = rest.to_string(),
@@ -125,6 +142,10 @@ fn unescape(s: &str) -> String {
 }
 
 impl Decoder for ZeekDecoder {
+    fn context(&self) -> Vec<String> {
+        self.header_lines.clone()
+    }
+
     fn line(&mut self, line_no: u64, line: &str, sink: &mut Sink<'_>) {
         if line.starts_with('#') {
             self.header(line);
