@@ -258,9 +258,10 @@ mod tests {
         Ok(ev)
     }
 
-    fn view(
-        r: Result<Event, String>,
-    ) -> Result<(Vec<(String, Value)>, i64, Option<String>), String> {
+    /// Fields by name, timestamp, raw record.
+    type View = (Vec<(String, Value)>, i64, Option<String>);
+
+    fn view(r: Result<Event, String>) -> Result<View, String> {
         r.map(|ev| {
             let mut f: Vec<(String, Value)> = ev
                 .fields()
