@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, RwLock};
 
+mod stream;
+
 /// An interned ECS field path such as `process.name`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Field(u32);
@@ -29,8 +31,10 @@ impl Field {
     pub fn intern(path: &str) -> Field {
         // A per-thread cache in front of the shared table: decoders intern every path of every
         // event, and the shared read lock would otherwise be taken once per field.
+        // ahash: the keys are short dotted paths, hashed once per field of every decoded event.
         thread_local! {
-            static CACHE: std::cell::RefCell<HashMap<Box<str>, u32>> = std::cell::RefCell::new(HashMap::new());
+            static CACHE: std::cell::RefCell<HashMap<Box<str>, u32, ahash::RandomState>> =
+                std::cell::RefCell::new(HashMap::default());
         }
         if let Some(id) = CACHE.with(|c| c.borrow().get(path).copied()) {
             return Field(id);
@@ -218,6 +222,9 @@ pub enum EventError {
     NotAnObject(&'static str),
     #[error("field `@timestamp` is not a valid timestamp: {0}")]
     BadTimestamp(String),
+    /// The text is not JSON (serde_json's message, with line and column).
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
 }
 
 /// One normalised event.
@@ -287,6 +294,24 @@ impl Event {
 
     pub fn fields(&self) -> impl Iterator<Item = (Field, &Value)> {
         self.fields.iter().map(|(f, v)| (*f, v))
+    }
+
+    /// True when the event has a field at `path` or below it (`path.` followed by anything).
+    /// Reads the field names from a per-thread copy of the interner, taking no lock per field.
+    pub fn has_path_under(&self, path: &str) -> bool {
+        let Some(max) = self.fields.iter().map(|(f, _)| *f).max() else {
+            return false;
+        };
+        let under = |name: &str| {
+            name.strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
+        Field::with_names(max, |names| {
+            self.fields
+                .iter()
+                .any(|(f, _)| names.get(f.0 as usize).is_some_and(|n| under(n)))
+        })
+        .unwrap_or_else(|| self.fields.iter().any(|(f, _)| under(&f.name())))
     }
 
     /// Builds an event from an ECS JSON document, flattening nested objects into dotted paths.

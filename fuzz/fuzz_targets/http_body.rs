@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::ingest::server::{decode_record, decompress, process_body};
+use sensor::ingest::server::{decode_record, decompress, encode_record, process_body};
 use sensor::ingest::Format;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,10 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let encoding = ["identity", "gzip", "zstd", "br"][usize::from(sel >> 6)];
     let Ok(body) = decompress(encoding, bytes::Bytes::copy_from_slice(body), 1 << 20) else { return };
     let out = process_body(format, "fuzz", &body, 64 << 10);
-    for r in &out.records {
-        let (f, agent, _) = decode_record(r).expect("a framed record decodes");
+    for line in out.lines(&body) {
+        let r = encode_record(format, "fuzz", line);
+        let (f, agent, back) = decode_record(&r).expect("a framed record decodes");
         assert_eq!(f, format);
         assert_eq!(agent, "fuzz");
+        assert_eq!(back, line);
     }
     for (line, msg) in &out.rejected {
         assert!(*line > 0 && !msg.is_empty());

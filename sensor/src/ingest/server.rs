@@ -2,7 +2,8 @@
 //! (what Debian's `audisp-remote` speaks), both feeding the durable [`Spool`].
 //!
 //! Architecture Invariant: a record is acknowledged (HTTP 200 listing it as accepted, or an
-//! auditd ACK) only after [`Spool::append_batch`] returned, i.e. after it is on disk. Memory is
+//! auditd ACK) only after [`Spool::append_with_header`] / [`Spool::append_batch`] returned, i.e.
+//! after it is on disk. Memory is
 //! bounded by `max_inflight_requests * max_request_bytes` (a request beyond the in-flight limit
 //! gets 503 with Retry-After, never a queue).
 
@@ -22,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::decode::{decoder, feed_line, Format};
+use super::decode::{decoder, feed_line, validate_line, Format};
 use super::spool::{Spool, SpoolError};
 
 /// Ingest configuration (the `[ingest]` table of the daemon's config file). The default has
@@ -151,12 +152,19 @@ pub enum IngestError {
 
 /// A spooled record: `format code | agent id length | agent id | record bytes`.
 pub fn encode_record(format: Format, agent_id: &str, line: &[u8]) -> Vec<u8> {
+    let mut v = record_header(format, agent_id);
+    v.extend_from_slice(line);
+    v
+}
+
+/// The part of a spooled record before the record bytes (see [`encode_record`]); with
+/// [`Spool::append_with_header`] a request's lines are spooled from the body as they are.
+pub fn record_header(format: Format, agent_id: &str) -> Vec<u8> {
     let id = &agent_id.as_bytes()[..agent_id.len().min(255)];
-    let mut v = Vec::with_capacity(2 + id.len() + line.len());
+    let mut v = Vec::with_capacity(2 + id.len());
     v.push(format.code());
     v.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
     v.extend_from_slice(id);
-    v.extend_from_slice(line);
     v
 }
 
@@ -456,14 +464,26 @@ fn retry_after(mut r: Response<Full<Bytes>>, after: Duration) -> Response<Full<B
     r
 }
 
-/// What one request body yields: accepted records (already framed for the spool) and rejects.
+/// What one request body yields: where the accepted records are in it, and the rejects.
 pub struct BodyOutcome {
-    pub records: Vec<Vec<u8>>,
+    /// Each accepted line's bytes in the body (terminator excluded), in order.
+    pub accepted: Vec<std::ops::Range<usize>>,
+    /// Rejected lines: 1-based line number and why.
     pub rejected: Vec<(u64, String)>,
 }
 
-/// Splits a (decompressed) body into lines, validates each with a fresh decoder for `format`,
-/// and frames the accepted ones for the spool. Pure; also the fuzz entry point for the framing.
+impl BodyOutcome {
+    /// The accepted lines, sliced out of `body` (the body this outcome was computed from).
+    pub fn lines<'b>(&'b self, body: &'b [u8]) -> impl Iterator<Item = &'b [u8]> + 'b {
+        self.accepted
+            .iter()
+            .map(move |r| body.get(r.clone()).unwrap_or_default())
+    }
+}
+
+/// Splits a (decompressed) body into lines and judges each as a fresh decoder for `format`
+/// would (ECS lines are checked without building events, see [`validate_line`]). Pure; also
+/// the fuzz entry point for the framing.
 pub fn process_body(
     format: Format,
     agent_id: &str,
@@ -472,48 +492,51 @@ pub fn process_body(
 ) -> BodyOutcome {
     let mut dec = decoder(format, agent_id);
     let mut out = BodyOutcome {
-        records: Vec::new(),
+        accepted: Vec::new(),
         rejected: Vec::new(),
     };
-    let mut bad: Vec<(u64, String)> = Vec::new();
-    let mut lines: Vec<(u64, &[u8])> = Vec::new();
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        let n = i as u64 + 1;
-        let mut l = line;
+    let mut start = 0usize;
+    let mut n = 0u64;
+    loop {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |p| start + p);
+        n += 1;
+        let mut l = &body[start..end];
         while let [rest @ .., b'\r'] = l {
             l = rest;
         }
+        let range = start..start + l.len();
         if l.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        if l.len() > max_record_bytes {
-            bad.push((
+            // blank
+        } else if l.len() > max_record_bytes {
+            out.rejected.push((
                 n,
                 format!(
                     "record of {} bytes exceeds the limit of {max_record_bytes}",
                     l.len()
                 ),
             ));
-            continue;
-        }
-        let mut rejected_here = None;
-        feed_line(dec.as_mut(), n, l, &mut |r| {
-            if let Err(e) = r {
-                if e.line == n {
-                    rejected_here = Some(e.message);
-                }
+        } else {
+            let verdict = validate_line(format, l).unwrap_or_else(|| {
+                let mut rejected_here = Ok(());
+                feed_line(dec.as_mut(), n, l, &mut |r| {
+                    if let Err(e) = r {
+                        if e.line == n {
+                            rejected_here = Err(e.message);
+                        }
+                    }
+                });
+                rejected_here
+            });
+            match verdict {
+                Ok(()) => out.accepted.push(range),
+                Err(m) => out.rejected.push((n, m)),
             }
-        });
-        match rejected_here {
-            Some(m) => bad.push((n, m)),
-            None => lines.push((n, l)),
         }
+        if end == body.len() {
+            break;
+        }
+        start = end + 1;
     }
-    out.records = lines
-        .iter()
-        .map(|(_, l)| encode_record(format, agent_id, l))
-        .collect();
-    out.rejected = bad;
     out
 }
 
@@ -668,27 +691,37 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         Err(r) => return r,
     };
     let max_record = state.limits.max_record_bytes;
-    let agent_id = agent.id.clone();
+    // Checking the lines, taking the rate tokens and the durable append run in one blocking task;
+    // the accepted lines go to the spool straight from the body.
+    let st = state.clone();
+    let ag = agent.clone();
     let outcome = match tokio::task::spawn_blocking(move || {
-        process_body(format, &agent_id, &body, max_record)
-    })
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("decoder task failed: {e}"),
-            )
+        let outcome = process_body(format, &ag.id, &body, max_record);
+        let accepted = outcome.accepted.len();
+        if accepted == 0 {
+            return Ingested::Done(outcome);
         }
-    };
-    if !outcome.records.is_empty() {
-        let taken = agent
+        let taken = ag
             .bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(outcome.records.len());
+            .take(accepted);
         if let Err(wait) = taken {
+            return Ingested::RateLimited(wait);
+        }
+        let lines: Vec<&[u8]> = outcome.lines(&body).collect();
+        match st
+            .spool
+            .append_with_header(&record_header(format, &ag.id), &lines)
+        {
+            Ok(_) => Ingested::Done(outcome),
+            Err(e) => Ingested::SpoolFailed(e),
+        }
+    })
+    .await
+    {
+        Ok(Ingested::Done(o)) => o,
+        Ok(Ingested::RateLimited(wait)) => {
             return retry_after(
                 error_response(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -697,31 +730,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 wait,
             );
         }
-    }
-    let accepted = outcome.records.len();
-    if accepted > 0 {
-        let spool = state.spool.clone();
-        let records = outcome.records;
-        match tokio::task::spawn_blocking(move || spool.append_batch(&records)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(SpoolError::Full { .. })) => {
-                return retry_after(
-                    error_response(StatusCode::SERVICE_UNAVAILABLE, "spool is full"),
-                    Duration::from_secs(5),
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::error!(message = "ingest: spool append failed", error = %e);
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("spool: {e}"));
-            }
-            Err(e) => {
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("spool task failed: {e}"),
-                )
-            }
+        Ok(Ingested::SpoolFailed(SpoolError::Full { .. })) => {
+            return retry_after(
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "spool is full"),
+                Duration::from_secs(5),
+            )
         }
-    }
+        Ok(Ingested::SpoolFailed(e)) => {
+            tracing::error!(message = "ingest: spool append failed", error = %e);
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("spool: {e}"));
+        }
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("ingest task failed: {e}"),
+            )
+        }
+    };
+    let accepted = outcome.accepted.len();
     let rejected: Vec<serde_json::Value> = outcome
         .rejected
         .iter()
@@ -736,6 +762,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         status,
         &serde_json::json!({"accepted": accepted, "rejected": rejected}),
     )
+}
+
+/// How the blocking half of a request ended.
+enum Ingested {
+    /// Checked, and the accepted lines (if any) are durable.
+    Done(BodyOutcome),
+    RateLimited(Duration),
+    SpoolFailed(SpoolError),
 }
 
 // ---- auditd remote protocol ----------------------------------------------------------------
@@ -970,13 +1004,18 @@ fn check_audit_line(agent: &str, line_no: u64, text: &[u8]) -> Option<Vec<u8>> {
         tracing::warn!(message = "ingest: auditd record rejected", agent, record = line_no, error = %err);
         return None;
     }
-    outcome.records.into_iter().next()
+    let record = outcome
+        .lines(text)
+        .next()
+        .map(|l| encode_record(Format::Auditd, agent, l));
+    record
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn frames_managed_and_ascii() {
@@ -1068,11 +1107,95 @@ mod tests {
         assert_eq!(decode_record(&[]), None);
     }
 
+    /// The judgement of a body as the listener made it before ECS lines were only checked:
+    /// every line fed to the format's decoder.
+    fn reference_outcome(format: Format, body: &[u8], max: usize) -> Vec<(u64, String)> {
+        let mut dec = decoder(format, "x");
+        let mut out = Vec::new();
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let n = i as u64 + 1;
+            let mut l = line;
+            while let [rest @ .., b'\r'] = l {
+                l = rest;
+            }
+            if l.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if l.len() > max {
+                out.push((
+                    n,
+                    format!("record of {} bytes exceeds the limit of {max}", l.len()),
+                ));
+                continue;
+            }
+            feed_line(dec.as_mut(), n, l, &mut |r| match r {
+                Err(e) if e.line == n => out.push((n, e.message)),
+                _ => {}
+            });
+        }
+        out
+    }
+
+    proptest! {
+        /// ECS bodies: the checked path accepts and rejects exactly the lines that decoding
+        /// does, with the same line numbers and messages.
+        #[test]
+        fn ecs_check_matches_decoding(lines in proptest::collection::vec(prop_oneof![
+            Just(r#"{"@timestamp":"2024-05-01T10:00:00Z","process":{"pid":1,"args":["a","b"]}}"#.as_bytes().to_vec()),
+            Just(br#"{"a":1}"#.to_vec()),
+            Just(b"not json".to_vec()),
+            Just(b"[1,2]".to_vec()),
+            Just(br#"{"@timestamp":"yesterday"}"#.to_vec()),
+            Just(br#"{"@timestamp":{"a":1}}"#.to_vec()),
+            Just(br#"{"a":1e400}"#.to_vec()),
+            Just(br#"{"s":"\ud800"}"#.to_vec()),
+            Just(b"{\"a\":\"\xff\"}".to_vec()),
+            Just(b"   ".to_vec()),
+            Just(b"{\"a\":1}\r".to_vec()),
+            Just(format!("{{\"a\":\"{}\"}}", "x".repeat(80)).into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..24),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| {
+                let mut l = br#"{"@timestamp":1700000000000,"e":{"c":["x"]},"n":-1.5}"#.to_vec();
+                let k = i % l.len();
+                l[k] = b;
+                l
+            }),
+        ], 0..12)) {
+            let mut body = Vec::new();
+            for l in &lines {
+                // A line's own newlines split it, as they would in a real body.
+                body.extend_from_slice(l);
+                body.push(b'\n');
+            }
+            let o = process_body(Format::Ecs, "x", &body, 64);
+            prop_assert_eq!(&o.rejected, &reference_outcome(Format::Ecs, &body, 64));
+            // Every non-blank line is either accepted or rejected, once, in order.
+            let mut seen: Vec<u64> = o.rejected.iter().map(|(n, _)| *n).collect();
+            for r in &o.accepted {
+                let n = body[..r.start].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+                seen.push(n);
+                prop_assert!(!body[r.clone()].contains(&b'\n'));
+            }
+            seen.sort_unstable();
+            let expected: Vec<u64> = body
+                .split(|&b| b == b'\n')
+                .enumerate()
+                .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            prop_assert_eq!(seen, expected);
+        }
+    }
+
     #[test]
     fn body_rejects_bad_lines_with_numbers() {
         let body = b"{\"a\":1}\nnot json\n\n{\"b\":2}\n";
         let o = process_body(Format::Ecs, "x", body, 1024);
-        assert_eq!(o.records.len(), 2);
+        assert_eq!(o.accepted.len(), 2);
+        assert_eq!(
+            o.lines(body).collect::<Vec<_>>(),
+            vec![&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]
+        );
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 2);
     }

@@ -24,6 +24,8 @@ use std::sync::{Mutex, MutexGuard};
 
 const HEADER: usize = 16;
 const CHECKPOINT: &str = "checkpoint";
+/// Largest write buffer kept between batches.
+const MAX_KEPT_BUFFER: usize = 32 << 20;
 
 /// Limits of a spool.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -86,6 +88,8 @@ struct Writer {
     next_seq: u64,
     /// Every segment by its first sequence number (the active one included).
     segments: BTreeMap<u64, Segment>,
+    /// The frames of the batch being written, kept between batches.
+    buf: Vec<u8>,
 }
 
 /// A durable, append-only, crash-safe record log with a consumer checkpoint.
@@ -254,6 +258,7 @@ impl Spool {
                 active_bytes,
                 next_seq,
                 segments,
+                buf: Vec::new(),
             }),
             durable: AtomicU64::new(durable),
             committed: AtomicU64::new(committed.min(durable)),
@@ -276,9 +281,20 @@ impl Spool {
     /// returning the sequence number of the last one. An empty batch returns the last durable
     /// sequence number. Either every record of the batch is acknowledged or none is.
     pub fn append_batch<B: AsRef<[u8]>>(&self, records: &[B]) -> Result<u64, SpoolError> {
+        self.append_with_header(&[], records)
+    }
+
+    /// As [`Spool::append_batch`], each record stored as `header` followed by the record: the
+    /// listeners frame a request's lines this way straight from the request body, one write and
+    /// one `fdatasync` for the whole batch, without building each record first.
+    pub fn append_with_header<B: AsRef<[u8]>>(
+        &self,
+        header: &[u8],
+        records: &[B],
+    ) -> Result<u64, SpoolError> {
         let mut size = 0u64;
         for r in records {
-            let len = r.as_ref().len();
+            let len = header.len() + r.as_ref().len();
             if len > self.limits.max_record_bytes || u32::try_from(len).is_err() {
                 return Err(SpoolError::RecordTooLarge {
                     size: len,
@@ -298,21 +314,33 @@ impl Spool {
                 limit: self.limits.max_bytes,
             });
         }
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.reserve(usize::try_from(size).unwrap_or(0));
         let mut seq = w.next_seq;
         for r in records {
             let p = r.as_ref();
-            buf.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
-            buf.extend_from_slice(&frame_crc(seq, p).to_le_bytes());
+            let len = header.len() + p.len();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&seq.to_le_bytes());
+            crc.update(header);
+            crc.update(p);
+            buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+            buf.extend_from_slice(&crc.finalize().to_le_bytes());
             buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(header);
             buf.extend_from_slice(p);
             seq += 1;
         }
-        let path = self.dir.join(seg_name(w.active));
         let res = w.file.write_all(&buf).and_then(|()| w.file.sync_data());
+        // Keep the buffer for the next batch, unless it grew unusually large.
+        if buf.capacity() <= MAX_KEPT_BUFFER {
+            w.buf = buf;
+        }
         if let Err(e) = res {
             // Cut whatever part of the batch reached the file so that the next append is framed
             // right after the last acknowledged record.
+            let path = self.dir.join(seg_name(w.active));
             let keep = w.active_bytes;
             let _ = w.file.set_len(keep);
             return Err(SpoolError::Io { path, source: e });
@@ -551,6 +579,47 @@ mod tests {
         assert_eq!(b.first().map(|(s, _)| *s), Some(31));
         assert_eq!(b.len(), 20);
         assert_eq!(sp.append_batch(&[b"x"]).unwrap(), 51);
+    }
+
+    #[test]
+    fn append_with_header_frames_header_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
+        assert_eq!(sp.append_batch(&[b"plain"]).unwrap(), 1);
+        let body = b"first\nsecond";
+        assert_eq!(
+            sp.append_with_header(b"HDR:", &[&body[..5], &body[6..]])
+                .unwrap(),
+            3
+        );
+        let empty: [&[u8]; 0] = [];
+        assert_eq!(sp.append_with_header(b"HDR:", &empty).unwrap(), 3);
+        let want = vec![
+            (1, b"plain".to_vec()),
+            (2, b"HDR:first".to_vec()),
+            (3, b"HDR:second".to_vec()),
+        ];
+        assert_eq!(sp.reader(0).next_batch(10).unwrap(), want);
+        drop(sp);
+        // The frames (and their checksums) survive the scan on open.
+        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
+        assert_eq!(sp.durable(), 3);
+        assert_eq!(sp.reader(0).next_batch(10).unwrap(), want);
+        // The record limit counts the header.
+        let small = tempfile::tempdir().unwrap();
+        let sp = Spool::open(
+            small.path(),
+            SpoolLimits {
+                max_record_bytes: 8,
+                ..SpoolLimits::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            sp.append_with_header(b"HDR:", &[b"12345"]),
+            Err(SpoolError::RecordTooLarge { size: 9, .. })
+        ));
+        assert_eq!(sp.append_with_header(b"HDR:", &[b"1234"]).unwrap(), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use correlator::{Event, Value};
+use correlator::{Event, Field, Value};
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -25,6 +25,10 @@ const MAX_GROUP_BYTES: usize = 1 << 20;
 pub struct AuditdDecoder {
     ctx: Ctx,
     group: Option<Group>,
+    /// The buffers of the last group, reused by the next one.
+    spare: Option<(String, Vec<Line>)>,
+    /// `auditd.log.<key>` fields by key.
+    keys: KeyFields,
 }
 
 struct Group {
@@ -32,14 +36,63 @@ struct Group {
     ts_ns: i64,
     node: Option<String>,
     bytes: usize,
-    /// Each record's line text and where its type and body are in it.
+    /// The records' text, joined by newlines: the event's `event.original`.
+    text: String,
+    /// Where each record, its type and its body are in `text`.
     lines: Vec<Line>,
 }
 
 struct Line {
-    text: String,
+    end: usize,
     rtype: (usize, usize),
     body: usize,
+}
+
+impl Group {
+    fn rtype(&self, l: &Line) -> &str {
+        self.text.get(l.rtype.0..l.rtype.1).unwrap_or_default()
+    }
+    fn body(&self, l: &Line) -> &str {
+        self.text.get(l.body..l.end).unwrap_or_default()
+    }
+}
+
+/// Largest buffer kept from one group to the next.
+const MAX_SPARE_BYTES: usize = 64 << 10;
+
+/// The interned `auditd.log.<key>` field of each record key met, without formatting the path
+/// for every key of every record.
+#[derive(Default)]
+struct KeyFields(std::collections::HashMap<Box<str>, Field, ahash::RandomState>);
+
+impl KeyFields {
+    fn get(&mut self, key: &str) -> Field {
+        if let Some(&f) = self.0.get(key) {
+            return f;
+        }
+        // Bounded: keys come from outside.
+        if self.0.len() >= 4096 {
+            self.0.clear();
+        }
+        let f = Field::intern(&format!("auditd.log.{key}"));
+        self.0.insert(Box::from(key), f);
+        f
+    }
+}
+
+/// The fields of the event being built, in the order they are set; the last value of a field
+/// wins, as with successive [`Event::set`] calls ([`Event::from_fields`] sorts once at the end).
+struct Out {
+    fields: Vec<(Field, Value)>,
+}
+
+impl Out {
+    fn set(&mut self, f: Field, v: Value) {
+        self.fields.push((f, v));
+    }
+    fn insert(&mut self, path: &str, v: Value) {
+        self.fields.push((Field::intern(path), v));
+    }
 }
 
 /// The parsed header of one record.
@@ -53,12 +106,23 @@ struct Header<'a> {
 
 impl AuditdDecoder {
     pub(crate) fn new(ctx: Ctx) -> AuditdDecoder {
-        AuditdDecoder { ctx, group: None }
+        AuditdDecoder {
+            ctx,
+            group: None,
+            spare: None,
+            keys: KeyFields::default(),
+        }
     }
 
     fn flush(&mut self, sink: &mut Sink<'_>) {
         if let Some(g) = self.group.take() {
-            sink(Ok(build(&self.ctx, &g)));
+            sink(Ok(build(&self.ctx, &mut self.keys, &g)));
+            let (mut text, mut lines) = (g.text, g.lines);
+            if text.capacity() <= MAX_SPARE_BYTES {
+                text.clear();
+                lines.clear();
+                self.spare = Some((text, lines));
+            }
         }
     }
 }
@@ -85,18 +149,28 @@ impl Decoder for AuditdDecoder {
                 h.rtype.as_ptr() as usize - base + h.rtype.len(),
             );
             let body = h.body.as_ptr() as usize - base;
-            let g = self.group.get_or_insert_with(|| Group {
-                serial: h.serial,
-                ts_ns: h.ts_ns,
-                node: h.node.map(str::to_string),
-                bytes: 0,
-                lines: Vec::new(),
+            let spare = &mut self.spare;
+            let g = self.group.get_or_insert_with(|| {
+                let (text, lines) = spare.take().unwrap_or_default();
+                Group {
+                    serial: h.serial,
+                    ts_ns: h.ts_ns,
+                    node: h.node.map(str::to_string),
+                    bytes: 0,
+                    text,
+                    lines,
+                }
             });
             g.bytes += line.len();
+            if !g.lines.is_empty() {
+                g.text.push('\n');
+            }
+            let start = g.text.len();
+            g.text.push_str(line);
             g.lines.push(Line {
-                text: line.to_string(),
-                rtype,
-                body,
+                end: g.text.len(),
+                rtype: (start + rtype.0, start + rtype.1),
+                body: start + body,
             });
             if g.lines.len() < MAX_GROUP_RECORDS && g.bytes < MAX_GROUP_BYTES {
                 return;
@@ -472,17 +546,11 @@ fn parse_u64_radix(v: &str, radix: u32) -> Option<u64> {
 }
 
 /// Builds one event from a group of records.
-fn build(ctx: &Ctx, g: &Group) -> Event {
+fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     let f = fields();
-    let mut original = String::with_capacity(g.bytes + g.lines.len());
-    for (i, l) in g.lines.iter().enumerate() {
-        if i > 0 {
-            original.push('\n');
-        }
-        original.push_str(&l.text);
-    }
-    let mut ev = ctx.event("auditd.log", &original);
-    util::set_time(&mut ev, g.ts_ns);
+    let (base, raw) = ctx.base_fields("auditd.log", &g.text);
+    let mut ev = Out { fields: base };
+    ev.set(f.timestamp, util::rfc3339_value(g.ts_ns));
     ev.set(f.event_kind, s("event"));
     ev.insert(
         "auditd.log.sequence",
@@ -500,15 +568,21 @@ fn build(ctx: &Ctx, g: &Group) -> Event {
     let mut cwd: Option<String> = None;
     let mut sockaddr: Option<SockAddr> = None;
     let mut proctitle: Option<Vec<String>> = None;
-    let mut syscall: Option<usize> = None;
-    for (idx, l) in g.lines.iter().enumerate() {
-        let rtype = &l.text[l.rtype.0..l.rtype.1];
+    let mut syscall = false;
+    // The SYSCALL record's pairs, mapped after the other records'.
+    let mut sc_kv = Vec::new();
+    for l in &g.lines {
+        let rtype = g.rtype(l);
         types.push(rtype);
-        let body = &l.text[l.body..];
+        let body = g.body(l);
         kv.clear();
         pairs(body, &mut kv);
         match rtype {
-            "SYSCALL" => syscall = Some(idx),
+            "SYSCALL" => {
+                syscall = true;
+                sc_kv.clear();
+                sc_kv.extend_from_slice(&kv);
+            }
             "EXECVE" => {
                 for &(k, v) in &kv {
                     if k == "argc" {
@@ -577,8 +651,8 @@ fn build(ctx: &Ctx, g: &Group) -> Event {
                 }
             }
             _ => {
-                if syscall.is_none() {
-                    generic(&mut ev, &kv);
+                if !syscall {
+                    generic(&mut ev, keys, &kv);
                 }
             }
         }
@@ -590,11 +664,9 @@ fn build(ctx: &Ctx, g: &Group) -> Event {
     let mut etype: &[&str] = &["info"];
     let mut sc_name: Option<String> = None;
     let mut sc_args: [Option<u64>; 4] = [None; 4];
-    if let Some(idx) = syscall {
-        let l = &g.lines[idx];
-        kv.clear();
-        pairs(&l.text[l.body..], &mut kv);
-        generic(&mut ev, &kv);
+    if syscall {
+        let kv = &sc_kv;
+        generic(&mut ev, keys, kv);
         let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map(|(_, v)| v.raw());
         let arch = get("arch").unwrap_or("");
         if let Some(a) = arch_name(arch) {
@@ -797,7 +869,9 @@ fn build(ctx: &Ctx, g: &Group) -> Event {
         ev.set(f.event_category, strs(category));
         ev.set(f.event_type, strs(etype));
     }
-    ev
+    let mut event = Event::from_fields(g.ts_ns, ev.fields);
+    event.raw = Some(raw);
+    event
 }
 
 fn record_category(rtype: &str) -> (&'static [&'static str], &'static [&'static str]) {
@@ -822,7 +896,7 @@ fn record_category(rtype: &str) -> (&'static [&'static str], &'static [&'static 
 }
 
 /// Maps the fields common to most records; the rest go under `auditd.log.<key>`.
-fn generic(ev: &mut Event, kv: &[(&str, Val<'_>)]) {
+fn generic(ev: &mut Out, keys: &mut KeyFields, kv: &[(&str, Val<'_>)]) {
     let f = fields();
     for &(k, v) in kv {
         let Some(t) = text(k, v) else { continue };
@@ -880,7 +954,7 @@ fn generic(ev: &mut Event, kv: &[(&str, Val<'_>)]) {
             }
             "type" | "msg" | "arch" | "syscall" | "a0" | "a1" | "a2" | "a3" => {
                 if matches!(k, "a0" | "a1" | "a2" | "a3") {
-                    ev.insert(&format!("auditd.log.{k}"), s(t));
+                    ev.set(keys.get(k), s(t));
                 }
             }
             _ => {
@@ -888,7 +962,7 @@ fn generic(ev: &mut Event, kv: &[(&str, Val<'_>)]) {
                     && k.bytes()
                         .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
                 {
-                    ev.insert(&format!("auditd.log.{k}"), s(t));
+                    ev.set(keys.get(k), s(t));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use correlator::{Event, Value};
+use correlator::{Event, Field, Value};
 
 mod auditd;
 mod ecs;
@@ -228,6 +228,24 @@ pub fn feed_line(dec: &mut dyn Decoder, line_no: u64, raw: &[u8], sink: &mut Sin
     }
 }
 
+/// Judges one raw line (terminator optional, not blank) as [`feed_line`] and the format's decoder
+/// would, without building an event, for the formats that have such a check (ECS: the JSON is
+/// scanned, not built). The same verdict and the same reject message as decoding; `None` for the
+/// other formats, whose lines must be fed to a decoder.
+pub fn validate_line(format: Format, raw: &[u8]) -> Option<Result<(), String>> {
+    if format != Format::Ecs {
+        return None;
+    }
+    let mut raw = raw;
+    while let [rest @ .., b'\n' | b'\r'] = raw {
+        raw = rest;
+    }
+    Some(match std::str::from_utf8(raw) {
+        Ok(s) => ecs::validate(s),
+        Err(e) => Err(format!("not valid UTF-8 (byte {})", e.valid_up_to())),
+    })
+}
+
 /// What every decoder stamps on its events.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -245,15 +263,23 @@ impl Ctx {
 
     /// A new event carrying the agent, module, dataset and the original record.
     pub(crate) fn event(&self, dataset: &str, raw: &str) -> Event {
-        let f = util::fields();
-        let mut ev = Event::new(0);
-        let raw: Arc<str> = Arc::from(raw);
-        ev.set(f.agent_id, self.agent_id.clone());
-        ev.set(f.event_module, self.module.clone());
-        ev.set(f.event_dataset, util::s(dataset));
-        ev.set(f.event_original, Value::Str(raw.clone()));
+        let (fields, raw) = self.base_fields(dataset, raw);
+        let mut ev = Event::from_fields(0, fields);
         ev.raw = Some(raw);
         ev
+    }
+
+    /// The fields of [`Ctx::event`] (unsorted) and the shared original record, for decoders that
+    /// collect an event's fields before building it.
+    pub(crate) fn base_fields(&self, dataset: &str, raw: &str) -> (Vec<(Field, Value)>, Arc<str>) {
+        let f = util::fields();
+        let raw: Arc<str> = Arc::from(raw);
+        let mut fields = Vec::with_capacity(64);
+        fields.push((f.agent_id, self.agent_id.clone()));
+        fields.push((f.event_module, self.module.clone()));
+        fields.push((f.event_dataset, util::s(dataset)));
+        fields.push((f.event_original, Value::Str(raw.clone())));
+        (fields, raw)
     }
 }
 

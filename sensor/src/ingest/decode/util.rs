@@ -47,10 +47,12 @@ pub(crate) fn strs(v: &[&str]) -> Value {
 /// Sets `@timestamp` (RFC 3339) and [`Event::timestamp_ns`] from epoch nanoseconds.
 pub(crate) fn set_time(ev: &mut Event, ns: i64) {
     ev.timestamp_ns = ns;
-    ev.set(
-        fields().timestamp,
-        Value::Str(Arc::from(format_rfc3339(ns))),
-    );
+    ev.set(fields().timestamp, rfc3339_value(ns));
+}
+
+/// The `@timestamp` value of epoch nanoseconds.
+pub(crate) fn rfc3339_value(ns: i64) -> Value {
+    Value::Str(Arc::from(format_rfc3339(ns)))
 }
 
 /// Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.fffffffffZ` (trailing zeros of the fraction trimmed
