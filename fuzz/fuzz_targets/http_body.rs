@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let format = Format::ALL[usize::from(sel & 0x0f) % Format::ALL.len()];
     let encoding = ["identity", "gzip", "zstd", "br"][usize::from(sel >> 6)];
     let Ok(body) = decompress(encoding, bytes::Bytes::copy_from_slice(body), 1 << 20) else { return };
-    let out = process_body(format, "fuzz", &body, 64 << 10);
+    let out = process_body(format, "fuzz", &body, 64 << 10, &[]);
     for line in out.lines(&body) {
         let r = encode_record(format, "fuzz", line);
         let (f, agent, back) = decode_record(&r).expect("a framed record decodes");

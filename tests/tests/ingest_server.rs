@@ -530,3 +530,49 @@ fn kill_9_while_streaming_loses_nothing_acknowledged_and_duplicates_nothing() {
     assert!(dups.is_empty(), "events processed twice: {dups:?}");
     assert!(want.iter().all(|i| counts.contains_key(i)));
 }
+
+/// A Zeek TSV log posted in two parts with a restart between them: the rows of the second part
+/// come after a header that lies before the restored checkpoint, and must still be decoded.
+#[test]
+fn zeek_tsv_rows_after_a_restart_still_have_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen =
+        format!("[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n");
+    let mut server = Server::start(dir.path(), port, &listen);
+    let url = format!("http://127.0.0.1:{port}/v1/ingest/zeek");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let header = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\n";
+    let rows = |from: u32| -> String {
+        (from..from + 3)
+            .map(|n| format!("1700000{n}.5\tC{n}\t10.0.0.{n}\t4{n}000\t10.9.9.9\t443\ttcp\n"))
+            .collect()
+    };
+    let (code, body) = curl(
+        &["-H", &auth, &url],
+        format!("{header}{}", rows(1)).as_bytes(),
+    );
+    assert_eq!(code, 200, "{body}");
+    server.wait_events(&|e| e.len() >= 3, "the first 3 rows");
+    server.stop();
+    server.spawn();
+    let (code, body) = curl(&["-H", &auth, &url], rows(4).as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let evs = server.wait_events(&|e| e.len() >= 6, "all 6 rows");
+    let mut ports: Vec<i64> = evs
+        .iter()
+        .filter_map(|e| e["source"]["port"].as_i64())
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(
+        ports,
+        vec![41000, 42000, 43000, 44000, 45000, 46000],
+        "{evs:?}"
+    );
+    assert!(
+        !server.log().contains("before any `#fields` header"),
+        "rows were rejected after the restart:\n{}",
+        server.log()
+    );
+    server.stop();
+}

@@ -217,6 +217,54 @@ struct Agent {
     id: String,
     formats: Option<Vec<Format>>,
     bucket: Mutex<Bucket>,
+    /// Per format, the header lines this agent's next records depend on (Zeek TSV), see
+    /// [`process_body`].
+    contexts: Mutex<HashMap<Format, Vec<String>>>,
+}
+
+/// Where the agents' header contexts are kept across restarts, in the spool directory.
+const CONTEXTS_FILE: &str = "http-contexts.json";
+
+type SavedContexts = HashMap<String, HashMap<String, Vec<String>>>;
+
+fn load_contexts(dir: &Path) -> SavedContexts {
+    let path = dir.join(CONTEXTS_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(message = "ingest: unreadable header contexts; starting without them", path = %path.display(), error = %e);
+            SavedContexts::new()
+        }),
+        Err(_) => SavedContexts::new(),
+    }
+}
+
+/// Writes every agent's contexts (temporary file, fsync, rename, fsync of the directory).
+fn save_contexts(state: &State) -> std::io::Result<()> {
+    let mut all = SavedContexts::new();
+    for a in state.agents.values() {
+        let c = a
+            .contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !c.is_empty() {
+            all.insert(
+                a.id.clone(),
+                c.iter()
+                    .map(|(f, l)| (f.as_str().to_string(), l.clone()))
+                    .collect(),
+            );
+        }
+    }
+    let dir = state.spool.dir();
+    let tmp = dir.join(format!("{CONTEXTS_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(
+        &mut f,
+        &serde_json::to_vec(&all).map_err(std::io::Error::other)?,
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CONTEXTS_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 struct State {
@@ -233,6 +281,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
     let mut agents = HashMap::new();
+    let mut saved = load_contexts(spool.dir());
     for a in &cfg.agents {
         let mut h = [0u8; 32];
         hex::decode_to_slice(a.token_sha256.trim(), &mut h).map_err(|_| {
@@ -253,6 +302,14 @@ pub async fn serve(
                 id: a.id.clone(),
                 formats: a.formats.clone(),
                 bucket,
+                contexts: Mutex::new(
+                    saved
+                        .remove(&a.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(f, l)| Some((f.parse::<Format>().ok()?, l)))
+                        .collect(),
+                ),
             }),
         );
     }
@@ -470,6 +527,12 @@ pub struct BodyOutcome {
     pub accepted: Vec<std::ops::Range<usize>>,
     /// Rejected lines: 1-based line number and why.
     pub rejected: Vec<(u64, String)>,
+    /// The decoder's header context after this body ([`crate::ingest::decode::Decoder::context`]).
+    pub context: Vec<String>,
+    /// The body's first accepted line depends on the context given to [`process_body`]: the
+    /// context lines must be spooled before the body's lines, so that every spooled batch carries
+    /// the header its rows need.
+    pub needs_context: bool,
 }
 
 impl BodyOutcome {
@@ -484,16 +547,25 @@ impl BodyOutcome {
 /// Splits a (decompressed) body into lines and judges each as a fresh decoder for `format`
 /// would (ECS lines are checked without building events, see [`validate_line`]). Pure; also
 /// the fuzz entry point for the framing.
+///
+/// `context` is the header the agent's earlier bodies left ([`BodyOutcome::context`]): a Zeek TSV
+/// log streamed over several requests sends its `#fields` header only in the first one.
 pub fn process_body(
     format: Format,
     agent_id: &str,
     body: &[u8],
     max_record_bytes: usize,
+    context: &[String],
 ) -> BodyOutcome {
     let mut dec = decoder(format, agent_id);
+    for l in context {
+        dec.line(0, l, &mut |_| {});
+    }
     let mut out = BodyOutcome {
         accepted: Vec::new(),
         rejected: Vec::new(),
+        context: Vec::new(),
+        needs_context: false,
     };
     let mut start = 0usize;
     let mut n = 0u64;
@@ -528,7 +600,12 @@ pub fn process_body(
                 rejected_here
             });
             match verdict {
-                Ok(()) => out.accepted.push(range),
+                Ok(()) => {
+                    if out.accepted.is_empty() && !context.is_empty() && !l.starts_with(b"#") {
+                        out.needs_context = true;
+                    }
+                    out.accepted.push(range);
+                }
                 Err(m) => out.rejected.push((n, m)),
             }
         }
@@ -537,6 +614,7 @@ pub fn process_body(
         }
         start = end + 1;
     }
+    out.context = dec.context();
     out
 }
 
@@ -696,7 +774,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
     let st = state.clone();
     let ag = agent.clone();
     let outcome = match tokio::task::spawn_blocking(move || {
-        let outcome = process_body(format, &ag.id, &body, max_record);
+        let context = ag
+            .contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&format)
+            .cloned()
+            .unwrap_or_default();
+        let outcome = process_body(format, &ag.id, &body, max_record, &context);
         let accepted = outcome.accepted.len();
         if accepted == 0 {
             return Ingested::Done(outcome);
@@ -709,12 +794,29 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         if let Err(wait) = taken {
             return Ingested::RateLimited(wait);
         }
-        let lines: Vec<&[u8]> = outcome.lines(&body).collect();
+        let prefix = outcome.needs_context.then_some(context.as_slice());
+        let lines: Vec<&[u8]> = prefix
+            .into_iter()
+            .flatten()
+            .map(String::as_bytes)
+            .chain(outcome.lines(&body))
+            .collect();
         match st
             .spool
             .append_with_header(&record_header(format, &ag.id), &lines)
         {
-            Ok(_) => Ingested::Done(outcome),
+            Ok(_) => {
+                if outcome.context != context {
+                    ag.contexts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(format, outcome.context.clone());
+                    if let Err(e) = save_contexts(&st) {
+                        tracing::warn!(message = "ingest: could not save the agents' header contexts", error = %e);
+                    }
+                }
+                Ingested::Done(outcome)
+            }
             Err(e) => Ingested::SpoolFailed(e),
         }
     })
@@ -999,7 +1101,7 @@ async fn auditd_conn(
 /// Validates one auditd record (header syntax) and frames it for the spool; a bad record is
 /// logged with its position on the connection and dropped.
 fn check_audit_line(agent: &str, line_no: u64, text: &[u8]) -> Option<Vec<u8>> {
-    let outcome = process_body(Format::Auditd, agent, text, usize::MAX);
+    let outcome = process_body(Format::Auditd, agent, text, usize::MAX, &[]);
     if let Some((_, err)) = outcome.rejected.first() {
         tracing::warn!(message = "ingest: auditd record rejected", agent, record = line_no, error = %err);
         return None;
@@ -1167,7 +1269,7 @@ mod tests {
                 body.extend_from_slice(l);
                 body.push(b'\n');
             }
-            let o = process_body(Format::Ecs, "x", &body, 64);
+            let o = process_body(Format::Ecs, "x", &body, 64, &[]);
             prop_assert_eq!(&o.rejected, &reference_outcome(Format::Ecs, &body, 64));
             // Every non-blank line is either accepted or rejected, once, in order.
             let mut seen: Vec<u64> = o.rejected.iter().map(|(n, _)| *n).collect();
@@ -1190,7 +1292,7 @@ mod tests {
     #[test]
     fn body_rejects_bad_lines_with_numbers() {
         let body = b"{\"a\":1}\nnot json\n\n{\"b\":2}\n";
-        let o = process_body(Format::Ecs, "x", body, 1024);
+        let o = process_body(Format::Ecs, "x", body, 1024, &[]);
         assert_eq!(o.accepted.len(), 2);
         assert_eq!(
             o.lines(body).collect::<Vec<_>>(),
@@ -1198,5 +1300,29 @@ mod tests {
         );
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 2);
+    }
+
+    #[test]
+    fn zeek_rows_in_a_later_body_are_judged_with_the_earlier_header() {
+        let first = b"#separator \\x09\n#fields\tts\tuid\n#types\ttime\tstring\n1.5\tC1\n";
+        let o = process_body(Format::Zeek, "z", first, 1024, &[]);
+        assert_eq!(
+            (o.accepted.len(), o.rejected.len()),
+            (4, 0),
+            "{:?}",
+            o.rejected
+        );
+        assert!(!o.needs_context);
+        assert_eq!(o.context.len(), 3, "{:?}", o.context);
+        let rows = b"2.5\tC2\n3.5\tC3\n";
+        let alone = process_body(Format::Zeek, "z", rows, 1024, &[]);
+        assert_eq!(alone.rejected.len(), 2, "no header, no rows");
+        let with = process_body(Format::Zeek, "z", rows, 1024, &o.context);
+        assert_eq!((with.accepted.len(), with.rejected.len()), (2, 0));
+        assert!(
+            with.needs_context,
+            "the spool must get the header before these rows"
+        );
+        assert_eq!(with.context, o.context);
     }
 }

@@ -102,6 +102,13 @@ pub struct Spool {
     notify: tokio::sync::Notify,
 }
 
+impl Spool {
+    /// The spool's directory (small state files of the ingest server live beside the segments).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 fn seg_name(first: u64) -> String {
     format!("seg-{first:020}.wal")
 }
