@@ -213,6 +213,11 @@ fn http_into_spool(c: &mut Criterion) {
         spool.durable()
     );
     let (input, records) = auditd_input(30_000);
+    if let Some(path) = std::env::var_os("INGEST_AUDITD_DUMP") {
+        // The same input for another tool (laurel), see BENCHMARKS.md.
+        std::fs::write(&path, &input).unwrap();
+        println!("auditd input ({records} records) written to {path:?}");
+    }
     let reps = 3;
     let before = cpu();
     let start = std::time::Instant::now();

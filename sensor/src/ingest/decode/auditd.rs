@@ -468,23 +468,27 @@ fn file_type(mode: u64) -> Option<&'static str> {
     })
 }
 
+/// Socket family names as the kernel sensor writes them (docs/events.md), so that one rule reads
+/// both sources.
 fn family_name(f: u64) -> Option<&'static str> {
     Some(match f {
-        1 => "unix",
-        2 => "inet",
-        10 => "inet6",
-        16 => "netlink",
-        17 => "packet",
+        1 => "AF_UNIX",
+        2 => "AF_INET",
+        10 => "AF_INET6",
+        16 => "AF_NETLINK",
+        17 => "AF_PACKET",
+        40 => "AF_VSOCK",
         _ => return None,
     })
 }
 
 fn socket_type_name(t: u64) -> Option<&'static str> {
     Some(match t & 0xf {
-        1 => "stream",
-        2 => "dgram",
-        3 => "raw",
-        5 => "seqpacket",
+        1 => "SOCK_STREAM",
+        2 => "SOCK_DGRAM",
+        3 => "SOCK_RAW",
+        4 => "SOCK_RDM",
+        5 => "SOCK_SEQPACKET",
         _ => return None,
     })
 }
@@ -833,8 +837,9 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     }
     match sockaddr {
         Some(SockAddr::Unix(path)) => {
-            ev.insert("socket.family", s("unix"));
+            ev.insert("socket.family", s("AF_UNIX"));
             ev.insert("network.transport", s("unix"));
+            ev.insert("socket.path", s(&path));
             ev.insert("file.path", s(&path));
             ev.insert("file.name", s(util::basename(&path)));
             ev.insert("file.type", s("socket"));
@@ -847,7 +852,7 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
             };
             ev.insert(
                 "socket.family",
-                s(if ip.is_ipv4() { "inet" } else { "inet6" }),
+                s(if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" }),
             );
             ev.insert(
                 "network.type",
