@@ -89,6 +89,12 @@ fn pending_memory() {
             st.evicted,
             st.expired
         );
+        let want = if max_pending == 1_000 {
+            SEQ_ALERTS_BOUNDED
+        } else {
+            SEQ_ALERTS
+        };
+        assert_eq!(out.len(), want, "pending-memory pass: alert count changed");
     }
 }
 
@@ -145,7 +151,8 @@ fn thread_cpu_s() -> f64 {
 
 /// One pass over the events, timed by wall clock and by this thread's CPU time: on a shared, loaded
 /// machine the CPU figure is what one core really does.
-fn cpu_pass(label: &str, mut set: RuleSet, events: &[correlator::Event]) {
+#[inline(never)]
+fn cpu_pass(label: &str, mut set: RuleSet, events: &[correlator::Event], want_alerts: usize) {
     let mut out = Vec::new();
     let (w0, c0) = (std::time::Instant::now(), thread_cpu_s());
     for e in events {
@@ -160,17 +167,28 @@ fn cpu_pass(label: &str, mut set: RuleSet, events: &[correlator::Event]) {
         n / cpu,
         out.len()
     );
+    assert_eq!(out.len(), want_alerts, "{label}: alert count changed");
 }
 
-fn cpu_figures() {
-    let events = common::events(100_000, 100_000);
-    let mut set = RuleSet::new(RunnerConfig::default());
-    set.reload(common::elastic_single_event_rules(100));
-    cpu_pass("cpu single_event_rules/100", set, &events);
-    let events = common::events(200_000, 100_000);
-    let mut set = RuleSet::new(RunnerConfig::default());
-    set.reload(common::sequence_rules(50));
-    cpu_pass("cpu sequence_rules/50", set, &events);
+/// Alert counts of the workload: any engine change must keep them exactly.
+const SINGLE_ALERTS: usize = 106;
+const SEQ_ALERTS: usize = 2101;
+const SEQ_ALERTS_BOUNDED: usize = 1400;
+
+/// `EQL_BENCH_ONLY=single|seq` runs one CPU pass and nothing else (for `valgrind --tool=callgrind`).
+fn cpu_figures(only: Option<&str>) {
+    if only.is_none_or(|o| o == "single") {
+        let events = common::events(100_000, 100_000);
+        let mut set = RuleSet::new(RunnerConfig::default());
+        set.reload(common::elastic_single_event_rules(100));
+        cpu_pass("cpu single_event_rules/100", set, &events, SINGLE_ALERTS);
+    }
+    if only.is_none_or(|o| o == "seq") {
+        let events = common::events(200_000, 100_000);
+        let mut set = RuleSet::new(RunnerConfig::default());
+        set.reload(common::sequence_rules(50));
+        cpu_pass("cpu sequence_rules/50", set, &events, SEQ_ALERTS);
+    }
 }
 
 fn all(c: &mut Criterion) {
@@ -178,8 +196,12 @@ fn all(c: &mut Criterion) {
         compare_with_python(&path.to_string_lossy());
         return;
     }
+    if let Ok(only) = std::env::var("EQL_BENCH_ONLY") {
+        cpu_figures(Some(&only));
+        return;
+    }
     pending_memory();
-    cpu_figures();
+    cpu_figures(None);
     single_event(c);
     sequences(c);
 }

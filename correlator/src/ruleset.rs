@@ -7,7 +7,7 @@
 
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
-use crate::eql::{Dialect, TermVal, INDEX_AFFIX};
+use crate::eql::{CatMask, Dialect, TermVal, INDEX_AFFIX};
 use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
@@ -51,6 +51,8 @@ pub struct RuleSet {
     by_category: HashMap<Box<str>, Bucket>,
     any: Bucket,
     cat_field: Field,
+    /// Category names with their mask bits, for the per-event category mask.
+    cat_bits: Vec<(Box<str>, u8)>,
     cfg: RunnerConfig,
     reorder: Reorder,
     /// Per-rule marker of the last event it was given (dedup across several categories).
@@ -70,6 +72,7 @@ impl RuleSet {
             by_category: HashMap::default(),
             any: Bucket::default(),
             cat_field: Field::intern("event.category"),
+            cat_bits: Vec::new(),
             cfg,
             reorder: Reorder::new(cfg.lateness_ns),
             seen: Vec::new(),
@@ -221,6 +224,14 @@ impl RuleSet {
             }
         }
         self.seen = vec![0; self.slots.len()];
+        self.cat_bits = crate::eql::category_bits();
+    }
+
+    /// `ev` ready for the rules, with its category mask computed once for all of them.
+    fn shared<'a>(&self, sh: Shared<'a>) -> Shared<'a> {
+        let mut sh = sh;
+        sh.cats = Some(CatMask::of(sh.ev, self.cat_field, &self.cat_bits));
+        sh
     }
 
     /// How many rules are reached through the value index (the rest are tried on every event of
@@ -485,7 +496,7 @@ impl Detector for RuleSet {
             if late {
                 self.stats.late += 1;
             }
-            let sh = Shared::new(event);
+            let sh = self.shared(Shared::new(event));
             self.dispatch(&sh, !late, true, out);
             if !late {
                 self.last_ts = event.timestamp_ns;
@@ -493,7 +504,7 @@ impl Detector for RuleSet {
             return;
         }
         // Single-event rules do not care about order: evaluate now.
-        let sh = Shared::new(event);
+        let sh = self.shared(Shared::new(event));
         self.dispatch(&sh, false, true, out);
         let arc = sh.arc();
         if !self.reorder.push(arc) {
@@ -501,14 +512,16 @@ impl Detector for RuleSet {
             return;
         }
         while let Some(ev) = self.reorder.pop_ready(None) {
-            self.dispatch(&Shared::from_arc(&ev), true, false, out);
+            let sh = self.shared(Shared::from_arc(&ev));
+            self.dispatch(&sh, true, false, out);
         }
     }
 
     fn on_watermark(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
         if self.cfg.lateness_ns > 0 {
             while let Some(ev) = self.reorder.pop_ready(Some(now_ns)) {
-                self.dispatch(&Shared::from_arc(&ev), true, false, out);
+                let sh = self.shared(Shared::from_arc(&ev));
+                self.dispatch(&sh, true, false, out);
             }
         }
         let before = out.len();

@@ -116,6 +116,7 @@ impl Tree {
                 let env = Env {
                     lineage: Some(&*self),
                     vars: &[],
+                    cats: None,
                 };
                 lineage[i].1.matches_env(ev, &env)
             };
@@ -174,6 +175,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
                 Some(&tree)
             },
             vars: &[],
+            cats: None,
         };
         match &q.kind {
             QueryKind::Event(f) => {

@@ -24,12 +24,15 @@ pub(crate) struct Env<'a> {
     pub(crate) lineage: Option<&'a dyn LineageOracle>,
     /// Values bound by `arraySearch` lambdas.
     pub(crate) vars: &'a [(Box<str>, Value)],
+    /// The event's categories as a bit mask, when the caller computed it once for the event.
+    pub(crate) cats: Option<super::CatMask>,
 }
 
 impl Env<'_> {
     pub(crate) const EMPTY: Env<'static> = Env {
         lineage: None,
         vars: &[],
+        cats: None,
     };
 }
 
@@ -764,6 +767,7 @@ impl Node {
                     let inner = Env {
                         lineage: env.lineage,
                         vars: &vars,
+                        cats: env.cats,
                     };
                     if cond.test(ev, &inner) == Some(true) {
                         return Some(true);
@@ -827,6 +831,7 @@ impl Node {
                     let inner = Env {
                         lineage: env.lineage,
                         vars: &vars,
+                        cats: env.cats,
                     };
                     if cond.test(ev, &inner) == Some(true) {
                         n += 1;

@@ -24,7 +24,8 @@ pub enum KeyPart {
     /// Bits of an f64 that is not an integer.
     Float(u64),
     Str(Arc<str>),
-    Other(String),
+    /// Any other value, as its JSON text.
+    Other(Box<str>),
 }
 
 impl KeyPart {
@@ -38,7 +39,7 @@ impl KeyPart {
                 None => KeyPart::Float(f.to_bits()),
             },
             Value::Str(s) => KeyPart::Str(s.clone()),
-            other => KeyPart::Other(other.to_json().to_string()),
+            other => KeyPart::Other(other.to_json().to_string().into()),
         }
     }
 
@@ -55,9 +56,10 @@ impl KeyPart {
     }
 }
 
-/// A join key: the values of the `by` expressions.
+/// A join key: the values of the `by` expressions. A single-value key (the usual `by host.id`) is held
+/// inline, so building one allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Key(pub Box<[KeyPart]>);
+pub struct Key(pub smallvec::SmallVec<[KeyPart; 1]>);
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -69,6 +71,8 @@ impl Hash for Key {
 pub struct Shared<'a> {
     pub ev: &'a Event,
     arc: OnceCell<Arc<Event>>,
+    /// The event's category mask, when the caller (the rule set) computed it.
+    pub(crate) cats: Option<super::CatMask>,
 }
 
 impl<'a> Shared<'a> {
@@ -76,13 +80,27 @@ impl<'a> Shared<'a> {
         Shared {
             ev,
             arc: OnceCell::new(),
+            cats: None,
         }
     }
 
     pub fn from_arc(ev: &'a Arc<Event>) -> Shared<'a> {
         let cell = OnceCell::new();
         let _ = cell.set(ev.clone());
-        Shared { ev, arc: cell }
+        Shared {
+            ev,
+            arc: cell,
+            cats: None,
+        }
+    }
+
+    /// The evaluation environment of a streaming rule for this event.
+    pub(crate) fn env(&self) -> Env<'static> {
+        Env {
+            lineage: None,
+            vars: &[],
+            cats: self.cats,
+        }
     }
 
     pub fn arc(&self) -> Arc<Event> {
@@ -90,12 +108,18 @@ impl<'a> Shared<'a> {
     }
 }
 
-fn key_for(keys: &super::Keys, buf: &mut Vec<Value>, ev: &Event, env: &Env<'_>) -> Option<Key> {
-    buf.clear();
-    if !keys.eval(ev, env, buf) {
-        return None;
+/// The join key of `ev`; `None` when a key that may not be null is null (Elasticsearch: only
+/// `?optional` join keys may be null; such an event joins nothing).
+fn key_for(keys: &super::Keys, ev: &Event, env: &Env<'_>) -> Option<Key> {
+    let mut parts = smallvec::SmallVec::new();
+    for (i, k) in keys.0.iter().enumerate() {
+        let v = k.eval(ev, env);
+        if v.is_null() && !keys.1.get(i).copied().unwrap_or(true) {
+            return None;
+        }
+        parts.push(KeyPart::from_value(&v));
     }
-    Some(Key(buf.iter().map(KeyPart::from_value).collect()))
+    Some(Key(parts))
 }
 
 /// A completed sequence (or sample/join).
@@ -168,7 +192,6 @@ pub struct SequenceEngine {
     pending: usize,
     last_sweep: i64,
     pub stats: SeqStats,
-    keybuf: Vec<Value>,
 }
 
 impl SequenceEngine {
@@ -201,7 +224,6 @@ impl SequenceEngine {
             pending: 0,
             last_sweep: i64::MIN,
             stats: SeqStats::default(),
-            keybuf: Vec::new(),
         })
     }
 
@@ -234,12 +256,12 @@ impl SequenceEngine {
         } else {
             &self.steps[step].keys
         };
-        key_for(keys, &mut self.keybuf, ev, env)
+        key_for(keys, ev, env)
     }
 
     /// Feeds one event (in event-time order).
     pub fn on_event(&mut self, sh: &Shared<'_>, out: &mut Vec<SeqMatch>) {
-        self.on_event_env(sh, &Env::EMPTY, out);
+        self.on_event_env(sh, &sh.env(), out);
     }
 
     pub(crate) fn on_event_env(&mut self, sh: &Shared<'_>, env: &Env<'_>, out: &mut Vec<SeqMatch>) {
@@ -474,7 +496,6 @@ pub struct SampleEngine {
     state: HashMap<Key, Vec<Option<Arc<Event>>>>,
     order: u64,
     pub stats: SeqStats,
-    keybuf: Vec<Value>,
     /// Join emits each key once only.
     once: bool,
     done: std::collections::HashSet<Key, ahash::RandomState>,
@@ -494,7 +515,6 @@ impl SampleEngine {
             state: HashMap::default(),
             order: 0,
             stats: SeqStats::default(),
-            keybuf: Vec::new(),
             once,
             done: Default::default(),
         })
@@ -508,7 +528,7 @@ impl SampleEngine {
     }
 
     pub fn on_event(&mut self, sh: &Shared<'_>, out: &mut Vec<SeqMatch>) {
-        self.on_event_env(sh, &Env::EMPTY, out);
+        self.on_event_env(sh, &sh.env(), out);
     }
 
     pub(crate) fn on_event_env(&mut self, sh: &Shared<'_>, env: &Env<'_>, out: &mut Vec<SeqMatch>) {
@@ -516,10 +536,8 @@ impl SampleEngine {
         self.order += 1;
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
-                self.keybuf.clear();
-                let ok = u.keys.eval(ev, env, &mut self.keybuf);
-                let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
-                if ok && self.state.remove(&key).is_some() {
+                let key = key_for(&u.keys, ev, env);
+                if key.is_some_and(|key| self.state.remove(&key).is_some()) {
                     self.stats.cancelled_until += 1;
                 }
             }
@@ -528,11 +546,9 @@ impl SampleEngine {
             if !self.steps[i].filter.matches_env(ev, env) {
                 continue;
             }
-            self.keybuf.clear();
-            if !self.steps[i].keys.eval(ev, env, &mut self.keybuf) {
+            let Some(key) = key_for(&self.steps[i].keys, ev, env) else {
                 continue;
-            }
-            let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
+            };
             if self.once && self.done.contains(&key) {
                 continue;
             }
