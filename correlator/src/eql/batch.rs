@@ -117,6 +117,7 @@ impl Tree {
                     lineage: Some(&*self),
                     vars: &[],
                     cats: None,
+                    memo: None,
                 };
                 lineage[i].1.matches_env(ev, &env)
             };
@@ -176,6 +177,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
             },
             vars: &[],
             cats: None,
+            memo: None,
         };
         match &q.kind {
             QueryKind::Event(f) => {

@@ -18,7 +18,7 @@ pub mod sequence;
 use std::fmt;
 
 use crate::event::{Event, Field, Value};
-pub(crate) use expr::{Env, Node, TermVal};
+pub(crate) use expr::{term_count, Env, Memo, Node, TermVal};
 
 /// Bytes of a prefix or suffix used as an index key.
 pub(crate) const INDEX_AFFIX: usize = 3;

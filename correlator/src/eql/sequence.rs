@@ -73,6 +73,8 @@ pub struct Shared<'a> {
     arc: OnceCell<Arc<Event>>,
     /// The event's category mask, when the caller (the rule set) computed it.
     pub(crate) cats: Option<super::CatMask>,
+    /// Shared-term results for this event, when the caller (the rule set) keeps them.
+    memo: Option<&'a super::Memo>,
 }
 
 impl<'a> Shared<'a> {
@@ -81,6 +83,7 @@ impl<'a> Shared<'a> {
             ev,
             arc: OnceCell::new(),
             cats: None,
+            memo: None,
         }
     }
 
@@ -91,15 +94,30 @@ impl<'a> Shared<'a> {
             ev,
             arc: cell,
             cats: None,
+            memo: None,
+        }
+    }
+
+    /// The same event (and the same shared `Arc`, if made) with a shared-term memo.
+    pub(crate) fn with_memo<'b>(self, memo: &'b super::Memo) -> Shared<'b>
+    where
+        'a: 'b,
+    {
+        Shared {
+            ev: self.ev,
+            arc: self.arc,
+            cats: self.cats,
+            memo: Some(memo),
         }
     }
 
     /// The evaluation environment of a streaming rule for this event.
-    pub(crate) fn env(&self) -> Env<'static> {
+    pub(crate) fn env(&self) -> Env<'a> {
         Env {
             lineage: None,
             vars: &[],
             cats: self.cats,
+            memo: self.memo,
         }
     }
 
