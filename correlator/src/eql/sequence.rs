@@ -15,7 +15,8 @@ use std::sync::Arc;
 use super::{Env, QueryKind, StepSpec};
 use crate::event::{Event, Value};
 
-/// A join-key value, hashable.
+/// A join-key value, hashable. Build it with [`KeyPart::from_value`]: a string is [`KeyPart::Short`]
+/// when it fits inline and [`KeyPart::Str`] only when it does not, so equal strings give equal parts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyPart {
     Null,
@@ -23,6 +24,10 @@ pub enum KeyPart {
     Int(i64),
     /// Bits of an f64 that is not an integer.
     Float(u64),
+    /// A string of at most [`ShortStr::MAX`] bytes, held inline: building, hashing and comparing
+    /// such a key touches neither the event's string allocation count nor another event's memory.
+    Short(ShortStr),
+    /// A longer string.
     Str(Arc<str>),
     /// Any other value, as its JSON text.
     Other(Box<str>),
@@ -38,7 +43,9 @@ impl KeyPart {
                 Some(i) => KeyPart::Int(i),
                 None => KeyPart::Float(f.to_bits()),
             },
-            Value::Str(s) => KeyPart::Str(s.clone()),
+            Value::Str(s) => {
+                ShortStr::new(s).map_or_else(|| KeyPart::Str(s.clone()), KeyPart::Short)
+            }
             other => KeyPart::Other(other.to_json().to_string().into()),
         }
     }
@@ -50,9 +57,37 @@ impl KeyPart {
             KeyPart::Int(i) => (*i).into(),
             KeyPart::Float(f) => serde_json::Number::from_f64(f64::from_bits(*f))
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            KeyPart::Short(s) => serde_json::Value::String(s.as_str().to_string()),
             KeyPart::Str(s) => serde_json::Value::String(s.to_string()),
             KeyPart::Other(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
         }
+    }
+}
+
+/// A short string stored inline (zero-padded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShortStr {
+    len: u8,
+    bytes: [u8; ShortStr::MAX],
+}
+
+impl ShortStr {
+    /// The longest string held inline (a `KeyPart` stays the size of an `Arc<str>` part).
+    pub const MAX: usize = 22;
+
+    pub fn new(s: &str) -> Option<ShortStr> {
+        let len = u8::try_from(s.len())
+            .ok()
+            .filter(|l| usize::from(*l) <= Self::MAX)?;
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(ShortStr { len, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let b = &self.bytes[..usize::from(self.len).min(Self::MAX)];
+        // Built from a `&str` of exactly these bytes, so this never fails.
+        std::str::from_utf8(b).unwrap_or_default()
     }
 }
 
@@ -254,7 +289,9 @@ impl SequenceEngine {
         let mut b = self.state.capacity()
             * (std::mem::size_of::<Key>() + std::mem::size_of::<KeyState>() + 8);
         for (k, s) in &self.state {
-            b += k.0.len() * std::mem::size_of::<KeyPart>();
+            if k.0.spilled() {
+                b += k.0.len() * std::mem::size_of::<KeyPart>();
+            }
             for p in s
                 .stages
                 .iter()
