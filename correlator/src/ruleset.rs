@@ -7,11 +7,12 @@
 
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
-use crate::eql::{Dialect, TermVal, INDEX_AFFIX};
+use crate::eql::{CatMask, Dialect, Memo, TermVal, INDEX_AFFIX};
 use crate::event::{Event, Field, Value};
 use crate::rules::{RuleDef, RuleError};
 use crate::runner::{Reorder, RuleRunner, RunnerConfig, RunnerStats};
 use crate::Detector;
+use std::sync::Arc;
 /// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
@@ -51,6 +52,10 @@ pub struct RuleSet {
     by_category: HashMap<Box<str>, Bucket>,
     any: Bucket,
     cat_field: Field,
+    /// Category names with their mask bits, for the per-event category mask.
+    cat_bits: Vec<(Box<str>, u8)>,
+    /// Results of shared terms on the current event.
+    memo: Memo,
     cfg: RunnerConfig,
     reorder: Reorder,
     /// Per-rule marker of the last event it was given (dedup across several categories).
@@ -70,6 +75,8 @@ impl RuleSet {
             by_category: HashMap::default(),
             any: Bucket::default(),
             cat_field: Field::intern("event.category"),
+            cat_bits: Vec::new(),
+            memo: Memo::default(),
             cfg,
             reorder: Reorder::new(cfg.lateness_ns),
             seen: Vec::new(),
@@ -221,6 +228,30 @@ impl RuleSet {
             }
         }
         self.seen = vec![0; self.slots.len()];
+        self.cat_bits = crate::eql::category_bits();
+        self.memo = Memo::with_terms(crate::eql::term_count());
+    }
+
+    /// Gives `sh` to the rules that may match it (sequence rules when `sequences`, single-event
+    /// rules when `events`); returns the event as an `Arc` when `want_arc`. The event's category
+    /// mask is computed once here, and terms shared between rules are evaluated once per event.
+    fn dispatch(
+        &mut self,
+        sh: Shared<'_>,
+        sequences: bool,
+        events: bool,
+        want_arc: bool,
+        out: &mut Vec<Alert>,
+    ) -> Option<Arc<Event>> {
+        let memo = std::mem::take(&mut self.memo);
+        memo.next_event();
+        let mut sh = sh.with_memo(&memo);
+        sh.cats = Some(CatMask::of(sh.ev, self.cat_field, &self.cat_bits));
+        self.offer(&sh, sequences, events, out);
+        let arc = want_arc.then(|| sh.arc());
+        drop(sh);
+        self.memo = memo;
+        arc
     }
 
     /// How many rules are reached through the value index (the rest are tried on every event of
@@ -271,7 +302,7 @@ impl RuleSet {
             + self.reorder.buffered() * 64
     }
 
-    fn dispatch(&mut self, sh: &Shared<'_>, sequences: bool, events: bool, out: &mut Vec<Alert>) {
+    fn offer(&mut self, sh: &Shared<'_>, sequences: bool, events: bool, out: &mut Vec<Alert>) {
         self.tick += 1;
         let tick = self.tick;
         let before = out.len();
@@ -485,30 +516,29 @@ impl Detector for RuleSet {
             if late {
                 self.stats.late += 1;
             }
-            let sh = Shared::new(event);
-            self.dispatch(&sh, !late, true, out);
+            self.dispatch(Shared::new(event), !late, true, false, out);
             if !late {
                 self.last_ts = event.timestamp_ns;
             }
             return;
         }
         // Single-event rules do not care about order: evaluate now.
-        let sh = Shared::new(event);
-        self.dispatch(&sh, false, true, out);
-        let arc = sh.arc();
+        let Some(arc) = self.dispatch(Shared::new(event), false, true, true, out) else {
+            return;
+        };
         if !self.reorder.push(arc) {
             self.stats.late += 1;
             return;
         }
         while let Some(ev) = self.reorder.pop_ready(None) {
-            self.dispatch(&Shared::from_arc(&ev), true, false, out);
+            self.dispatch(Shared::from_arc(&ev), true, false, false, out);
         }
     }
 
     fn on_watermark(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
         if self.cfg.lateness_ns > 0 {
             while let Some(ev) = self.reorder.pop_ready(Some(now_ns)) {
-                self.dispatch(&Shared::from_arc(&ev), true, false, out);
+                self.dispatch(Shared::from_arc(&ev), true, false, false, out);
             }
         }
         let before = out.len();

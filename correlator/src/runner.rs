@@ -205,7 +205,7 @@ impl RuleRunner {
         match &mut self.engine {
             Engine::Event => {
                 if let QueryKind::Event(f) = &self.query.kind {
-                    if f.matches(sh.ev) {
+                    if f.matches_env(sh.ev, &sh.env()) {
                         self.stats.alerts += 1;
                         out.push(make_alert(&self.meta, &[sh.ev], Vec::new()));
                     }

@@ -153,6 +153,21 @@ pub fn events(n: u64, keys: u64) -> Vec<Event> {
     (0..n).map(|i| event(&mut rng, i, keys)).collect()
 }
 
+/// The same events as [`events`], built `batch` at a time and handed to `f` right after they are
+/// built (as a decoder hands over a batch): the events are hot in cache when `f` sees them.
+pub fn event_batches(n: u64, keys: u64, batch: u64, mut f: impl FnMut(&[Event])) {
+    let mut rng = Rng::new(42);
+    let mut buf = Vec::with_capacity(batch as usize);
+    let mut i = 0;
+    while i < n {
+        buf.clear();
+        let end = (i + batch).min(n);
+        buf.extend((i..end).map(|j| event(&mut rng, j, keys)));
+        f(&buf);
+        i = end;
+    }
+}
+
 fn shared_dir() -> PathBuf {
     std::env::var_os("SENSOR_SHARED_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),

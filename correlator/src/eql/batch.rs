@@ -116,6 +116,8 @@ impl Tree {
                 let env = Env {
                     lineage: Some(&*self),
                     vars: &[],
+                    cats: None,
+                    memo: None,
                 };
                 lineage[i].1.matches_env(ev, &env)
             };
@@ -174,6 +176,8 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
                 Some(&tree)
             },
             vars: &[],
+            cats: None,
+            memo: None,
         };
         match &q.kind {
             QueryKind::Event(f) => {

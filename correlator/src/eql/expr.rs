@@ -24,13 +24,95 @@ pub(crate) struct Env<'a> {
     pub(crate) lineage: Option<&'a dyn LineageOracle>,
     /// Values bound by `arraySearch` lambdas.
     pub(crate) vars: &'a [(Box<str>, Value)],
+    /// The event's categories as a bit mask, when the caller computed it once for the event.
+    pub(crate) cats: Option<super::CatMask>,
+    /// Results of shared terms already evaluated on this event (by other rules of a rule set).
+    pub(crate) memo: Option<&'a Memo>,
 }
 
 impl Env<'_> {
     pub(crate) const EMPTY: Env<'static> = Env {
         lineage: None,
         vars: &[],
+        cats: None,
+        memo: None,
     };
+}
+
+/// Numbers the memoisable terms of every compiled query by their structure, so that the same term
+/// in two rules (`event.type == "start"`, `host.os.type == "linux"`) has one number.
+static TERMS: std::sync::LazyLock<std::sync::RwLock<std::collections::HashMap<String, u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn term_slot(key: String) -> u32 {
+    let mut t = TERMS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = u32::try_from(t.len()).unwrap_or(u32::MAX);
+    *t.entry(key).or_insert(n)
+}
+
+/// How many terms have a number (every query compiled so far has its terms below it).
+pub(crate) fn term_count() -> usize {
+    TERMS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+}
+
+/// Per-event results of numbered terms: each cell holds the event generation and the three-valued
+/// result, so moving to the next event is one increment, not a clear.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    generation: std::cell::Cell<u32>,
+    cells: Vec<std::cell::Cell<u32>>,
+}
+
+impl Memo {
+    /// Room for every term numbered so far.
+    pub(crate) fn with_terms(n: usize) -> Memo {
+        Memo {
+            generation: std::cell::Cell::new(1),
+            cells: vec![std::cell::Cell::new(0); n],
+        }
+    }
+
+    /// Forgets the results of the previous event.
+    pub(crate) fn next_event(&self) {
+        let g = self.generation.get() + 1;
+        if g >= 1 << 30 {
+            for c in &self.cells {
+                c.set(0);
+            }
+            self.generation.set(1);
+        } else {
+            self.generation.set(g);
+        }
+    }
+
+    #[inline]
+    fn test(&self, slot: u32, node: &Node, ev: &Event, env: &Env<'_>) -> Option<bool> {
+        let Some(cell) = self.cells.get(slot as usize) else {
+            return node.test(ev, env);
+        };
+        let v = cell.get();
+        let g = self.generation.get();
+        if v >> 2 == g {
+            return match v & 3 {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            };
+        }
+        let r = node.test(ev, env);
+        let code = match r {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => 3,
+        };
+        cell.set(g << 2 | code);
+        r
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +241,9 @@ pub(crate) enum Node {
     FieldObj(Field, Box<str>),
     VarPath(Box<str>, Box<[PathStep]>),
     Lineage(usize),
+    /// A test that depends on the event only, numbered so that its result is computed once per
+    /// event for all the rules that contain it (see [`Memo`]).
+    Memo(u32, Box<Node>),
 }
 
 pub(crate) struct Compiler<'a> {
@@ -196,8 +281,16 @@ impl Compiler<'_> {
     }
 
     pub(crate) fn compile(&mut self, e: &Expr) -> Result<Node, EqlError> {
-        let node = self.compile_inner(e)?;
-        Ok(fold_const(node))
+        let node = fold_const(self.compile_inner(e)?);
+        Ok(match node {
+            Node::And(xs) => Node::And(by_cost(xs)),
+            Node::Or(xs) => Node::Or(by_cost(xs)),
+            n if memoisable(&n) => {
+                let slot = term_slot(format!("{n:?}"));
+                Node::Memo(slot, Box::new(n))
+            }
+            n => n,
+        })
     }
 
     fn compile_inner(&mut self, e: &Expr) -> Result<Node, EqlError> {
@@ -543,6 +636,35 @@ fn fold_const(n: Node) -> Node {
     n
 }
 
+/// A test worth remembering per event: a comparison or pattern test whose result depends on the
+/// event's fields only (no lambda variables, no lineage).
+fn memoisable(n: &Node) -> bool {
+    matches!(
+        n,
+        Node::Strings { .. } | Node::Cmp { .. } | Node::In { .. } | Node::IsNull(..)
+    ) && event_only(n)
+}
+
+fn event_only(n: &Node) -> bool {
+    match n {
+        Node::Const(_) | Node::Field(_) | Node::Path(..) | Node::FieldObj(..) => true,
+        Node::Var(_) | Node::VarPath(..) | Node::Lineage(_) | Node::ArraySearch(..) => false,
+        Node::Not(x) | Node::IsNull(x, _) | Node::Neg(x) | Node::Memo(_, x) => event_only(x),
+        Node::And(xs) | Node::Or(xs) | Node::Call(_, xs, _) => xs.iter().all(event_only),
+        Node::Cmp { l, r, .. } | Node::Arith(_, l, r) => event_only(l) && event_only(r),
+        Node::Strings { arg, .. } => event_only(arg),
+        Node::In { arg, list, .. } => event_only(arg) && list.iter().all(event_only),
+    }
+}
+
+/// Orders the operands of `and`/`or` cheapest first. Evaluation has no side effects and the
+/// three-valued result of `and`/`or` does not depend on operand order, so only the cost changes.
+fn by_cost(xs: Box<[Node]>) -> Box<[Node]> {
+    let mut v = xs.into_vec();
+    v.sort_by_key(Node::cost);
+    v.into()
+}
+
 fn is_const(n: &Node) -> bool {
     matches!(n, Node::Const(_))
 }
@@ -564,6 +686,25 @@ fn bool_val(b: Option<bool>) -> Value {
 }
 
 impl Node {
+    /// A rough static cost of evaluating the node (field lookups and string tests), used to order
+    /// the operands of `and`/`or`. A term shared between rules counts as cheap: usually another
+    /// rule has already computed it for the event.
+    fn cost(&self) -> u32 {
+        match self {
+            Node::Const(_) => 0,
+            Node::Memo(_, x) => 1 + x.cost() / 4,
+            Node::Field(_) | Node::FieldObj(..) | Node::Var(_) => 4,
+            Node::Path(..) | Node::VarPath(..) => 6,
+            Node::Not(x) | Node::Neg(x) | Node::IsNull(x, _) => x.cost(),
+            Node::And(xs) | Node::Or(xs) => xs.iter().map(Node::cost).sum::<u32>().max(1),
+            Node::Cmp { l, r, .. } | Node::Arith(_, l, r) => l.cost() + r.cost() + 2,
+            Node::Strings { arg, set, .. } => arg.cost() + set.cost(),
+            Node::In { arg, list, .. } => arg.cost() + list.iter().map(Node::cost).sum::<u32>() + 2,
+            Node::Call(_, xs, _) => 20 + xs.iter().map(Node::cost).sum::<u32>(),
+            Node::ArraySearch(..) | Node::Lineage(_) => 200,
+        }
+    }
+
     /// Terms that must hold for this condition to be true, usable as an index: a list of
     /// `(field, lower-cased values)` such that if the condition is true, the event's field equals (case
     /// folded) one of the values of at least one entry. `None` when no such terms exist.
@@ -576,6 +717,7 @@ impl Node {
             _ => None,
         };
         match self {
+            Node::Memo(_, x) => x.index_terms(skip),
             Node::Cmp {
                 op: CmpOp::Eq,
                 l,
@@ -660,6 +802,10 @@ impl Node {
     #[inline]
     pub(crate) fn test(&self, ev: &Event, env: &Env<'_>) -> Option<bool> {
         match self {
+            Node::Memo(slot, x) => match env.memo {
+                Some(m) => m.test(*slot, x, ev, env),
+                None => x.test(ev, env),
+            },
             Node::And(xs) => {
                 let mut null = false;
                 for x in xs.iter() {
@@ -764,6 +910,8 @@ impl Node {
                     let inner = Env {
                         lineage: env.lineage,
                         vars: &vars,
+                        cats: env.cats,
+                        memo: env.memo,
                     };
                     if cond.test(ev, &inner) == Some(true) {
                         return Some(true);
@@ -827,6 +975,8 @@ impl Node {
                     let inner = Env {
                         lineage: env.lineage,
                         vars: &vars,
+                        cats: env.cats,
+                        memo: env.memo,
                     };
                     if cond.test(ev, &inner) == Some(true) {
                         n += 1;

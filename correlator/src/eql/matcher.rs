@@ -263,6 +263,24 @@ impl PatternSet {
         }
     }
 
+    /// A rough cost of one test (for ordering `and`/`or` operands).
+    pub(crate) fn cost(&self) -> u32 {
+        let hashed = u32::from(!self.exact.is_empty()) * 3;
+        let others: u32 = self
+            .others
+            .iter()
+            .map(|p| match p.kind {
+                Kind::Any => 0,
+                Kind::Exact(_) => 1,
+                Kind::Prefix(_) | Kind::Suffix(_) => 2,
+                Kind::Contains(_) => 4,
+                Kind::Glob(_) => 8,
+                Kind::Regex(_) => 20,
+            })
+            .sum();
+        hashed + others
+    }
+
     /// When every pattern is an exact string, a prefix (`abc*`) or a suffix (`*abc`): index keys,
     /// lower-cased (a superset key for a case-insensitive index). Prefixes and suffixes need at least
     /// [`super::INDEX_AFFIX`] bytes.

@@ -18,7 +18,7 @@ pub mod sequence;
 use std::fmt;
 
 use crate::event::{Event, Field, Value};
-pub(crate) use expr::{Env, Node, TermVal};
+pub(crate) use expr::{term_count, Env, Memo, Node, TermVal};
 
 /// Bytes of a prefix or suffix used as an index key.
 pub(crate) const INDEX_AFFIX: usize = 3;
@@ -90,14 +90,89 @@ impl EqlError {
     }
 }
 
+/// Category names (ASCII lower-cased) met by the compiler, numbered in order of first use; the first
+/// 64 have a bit in per-event category masks ([`CatMask`]).
+static CATEGORY_NAMES: std::sync::LazyLock<std::sync::RwLock<Vec<Box<str>>>> =
+    std::sync::LazyLock::new(|| std::sync::RwLock::new(Vec::new()));
+
+/// The mask bit of a category name (interned on first use); `None` past the 64th name.
+fn category_bit(name: &str) -> Option<u8> {
+    let low = name.to_ascii_lowercase();
+    let mut names = CATEGORY_NAMES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = match names.iter().position(|n| **n == *low) {
+        Some(i) => i,
+        None => {
+            names.push(low.into());
+            names.len() - 1
+        }
+    };
+    u8::try_from(i).ok().filter(|b| *b < 64)
+}
+
+/// The category names that have a mask bit, with their bits (a snapshot: every query compiled
+/// before the call has its categories in it).
+pub(crate) fn category_bits() -> Vec<(Box<str>, u8)> {
+    let names = CATEGORY_NAMES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .iter()
+        .take(64)
+        .enumerate()
+        .filter_map(|(i, n)| Some((n.clone(), u8::try_from(i).ok()?)))
+        .collect()
+}
+
+/// The categories of one event, computed once for all the rules that look at it: bit `b` is set
+/// when a value of `field` equals (ASCII case-insensitively) the category name numbered `b`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CatMask {
+    pub(crate) field: Field,
+    pub(crate) bits: u64,
+}
+
+impl CatMask {
+    /// The mask of `ev`'s `field` against the names of `table` (from [`category_bits`]).
+    pub(crate) fn of(ev: &Event, field: Field, table: &[(Box<str>, u8)]) -> CatMask {
+        let mut bits = 0u64;
+        let mut add = |s: &str| {
+            for (n, b) in table {
+                if s.eq_ignore_ascii_case(n) {
+                    bits |= 1 << b;
+                }
+            }
+        };
+        match ev.get(field) {
+            Some(Value::Str(s)) => add(s),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).for_each(add),
+            _ => {}
+        }
+        CatMask { field, bits }
+    }
+}
+
 /// The category test of an event filter, resolved at compile time.
 #[derive(Clone, Debug)]
 pub struct Category {
     field: Field,
     name: Box<str>,
+    bit: Option<u8>,
 }
 
 impl Category {
+    /// [`Category::matches`], answered from the event's mask when the caller computed one.
+    #[inline]
+    pub(crate) fn matches_env(&self, ev: &Event, env: &Env<'_>) -> bool {
+        if let (Some(b), Some(m)) = (self.bit, env.cats) {
+            if m.field == self.field {
+                return m.bits >> b & 1 == 1;
+            }
+        }
+        self.matches(ev)
+    }
+
     #[inline]
     pub fn matches(&self, ev: &Event) -> bool {
         match ev.get(self.field) {
@@ -126,7 +201,7 @@ impl EventFilter {
     #[inline]
     pub(crate) fn matches_env(&self, ev: &Event, env: &Env<'_>) -> bool {
         if let Some(c) = &self.category {
-            if !c.matches(ev) {
+            if !c.matches_env(ev, env) {
                 return false;
             }
         }
@@ -156,19 +231,6 @@ impl EventFilter {
 pub struct Keys(pub(crate) Vec<Node>, pub(crate) Vec<bool>);
 
 impl Keys {
-    /// Evaluates the keys into `out`; false when a key that may not be null is null (Elasticsearch:
-    /// only `?optional` join keys may be null; such an event joins nothing).
-    pub(crate) fn eval(&self, ev: &Event, env: &Env<'_>, out: &mut Vec<Value>) -> bool {
-        for (i, k) in self.0.iter().enumerate() {
-            let v = k.eval(ev, env).into_owned();
-            if v.is_null() && !self.1.get(i).copied().unwrap_or(true) {
-                return false;
-            }
-            out.push(v);
-        }
-        true
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -312,6 +374,7 @@ pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
                 category: q.category.as_ref().map(|n| Category {
                     field: cat_field,
                     name: n.as_str().into(),
+                    bit: category_bit(n),
                 }),
                 cond: c.compile(&q.cond)?,
             })

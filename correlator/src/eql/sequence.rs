@@ -15,7 +15,8 @@ use std::sync::Arc;
 use super::{Env, QueryKind, StepSpec};
 use crate::event::{Event, Value};
 
-/// A join-key value, hashable.
+/// A join-key value, hashable. Build it with [`KeyPart::from_value`]: a string is [`KeyPart::Short`]
+/// when it fits inline and [`KeyPart::Str`] only when it does not, so equal strings give equal parts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyPart {
     Null,
@@ -23,8 +24,13 @@ pub enum KeyPart {
     Int(i64),
     /// Bits of an f64 that is not an integer.
     Float(u64),
+    /// A string of at most [`ShortStr::MAX`] bytes, held inline: building, hashing and comparing
+    /// such a key touches neither the event's string allocation count nor another event's memory.
+    Short(ShortStr),
+    /// A longer string.
     Str(Arc<str>),
-    Other(String),
+    /// Any other value, as its JSON text.
+    Other(Box<str>),
 }
 
 impl KeyPart {
@@ -37,8 +43,10 @@ impl KeyPart {
                 Some(i) => KeyPart::Int(i),
                 None => KeyPart::Float(f.to_bits()),
             },
-            Value::Str(s) => KeyPart::Str(s.clone()),
-            other => KeyPart::Other(other.to_json().to_string()),
+            Value::Str(s) => {
+                ShortStr::new(s).map_or_else(|| KeyPart::Str(s.clone()), KeyPart::Short)
+            }
+            other => KeyPart::Other(other.to_json().to_string().into()),
         }
     }
 
@@ -49,15 +57,44 @@ impl KeyPart {
             KeyPart::Int(i) => (*i).into(),
             KeyPart::Float(f) => serde_json::Number::from_f64(f64::from_bits(*f))
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            KeyPart::Short(s) => serde_json::Value::String(s.as_str().to_string()),
             KeyPart::Str(s) => serde_json::Value::String(s.to_string()),
             KeyPart::Other(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
         }
     }
 }
 
-/// A join key: the values of the `by` expressions.
+/// A short string stored inline (zero-padded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShortStr {
+    len: u8,
+    bytes: [u8; ShortStr::MAX],
+}
+
+impl ShortStr {
+    /// The longest string held inline (a `KeyPart` stays the size of an `Arc<str>` part).
+    pub const MAX: usize = 22;
+
+    pub fn new(s: &str) -> Option<ShortStr> {
+        let len = u8::try_from(s.len())
+            .ok()
+            .filter(|l| usize::from(*l) <= Self::MAX)?;
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(ShortStr { len, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let b = &self.bytes[..usize::from(self.len).min(Self::MAX)];
+        // Built from a `&str` of exactly these bytes, so this never fails.
+        std::str::from_utf8(b).unwrap_or_default()
+    }
+}
+
+/// A join key: the values of the `by` expressions. A single-value key (the usual `by host.id`) is held
+/// inline, so building one allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Key(pub Box<[KeyPart]>);
+pub struct Key(pub smallvec::SmallVec<[KeyPart; 1]>);
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -69,6 +106,10 @@ impl Hash for Key {
 pub struct Shared<'a> {
     pub ev: &'a Event,
     arc: OnceCell<Arc<Event>>,
+    /// The event's category mask, when the caller (the rule set) computed it.
+    pub(crate) cats: Option<super::CatMask>,
+    /// Shared-term results for this event, when the caller (the rule set) keeps them.
+    memo: Option<&'a super::Memo>,
 }
 
 impl<'a> Shared<'a> {
@@ -76,13 +117,43 @@ impl<'a> Shared<'a> {
         Shared {
             ev,
             arc: OnceCell::new(),
+            cats: None,
+            memo: None,
         }
     }
 
     pub fn from_arc(ev: &'a Arc<Event>) -> Shared<'a> {
         let cell = OnceCell::new();
         let _ = cell.set(ev.clone());
-        Shared { ev, arc: cell }
+        Shared {
+            ev,
+            arc: cell,
+            cats: None,
+            memo: None,
+        }
+    }
+
+    /// The same event (and the same shared `Arc`, if made) with a shared-term memo.
+    pub(crate) fn with_memo<'b>(self, memo: &'b super::Memo) -> Shared<'b>
+    where
+        'a: 'b,
+    {
+        Shared {
+            ev: self.ev,
+            arc: self.arc,
+            cats: self.cats,
+            memo: Some(memo),
+        }
+    }
+
+    /// The evaluation environment of a streaming rule for this event.
+    pub(crate) fn env(&self) -> Env<'a> {
+        Env {
+            lineage: None,
+            vars: &[],
+            cats: self.cats,
+            memo: self.memo,
+        }
     }
 
     pub fn arc(&self) -> Arc<Event> {
@@ -90,12 +161,18 @@ impl<'a> Shared<'a> {
     }
 }
 
-fn key_for(keys: &super::Keys, buf: &mut Vec<Value>, ev: &Event, env: &Env<'_>) -> Option<Key> {
-    buf.clear();
-    if !keys.eval(ev, env, buf) {
-        return None;
+/// The join key of `ev`; `None` when a key that may not be null is null (Elasticsearch: only
+/// `?optional` join keys may be null; such an event joins nothing).
+fn key_for(keys: &super::Keys, ev: &Event, env: &Env<'_>) -> Option<Key> {
+    let mut parts = smallvec::SmallVec::new();
+    for (i, k) in keys.0.iter().enumerate() {
+        let v = k.eval(ev, env);
+        if v.is_null() && !keys.1.get(i).copied().unwrap_or(true) {
+            return None;
+        }
+        parts.push(KeyPart::from_value(&v));
     }
-    Some(Key(buf.iter().map(KeyPart::from_value).collect()))
+    Some(Key(parts))
 }
 
 /// A completed sequence (or sample/join).
@@ -168,7 +245,6 @@ pub struct SequenceEngine {
     pending: usize,
     last_sweep: i64,
     pub stats: SeqStats,
-    keybuf: Vec<Value>,
 }
 
 impl SequenceEngine {
@@ -201,7 +277,6 @@ impl SequenceEngine {
             pending: 0,
             last_sweep: i64::MIN,
             stats: SeqStats::default(),
-            keybuf: Vec::new(),
         })
     }
 
@@ -214,7 +289,9 @@ impl SequenceEngine {
         let mut b = self.state.capacity()
             * (std::mem::size_of::<Key>() + std::mem::size_of::<KeyState>() + 8);
         for (k, s) in &self.state {
-            b += k.0.len() * std::mem::size_of::<KeyPart>();
+            if k.0.spilled() {
+                b += k.0.len() * std::mem::size_of::<KeyPart>();
+            }
             for p in s
                 .stages
                 .iter()
@@ -234,12 +311,12 @@ impl SequenceEngine {
         } else {
             &self.steps[step].keys
         };
-        key_for(keys, &mut self.keybuf, ev, env)
+        key_for(keys, ev, env)
     }
 
     /// Feeds one event (in event-time order).
     pub fn on_event(&mut self, sh: &Shared<'_>, out: &mut Vec<SeqMatch>) {
-        self.on_event_env(sh, &Env::EMPTY, out);
+        self.on_event_env(sh, &sh.env(), out);
     }
 
     pub(crate) fn on_event_env(&mut self, sh: &Shared<'_>, env: &Env<'_>, out: &mut Vec<SeqMatch>) {
@@ -474,7 +551,6 @@ pub struct SampleEngine {
     state: HashMap<Key, Vec<Option<Arc<Event>>>>,
     order: u64,
     pub stats: SeqStats,
-    keybuf: Vec<Value>,
     /// Join emits each key once only.
     once: bool,
     done: std::collections::HashSet<Key, ahash::RandomState>,
@@ -494,7 +570,6 @@ impl SampleEngine {
             state: HashMap::default(),
             order: 0,
             stats: SeqStats::default(),
-            keybuf: Vec::new(),
             once,
             done: Default::default(),
         })
@@ -508,7 +583,7 @@ impl SampleEngine {
     }
 
     pub fn on_event(&mut self, sh: &Shared<'_>, out: &mut Vec<SeqMatch>) {
-        self.on_event_env(sh, &Env::EMPTY, out);
+        self.on_event_env(sh, &sh.env(), out);
     }
 
     pub(crate) fn on_event_env(&mut self, sh: &Shared<'_>, env: &Env<'_>, out: &mut Vec<SeqMatch>) {
@@ -516,10 +591,8 @@ impl SampleEngine {
         self.order += 1;
         if let Some(u) = &self.until {
             if u.filter.matches_env(ev, env) {
-                self.keybuf.clear();
-                let ok = u.keys.eval(ev, env, &mut self.keybuf);
-                let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
-                if ok && self.state.remove(&key).is_some() {
+                let key = key_for(&u.keys, ev, env);
+                if key.is_some_and(|key| self.state.remove(&key).is_some()) {
                     self.stats.cancelled_until += 1;
                 }
             }
@@ -528,11 +601,9 @@ impl SampleEngine {
             if !self.steps[i].filter.matches_env(ev, env) {
                 continue;
             }
-            self.keybuf.clear();
-            if !self.steps[i].keys.eval(ev, env, &mut self.keybuf) {
+            let Some(key) = key_for(&self.steps[i].keys, ev, env) else {
                 continue;
-            }
-            let key = Key(self.keybuf.iter().map(KeyPart::from_value).collect());
+            };
             if self.once && self.done.contains(&key) {
                 continue;
             }
