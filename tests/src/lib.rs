@@ -59,3 +59,36 @@ pub fn require_root(test: &str) -> bool {
     }
     root
 }
+
+/// SHA-256 of `s` in hex, as an agent's `token_sha256` in an ingest config (via `sha256sum`).
+/// Test support: a failure here is a broken test machine, reported by panicking.
+#[allow(clippy::expect_used)]
+pub fn sha256_hex(s: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum must be installed");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(s.as_bytes())
+        .expect("writing to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A loopback TCP port that was free a moment ago.
+#[allow(clippy::expect_used)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}

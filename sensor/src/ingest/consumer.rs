@@ -409,37 +409,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn resuming_from_any_position_emits_every_event_exactly_once() {
-        let recs = records();
-        let n = recs.len() as u64;
+    /// Everything one uninterrupted consumer emits from `recs`, sorted.
+    fn uninterrupted(recs: &[Vec<u8>]) -> Vec<String> {
         let mut whole = Vec::new();
         let mut c = Consumer::new();
-        feed(&mut c, &recs, 0, n, &mut whole);
+        feed(&mut c, recs, 0, recs.len() as u64, &mut whole);
         c.finish(&mut |e| whole.push(describe(e)));
-        assert_eq!(whole.len(), 20, "10 auditd groups and 10 ECS events");
         whole.sort();
+        whole
+    }
+
+    /// For a crash after every record: the first consumer's position (through its JSON form, as
+    /// the daemon stores it) resumes a second one, and together they must emit exactly `whole`.
+    /// Returns how many decoder positions ahead of the safe point the cuts produced.
+    fn check_every_cut(recs: &[Vec<u8>], whole: &[String]) -> usize {
+        let n = recs.len() as u64;
         let mut ahead = 0;
         for cut in 0..=n {
-            // A crash right after record `cut`: what was emitted, and the position a sink stored.
             let mut got = Vec::new();
             let mut first = Consumer::new();
-            feed(&mut first, &recs, 0, cut, &mut got);
+            feed(&mut first, recs, 0, cut, &mut got);
             let pos = first.position();
             assert!(pos.seq <= cut);
             ahead += pos.decoders.len();
-            // The position survives its JSON form (that is how the daemon stores it).
             let pos: Position =
                 serde_json::from_value(serde_json::to_value(&pos).unwrap()).unwrap();
             let mut second = Consumer::new();
             second.resume_at(&pos);
-            feed(&mut second, &recs, pos.seq, n, &mut got);
+            feed(&mut second, recs, pos.seq, n, &mut got);
             second.finish(&mut |e| got.push(describe(e)));
             got.sort();
             assert_eq!(got, whole, "crash after record {cut}, resumed at {pos:?}");
         }
+        ahead
+    }
+
+    #[test]
+    fn resuming_from_any_position_emits_every_event_exactly_once() {
+        let recs = records();
+        let whole = uninterrupted(&recs);
+        assert_eq!(whole.len(), 20, "10 auditd groups and 10 ECS events");
         // Cuts inside an auditd group leave the ECS decoder ahead of the safe point.
-        assert!(ahead > 0);
+        assert!(check_every_cut(&recs, &whole) > 0);
     }
 
     #[test]
@@ -535,29 +546,12 @@ mod tests {
     #[test]
     fn a_zeek_tsv_header_before_the_resume_point_still_applies_after_it() {
         let recs = zeek_records();
-        let n = recs.len() as u64;
-        let mut whole = Vec::new();
-        let mut c = Consumer::new();
-        feed(&mut c, &recs, 0, n, &mut whole);
-        c.finish(&mut |e| whole.push(describe(e)));
+        let whole = uninterrupted(&recs);
         assert!(
             whole.iter().all(|e| !e.starts_with("reject")),
             "an uninterrupted run decodes every row: {whole:?}"
         );
         assert_eq!(whole.iter().filter(|e| e.contains("zeek")).count(), 8);
-        whole.sort();
-        for cut in 0..=n {
-            let mut got = Vec::new();
-            let mut first = Consumer::new();
-            feed(&mut first, &recs, 0, cut, &mut got);
-            let pos: Position =
-                serde_json::from_value(serde_json::to_value(first.position()).unwrap()).unwrap();
-            let mut second = Consumer::new();
-            second.resume_at(&pos);
-            feed(&mut second, &recs, pos.seq, n, &mut got);
-            second.finish(&mut |e| got.push(describe(e)));
-            got.sort();
-            assert_eq!(got, whole, "restart after record {cut}, resumed at {pos:?}");
-        }
+        check_every_cut(&recs, &whole);
     }
 }
