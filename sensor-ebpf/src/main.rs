@@ -512,7 +512,8 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     // open(filename, flags, mode): relative to the working directory.
-    let (path, fl): (u64, u64) = unsafe { (ctx.read_at(16).unwrap_or(0), ctx.read_at(24).unwrap_or(0)) };
+    let (path, fl): (u64, u64) =
+        unsafe { (ctx.read_at(16).unwrap_or(0), ctx.read_at(24).unwrap_or(0)) };
     open_enter(AT_FDCWD, path, fl as u32);
     0
 }
