@@ -92,3 +92,25 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding an ephemeral loopback port")
 }
+
+/// Posts one NDJSON body to `/v1/ingest/ecs` on 127.0.0.1:`port` with a bearer token, over a raw
+/// HTTP/1.1 connection; `Some(accepted)` when the answer is 200, `None` on any failure (refused,
+/// reset, timeout, another status): the caller treats the batch as not acknowledged.
+pub fn post_ecs(port: u16, token: &str, body: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let req = format!(
+        "POST /v1/ingest/ecs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1)?).ok()?;
+    json["accepted"].as_u64()
+}

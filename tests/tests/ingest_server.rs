@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -420,22 +420,9 @@ fn audisp_remote_ascii_delivers() {
     audisp_remote_delivers("ascii");
 }
 
-/// Posts one NDJSON batch over a raw HTTP/1.1 connection; Some(accepted) on 200.
+/// Posts one NDJSON batch with the test token; Some(accepted) on 200.
 fn post(port: u16, body: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "POST /v1/ingest/ecs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    if !resp.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let json: J = serde_json::from_str(resp.split("\r\n\r\n").nth(1)?).ok()?;
-    json["accepted"].as_u64()
+    tests::post_ecs(port, TOKEN, body)
 }
 
 #[test]
