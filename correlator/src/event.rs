@@ -26,6 +26,14 @@ struct Interner {
 
 static INTERNER: LazyLock<RwLock<Interner>> = LazyLock::new(|| RwLock::new(Interner::default()));
 
+/// Most distinct field paths the process interns. Field names come from outside data (an agent
+/// can send any JSON keys, auditd any `key=value`), so the table is bounded: past the limit, a new
+/// path is interned as [`Field::OVERFLOW_NAME`] instead (the record's original text still holds it)
+/// and counted ([`Field::overflowed`]). About 100 bytes per entry: ~25 MiB at the limit.
+pub const MAX_FIELDS: usize = 262_144;
+
+static OVERFLOWED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Field {
     /// Interns `path` (idempotent) and returns its id.
     pub fn intern(path: &str) -> Field {
@@ -66,11 +74,39 @@ impl Field {
         if let Some(&id) = guard.ids.get(path) {
             return Field(id);
         }
+        if guard.names.len() + 1 >= MAX_FIELDS {
+            let n = OVERFLOWED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(10_000) {
+                tracing::warn!(
+                    message = "field table full: new field names are kept as `_overflow`",
+                    limit = MAX_FIELDS,
+                    field = path,
+                    overflowed = n + 1
+                );
+            }
+            return Field::push(&mut guard, Field::OVERFLOW_NAME);
+        }
+        Field::push(&mut guard, path)
+    }
+
+    /// Adds `path` to the table (or finds it, for the overflow name).
+    fn push(guard: &mut Interner, path: &str) -> Field {
+        if let Some(&id) = guard.ids.get(path) {
+            return Field(id);
+        }
         let id = u32::try_from(guard.names.len()).unwrap_or(u32::MAX);
         let name: Arc<str> = Arc::from(path);
         guard.names.push(name.clone());
         guard.ids.insert(name, id);
         Field(id)
+    }
+
+    /// The path new fields get once the table holds [`MAX_FIELDS`] paths.
+    pub const OVERFLOW_NAME: &'static str = "_overflow";
+
+    /// How many times a new field path was turned into [`Field::OVERFLOW_NAME`].
+    pub fn overflowed() -> u64 {
+        OVERFLOWED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The dotted path this field was interned from.
