@@ -189,6 +189,12 @@ impl Metrics {
             one(self.pending.load(Relaxed).to_string()),
         );
         family(
+            "sensor_field_overflow_total",
+            "counter",
+            "New field names turned into `_overflow` because the field table is full (correlator::MAX_FIELDS).",
+            one(correlator::Field::overflowed().to_string()),
+        );
+        family(
             "sensor_rules_loaded",
             "gauge",
             "Detectors loaded.",
