@@ -1114,27 +1114,33 @@ impl AnalyticSet {
 }
 
 /// Collects every detector's persistent state, keyed by detector id (for the daemon to store).
-pub fn save_states(detectors: &[Box<dyn Detector>]) -> serde_json::Map<String, serde_json::Value> {
+pub fn save_states<'a>(
+    detectors: impl IntoIterator<Item = &'a (dyn Detector + 'static)>,
+) -> serde_json::Map<String, serde_json::Value> {
     detectors
-        .iter()
+        .into_iter()
         .filter_map(|d| d.save_state().map(|s| (d.id().to_string(), s)))
         .collect()
 }
 
 /// Hands saved states back to the detectors with the same ids; states of detectors no longer loaded are
 /// ignored (and returned by name so the caller can log them).
-pub fn restore_states(
-    detectors: &mut [Box<dyn Detector>],
+pub fn restore_states<'a>(
+    detectors: impl IntoIterator<Item = &'a mut (dyn Detector + 'static)>,
     states: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<String>, StateError> {
-    let mut unused = Vec::new();
-    for (id, st) in states {
-        match detectors.iter_mut().find(|d| d.id() == id) {
-            Some(d) => d.restore_state(st)?,
-            None => unused.push(id.clone()),
+    let mut used = std::collections::HashSet::new();
+    for d in detectors {
+        if let Some((id, st)) = states.get_key_value(d.id()) {
+            d.restore_state(st)?;
+            used.insert(id.as_str());
         }
     }
-    Ok(unused)
+    Ok(states
+        .keys()
+        .filter(|k| !used.contains(k.as_str()))
+        .cloned()
+        .collect())
 }
 
 #[cfg(test)]

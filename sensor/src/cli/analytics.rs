@@ -60,22 +60,48 @@ pub fn detectors(
     state: Option<&Path>,
 ) -> anyhow::Result<Vec<Box<dyn Detector>>> {
     let mut dets = set.detectors(&correlator::analytics::Eql)?;
-    if let Some(p) = state.filter(|p| p.exists()) {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading analytics state {}", p.display()))?;
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-            .with_context(|| format!("analytics state {} is not a JSON object", p.display()))?;
-        let unused = correlator::analytics::restore_states(&mut dets, &map)?;
-        for id in unused {
-            tracing::warn!(detector = %id, "saved state for a detector that is no longer loaded; ignored");
-        }
+    if let Some(p) = state {
+        restore_state(dets.iter_mut().map(|d| d.as_mut()), p)?;
     }
     Ok(dets)
 }
 
+/// Restores the detectors' state (baselines) from the state file at `path`, when it exists; logs the
+/// saved states of detectors no longer loaded.
+pub fn restore_state<'a>(
+    dets: impl IntoIterator<Item = &'a mut (dyn Detector + 'static)>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading detector state {}", path.display()))
+        }
+    };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("detector state {} is not a JSON object", path.display()))?;
+    let unused = correlator::analytics::restore_states(dets, &map)
+        .with_context(|| format!("detector state {}", path.display()))?;
+    for id in unused {
+        tracing::warn!(detector = %id, "saved state for a detector that is no longer loaded; ignored");
+    }
+    Ok(())
+}
+
 /// Writes every detector's state (baselines) to `path` atomically (temp file + rename).
-pub fn save_state(dets: &[Box<dyn Detector>], path: &Path) -> anyhow::Result<()> {
-    let map = correlator::analytics::save_states(dets);
+pub fn save_state<'a>(
+    dets: impl IntoIterator<Item = &'a (dyn Detector + 'static)>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    write_state(correlator::analytics::save_states(dets), path)
+}
+
+/// Writes saved detector states to `path` atomically (temp file + rename).
+pub fn write_state(
+    map: serde_json::Map<String, serde_json::Value>,
+    path: &Path,
+) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(
         &tmp,

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(p) = &args.state {
-        super::analytics::save_state(&analytics, p)?;
+        super::analytics::save_state(analytics.iter().map(|d| d.as_ref()), p)?;
     }
     for a in alerts.drain(..) {
         writeln!(w, "{}", serde_json::to_string(&a)?)?;

@@ -42,27 +42,9 @@ pub fn default_seams() -> Seams {
 /// `[rules] paths` (Elastic detection-rules TOML or the sensor's own format) in one `RuleSet`.
 fn shipped_rules(cfg: &crate::config::RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
     let mut out = super::analytics::daemon_rules(cfg)?;
-    if let Some(path) = cfg.state_file.as_deref().filter(|p| p.exists()) {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading detector state {}: {e}", path.display()))?;
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| {
-                format!(
-                    "detector state {} is not a JSON object: {e}",
-                    path.display()
-                )
-            })?;
-        for r in &mut out {
-            if let Some(st) = map.get(r.detector.id()) {
-                r.detector.restore_state(st).map_err(|e| {
-                    format!(
-                        "detector state {} for `{}`: {e}",
-                        path.display(),
-                        r.detector.id()
-                    )
-                })?;
-            }
-        }
+    if let Some(path) = cfg.state_file.as_deref() {
+        super::analytics::restore_state(out.iter_mut().map(|r| r.detector.as_mut()), path)
+            .map_err(|e| -> BoxError { format!("{e:#}").into() })?;
     }
     if !cfg.paths.is_empty() {
         let defs = super::rules::load_rules(&cfg.paths)

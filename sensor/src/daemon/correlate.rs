@@ -154,25 +154,13 @@ impl Stage {
     /// Writes every detector's state (baselines) atomically; a failure is logged, never fatal.
     fn save_state(&self, path: Option<&std::path::Path>) {
         let Some(path) = path else { return };
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .rules
-            .iter()
-            .filter_map(|r| {
-                r.detector
-                    .save_state()
-                    .map(|s| (r.detector.id().to_string(), s))
-            })
-            .collect();
+        let map =
+            correlator::analytics::save_states(self.rules.iter().map(|r| r.detector.as_ref()));
         if map.is_empty() {
             return;
         }
-        let tmp = path.with_extension("tmp");
-        let res = serde_json::to_vec(&serde_json::Value::Object(map))
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = res {
-            tracing::warn!(path = %path.display(), error = %e, "could not save detector state (baselines)");
+        if let Err(e) = crate::cli::analytics::write_state(map, path) {
+            tracing::warn!(path = %path.display(), error = format!("{e:#}"), "could not save detector state (baselines)");
         }
     }
 
