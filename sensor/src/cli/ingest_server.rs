@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::ingest::consumer::{drive, Consumer, DecoderContext, Emitted, Known, Position, Sink};
+use crate::ingest::spool::write_atomic;
 use crate::ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
 
 #[derive(clap::Args, Debug)]
@@ -124,22 +125,6 @@ fn read_contexts(path: &Path) -> anyhow::Result<Vec<DecoderContext>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-/// Replaces `path` with `data` atomically and durably (temporary file, fsync, rename, fsync of
-/// the directory).
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The consumer's output: the events file and the decoder contexts beside it.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use correlator::Event;
 
-use super::decode::{decoder, feed_line, DecodeError, Decoder, Format};
+use super::decode::{decoder, decoder_with_context, feed_line, DecodeError, Decoder, Format};
 use super::server::decode_record;
 
 struct Slot {
@@ -129,15 +129,10 @@ impl Consumer {
             if self.slots.contains_key(&key) {
                 continue;
             }
-            let mut dec = decoder(c.format, &c.agent);
-            for l in &c.lines {
-                // Header lines emit nothing; anything else would be dropped here on purpose.
-                dec.line(0, l, &mut |_| {});
-            }
             self.slots.insert(
                 key,
                 Slot {
-                    dec,
+                    dec: decoder_with_context(c.format, &c.agent, &c.lines),
                     last_fed: 0,
                     pending_since: None,
                     fed_at: Instant::now(),

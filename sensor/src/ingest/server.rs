@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::decode::{decoder, feed_line, validate_line, Format};
+use super::decode::{decoder_with_context, feed_line, validate_line, Format};
 use super::spool::{Spool, SpoolError};
 
 /// Ingest configuration (the `[ingest]` table of the daemon's config file). The default has
@@ -238,7 +238,7 @@ fn load_contexts(dir: &Path) -> SavedContexts {
     }
 }
 
-/// Writes every agent's contexts (temporary file, fsync, rename, fsync of the directory).
+/// Writes every agent's contexts, atomically and durably.
 fn save_contexts(state: &State) -> std::io::Result<()> {
     let mut all = SavedContexts::new();
     for a in state.agents.values() {
@@ -255,16 +255,8 @@ fn save_contexts(state: &State) -> std::io::Result<()> {
             );
         }
     }
-    let dir = state.spool.dir();
-    let tmp = dir.join(format!("{CONTEXTS_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(
-        &mut f,
-        &serde_json::to_vec(&all).map_err(std::io::Error::other)?,
-    )?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(CONTEXTS_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    let data = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
+    super::spool::write_atomic(&state.spool.dir().join(CONTEXTS_FILE), &data)
 }
 
 struct State {
@@ -557,10 +549,7 @@ pub fn process_body(
     max_record_bytes: usize,
     context: &[String],
 ) -> BodyOutcome {
-    let mut dec = decoder(format, agent_id);
-    for l in context {
-        dec.line(0, l, &mut |_| {});
-    }
+    let mut dec = decoder_with_context(format, agent_id, context);
     let mut out = BodyOutcome {
         accepted: Vec::new(),
         rejected: Vec::new(),
@@ -1212,7 +1201,7 @@ mod tests {
     /// The judgement of a body as the listener made it before ECS lines were only checked:
     /// every line fed to the format's decoder.
     fn reference_outcome(format: Format, body: &[u8], max: usize) -> Vec<(u64, String)> {
-        let mut dec = decoder(format, "x");
+        let mut dec = crate::ingest::decode::decoder(format, "x");
         let mut out = Vec::new();
         for (i, line) in body.split(|&b| b == b'\n').enumerate() {
             let n = i as u64 + 1;

@@ -120,6 +120,25 @@ fn frame_crc(seq: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// Replaces `path` with `data` atomically and durably: `<path>.tmp` written and fsynced, renamed
+/// over `path`, then the directory fsynced. The spool checkpoint and the ingest server's small
+/// state files are written this way.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -403,16 +422,8 @@ impl Spool {
         if seq <= self.committed() {
             return Ok(());
         }
-        let tmp = self.dir.join("checkpoint.tmp");
         let dst = self.dir.join(CHECKPOINT);
-        {
-            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(format!("{seq}\n").as_bytes())
-                .map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
-        sync_dir(&self.dir)?;
+        write_atomic(&dst, format!("{seq}\n").as_bytes()).map_err(io_err(&dst))?;
         self.committed.fetch_max(seq, Ordering::AcqRel);
         // Delete whole segments whose successor starts at or below seq + 1.
         let mut w = self.lock();

@@ -260,20 +260,8 @@ impl KernelSensor {
     pub async fn start(
         cfg: &KernelConfig,
     ) -> Result<(KernelSensor, mpsc::Receiver<correlator::Event>), KernelError> {
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        if euid != 0 {
-            return Err(KernelError::NotRoot(euid));
-        }
-        if EBPF_OBJECT.is_empty() {
-            return Err(KernelError::NoObject);
-        }
         let rb = cfg.ring_buffer_bytes;
-        if rb < 4096 || !rb.is_power_of_two() {
-            return Err(KernelError::Config(format!(
-                "ring_buffer_bytes = {rb}: must be a power of two and at least 4096"
-            )));
-        }
+        preflight(rb)?;
         if cfg.queue_capacity == 0 {
             return Err(KernelError::Config(
                 "queue_capacity must be at least 1".into(),
@@ -431,16 +419,9 @@ impl KernelSensor {
     }
 }
 
-/// The benchmark's floor (PERFORMANCE.md): attaches only the reference probe `floor_socket` (one
-/// tracepoint on `sys_enter_socket`, a 24-byte record, no wakeup) and counts its records, polling
-/// every 5 ms, until `stop` completes. Returns the records read. Not part of the product's data
-/// path: it exists so that `cargo xtask bench sensor` can put the sensor next to the least any
-/// probe costs on the same machine in the same run.
-pub async fn floor_probe(
-    ring_buffer_bytes: u32,
-    stop: impl std::future::Future<Output = ()>,
-    attached: impl FnOnce(),
-) -> Result<u64, KernelError> {
+/// What loading needs before anything is touched: root, an embedded eBPF object, and a valid ring
+/// buffer size.
+fn preflight(ring_buffer_bytes: u32) -> Result<(), KernelError> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -454,6 +435,20 @@ pub async fn floor_probe(
             "ring_buffer_bytes = {ring_buffer_bytes}: must be a power of two and at least 4096"
         )));
     }
+    Ok(())
+}
+
+/// The benchmark's floor (PERFORMANCE.md): attaches only the reference probe `floor_socket` (one
+/// tracepoint on `sys_enter_socket`, a 24-byte record, no wakeup) and counts its records, polling
+/// every 5 ms, until `stop` completes. Returns the records read. Not part of the product's data
+/// path: it exists so that `cargo xtask bench sensor` can put the sensor next to the least any
+/// probe costs on the same machine in the same run.
+pub async fn floor_probe(
+    ring_buffer_bytes: u32,
+    stop: impl std::future::Future<Output = ()>,
+    attached: impl FnOnce(),
+) -> Result<u64, KernelError> {
+    preflight(ring_buffer_bytes)?;
     ensure_tracefs()?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("FLOOR", ring_buffer_bytes)

@@ -178,6 +178,20 @@ pub fn decoder(format: Format, agent_id: &str) -> Box<dyn Decoder> {
     }
 }
 
+/// A fresh decoder put in the state its header lines describe ([`Decoder::context`]).
+pub fn decoder_with_context(
+    format: Format,
+    agent_id: &str,
+    context: &[String],
+) -> Box<dyn Decoder> {
+    let mut dec = decoder(format, agent_id);
+    for l in context {
+        // Header lines emit nothing.
+        dec.line(0, l, &mut |_| {});
+    }
+    dec
+}
+
 /// Decodes every line of `reader` in `format` and hands each event, or each rejected record, to `sink`.
 /// A line that is not valid UTF-8 is rejected (with its number); reading stops only at end of input
 /// or on an I/O error (reported as a [`DecodeError`] on the line where it happened).
