@@ -63,7 +63,9 @@ pub const PATH_MAX: usize = 256;
 pub const ARGS_MAX: usize = 1024;
 pub const UNIX_PATH_MAX: usize = 108;
 
-/// Common prefix of every record.
+/// Common prefix of every record: who (the acting task's ids) and when. Kept small: it is written
+/// for every event, and the records that come at high rates (sockets, opens, connections) are
+/// mostly header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -73,12 +75,22 @@ pub struct Header {
     pub pid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Parent's process id (`real_parent->tgid`), 0 when the offsets were not found.
-    pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
+    pub _pad: u32,
     /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included.
     pub ktime_ns: u64,
+}
+
+/// What the process lifecycle records (exec, fork, exit) add to the header. Userspace keeps its
+/// process table from these; the other records take the parent and the name from that table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    /// Parent's process id (`real_parent->tgid`), 0 when the offsets were not found.
+    pub ppid: u32,
+    pub _pad: u32,
+    /// `task->comm` of the acting task.
     pub comm: [u8; COMM_LEN],
 }
 
@@ -87,6 +99,7 @@ pub struct Header {
 #[derive(Clone, Copy)]
 pub struct ExecRecord {
     pub hdr: Header,
+    pub lin: Lineage,
     pub old_pid: u32,
     /// Bytes of `args` filled (NUL-separated argv, as in `/proc/pid/cmdline`).
     pub args_len: u32,
@@ -102,6 +115,7 @@ pub struct ExecRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct ForkRecord {
     pub hdr: Header,
+    pub lin: Lineage,
     pub child_pid: u32,
     pub _pad: u32,
 }
@@ -111,6 +125,7 @@ pub struct ForkRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct ExitRecord {
     pub hdr: Header,
+    pub lin: Lineage,
     /// `task->exit_code` (wait status encoding).
     pub exit_code: i32,
     pub _pad: u32,
@@ -292,84 +307,84 @@ macro_rules! pin {
 }
 pin!(
     Header,
-    48,
+    32,
     kind = 0,
     flags = 2,
     pid = 4,
     tid = 8,
-    ppid = 12,
-    uid = 16,
-    gid = 20,
-    ktime_ns = 24,
-    comm = 32
+    uid = 12,
+    gid = 16,
+    ktime_ns = 24
 );
+pin!(Lineage, 24, ppid = 0, comm = 8);
 pin!(
     ExecRecord,
-    1344,
+    1352,
     hdr = 0,
-    old_pid = 48,
-    args_len = 52,
-    args_total = 56,
-    filename = 64,
-    args = 320
+    lin = 32,
+    old_pid = 56,
+    args_len = 60,
+    args_total = 64,
+    filename = 72,
+    args = 328
 );
-pin!(ForkRecord, 56, hdr = 0, child_pid = 48);
-pin!(ExitRecord, 56, hdr = 0, exit_code = 48);
+pin!(ForkRecord, 64, hdr = 0, lin = 32, child_pid = 56);
+pin!(ExitRecord, 64, hdr = 0, lin = 32, exit_code = 56);
 pin!(
     SocketRecord,
-    64,
+    48,
     hdr = 0,
-    op = 48,
-    family = 52,
-    sock_type = 56,
-    protocol = 60
+    op = 32,
+    family = 36,
+    sock_type = 40,
+    protocol = 44
 );
 pin!(
     UnixAddrRecord,
-    176,
+    160,
     hdr = 0,
-    op = 48,
-    fd = 52,
-    ret = 56,
-    path_len = 60,
-    path = 64
+    op = 32,
+    fd = 36,
+    ret = 40,
+    path_len = 44,
+    path = 48
 );
 pin!(
     FifoRecord,
-    320,
+    304,
     hdr = 0,
-    op = 48,
-    flags = 52,
-    ret = 56,
-    dfd = 60,
-    path = 64
+    op = 32,
+    flags = 36,
+    ret = 40,
+    dfd = 44,
+    path = 48
 );
 pin!(
     TcpRecord,
-    128,
+    112,
     hdr = 0,
-    op = 48,
-    family = 52,
-    sport = 54,
-    dport = 56,
-    direction = 58,
-    saddr = 60,
-    daddr = 76,
-    start_ns = 96,
-    duration_ns = 104,
-    bytes_sent = 112,
-    bytes_received = 120
+    op = 32,
+    family = 36,
+    sport = 38,
+    dport = 40,
+    direction = 42,
+    saddr = 44,
+    daddr = 60,
+    start_ns = 80,
+    duration_ns = 88,
+    bytes_sent = 96,
+    bytes_received = 104
 );
 pin!(Offsets, 72, task_real_parent = 0, wakeup_bytes = 68);
 pin!(Pending, 24, ptr = 0, op = 8, arg = 12, fd = 16);
 pin!(
     TcpTrack,
-    104,
+    88,
     hdr = 0,
-    start_ns = 48,
-    direction = 56,
-    reported = 60,
-    addr = 64
+    start_ns = 32,
+    direction = 40,
+    reported = 44,
+    addr = 48
 );
 pin!(
     TcpAddr,

@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Offsets, Pending,
-    SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
+    flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Lineage, Offsets,
+    Pending, SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
 };
 
 /// Struct offsets and the wakeup mark, written by the loader (`EbpfLoader::set_global`).
@@ -35,6 +35,7 @@ static OFFSETS: Offsets = Offsets::missing();
 #[repr(C)]
 pub struct RecordTypes {
     header: Header,
+    lineage: Lineage,
     exec: ExecRecord,
     fork: ForkRecord,
     exit: ExitRecord,
@@ -110,6 +111,18 @@ macro_rules! offset {
     };
 }
 
+/// Reads the tracepoint record field at `off` straight from the context: tracepoint programs may
+/// load their context directly (the verifier checks the constant offset), which is several times
+/// cheaper than a `bpf_probe_read_kernel` call per field.
+///
+/// # Safety
+/// `off` must be a constant offset of a field of type `T` in the tracepoint's format.
+#[inline(always)]
+unsafe fn arg<T>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: the caller names a field of the record; the verifier rejects anything else.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr_u8().add(off).cast::<T>()) }
+}
+
 /// Reads a kernel value at `base + offset`.
 #[inline(always)]
 unsafe fn kread<T>(base: u64, offset: Option<usize>) -> Option<T> {
@@ -121,14 +134,23 @@ unsafe fn kread<T>(base: u64, offset: Option<usize>) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base as usize + o) as *const T).ok() }
 }
 
+/// Submits a record. The reader drains the buffer on a timer, so records go in without a wakeup,
+/// except the one record whose reservation takes the unread data across the fill mark: that one
+/// wakes the reader early, for a burst. Waking for every record past the mark instead would make
+/// every traced syscall pay for a wakeup whenever the reader falls behind (or is stopped), which
+/// is when the traced task can least afford it.
 #[inline(always)]
-fn submit_flags() -> u64 {
+fn submit<T>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
     let mark = global(&OFFSETS.wakeup_bytes) as u64;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) > mark {
+    // The record as the ring buffer stores it: an 8-byte header, 8-byte aligned.
+    let size = ((core::mem::size_of::<T>() + 8 + 7) & !7) as u64;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let flags = if avail > mark && avail <= mark + size {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    }
+    };
+    entry.submit(flags);
 }
 
 #[inline(always)]
@@ -139,27 +161,41 @@ fn count_lost(k: u16) {
     }
 }
 
-/// Fills a header for the current task.
+/// Fills a header for the current task: who (pid, tid, uid, gid) and when. No parent pid and no
+/// command name: userspace takes them from its process table, which the lifecycle records
+/// ([`fill_lineage`]) keep. That keeps the records that come at high rates (sockets, opens,
+/// connections) small and to the cheapest helpers.
 #[inline(always)]
 unsafe fn fill_header(h: *mut Header, k: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let task = unsafe { bpf_get_current_task() };
-    let parent: Option<u64> = unsafe { kread(task, offset!(task_real_parent)) };
-    let ppid: u32 = parent
-        .and_then(|p| unsafe { kread(p, offset!(task_tgid)) })
-        .unwrap_or(0);
     // SAFETY: h points into a ring buffer reservation of the right type.
     unsafe {
         (*h).kind = k;
         (*h).flags = 0;
         (*h).pid = (pid_tgid >> 32) as u32;
         (*h).tid = pid_tgid as u32;
-        (*h).ppid = ppid;
         (*h).uid = uid_gid as u32;
         (*h).gid = (uid_gid >> 32) as u32;
+        (*h)._pad = 0;
         (*h).ktime_ns = bpf_ktime_get_boot_ns();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+}
+
+/// Fills the parent pid (`real_parent->tgid`) and the command name of the current task: exec, fork
+/// and exit records carry them, and the process table is kept from those.
+#[inline(always)]
+unsafe fn fill_lineage(l: *mut Lineage) {
+    let task = unsafe { bpf_get_current_task() };
+    let parent: Option<u64> = unsafe { kread(task, offset!(task_real_parent)) };
+    let ppid: u32 = parent
+        .and_then(|p| unsafe { kread(p, offset!(task_tgid)) })
+        .unwrap_or(0);
+    // SAFETY: l points into a ring buffer reservation of the right type.
+    unsafe {
+        (*l).ppid = ppid;
+        (*l)._pad = 0;
+        (*l).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
 }
 
@@ -188,8 +224,9 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let r: *mut ExecRecord = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*r).hdr, kind::EXEC);
-        let loc: u32 = ctx.read_at(8).unwrap_or(0);
-        let old_pid: u32 = ctx.read_at(16).unwrap_or(0);
+        fill_lineage(&raw mut (*r).lin);
+        let loc: u32 = arg(ctx, 8);
+        let old_pid: u32 = arg(ctx, 16);
         (*r).old_pid = old_pid;
         (*r).args_len = 0;
         (*r).args_total = 0;
@@ -226,7 +263,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -280,10 +317,11 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let r: *mut ForkRecord = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*r).hdr, kind::FORK);
+        fill_lineage(&raw mut (*r).lin);
         (*r).child_pid = pid;
         (*r)._pad = 0;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -302,11 +340,12 @@ fn try_exit() -> Result<(), i64> {
     let r: *mut ExitRecord = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*r).hdr, kind::EXIT);
+        fill_lineage(&raw mut (*r).lin);
         let task = bpf_get_current_task();
         (*r).exit_code = kread(task, offset!(task_exit_code)).unwrap_or(0);
         (*r)._pad = 0;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -325,7 +364,7 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
 pub fn floor_socket(ctx: TracePointContext) -> u32 {
     if let Some(mut e) = FLOOR.reserve::<[u64; 3]>(0) {
         // SAFETY: offset 16 is `family` in the sys_enter_socket tracepoint format.
-        let family: u64 = unsafe { ctx.read_at(16).unwrap_or(0) };
+        let family: u64 = unsafe { arg(&ctx, 16) };
         // SAFETY: helpers without preconditions.
         let (t, id) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_pid_tgid()) };
         e.write([t, id, family]);
@@ -341,13 +380,8 @@ pub fn sys_enter_socketpair(ctx: TracePointContext) -> u32 {
 }
 
 fn try_socket(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
-    let (family, ty, proto): (u64, u64, u64) = unsafe {
-        (
-            ctx.read_at(16).unwrap_or(0),
-            ctx.read_at(24).unwrap_or(0),
-            ctx.read_at(32).unwrap_or(0),
-        )
-    };
+    let (family, ty, proto): (u64, u64, u64) =
+        unsafe { (arg(ctx, 16), arg(ctx, 24), arg(ctx, 32)) };
     let mut entry = reserve!(SocketRecord, kind::SOCKET);
     let r: *mut SocketRecord = entry.as_mut_ptr();
     unsafe {
@@ -357,7 +391,7 @@ fn try_socket(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
         (*r).sock_type = ty as u32;
         (*r).protocol = proto as u32;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -374,13 +408,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 fn try_addr_enter(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
-    let (fd, addr, len): (u64, u64, u64) = unsafe {
-        (
-            ctx.read_at(16).unwrap_or(0),
-            ctx.read_at(24).unwrap_or(0),
-            ctx.read_at(32).unwrap_or(0),
-        )
-    };
+    let (fd, addr, len): (u64, u64, u64) = unsafe { (arg(ctx, 16), arg(ctx, 24), arg(ctx, 32)) };
     if addr == 0 {
         return Ok(());
     }
@@ -422,7 +450,7 @@ fn try_addr_exit(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
     if p.op != o {
         return Ok(());
     }
-    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(0) };
+    let ret: i64 = unsafe { arg(ctx, 16) };
     let mut entry = reserve!(UnixAddrRecord, kind::UNIX_ADDR);
     let r: *mut UnixAddrRecord = entry.as_mut_ptr();
     unsafe {
@@ -444,7 +472,7 @@ fn try_addr_exit(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
             (p.ptr + 2) as *const core::ffi::c_void,
         );
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -491,20 +519,14 @@ fn try_mknod(
             (*r).path[0] = 0;
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     // openat(dfd, filename, flags, mode)
-    let (dfd, path, fl): (u64, u64, u64) = unsafe {
-        (
-            ctx.read_at(16).unwrap_or(0),
-            ctx.read_at(24).unwrap_or(0),
-            ctx.read_at(32).unwrap_or(0),
-        )
-    };
+    let (dfd, path, fl): (u64, u64, u64) = unsafe { (arg(&ctx, 16), arg(&ctx, 24), arg(&ctx, 32)) };
     open_enter(dfd as i32, path, fl as u32);
     0
 }
@@ -512,8 +534,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     // open(filename, flags, mode): relative to the working directory.
-    let (path, fl): (u64, u64) =
-        unsafe { (ctx.read_at(16).unwrap_or(0), ctx.read_at(24).unwrap_or(0)) };
+    let (path, fl): (u64, u64) = unsafe { (arg(&ctx, 16), arg(&ctx, 24)) };
     open_enter(AT_FDCWD, path, fl as u32);
     0
 }
@@ -521,13 +542,8 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     // openat2(dfd, filename, how, usize): the flags are the first u64 of `struct open_how`.
-    let (dfd, path, how): (u64, u64, u64) = unsafe {
-        (
-            ctx.read_at(16).unwrap_or(0),
-            ctx.read_at(24).unwrap_or(0),
-            ctx.read_at(32).unwrap_or(0),
-        )
-    };
+    let (dfd, path, how): (u64, u64, u64) =
+        unsafe { (arg(&ctx, 16), arg(&ctx, 24), arg(&ctx, 32)) };
     let fl: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
     open_enter(dfd as i32, path, fl as u32);
     0
@@ -574,7 +590,7 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if p.op != op::FIFO_OPEN {
         return Ok(());
     }
-    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(-1) };
+    let ret: i64 = unsafe { arg(ctx, 16) };
     if ret < 0 {
         return Ok(());
     }
@@ -596,7 +612,7 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
             (*r).path[0] = 0;
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 
@@ -635,13 +651,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
-    let proto: u16 = unsafe { ctx.read_at(30).unwrap_or(0) };
+    let proto: u16 = unsafe { arg(ctx, 30) };
     if proto != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = unsafe { ctx.read_at(8).unwrap_or(0) };
-    let old: i32 = unsafe { ctx.read_at(16).unwrap_or(0) };
-    let new: i32 = unsafe { ctx.read_at(20).unwrap_or(0) };
+    let sk: u64 = unsafe { arg(ctx, 8) };
+    let old: i32 = unsafe { arg(ctx, 16) };
+    let new: i32 = unsafe { arg(ctx, 20) };
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
     // An outbound connection is tracked from SYN_SENT (in the caller's context, so the process is
@@ -667,11 +683,10 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
                 flags: 0,
                 pid: 0,
                 tid: 0,
-                ppid: 0,
                 uid: 0,
                 gid: 0,
+                _pad: 0,
                 ktime_ns: now,
-                comm: [0; 16],
             },
             start_ns: now,
             direction: dir,
@@ -743,23 +758,23 @@ fn try_tcp(ctx: &TracePointContext) -> Result<(), i64> {
 fn tcp_addr(ctx: &TracePointContext) -> TcpAddr {
     // SAFETY: offsets of the sock/inet_sock_set_state tracepoint format.
     unsafe {
-        let family: u16 = ctx.read_at(28).unwrap_or(0);
+        let family: u16 = arg(ctx, 28);
         let mut a = TcpAddr {
             family,
-            sport: ctx.read_at(24).unwrap_or(0),
-            dport: ctx.read_at(26).unwrap_or(0),
+            sport: arg(ctx, 24),
+            dport: arg(ctx, 26),
             _pad: 0,
             saddr: [0; 16],
             daddr: [0; 16],
         };
         if family == 2 {
-            let s: [u8; 4] = ctx.read_at(32).unwrap_or([0; 4]);
-            let d: [u8; 4] = ctx.read_at(36).unwrap_or([0; 4]);
+            let s: [u8; 4] = arg(ctx, 32);
+            let d: [u8; 4] = arg(ctx, 36);
             a.saddr[..4].copy_from_slice(&s);
             a.daddr[..4].copy_from_slice(&d);
         } else {
-            a.saddr = ctx.read_at(40).unwrap_or([0; 16]);
-            a.daddr = ctx.read_at(56).unwrap_or([0; 16]);
+            a.saddr = arg(ctx, 40);
+            a.daddr = arg(ctx, 56);
         }
         a
     }
@@ -780,7 +795,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 /// accept() returned a socket: if it is a tracked inbound TCP connection not yet reported, the
 /// running task is its owner; report `tcp_accept` with it.
 fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
-    let ret: i64 = unsafe { ctx.read_at(16).unwrap_or(-1) };
+    let ret: i64 = unsafe { arg(ctx, 16) };
     if ret < 0 {
         return Ok(());
     }
@@ -835,7 +850,7 @@ fn emit_tcp(
         (*r).bytes_sent = sent;
         (*r).bytes_received = recv;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(())
 }
 

@@ -23,14 +23,15 @@ fn user_layouts() -> Vec<Layout> {
             flags,
             pid,
             tid,
-            ppid,
             uid,
             gid,
-            ktime_ns,
-            comm
+            _pad,
+            ktime_ns
         }),
+        layout!(Lineage { ppid, _pad, comm }),
         layout!(ExecRecord {
             hdr,
+            lin,
             old_pid,
             args_len,
             args_total,
@@ -40,11 +41,13 @@ fn user_layouts() -> Vec<Layout> {
         }),
         layout!(ForkRecord {
             hdr,
+            lin,
             child_pid,
             _pad
         }),
         layout!(ExitRecord {
             hdr,
+            lin,
             exit_code,
             _pad
         }),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use correlator::{Event, Field, Value};
 use sensor_common::{
-    flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, SocketRecord,
+    flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Lineage, SocketRecord,
     TcpRecord, UnixAddrRecord,
 };
 
@@ -295,8 +295,16 @@ impl Decoder {
             .clone()
     }
 
-    /// The common part: time, host, process, parent, user.
-    fn base(&mut self, h: &Header, category: Value, ty: Value, action: Value) -> Fields {
+    /// The common part: time, host, process, parent, user. `lin`: what a lifecycle record says of
+    /// the parent and the name (the process table supplies them otherwise).
+    fn base(
+        &mut self,
+        h: &Header,
+        lin: Option<&Lineage>,
+        category: Value,
+        ty: Value,
+        action: Value,
+    ) -> Fields {
         let ts = i64::try_from(h.ktime_ns)
             .unwrap_or(i64::MAX)
             .saturating_add(self.wall_offset_ns);
@@ -330,20 +338,28 @@ impl Decoder {
         e.set(fld!("group.id"), self.group_value(h.gid));
         e.set(fld!("process.pid"), int(h.pid));
         e.set(fld!("process.thread.id"), int(h.tid));
-        let mut ppid = h.ppid;
+        let mut ppid = lin.map_or(0, |l| l.ppid);
+        let mut started = u64::MAX;
         match self.table.get_or_load(h.pid) {
             Some(p) => {
                 if ppid == 0 {
                     ppid = p.ppid;
                 }
+                started = p.start_ns;
                 put_process(&mut e, false, p);
             }
-            None => e.set(fld!("process.name"), s(cstr(&h.comm))),
+            None => {
+                if let Some(l) = lin {
+                    e.set(fld!("process.name"), s(cstr(&l.comm)));
+                }
+            }
         }
         if ppid != 0 {
             match self.table.get_or_load(ppid) {
-                Some(pp) => put_process(&mut e, true, pp),
-                None => e.set(fld!("process.parent.pid"), int(ppid)),
+                // A "parent" that started after the child is another process that reused the pid
+                // of the real one, which has exited.
+                Some(pp) if pp.start_ns <= started => put_process(&mut e, true, pp),
+                _ => e.set(fld!("process.parent.pid"), int(ppid)),
             }
         }
         e
@@ -369,8 +385,8 @@ impl Decoder {
                 .map_or(file.clone(), |p| p.to_string_lossy().into_owned())
         };
         self.table
-            .exec(h.pid, h.ppid, &executable, args, h.ktime_ns);
-        let mut e = self.base(&h, ca!("process"), ca!("start"), cs!("exec"));
+            .exec(h.pid, r.lin.ppid, &executable, args, h.ktime_ns);
+        let mut e = self.base(&h, Some(&r.lin), ca!("process"), ca!("start"), cs!("exec"));
         if truncated {
             e.set(fld!("process.args_truncated"), Value::Bool(true));
             e.set(fld!("process.args_total_bytes"), int(r.args_total));
@@ -384,19 +400,28 @@ impl Decoder {
     fn fork(&mut self, r: &ForkRecord) -> Option<Fields> {
         let h = r.hdr;
         self.table
-            .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&h.comm));
+            .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&r.lin.comm));
         // The event is about the child; the actor (the parent) is its process.parent.
         let mut child_hdr = h;
         child_hdr.pid = r.child_pid;
         child_hdr.tid = r.child_pid;
-        child_hdr.ppid = h.pid;
-        let e = self.base(&child_hdr, ca!("process"), ca!("start"), cs!("fork"));
+        let child_lin = Lineage {
+            ppid: h.pid,
+            ..r.lin
+        };
+        let e = self.base(
+            &child_hdr,
+            Some(&child_lin),
+            ca!("process"),
+            ca!("start"),
+            cs!("fork"),
+        );
         Some(e)
     }
 
     fn exit(&mut self, r: &ExitRecord) -> Option<Fields> {
         let h = r.hdr;
-        let mut e = self.base(&h, ca!("process"), ca!("end"), cs!("exit"));
+        let mut e = self.base(&h, Some(&r.lin), ca!("process"), ca!("end"), cs!("exit"));
         // Wait status: exit code in bits 8..16, terminating signal in bits 0..7.
         let code = r.exit_code;
         if code & 0x7f == 0 {
@@ -415,7 +440,7 @@ impl Decoder {
         } else {
             cs!("socket_created")
         };
-        let mut e = self.base(&r.hdr, ca!("network"), ca!("creation"), action);
+        let mut e = self.base(&r.hdr, None, ca!("network"), ca!("creation"), action);
         e.set(fld!("socket.family"), family_value(r.family));
         e.set(fld!("socket.type"), socket_type_value(r.sock_type));
         e.set(fld!("socket.protocol"), int(r.protocol));
@@ -431,7 +456,7 @@ impl Decoder {
         } else {
             (cs!("unix_connect"), ca!("connection", "start"))
         };
-        let mut e = self.base(&r.hdr, ca!("network"), ty, action);
+        let mut e = self.base(&r.hdr, None, ca!("network"), ty, action);
         let n = (r.path_len as usize).min(r.path.len());
         let raw = &r.path[..n];
         let abstract_ns = raw.first() == Some(&0) && n > 0;
@@ -485,11 +510,17 @@ impl Decoder {
         let raw = cstr(&r.path);
         let path = Self::resolve(r.hdr.pid, r.dfd, &raw);
         let mut e = if r.op == op::FIFO_CREATE {
-            let mut e = self.base(&r.hdr, ca!("file"), ca!("creation"), cs!("fifo_create"));
+            let mut e = self.base(
+                &r.hdr,
+                None,
+                ca!("file"),
+                ca!("creation"),
+                cs!("fifo_create"),
+            );
             e.set(fld!("file.mode"), s(format!("{:o}", r.flags & 0o7777)));
             e
         } else {
-            let mut e = self.base(&r.hdr, ca!("file"), ca!("access"), cs!("fifo_open"));
+            let mut e = self.base(&r.hdr, None, ca!("file"), ca!("access"), cs!("fifo_open"));
             let access = match r.flags & 3 {
                 0 => cs!("read"),
                 1 => cs!("write"),
@@ -521,7 +552,7 @@ impl Decoder {
             op::TCP_ACCEPT => (cs!("tcp_accept"), ca!("connection", "start")),
             _ => (cs!("tcp_close"), ca!("connection", "end")),
         };
-        let mut e = self.base(&r.hdr, ca!("network"), ty, action);
+        let mut e = self.base(&r.hdr, None, ca!("network"), ty, action);
         let ip = |a: &[u8; 16]| -> IpAddr {
             if r.family == 2 {
                 IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
@@ -635,10 +666,17 @@ mod tests {
             flags: 0,
             pid: PID,
             tid: PID,
-            ppid: 0,
             uid: 0,
             gid: 0,
+            _pad: 0,
             ktime_ns: 1_000,
+        }
+    }
+
+    fn lin() -> Lineage {
+        Lineage {
+            ppid: 0,
+            _pad: 0,
             comm: *b"comm\0\0\0\0\0\0\0\0\0\0\0\0",
         }
     }
@@ -662,6 +700,7 @@ mod tests {
         let mut d = decoder();
         let mut r = ExecRecord {
             hdr: hdr(kind::EXEC),
+            lin: lin(),
             old_pid: PID,
             args_len: 0,
             args_total: 0,

@@ -7,6 +7,7 @@
 pub mod btf;
 mod decode;
 mod proctable;
+mod ring;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -328,13 +329,18 @@ impl KernelSensor {
                 .join("; ");
             return Err(KernelError::NothingAttached(why));
         }
-        let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
-                .ok_or_else(|| KernelError::RingBuf("map EVENTS not in the object".into()))?,
-        )
-        .map_err(|e| KernelError::RingBuf(e.to_string()))?;
-        // SAFETY: the RingBuf owns its map fd; it stays open and the same for as long as the AsyncFd
-        // (which owns the RingBuf) lives.
+        let ring = match ebpf.take_map("EVENTS") {
+            Some(aya::maps::Map::RingBuf(m)) => ring::Ring::new(m, rb as usize)
+                .map_err(|e| KernelError::RingBuf(format!("mapping the ring buffer: {e}")))?,
+            Some(_) => {
+                return Err(KernelError::RingBuf(
+                    "map EVENTS is not a ring buffer".into(),
+                ))
+            }
+            None => return Err(KernelError::RingBuf("map EVENTS not in the object".into())),
+        };
+        // SAFETY: the Ring owns its map fd; it stays open and the same for as long as the AsyncFd
+        // (which owns the Ring) lives.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| {
                 KernelError::RingBuf(format!("registering the ring buffer with tokio: {e}"))
@@ -574,7 +580,7 @@ enum Drained {
 }
 
 struct Reader {
-    fd: AsyncFd<RingBuf<aya::maps::MapData>>,
+    fd: AsyncFd<ring::Ring>,
     decoder: Decoder,
     tx: mpsc::Sender<correlator::Event>,
     counters: Arc<Counters>,
@@ -668,44 +674,57 @@ impl Reader {
     /// With `drop_when_full`, every record is read: those the queue cannot take (full, or its
     /// receiver gone) are decoded for the process table and counted as lost.
     fn drain(&mut self, drop_when_full: bool) -> Drained {
-        let ring = self.fd.get_mut();
+        let Reader {
+            fd,
+            decoder,
+            tx,
+            counters,
+            ..
+        } = self;
         let mut outcome = Drained::Empty;
-        loop {
-            let permit = match self.tx.try_reserve() {
+        let r = fd.get_mut().drain(|rec| {
+            let permit = match tx.try_reserve() {
                 Ok(p) => Some(p),
                 Err(mpsc::error::TrySendError::Closed(())) if !drop_when_full => {
                     outcome = Drained::Closed;
-                    break;
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => None,
                 Err(mpsc::error::TrySendError::Full(())) if !drop_when_full => {
                     outcome = Drained::Full;
-                    break;
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Full(())) => None,
+                Err(_) => None,
             };
-            let Some(item) = ring.next() else { break };
-            match self.decoder.decode(&item) {
+            match decoder.decode(rec) {
                 Ok(Some((k, ev))) => {
                     if let Some(p) = permit {
                         p.send(ev);
-                        self.counters.events[k as usize].fetch_add(1, Ordering::Relaxed);
+                        counters.events[k as usize].fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.counters.lost_queue[k as usize].fetch_add(1, Ordering::Relaxed);
+                        counters.lost_queue[k as usize].fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let n = self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    let n = counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                     if n < 10 {
                         tracing::warn!(message = "undecodable kernel record", error = %e);
                     }
                 }
             }
+            true
+        });
+        if let Err(e) = r {
+            // Cannot happen with a kernel ring buffer; if it did, nothing after it can be read.
+            let n = counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            if n < 10 {
+                tracing::error!(message = "ring buffer layout not understood; reading stops", error = %e);
+            }
+            outcome = Drained::Closed;
         }
-        self.counters
+        counters
             .processes
-            .store(self.decoder.table_len() as u64, Ordering::Relaxed);
+            .store(decoder.table_len() as u64, Ordering::Relaxed);
         outcome
     }
 
