@@ -759,6 +759,49 @@ mod tests {
         assert_eq!(e.get_path("error.errno"), Some(&Value::Int(111)));
     }
 
+    /// A socket record carries no parent: the process table names it, unless the table's "parent"
+    /// started after the process (the real parent exited and its pid was reused).
+    #[test]
+    fn parent_of_a_lean_record_comes_from_the_table_and_not_from_a_reused_pid() {
+        const CHILD: u32 = PID + 1;
+        const PARENT: u32 = PID + 2;
+        const SECOND: u64 = 1_000_000_000;
+        let socket = SocketRecord {
+            hdr: Header {
+                pid: CHILD,
+                tid: CHILD,
+                ..hdr(kind::SOCKET)
+            },
+            op: op::SOCKET,
+            family: 1,
+            sock_type: 1,
+            protocol: 0,
+        };
+        let mut d = decoder();
+        d.table.fork(PID, PARENT, SECOND, "sh");
+        d.table.fork(PARENT, CHILD, 5 * SECOND, "sh");
+        let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
+        assert_eq!(
+            e.get_path("process.parent.pid"),
+            Some(&Value::Int(i64::from(PARENT)))
+        );
+        assert!(e.get_path("process.parent.entity_id").is_some());
+
+        // The parent exits; a new process gets its pid, later than the child started.
+        d.table.exit(PARENT);
+        d.table.fork(PID, PARENT, 9 * SECOND, "sh");
+        let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
+        assert_eq!(
+            e.get_path("process.parent.pid"),
+            Some(&Value::Int(i64::from(PARENT)))
+        );
+        assert!(
+            e.get_path("process.parent.entity_id").is_none(),
+            "a process that started after the child is not its parent: {:?}",
+            e.to_json()
+        );
+    }
+
     #[test]
     fn inbound_tcp_close_puts_the_peer_in_source() {
         let mut d = decoder();
