@@ -43,6 +43,8 @@ pub mod flags {
     pub const PATH_TRUNCATED: u16 = 2;
     /// The acting process is unknown (the kernel was in interrupt context).
     pub const NO_PROCESS: u16 = 4;
+    /// The operation was submitted through io_uring, not made by a syscall of its own.
+    pub const IO_URING: u16 = 8;
 }
 
 /// Operation codes in records that carry more than one operation.
@@ -229,6 +231,18 @@ pub struct Offsets {
     pub socket_sk: u32,
     /// Ring buffer fill (bytes) past which a submit wakes the reader; below it submits do not.
     pub wakeup_bytes: u32,
+    /// `io_kiocb.cmd`: where a request's per-opcode data starts.
+    pub kiocb_cmd: u32,
+    pub io_open_dfd: u32,
+    pub io_open_file_slot: u32,
+    pub io_open_filename: u32,
+    /// `io_open.how`; its first member is the open flags.
+    pub io_open_how: u32,
+    pub filename_name: u32,
+    pub io_socket_domain: u32,
+    pub io_socket_type: u32,
+    pub io_socket_protocol: u32,
+    pub _pad: u32,
 }
 
 impl Offsets {
@@ -254,6 +268,16 @@ impl Offsets {
             file_private_data: m,
             socket_sk: m,
             wakeup_bytes: 0,
+            kiocb_cmd: m,
+            io_open_dfd: m,
+            io_open_file_slot: m,
+            io_open_filename: m,
+            io_open_how: m,
+            filename_name: m,
+            io_socket_domain: m,
+            io_socket_type: m,
+            io_socket_protocol: m,
+            _pad: 0,
         }
     }
 }
@@ -270,6 +294,20 @@ pub struct Pending {
     pub arg: u32,
     pub fd: i32,
     pub _pad: u32,
+}
+
+/// An io_uring open between its submission and its completion (key: the request, `struct io_kiocb
+/// *`). The path is copied at submission: the kernel frees its copy before the request completes,
+/// and the caller's buffer could be changed by then.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UringOpen {
+    pub flags: u32,
+    pub dfd: i32,
+    /// Non-zero: the file goes into the ring's fixed-file table, not to an fd.
+    pub file_slot: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_MAX],
 }
 
 /// Per-socket state between a TCP start and its close (key: `struct sock *`).
@@ -375,7 +413,15 @@ pin!(
     bytes_sent = 96,
     bytes_received = 104
 );
-pin!(Offsets, 72, task_real_parent = 0, wakeup_bytes = 68);
+pin!(
+    Offsets,
+    112,
+    task_real_parent = 0,
+    wakeup_bytes = 68,
+    kiocb_cmd = 72,
+    io_socket_protocol = 104
+);
+pin!(UringOpen, 272, flags = 0, dfd = 4, file_slot = 8, path = 16);
 pin!(Pending, 24, ptr = 0, op = 8, arg = 12, fd = 16);
 pin!(
     TcpTrack,

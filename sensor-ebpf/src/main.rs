@@ -13,8 +13,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
-        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user as raw_read_user},
     },
     macros::{btf_tracepoint, map, tracepoint},
@@ -23,7 +23,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Lineage, Offsets,
-    Pending, SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, ARGS_MAX, UNIX_PATH_MAX,
+    Pending, SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, UringOpen, ARGS_MAX,
+    PATH_MAX, UNIX_PATH_MAX,
 };
 
 /// Struct offsets and the wakeup mark, written by the loader (`EbpfLoader::set_global`).
@@ -46,6 +47,7 @@ pub struct RecordTypes {
     offsets: Offsets,
     pending: Pending,
     tcp_track: TcpTrack,
+    uring_open: UringOpen,
 }
 
 #[no_mangle]
@@ -67,6 +69,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 /// Syscall entry state (openat/bind/connect), by thread id.
 #[map]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// io_uring opens between submission and completion, by request (`struct io_kiocb *`).
+#[map]
+static URING_OPENS: LruHashMap<u64, UringOpen> = LruHashMap::with_max_entries(4096, 0);
 
 /// Live TCP connections, by `struct sock *`.
 #[map]
@@ -863,3 +869,129 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 #[link_section = "license"]
 #[no_mangle]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+// ---------------------------------------------------------------- io_uring
+
+/// `IORING_OP_*` opcodes (uapi `io_uring.h`).
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
+const IORING_OP_SOCKET: u8 = 45;
+
+/// An io_uring request was submitted. Operations submitted through io_uring make no syscall of
+/// their own, so the syscall tracepoints never see them: a socket created or a FIFO opened this
+/// way would otherwise pass unseen. Sockets are reported here (as `sys_enter_socket` reports them
+/// at entry); opens are remembered until their completion says what was opened.
+#[tracepoint(category = "io_uring", name = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
+    let _ = try_uring_submit(&ctx);
+    0
+}
+
+fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: offsets of the io_uring/io_uring_submit_req tracepoint format.
+    let (req, opcode): (u64, u8) = unsafe { (arg(ctx, 16), arg(ctx, 32)) };
+    let Some(cmd) = off(global(&OFFSETS.kiocb_cmd)).map(|o| req + o as u64) else {
+        return Ok(());
+    };
+    match opcode {
+        IORING_OP_SOCKET => {
+            let (family, ty, proto): (Option<i32>, Option<i32>, Option<i32>) = unsafe {
+                (
+                    kread(cmd, offset!(io_socket_domain)),
+                    kread(cmd, offset!(io_socket_type)),
+                    kread(cmd, offset!(io_socket_protocol)),
+                )
+            };
+            let mut entry = reserve!(SocketRecord, kind::SOCKET);
+            let r: *mut SocketRecord = entry.as_mut_ptr();
+            unsafe {
+                fill_header(&raw mut (*r).hdr, kind::SOCKET);
+                (*r).hdr.flags = flags::IO_URING;
+                (*r).op = op::SOCKET;
+                (*r).family = family.unwrap_or(-1) as u32;
+                (*r).sock_type = ty.unwrap_or(0) as u32;
+                (*r).protocol = proto.unwrap_or(0) as u32;
+            }
+            submit(entry);
+        }
+        IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
+            let zero = UringOpen {
+                flags: 0,
+                dfd: AT_FDCWD,
+                file_slot: 0,
+                _pad: 0,
+                path: [0; PATH_MAX],
+            };
+            if URING_OPENS.insert(&req, &zero, 0).is_err() {
+                return Ok(());
+            }
+            let Some(v) = URING_OPENS.get_ptr_mut(&req) else {
+                return Ok(());
+            };
+            // SAFETY: v points to the map value just inserted; kread/probe reads check addresses.
+            unsafe {
+                (*v).dfd = kread(cmd, offset!(io_open_dfd)).unwrap_or(AT_FDCWD);
+                (*v).file_slot = kread(cmd, offset!(io_open_file_slot)).unwrap_or(0);
+                let how: Option<u64> = off(global(&OFFSETS.io_open_how)).map(|o| cmd + o as u64);
+                (*v).flags = how.and_then(|h| kread::<u64>(h, Some(0))).unwrap_or(0) as u32;
+                let name: Option<u64> = kread(cmd, offset!(io_open_filename))
+                    .and_then(|f: u64| kread(f, offset!(filename_name)));
+                if let Some(n) = name {
+                    if bpf_probe_read_kernel_str_bytes(n as *const u8, &mut (*v).path).is_err() {
+                        (*v).path[0] = 0;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An io_uring request completed: for a remembered open, report it when it opened a FIFO. The
+/// completion runs in the submitting process or one of its io_uring threads, which share its file
+/// table, so the new fd is looked up as for open(2).
+#[tracepoint(category = "io_uring", name = "io_uring_complete")]
+pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    let _ = try_uring_complete(&ctx);
+    0
+}
+
+fn try_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: offsets of the io_uring/io_uring_complete tracepoint format.
+    let (req, res): (u64, i32) = unsafe { (arg(ctx, 16), arg(ctx, 32)) };
+    let Some(v) = URING_OPENS.get_ptr(&req) else {
+        return Ok(());
+    };
+    // SAFETY: a map value, valid until removed below.
+    let (fl, dfd, slot) = unsafe { ((*v).flags, (*v).dfd, (*v).file_slot) };
+    if res < 0 || slot != 0 {
+        let _ = URING_OPENS.remove(&req);
+        return Ok(());
+    }
+    let mode = unsafe { fd_mode(res as u64) }.unwrap_or(0);
+    if (mode as u32) & S_IFMT != S_IFIFO {
+        let _ = URING_OPENS.remove(&req);
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<FifoRecord>(0) else {
+        let _ = URING_OPENS.remove(&req);
+        count_lost(kind::FIFO_OPEN);
+        return Ok(());
+    };
+    let r: *mut FifoRecord = entry.as_mut_ptr();
+    unsafe {
+        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
+        (*r).hdr.flags = flags::IO_URING;
+        (*r).op = op::FIFO_OPEN;
+        (*r).flags = fl;
+        (*r).ret = res;
+        (*r).dfd = dfd;
+        if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
+            (*r).path[0] = 0;
+        }
+    }
+    submit(entry);
+    let _ = URING_OPENS.remove(&req);
+    Ok(())
+}

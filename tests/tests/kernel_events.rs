@@ -359,3 +359,45 @@ fn fifo_opened_with_raw_open_and_openat2_is_seen() {
         assert_eq!(get(o, "process.parent.pid").as_i64(), Some(my_pid()));
     }
 }
+
+#[test]
+fn socket_and_fifo_open_through_io_uring_are_seen() {
+    if !tests::require_root("socket_and_fifo_open_through_io_uring_are_seen") {
+        return;
+    }
+    let path = format!("/dev/shm/kernel-test-uringfifo-{}", std::process::id());
+    let regular = format!("/tmp/kernel-test-uringregular-{}", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    workload(&["mkfifo", &path]);
+    let cap = start(&[]);
+    let pid = workload(&["uring-ops", &path, &regular]);
+    std::fs::remove_file(&path).unwrap();
+    let (events, _) = cap.stop();
+    // io_uring operations make no syscall of their own: without the io_uring probes, these would
+    // not be seen at all.
+    let opens: Vec<_> = by(&events, pid, "fifo_open")
+        .into_iter()
+        .filter(|e| get(e, "file.path") == path.as_str())
+        .collect();
+    assert_eq!(opens.len(), 1, "{}", dump(&events, pid));
+    let o = opens[0];
+    assert_eq!(get(o, "sensor.via"), "io_uring", "{o}");
+    assert_eq!(get(o, "file.type"), "fifo");
+    assert_eq!(get(o, "file.access_mode"), "read_write");
+    assert_eq!(get(o, "process.parent.pid").as_i64(), Some(my_pid()));
+    // The regular file opened the same way is not a FIFO open.
+    assert!(
+        by(&events, pid, "fifo_open")
+            .iter()
+            .all(|e| get(e, "file.path") != regular.as_str()),
+        "{}",
+        dump(&events, pid)
+    );
+    let sockets: Vec<_> = by(&events, pid, "socket_created")
+        .into_iter()
+        .filter(|e| get(e, "sensor.via") == "io_uring")
+        .collect();
+    assert_eq!(sockets.len(), 1, "{}", dump(&events, pid));
+    assert_eq!(get(sockets[0], "socket.family"), "AF_UNIX");
+    assert_eq!(get(sockets[0], "socket.type"), "SOCK_STREAM");
+}

@@ -108,7 +108,24 @@ fn user_layouts() -> Vec<Layout> {
             tcp_bytes_received,
             file_private_data,
             socket_sk,
-            wakeup_bytes
+            wakeup_bytes,
+            kiocb_cmd,
+            io_open_dfd,
+            io_open_file_slot,
+            io_open_filename,
+            io_open_how,
+            filename_name,
+            io_socket_domain,
+            io_socket_type,
+            io_socket_protocol,
+            _pad
+        }),
+        layout!(UringOpen {
+            flags,
+            dfd,
+            file_slot,
+            _pad,
+            path
         }),
         layout!(Pending {
             ptr,

@@ -327,6 +327,9 @@ impl Decoder {
         e.set(fld!("host.os.type"), cs!("linux"));
         e.set(fld!("host.os.family"), cs!("linux"));
         e.set(fld!("host.os.kernel"), self.host_values.kernel.clone());
+        if h.flags & flags::IO_URING != 0 {
+            e.set(fld!("sensor.via"), cs!("io_uring"));
+        }
         if h.flags & flags::NO_PROCESS != 0 || h.pid == 0 {
             return e;
         }

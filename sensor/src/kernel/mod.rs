@@ -184,6 +184,14 @@ const PROGRAMS: &[(&str, Attach)] = &[
         Attach::Tp("syscalls", "sys_exit_accept4"),
     ),
     ("sys_exit_accept", Attach::Tp("syscalls", "sys_exit_accept")),
+    (
+        "io_uring_submit_req",
+        Attach::Tp("io_uring", "io_uring_submit_req"),
+    ),
+    (
+        "io_uring_complete",
+        Attach::Tp("io_uring", "io_uring_complete"),
+    ),
 ];
 
 /// The running kernel sensor. Dropping it without [`KernelSensor::shutdown`] detaches the programs
@@ -253,6 +261,15 @@ pub fn kernel_offsets(btf: &btf::Btf) -> (Offsets, Vec<String>) {
     o.tcp_bytes_received = get("tcp_sock", "bytes_received");
     o.file_private_data = get("file", "private_data");
     o.socket_sk = get("socket", "sk");
+    o.kiocb_cmd = get("io_kiocb", "cmd");
+    o.io_open_dfd = get("io_open", "dfd");
+    o.io_open_file_slot = get("io_open", "file_slot");
+    o.io_open_filename = get("io_open", "filename");
+    o.io_open_how = get("io_open", "how");
+    o.filename_name = get("filename", "name");
+    o.io_socket_domain = get("io_socket", "domain");
+    o.io_socket_type = get("io_socket", "type");
+    o.io_socket_protocol = get("io_socket", "protocol");
     (o, missing)
 }
 

@@ -59,6 +59,45 @@ fn main() -> anyhow::Result<()> {
             // SAFETY: fd is ours.
             unsafe { libc::close(fd as i32) };
         }
+        // Through io_uring, with no syscall of their own: an AF_UNIX socket (IORING_OP_SOCKET),
+        // then opens (IORING_OP_OPENAT, read-write) of the FIFO at PATH and of the regular file
+        // at REGULAR.
+        "uring-ops" => {
+            use io_uring::{opcode, types, IoUring};
+            let fifo = CString::new(arg(1))?;
+            let regular = CString::new(arg(2))?;
+            std::fs::write(arg(2), b"regular")?;
+            let mut ring = IoUring::new(8)?;
+            let ops = [
+                opcode::Socket::new(libc::AF_UNIX, libc::SOCK_STREAM, 0)
+                    .build()
+                    .user_data(1),
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), fifo.as_ptr())
+                    .flags(libc::O_RDWR)
+                    .build()
+                    .user_data(2),
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), regular.as_ptr())
+                    .flags(libc::O_RDONLY)
+                    .build()
+                    .user_data(3),
+            ];
+            for op in &ops {
+                // SAFETY: the paths outlive the submission (they are waited for below).
+                unsafe { ring.submission().push(op)? };
+            }
+            ring.submit_and_wait(ops.len())?;
+            for cqe in ring.completion() {
+                anyhow::ensure!(
+                    cqe.result() >= 0,
+                    "io_uring op {}: {}",
+                    cqe.user_data(),
+                    std::io::Error::from_raw_os_error(-cqe.result())
+                );
+                // SAFETY: a new fd of ours.
+                unsafe { libc::close(cqe.result()) };
+            }
+            std::fs::remove_file(arg(2))?;
+        }
         // mkfifo PATH (mode 0600).
         "mkfifo" => mkfifo(&arg(1))?,
         // TCP to 127.0.0.1:PORT: send N bytes, read until the peer closes, close.
