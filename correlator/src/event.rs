@@ -568,6 +568,35 @@ impl Event {
         *CATEGORY_FIELD
     }
 
+    /// Reads one word of each cache line of the event's field vector, then the first bytes of its
+    /// out-of-line values (arrays, strings too long to be inline), with loads that do not depend
+    /// on one another, and returns a value of no meaning. An event that is in no cache (a batch
+    /// read from a queue, a replayed file) then costs two waits on memory, the fields and then
+    /// their values, each in parallel, instead of one wait per step of [`Event::get`]'s binary
+    /// search and per value read. The rule set calls it once per event before evaluating rules.
+    #[inline]
+    pub fn warm(&self) -> u64 {
+        // Two (Field, Value) pairs per 64-byte line.
+        let mut acc = 0u64;
+        for (f, _) in self.fields.iter().step_by(2) {
+            acc = acc.wrapping_add(u64::from(f.0));
+        }
+        for (_, v) in &self.fields {
+            match v {
+                Value::Array(a) => {
+                    if let Some(Value::Str(s)) = a.first() {
+                        acc = acc.wrapping_add(s.as_bytes().len() as u64);
+                    }
+                }
+                Value::Str(s) if !s.is_inline() => {
+                    acc = acc.wrapping_add(u64::from(s.as_bytes().first().copied().unwrap_or(0)));
+                }
+                _ => {}
+            }
+        }
+        acc
+    }
+
     /// Sets `field` to `value`, replacing any previous value.
     pub fn set(&mut self, field: Field, value: Value) {
         if field == *CATEGORY_FIELD {
@@ -1067,7 +1096,8 @@ mod tests {
         assert_eq!(&*Str::from(edge.as_str()), edge);
         assert_eq!(Str::from(Arc::<str>::from("process")), short);
         assert_eq!(Arc::<str>::from(long.clone()), Arc::from(&*long));
-        assert!(Str::from("a") < Str::from("b") && Str::from("ab") > Str::from("a"));
+        let (a, ab, b) = (Str::from("a"), Str::from("ab"), Str::from("b"));
+        assert!(a < b && ab > a && ab < b);
         assert_eq!(format!("{:?}", Value::Str(short)), r#"Str("process")"#);
         // Inline strings do not make a value bigger than a pointer pair and a tag.
         assert_eq!(std::mem::size_of::<Value>(), 24);
@@ -1109,6 +1139,14 @@ mod tests {
             vec![(f, Value::Str("web".into())), (f, Value::Str("iam".into()))],
         );
         assert_eq!(ev.category_bits(), Some(bit("iam")));
+        // `warm` reads every kind of value without panicking (its result has no meaning).
+        let mut ev = Event::new(0);
+        ev.warm();
+        ev.insert("w.a", Value::Array(Arc::from(Vec::new())));
+        ev.insert("w.b", Value::Array(Arc::from(vec![Value::Int(1)])));
+        ev.insert("w.c", Value::Str("x".repeat(40).into()));
+        ev.insert("w.d", Value::Str("".into()));
+        std::hint::black_box(ev.warm());
     }
 
     #[test]
