@@ -49,7 +49,12 @@ pub struct ReloadReport {
 /// A set of compiled rules run as one [`Detector`].
 pub struct RuleSet {
     slots: Vec<Slot>,
-    by_category: HashMap<Box<str>, Bucket>,
+    /// Keyed by the category name's bytes (an inline string is compared without a UTF-8 check).
+    by_category: HashMap<Box<[u8]>, Bucket>,
+    /// For each name of [`crate::event::ECS_CATEGORIES`], the key of its bucket in `by_category`
+    /// (the same name), if it has one: an event whose [`Event::category_bits`] has one bit is given
+    /// that bucket without reading its `event.category`.
+    ecs_buckets: Vec<Option<Box<[u8]>>>,
     any: Bucket,
     cat_field: Field,
     /// Category names with their mask bits, for the per-event category mask.
@@ -73,6 +78,7 @@ impl RuleSet {
         RuleSet {
             slots: Vec::new(),
             by_category: HashMap::default(),
+            ecs_buckets: Vec::new(),
             any: Bucket::default(),
             cat_field: Field::intern("event.category"),
             cat_bits: Vec::new(),
@@ -209,10 +215,10 @@ impl RuleSet {
                 Some(cats) => {
                     let mut v = Vec::new();
                     for c in &cats {
-                        self.by_category.entry(c.as_str().into()).or_default();
+                        self.by_category.entry(c.as_bytes().into()).or_default();
                     }
                     for (name, b) in self.by_category.iter_mut() {
-                        if cats.iter().any(|c| **name == **c) {
+                        if cats.iter().any(|c| **name == *c.as_bytes()) {
                             v.push(b);
                         }
                     }
@@ -227,6 +233,14 @@ impl RuleSet {
                 }
             }
         }
+        self.ecs_buckets = crate::event::ECS_CATEGORIES
+            .iter()
+            .map(|c| {
+                self.by_category
+                    .get_key_value(c.as_bytes())
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
         self.seen = vec![0; self.slots.len()];
         self.cat_bits = crate::eql::category_bits();
         self.memo = Memo::with_terms(crate::eql::term_count());
@@ -243,6 +257,7 @@ impl RuleSet {
         want_arc: bool,
         out: &mut Vec<Alert>,
     ) -> Option<Arc<Event>> {
+        std::hint::black_box(sh.ev.warm());
         let memo = std::mem::take(&mut self.memo);
         memo.next_event();
         let mut sh = sh.with_memo(&memo);
@@ -309,16 +324,34 @@ impl RuleSet {
         let ev = sh.ev;
         let mut cands: Vec<usize> = std::mem::take(&mut self.cands);
         cands.clear();
-        match ev.get(self.cat_field) {
+        // One exact ECS category (nearly every event): its bucket, found from the event's summary.
+        // Otherwise read the field, in its order (several categories keep their order).
+        let one = ev
+            .category_bits()
+            .filter(|b| b.count_ones() == 1)
+            .map(u32::trailing_zeros);
+        let field = match one {
+            Some(bit) => {
+                let key = self.ecs_buckets.get(bit as usize).and_then(Option::as_ref);
+                if let Some(b) = key.and_then(|k| self.by_category.get(k)) {
+                    b.candidates(ev, &mut cands);
+                }
+                None
+            }
+            None => ev.get(self.cat_field),
+        };
+        match field {
             Some(Value::Str(c)) => {
-                if let Some(b) = lookup(&self.by_category, c) {
+                if let Some(b) = lookup(&self.by_category, c.as_bytes()) {
                     b.candidates(ev, &mut cands);
                 }
             }
             Some(Value::Array(cs)) => {
-                for c in cs.iter().filter_map(Value::as_str) {
-                    if let Some(b) = lookup(&self.by_category, c) {
-                        b.candidates(ev, &mut cands);
+                for c in cs.iter() {
+                    if let Value::Str(c) = c {
+                        if let Some(b) = lookup(&self.by_category, c.as_bytes()) {
+                            b.candidates(ev, &mut cands);
+                        }
                     }
                 }
             }
@@ -368,7 +401,8 @@ const LOW_CARDINALITY: &[&str] = &[
 #[derive(Default)]
 struct FieldIndex {
     field: Option<Field>,
-    exact: HashMap<Box<str>, Vec<usize>>,
+    /// Keyed by bytes: a lookup of an inline string needs no UTF-8 check.
+    exact: HashMap<Box<[u8]>, Vec<usize>>,
     ints: HashMap<i64, Vec<usize>>,
     /// Keyed by the first / last `INDEX_AFFIX` bytes of the lower-cased value.
     prefix: HashMap<[u8; INDEX_AFFIX], Vec<usize>>,
@@ -389,10 +423,10 @@ impl FieldIndex {
         match v {
             Value::Str(s) => {
                 let f = fold(s);
-                if let Some(l) = self.exact.get(&*f) {
+                let b: &[u8] = &f;
+                if let Some(l) = self.exact.get(b) {
                     out.extend_from_slice(l);
                 }
-                let b = f.as_bytes();
                 if b.len() >= INDEX_AFFIX {
                     if !self.prefix.is_empty() {
                         if let Some(l) = self.prefix.get(&affix(&b[..INDEX_AFFIX])) {
@@ -446,7 +480,7 @@ impl Bucket {
             let ix = &mut self.index[pos];
             for v in values {
                 let list = match v {
-                    TermVal::Str(s) => ix.exact.entry(s.as_str().into()).or_default(),
+                    TermVal::Str(s) => ix.exact.entry(s.as_bytes().into()).or_default(),
                     TermVal::Int(i) => ix.ints.entry(*i).or_default(),
                     TermVal::Prefix(p) => ix
                         .prefix
@@ -482,18 +516,21 @@ impl Bucket {
     }
 }
 
-fn fold(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() {
-        std::borrow::Cow::Owned(s.to_lowercase())
+/// The lower-cased bytes of `s` (borrowed when already lower-case ASCII, the common case, which then
+/// needs no UTF-8 check of an inline string).
+fn fold(s: &crate::event::Str) -> std::borrow::Cow<'_, [u8]> {
+    let b = s.as_bytes();
+    if b.iter().any(|c| c.is_ascii_uppercase() || !c.is_ascii()) {
+        std::borrow::Cow::Owned(s.to_lowercase().into_bytes())
     } else {
-        std::borrow::Cow::Borrowed(s)
+        std::borrow::Cow::Borrowed(b)
     }
 }
 
-fn lookup<'a>(map: &'a HashMap<Box<str>, Bucket>, c: &str) -> Option<&'a Bucket> {
+fn lookup<'a>(map: &'a HashMap<Box<[u8]>, Bucket>, c: &[u8]) -> Option<&'a Bucket> {
     map.get(c).or_else(|| {
-        if c.bytes().any(|b| b.is_ascii_uppercase()) {
-            map.get(c.to_ascii_lowercase().as_str())
+        if c.iter().any(u8::is_ascii_uppercase) {
+            map.get(c.to_ascii_lowercase().as_slice())
         } else {
             None
         }

@@ -116,3 +116,47 @@ query = 'network where destination.port == 8080 and process.name : "java"'
     let events = common::events(800, 300);
     assert_eq!(together(&defs, &events).0, alone(&defs, &events));
 }
+
+/// Events whose `event.category` is not one exact ECS name (another case, several names, a plain
+/// string, a name outside ECS, none) take the path that reads the field; the results must still be
+/// those of each rule alone.
+#[test]
+fn category_summary_does_not_change_results() {
+    use correlator::Value;
+    let rules = r#"
+[[rule]]
+id = "proc"
+name = "proc"
+query = 'process where process.name == "bash"'
+[[rule]]
+id = "net"
+name = "net"
+query = 'network where destination.port == 4444'
+[[rule]]
+id = "own"
+name = "own"
+query = 'my_category where true'
+[[rule]]
+id = "any-cat"
+name = "any-cat"
+query = 'any where event.category in ("process", "Network")'
+"#;
+    let defs = parse_rule_file(rules, "mem").unwrap();
+    let mut events = common::events(2_000, 300);
+    let arr = |xs: &[&str]| Value::Array(xs.iter().map(|x| Value::Str((*x).into())).collect());
+    for (i, e) in events.iter_mut().enumerate() {
+        match i % 7 {
+            0 => e.insert("event.category", Value::Str("Process".into())),
+            1 => e.insert("event.category", arr(&["network", "process"])),
+            2 => e.insert("event.category", Value::Str("network".into())),
+            3 => e.insert("event.category", arr(&["my_category"])),
+            4 => e.insert("event.category", arr(&["NETWORK", "file"])),
+            5 => e.insert("event.category", Value::Null),
+            _ => {}
+        }
+    }
+    let (got, _) = together(&defs, &events);
+    let want = alone(&defs, &events);
+    assert!(want.len() > 100, "{}", want.len());
+    assert_eq!(got, want);
+}

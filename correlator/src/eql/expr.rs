@@ -260,7 +260,7 @@ fn lit_value(l: &Lit) -> Value {
         Lit::Bool(b) => Value::Bool(*b),
         Lit::Int(i) => Value::Int(*i),
         Lit::Float(f) => Value::Float(*f),
-        Lit::Str(s) => Value::Str(Arc::from(s.as_str())),
+        Lit::Str(s) => Value::Str(s.as_str().into()),
     }
 }
 
@@ -850,9 +850,9 @@ impl Node {
                 let v = arg.eval(ev, env);
                 let hit = match &*v {
                     Value::Null => return None,
-                    Value::Str(s) => set.is_match(s),
+                    Value::Str(s) => set.is_match_str(s),
                     Value::Array(a) => a.iter().any(|x| match x {
-                        Value::Str(s) => set.is_match(s),
+                        Value::Str(s) => set.is_match_str(s),
                         other => extra.iter().any(|e| values_eq(other, e, false)),
                     }),
                     other => extra.iter().any(|e| values_eq(other, e, false)),
@@ -1067,7 +1067,12 @@ pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value, ci: bool, endgame: bool) 
     }
     let ord = match (a, b) {
         (Value::Str(x), Value::Str(y)) => {
-            if ci {
+            let (xb, yb) = (x.as_bytes(), y.as_bytes());
+            if ci && xb.is_ascii() && yb.is_ascii() {
+                // ASCII (nearly all values): fold byte by byte, no UTF-8 check of inline strings.
+                let low = |b: &u8| b.to_ascii_lowercase();
+                Some(xb.iter().map(low).cmp(yb.iter().map(low)))
+            } else if ci {
                 Some(fold(x).cmp(&fold(y)))
             } else {
                 Some(x.cmp(y))

@@ -127,6 +127,23 @@ impl Pattern {
         }
     }
 
+    /// [`Pattern::is_match`] of an ASCII text given as bytes (no UTF-8 check needed).
+    #[inline]
+    fn is_match_ascii(&self, s: &[u8]) -> bool {
+        if self.ci {
+            return self.match_ascii_ci(s);
+        }
+        match &self.kind {
+            Kind::Exact(p) => s == p.as_bytes(),
+            Kind::Prefix(p) => s.starts_with(p.as_bytes()),
+            Kind::Suffix(p) => s.ends_with(p.as_bytes()),
+            Kind::Contains(p) => memchr::memmem::find(s, p.as_bytes()).is_some(),
+            Kind::Any => true,
+            Kind::Glob(p) => glob(p, s, false),
+            Kind::Regex(r) => std::str::from_utf8(s).is_ok_and(|t| r.is_match(t)),
+        }
+    }
+
     fn match_cs(&self, s: &str) -> bool {
         match &self.kind {
             Kind::Exact(p) => s == &**p,
@@ -316,6 +333,17 @@ impl PatternSet {
             }
         }
         self.others.iter().any(|p| p.is_match(s))
+    }
+
+    /// [`PatternSet::is_match`] of a string value: an ASCII text (nearly all) is matched as bytes,
+    /// so an inline string is checked for UTF-8 only when the hashed exact set needs a `&str`.
+    #[inline]
+    pub(crate) fn is_match_str(&self, s: &crate::event::Str) -> bool {
+        let b = s.as_bytes();
+        if !b.is_ascii() || !self.exact.is_empty() {
+            return self.is_match(s);
+        }
+        self.others.iter().any(|p| p.is_match_ascii(b))
     }
 }
 

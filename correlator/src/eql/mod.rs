@@ -92,8 +92,17 @@ impl EqlError {
 
 /// Category names (ASCII lower-cased) met by the compiler, numbered in order of first use; the first
 /// 64 have a bit in per-event category masks ([`CatMask`]).
+/// The names of [`crate::event::ECS_CATEGORIES`] come first, so their bits are the bits of
+/// [`Event::category_bits`].
 static CATEGORY_NAMES: std::sync::LazyLock<std::sync::RwLock<Vec<Box<str>>>> =
-    std::sync::LazyLock::new(|| std::sync::RwLock::new(Vec::new()));
+    std::sync::LazyLock::new(|| {
+        std::sync::RwLock::new(
+            crate::event::ECS_CATEGORIES
+                .iter()
+                .map(|c| Box::from(*c))
+                .collect(),
+        )
+    });
 
 /// The mask bit of a category name (interned on first use); `None` past the 64th name.
 fn category_bit(name: &str) -> Option<u8> {
@@ -136,17 +145,35 @@ pub(crate) struct CatMask {
 impl CatMask {
     /// The mask of `ev`'s `field` against the names of `table` (from [`category_bits`]).
     pub(crate) fn of(ev: &Event, field: Field, table: &[(Box<str>, u8)]) -> CatMask {
+        // The event's own summary of `event.category`, when exact: the ECS names have the same
+        // bits in both (they are numbered first), and no other (lower-case) name of the table can
+        // equal, even ignoring case, a value that is exactly an ECS name.
+        if field == Event::category_field() {
+            if let Some(b) = ev.category_bits() {
+                return CatMask {
+                    field,
+                    bits: u64::from(b),
+                };
+            }
+        }
         let mut bits = 0u64;
-        let mut add = |s: &str| {
+        // Bytes, not `&str`: an inline string needs no UTF-8 check to be compared.
+        let mut add = |s: &[u8]| {
             for (n, b) in table {
-                if s.eq_ignore_ascii_case(n) {
+                if s.eq_ignore_ascii_case(n.as_bytes()) {
                     bits |= 1 << b;
                 }
             }
         };
         match ev.get(field) {
-            Some(Value::Str(s)) => add(s),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).for_each(add),
+            Some(Value::Str(s)) => add(s.as_bytes()),
+            Some(Value::Array(a)) => {
+                for v in a.iter() {
+                    if let Value::Str(s) = v {
+                        add(s.as_bytes());
+                    }
+                }
+            }
             _ => {}
         }
         CatMask { field, bits }
@@ -175,12 +202,12 @@ impl Category {
 
     #[inline]
     pub fn matches(&self, ev: &Event) -> bool {
+        let name = self.name.as_bytes();
         match ev.get(self.field) {
-            Some(Value::Str(s)) => s.eq_ignore_ascii_case(&self.name),
-            Some(Value::Array(a)) => a.iter().any(|v| {
-                v.as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(&self.name))
-            }),
+            Some(Value::Str(s)) => s.as_bytes().eq_ignore_ascii_case(name),
+            Some(Value::Array(a)) => a
+                .iter()
+                .any(|v| matches!(v, Value::Str(s) if s.as_bytes().eq_ignore_ascii_case(name))),
             _ => false,
         }
     }

@@ -44,7 +44,7 @@ impl KeyPart {
                 None => KeyPart::Float(f.to_bits()),
             },
             Value::Str(s) => {
-                ShortStr::new(s).map_or_else(|| KeyPart::Str(s.clone()), KeyPart::Short)
+                ShortStr::of(s).map_or_else(|| KeyPart::Str(s.to_arc()), KeyPart::Short)
             }
             other => KeyPart::Other(other.to_json().to_string().into()),
         }
@@ -81,6 +81,17 @@ impl ShortStr {
             .filter(|l| usize::from(*l) <= Self::MAX)?;
         let mut bytes = [0u8; Self::MAX];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(ShortStr { len, bytes })
+    }
+
+    /// [`ShortStr::new`] of a string value, from its bytes (no UTF-8 check of an inline string).
+    fn of(s: &crate::event::Str) -> Option<ShortStr> {
+        let b = s.as_bytes();
+        let len = u8::try_from(b.len())
+            .ok()
+            .filter(|l| usize::from(*l) <= Self::MAX)?;
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..b.len()].copy_from_slice(b);
         Some(ShortStr { len, bytes })
     }
 

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use super::{parse_rfc3339_ns, Event, EventError, Field, Value};
+use super::{parse_rfc3339_ns, Event, EventError, Field, Str, Value};
 
 /// The fast path does not decide this input; the serde path will.
 #[derive(Debug)]
@@ -223,8 +223,8 @@ impl<'a> Scanner<'a> {
                 self.i += 1;
                 let (raw, esc) = self.string_raw()?;
                 Ok(Value::Str(match esc {
-                    Esc::None => Arc::from(raw),
-                    _ => Arc::from(unescape(raw)?),
+                    Esc::None => Str::from(raw),
+                    _ => Str::from(unescape(raw)?),
                 }))
             }
             b'-' | b'0'..=b'9' => {
@@ -501,14 +501,7 @@ fn build(text: &str) -> Result<(Event, bool), Bail> {
         Some(v) => timestamp_ns(v).ok_or(Bail)?,
         None => 0,
     };
-    Ok((
-        Event {
-            fields,
-            timestamp_ns,
-            raw: None,
-        },
-        b.nested,
-    ))
+    Ok((Event::from_sorted(timestamp_ns, fields), b.nested))
 }
 
 impl<'a> Builder<'a> {

@@ -96,7 +96,7 @@ macro_rules! ca {
 }
 
 fn s(v: impl AsRef<str>) -> Value {
-    Value::Str(Arc::from(v.as_ref()))
+    Value::Str(v.as_ref().into())
 }
 
 fn strs(v: &[&str]) -> Value {
@@ -169,7 +169,7 @@ impl TimestampFormatter {
         let mut text = String::with_capacity(self.prefix.len() + 10);
         text.push_str(&self.prefix);
         let _ = write!(text, "{nanos:09}Z");
-        Some(Value::Str(Arc::from(text)))
+        Some(Value::Str(text.into()))
     }
 }
 
@@ -279,7 +279,7 @@ impl Decoder {
         }
         let v = (
             s(uid.to_string()),
-            self.users.get(&uid).map(|n| Value::Str(n.clone())),
+            self.users.get(&uid).map(|n| Value::Str(n.into())),
         );
         self.uid_values.insert(uid, v.clone());
         v
@@ -632,12 +632,12 @@ fn put_process(e: &mut Fields, parent: bool, p: &ProcessInfo) {
         // The actor's own pid is already set from the record.
         e.set(pid, int(p.pid));
     }
-    e.set(eid, Value::Str(p.entity_id.clone()));
+    e.set(eid, Value::Str((&p.entity_id).into()));
     if !p.name.is_empty() {
-        e.set(name, Value::Str(p.name.clone()));
+        e.set(name, Value::Str((&p.name).into()));
     }
     if !p.executable.is_empty() {
-        e.set(exe, Value::Str(p.executable.clone()));
+        e.set(exe, Value::Str((&p.executable).into()));
     }
     if !p.args.is_empty() {
         e.set(args, p.args_value.clone());

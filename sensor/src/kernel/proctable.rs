@@ -28,13 +28,13 @@ pub(crate) fn arg_values(args: &[Arc<str>]) -> (Value, Value) {
     if args.is_empty() {
         return (Value::Null, Value::Null);
     }
-    let list = Value::Array(args.iter().map(|a| Value::Str(a.clone())).collect());
+    let list = Value::Array(args.iter().map(|a| Value::Str(a.into())).collect());
     let line = args
         .iter()
         .map(|a| a.as_ref())
         .collect::<Vec<_>>()
         .join(" ");
-    (list, Value::Str(Arc::from(line)))
+    (list, Value::Str(line.into()))
 }
 
 /// Processes by pid.

@@ -50,7 +50,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
     }
     let raw: Arc<str> = Arc::from(line);
     if ev.get(f.event_original).is_none() {
-        ev.set(f.event_original, Value::Str(raw.clone()));
+        ev.set(f.event_original, Value::Str((&raw).into()));
     }
     ev.raw = Some(raw);
     // Winlogbeat's Sysmon data. When the fast path decided, no key had escapes, so a document
@@ -133,7 +133,7 @@ impl SysmonInput {
         SysmonInput {
             event_id,
             strs: SYSMON_STRS.map(|k| match get(k) {
-                Some(Value::Str(s)) => Some(s.clone()),
+                Some(Value::Str(s)) => Some(s.to_arc()),
                 _ => None,
             }),
             ints: SYSMON_INTS.map(|k| get(k).and_then(value_int)),

@@ -270,8 +270,8 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) fn new(format: Format, agent_id: &str) -> Ctx {
         Ctx {
-            agent_id: Value::Str(Arc::from(agent_id)),
-            module: Value::Str(Arc::from(format.as_str())),
+            agent_id: Value::Str(agent_id.into()),
+            module: Value::Str(format.as_str().into()),
         }
     }
 
@@ -292,7 +292,7 @@ impl Ctx {
         fields.push((f.agent_id, self.agent_id.clone()));
         fields.push((f.event_module, self.module.clone()));
         fields.push((f.event_dataset, util::s(dataset)));
-        fields.push((f.event_original, Value::Str(raw.clone())));
+        fields.push((f.event_original, Value::Str((&raw).into())));
         (fields, raw)
     }
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the decoders: a cache of interned ECS fields, JSON access, value builders.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use correlator::{Event, Field, Value};
 use serde_json::Value as J;
@@ -37,7 +37,7 @@ pub(crate) fn fields() -> &'static Fields {
 }
 
 pub(crate) fn s(v: &str) -> Value {
-    Value::Str(Arc::from(v))
+    Value::Str(v.into())
 }
 
 pub(crate) fn strs(v: &[&str]) -> Value {
@@ -52,7 +52,7 @@ pub(crate) fn set_time(ev: &mut Event, ns: i64) {
 
 /// The `@timestamp` value of epoch nanoseconds.
 pub(crate) fn rfc3339_value(ns: i64) -> Value {
-    Value::Str(Arc::from(format_rfc3339(ns)))
+    Value::Str(format_rfc3339(ns).into())
 }
 
 /// Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.fffffffffZ` (trailing zeros of the fraction trimmed
