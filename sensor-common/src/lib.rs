@@ -242,7 +242,15 @@ pub struct Offsets {
     pub io_socket_domain: u32,
     pub io_socket_type: u32,
     pub io_socket_protocol: u32,
-    pub _pad: u32,
+    /// `io_kiocb.async_data`: where bind/connect keep the kernel copy of the address.
+    pub kiocb_async_data: u32,
+    /// `io_kiocb.cqe` and `io_cqe.fd`: the request's fd, as submitted.
+    pub kiocb_cqe: u32,
+    pub cqe_fd: u32,
+    /// `io_async_msghdr.addr`: the address (a `sockaddr_storage`).
+    pub async_msghdr_addr: u32,
+    pub io_connect_addr_len: u32,
+    pub io_bind_addr_len: u32,
 }
 
 impl Offsets {
@@ -277,7 +285,12 @@ impl Offsets {
             io_socket_domain: m,
             io_socket_type: m,
             io_socket_protocol: m,
-            _pad: 0,
+            kiocb_async_data: m,
+            kiocb_cqe: m,
+            cqe_fd: m,
+            async_msghdr_addr: m,
+            io_connect_addr_len: m,
+            io_bind_addr_len: m,
         }
     }
 }
@@ -296,17 +309,22 @@ pub struct Pending {
     pub _pad: u32,
 }
 
-/// An io_uring open between its submission and its completion (key: the request, `struct io_kiocb
-/// *`). The path is copied at submission: the kernel frees its copy before the request completes,
-/// and the caller's buffer could be changed by then.
+/// An io_uring request between its submission and its completion (key: the request, `struct
+/// io_kiocb *`): an open, or an AF_UNIX bind/connect. The path is copied at submission: the kernel
+/// frees its copy of an open's path before the request completes, and the caller's buffer could be
+/// changed by then.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct UringOpen {
-    pub flags: u32,
-    pub dfd: i32,
-    /// Non-zero: the file goes into the ring's fixed-file table, not to an fd.
+pub struct UringPending {
+    /// [`op::FIFO_OPEN`], [`op::BIND`] or [`op::CONNECT`].
+    pub op: u32,
+    /// Open flags, or the `sun_path` length for bind/connect.
+    pub arg: u32,
+    /// Directory fd of an open, or the socket fd of a bind/connect.
+    pub fd: i32,
+    /// Non-zero: an open into the ring's fixed-file table, not to an fd.
     pub file_slot: u32,
-    pub _pad: u32,
+    /// The open's path, or the `sun_path` (bytes as given: a leading NUL is the abstract namespace).
     pub path: [u8; PATH_MAX],
 }
 
@@ -415,13 +433,22 @@ pin!(
 );
 pin!(
     Offsets,
-    112,
+    132,
     task_real_parent = 0,
     wakeup_bytes = 68,
     kiocb_cmd = 72,
-    io_socket_protocol = 104
+    io_socket_protocol = 104,
+    io_bind_addr_len = 128
 );
-pin!(UringOpen, 272, flags = 0, dfd = 4, file_slot = 8, path = 16);
+pin!(
+    UringPending,
+    272,
+    op = 0,
+    arg = 4,
+    fd = 8,
+    file_slot = 12,
+    path = 16
+);
 pin!(Pending, 24, ptr = 0, op = 8, arg = 12, fd = 16);
 pin!(
     TcpTrack,

@@ -15,7 +15,10 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user as raw_read_user},
+        generated::{
+            bpf_ktime_get_boot_ns, bpf_probe_read_kernel as raw_read_kernel,
+            bpf_probe_read_user as raw_read_user,
+        },
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -23,7 +26,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Lineage, Offsets,
-    Pending, SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, UringOpen, ARGS_MAX,
+    Pending, SocketRecord, TcpAddr, TcpRecord, TcpTrack, UnixAddrRecord, UringPending, ARGS_MAX,
     PATH_MAX, UNIX_PATH_MAX,
 };
 
@@ -47,7 +50,7 @@ pub struct RecordTypes {
     offsets: Offsets,
     pending: Pending,
     tcp_track: TcpTrack,
-    uring_open: UringOpen,
+    uring_pending: UringPending,
 }
 
 #[no_mangle]
@@ -70,9 +73,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 #[map]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-/// io_uring opens between submission and completion, by request (`struct io_kiocb *`).
+/// io_uring opens and AF_UNIX binds/connects between submission and completion, by request
+/// (`struct io_kiocb *`).
 #[map]
-static URING_OPENS: LruHashMap<u64, UringOpen> = LruHashMap::with_max_entries(4096, 0);
+static URING: LruHashMap<u64, UringPending> = LruHashMap::with_max_entries(4096, 0);
 
 /// Live TCP connections, by `struct sock *`.
 #[map]
@@ -873,18 +877,36 @@ static LICENSE: [u8; 4] = *b"GPL\0";
 // ---------------------------------------------------------------- io_uring
 
 /// `IORING_OP_*` opcodes (uapi `io_uring.h`).
+const IORING_OP_CONNECT: u8 = 16;
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
 const IORING_OP_SOCKET: u8 = 45;
+const IORING_OP_BIND: u8 = 56;
 
-/// An io_uring request was submitted. Operations submitted through io_uring make no syscall of
-/// their own, so the syscall tracepoints never see them: a socket created or a FIFO opened this
-/// way would otherwise pass unseen. Sockets are reported here (as `sys_enter_socket` reports them
-/// at entry); opens are remembered until their completion says what was opened.
+/// An io_uring request was submitted (after its preparation, so the kernel holds its arguments).
+/// Operations submitted through io_uring make no syscall of their own, so the syscall tracepoints
+/// never see them: a socket created, an AF_UNIX address bound or connected to, or a FIFO opened
+/// this way would otherwise pass unseen. Sockets are reported here (as `sys_enter_socket` reports
+/// them at entry); opens and AF_UNIX binds/connects are remembered until their completion gives
+/// the result.
 #[tracepoint(category = "io_uring", name = "io_uring_submit_req")]
 pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     let _ = try_uring_submit(&ctx);
     0
+}
+
+/// A zeroed pending entry for `req`, in the map.
+#[inline(always)]
+fn uring_slot(req: u64, o: u32) -> Option<*mut UringPending> {
+    let zero = UringPending {
+        op: o,
+        arg: 0,
+        fd: AT_FDCWD,
+        file_slot: 0,
+        path: [0; PATH_MAX],
+    };
+    URING.insert(&req, &zero, 0).ok()?;
+    URING.get_ptr_mut(&req)
 }
 
 fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
@@ -915,25 +937,15 @@ fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
             submit(entry);
         }
         IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
-            let zero = UringOpen {
-                flags: 0,
-                dfd: AT_FDCWD,
-                file_slot: 0,
-                _pad: 0,
-                path: [0; PATH_MAX],
-            };
-            if URING_OPENS.insert(&req, &zero, 0).is_err() {
-                return Ok(());
-            }
-            let Some(v) = URING_OPENS.get_ptr_mut(&req) else {
+            let Some(v) = uring_slot(req, op::FIFO_OPEN) else {
                 return Ok(());
             };
             // SAFETY: v points to the map value just inserted; kread/probe reads check addresses.
             unsafe {
-                (*v).dfd = kread(cmd, offset!(io_open_dfd)).unwrap_or(AT_FDCWD);
+                (*v).fd = kread(cmd, offset!(io_open_dfd)).unwrap_or(AT_FDCWD);
                 (*v).file_slot = kread(cmd, offset!(io_open_file_slot)).unwrap_or(0);
                 let how: Option<u64> = off(global(&OFFSETS.io_open_how)).map(|o| cmd + o as u64);
-                (*v).flags = how.and_then(|h| kread::<u64>(h, Some(0))).unwrap_or(0) as u32;
+                (*v).arg = how.and_then(|h| kread::<u64>(h, Some(0))).unwrap_or(0) as u32;
                 let name: Option<u64> = kread(cmd, offset!(io_open_filename))
                     .and_then(|f: u64| kread(f, offset!(filename_name)));
                 if let Some(n) = name {
@@ -943,14 +955,66 @@ fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
                 }
             }
         }
+        IORING_OP_CONNECT | IORING_OP_BIND => {
+            // The preparation copied the address into the request's async data: the async data is
+            // the `sockaddr_storage` itself on recent kernels, an `io_async_msghdr` holding it in
+            // `addr` on older ones. The first case is recognised by its family (the older layout
+            // starts with an aligned pointer, whose low 16 bits are never 1).
+            let Some(data) =
+                unsafe { kread::<u64>(req, offset!(kiocb_async_data)) }.filter(|&a| a > KERNEL_MIN)
+            else {
+                return Ok(());
+            };
+            let family: u16 = unsafe { kread(data, Some(0)) }.unwrap_or(0);
+            let addr = if family == AF_UNIX {
+                data
+            } else {
+                let Some(a) = off(global(&OFFSETS.async_msghdr_addr)).map(|o| data + o as u64)
+                else {
+                    return Ok(());
+                };
+                if unsafe { kread::<u16>(a, Some(0)) } != Some(AF_UNIX) {
+                    return Ok(());
+                }
+                a
+            };
+            let (o, len_at) = if opcode == IORING_OP_CONNECT {
+                (op::CONNECT, offset!(io_connect_addr_len))
+            } else {
+                (op::BIND, offset!(io_bind_addr_len))
+            };
+            let len: i32 = unsafe { kread(cmd, len_at) }.unwrap_or(0);
+            let fd: i32 = off(global(&OFFSETS.kiocb_cqe))
+                .and_then(|c| unsafe { kread(req + c as u64, offset!(cqe_fd)) })
+                .unwrap_or(-1);
+            let Some(v) = uring_slot(req, o) else {
+                return Ok(());
+            };
+            let n = (len - 2).clamp(0, UNIX_PATH_MAX as i32) as u32;
+            // SAFETY: v points to the map value just inserted; the read is bounded by sun_path.
+            unsafe {
+                (*v).arg = n;
+                (*v).fd = fd;
+                // Into the first UNIX_PATH_MAX bytes of the path (zeroed when the read fails).
+                let _ = raw_read_kernel(
+                    (&raw mut (*v).path).cast(),
+                    UNIX_PATH_MAX as u32,
+                    (addr + 2) as *const core::ffi::c_void,
+                );
+            }
+        }
         _ => {}
     }
     Ok(())
 }
 
-/// An io_uring request completed: for a remembered open, report it when it opened a FIFO. The
-/// completion runs in the submitting process or one of its io_uring threads, which share its file
-/// table, so the new fd is looked up as for open(2).
+/// Kernel addresses are above this; a small value is a missing pointer.
+const KERNEL_MIN: u64 = 4096;
+
+/// An io_uring request completed: for a remembered open, report it when it opened a FIFO; for a
+/// remembered AF_UNIX bind/connect, report it with its result. The completion runs in the
+/// submitting process or one of its io_uring threads, which share its file table, so a new fd is
+/// looked up as for open(2).
 #[tracepoint(category = "io_uring", name = "io_uring_complete")]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let _ = try_uring_complete(&ctx);
@@ -960,38 +1024,52 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
 fn try_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets of the io_uring/io_uring_complete tracepoint format.
     let (req, res): (u64, i32) = unsafe { (arg(ctx, 16), arg(ctx, 32)) };
-    let Some(v) = URING_OPENS.get_ptr(&req) else {
+    let Some(v) = URING.get_ptr(&req) else {
         return Ok(());
     };
     // SAFETY: a map value, valid until removed below.
-    let (fl, dfd, slot) = unsafe { ((*v).flags, (*v).dfd, (*v).file_slot) };
-    if res < 0 || slot != 0 {
-        let _ = URING_OPENS.remove(&req);
-        return Ok(());
-    }
-    let mode = unsafe { fd_mode(res as u64) }.unwrap_or(0);
-    if (mode as u32) & S_IFMT != S_IFIFO {
-        let _ = URING_OPENS.remove(&req);
-        return Ok(());
-    }
-    let Some(mut entry) = EVENTS.reserve::<FifoRecord>(0) else {
-        let _ = URING_OPENS.remove(&req);
-        count_lost(kind::FIFO_OPEN);
-        return Ok(());
-    };
-    let r: *mut FifoRecord = entry.as_mut_ptr();
-    unsafe {
-        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
-        (*r).hdr.flags = flags::IO_URING;
-        (*r).op = op::FIFO_OPEN;
-        (*r).flags = fl;
-        (*r).ret = res;
-        (*r).dfd = dfd;
-        if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
-            (*r).path[0] = 0;
+    let (o, a, fd, slot) = unsafe { ((*v).op, (*v).arg, (*v).fd, (*v).file_slot) };
+    if o == op::FIFO_OPEN {
+        if res >= 0 && slot == 0 {
+            let mode = unsafe { fd_mode(res as u64) }.unwrap_or(0);
+            if (mode as u32) & S_IFMT == S_IFIFO {
+                if let Some(mut entry) = EVENTS.reserve::<FifoRecord>(0) {
+                    let r: *mut FifoRecord = entry.as_mut_ptr();
+                    unsafe {
+                        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
+                        (*r).hdr.flags = flags::IO_URING;
+                        (*r).op = op::FIFO_OPEN;
+                        (*r).flags = a;
+                        (*r).ret = res;
+                        (*r).dfd = fd;
+                        if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
+                            (*r).path[0] = 0;
+                        }
+                    }
+                    submit(entry);
+                } else {
+                    count_lost(kind::FIFO_OPEN);
+                }
+            }
         }
+    } else if let Some(mut entry) = EVENTS.reserve::<UnixAddrRecord>(0) {
+        let r: *mut UnixAddrRecord = entry.as_mut_ptr();
+        unsafe {
+            fill_header(&raw mut (*r).hdr, kind::UNIX_ADDR);
+            (*r).hdr.flags = flags::IO_URING;
+            (*r).op = o;
+            (*r).fd = fd;
+            (*r).ret = res;
+            (*r).path_len = a;
+            (*r)._pad = 0;
+            if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
+                (*r).path[0] = 0;
+            }
+        }
+        submit(entry);
+    } else {
+        count_lost(kind::UNIX_ADDR);
     }
-    submit(entry);
-    let _ = URING_OPENS.remove(&req);
+    let _ = URING.remove(&req);
     Ok(())
 }

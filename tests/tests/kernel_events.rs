@@ -401,3 +401,29 @@ fn socket_and_fifo_open_through_io_uring_are_seen() {
     assert_eq!(get(sockets[0], "socket.family"), "AF_UNIX");
     assert_eq!(get(sockets[0], "socket.type"), "SOCK_STREAM");
 }
+
+#[test]
+fn unix_bind_and_connect_through_io_uring_are_seen() {
+    if !tests::require_root("unix_bind_and_connect_through_io_uring_are_seen") {
+        return;
+    }
+    let path = format!("/tmp/kernel-test-uring-unix-{}.sock", std::process::id());
+    let cap = start(&[]);
+    let pid = workload(&["uring-unix", &path]);
+    let (events, _) = cap.stop();
+    for act in ["unix_bind", "unix_connect"] {
+        let seen: Vec<_> = by(&events, pid, act)
+            .into_iter()
+            .filter(|e| get(e, "socket.path") == path.as_str())
+            .collect();
+        assert_eq!(seen.len(), 1, "{act}: {}", dump(&events, pid));
+        let e = seen[0];
+        assert_eq!(get(e, "sensor.via"), "io_uring", "{e}");
+        assert_eq!(get(e, "event.outcome"), "success", "{e}");
+        assert_eq!(get(e, "socket.family"), "AF_UNIX", "{e}");
+        assert!(
+            get(e, "socket.fd").as_i64().is_some_and(|fd| fd >= 0),
+            "{e}"
+        );
+    }
+}

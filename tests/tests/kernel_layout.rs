@@ -118,13 +118,18 @@ fn user_layouts() -> Vec<Layout> {
             io_socket_domain,
             io_socket_type,
             io_socket_protocol,
-            _pad
+            kiocb_async_data,
+            kiocb_cqe,
+            cqe_fd,
+            async_msghdr_addr,
+            io_connect_addr_len,
+            io_bind_addr_len
         }),
-        layout!(UringOpen {
-            flags,
-            dfd,
+        layout!(UringPending {
+            op,
+            arg,
+            fd,
             file_slot,
-            _pad,
             path
         }),
         layout!(Pending {

@@ -270,6 +270,12 @@ pub fn kernel_offsets(btf: &btf::Btf) -> (Offsets, Vec<String>) {
     o.io_socket_domain = get("io_socket", "domain");
     o.io_socket_type = get("io_socket", "type");
     o.io_socket_protocol = get("io_socket", "protocol");
+    o.kiocb_async_data = get("io_kiocb", "async_data");
+    o.kiocb_cqe = get("io_kiocb", "cqe");
+    o.cqe_fd = get("io_cqe", "fd");
+    o.async_msghdr_addr = get("io_async_msghdr", "addr");
+    o.io_connect_addr_len = get("io_connect", "addr_len");
+    o.io_bind_addr_len = get("io_bind", "addr_len");
     (o, missing)
 }
 

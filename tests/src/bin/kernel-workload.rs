@@ -98,6 +98,67 @@ fn main() -> anyhow::Result<()> {
             }
             std::fs::remove_file(arg(2))?;
         }
+        // AF_UNIX bind and connect through io_uring (IORING_OP_BIND, IORING_OP_CONNECT): a
+        // socket bound to PATH and listening, then another socket connected to it.
+        "uring-unix" => {
+            use io_uring::{opcode, types, IoUring};
+            let path = arg(1);
+            let _ = std::fs::remove_file(&path);
+            // SAFETY: a zeroed sockaddr_un, filled below within its bounds.
+            let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            anyhow::ensure!(path.len() < sun.sun_path.len(), "path too long");
+            for (d, s) in sun.sun_path.iter_mut().zip(path.bytes()) {
+                *d = s as libc::c_char;
+            }
+            let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
+            // SAFETY: plain syscalls; the fds are closed below.
+            let (server, client) = unsafe {
+                (
+                    libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                    libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                )
+            };
+            anyhow::ensure!(server >= 0 && client >= 0, "socket failed");
+            let addr = (&raw const sun).cast::<libc::sockaddr>();
+            let mut ring = IoUring::new(4)?;
+            let run = |ring: &mut IoUring, e: io_uring::squeue::Entry| -> anyhow::Result<()> {
+                // SAFETY: the address outlives the submission (it is waited for here).
+                unsafe { ring.submission().push(&e)? };
+                ring.submit_and_wait(1)?;
+                let cqe = ring
+                    .completion()
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("no cqe"))?;
+                anyhow::ensure!(
+                    cqe.result() >= 0,
+                    "io_uring op {}: {}",
+                    cqe.user_data(),
+                    std::io::Error::from_raw_os_error(-cqe.result())
+                );
+                Ok(())
+            };
+            run(
+                &mut ring,
+                opcode::Bind::new(types::Fd(server), addr, len)
+                    .build()
+                    .user_data(1),
+            )?;
+            // SAFETY: a bound socket of ours.
+            anyhow::ensure!(unsafe { libc::listen(server, 1) } == 0, "listen failed");
+            run(
+                &mut ring,
+                opcode::Connect::new(types::Fd(client), addr, len)
+                    .build()
+                    .user_data(2),
+            )?;
+            // SAFETY: fds of ours.
+            unsafe {
+                libc::close(client);
+                libc::close(server);
+            }
+            std::fs::remove_file(&path)?;
+        }
         // mkfifo PATH (mode 0600).
         "mkfifo" => mkfifo(&arg(1))?,
         // TCP to 127.0.0.1:PORT: send N bytes, read until the peer closes, close.
