@@ -705,15 +705,20 @@ fn cmp_paths(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Most strings need no escaping: copy them in one go.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(s.len() + 2);
+    write_text(out, s.as_bytes(), || s);
+}
+
+/// Writes the JSON string of `text` (UTF-8 bytes), taking the `&str` from `s` only when the text
+/// needs escaping: most strings need none and are copied in one go, without a UTF-8 check.
+fn write_text<'a>(out: &mut Vec<u8>, text: &[u8], s: impl FnOnce() -> &'a str) {
+    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(text);
         out.push(b'"');
     } else {
         // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = serde_json::to_writer(&mut *out, s());
     }
 }
 
@@ -732,7 +737,7 @@ impl Value {
                 // Non-finite floats are `null`, as in `to_json`.
                 let _ = serde_json::to_writer(&mut *out, f);
             }
-            Value::Str(s) => write_str(out, s),
+            Value::Str(s) => write_text(out, s.as_bytes(), || s.as_str()),
             Value::Ip(ip) => {
                 use std::io::Write;
                 // An address has no character that needs escaping.
