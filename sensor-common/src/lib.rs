@@ -324,6 +324,9 @@ pub struct UringPending {
     pub fd: i32,
     /// Non-zero: an open into the ring's fixed-file table, not to an fd.
     pub file_slot: u32,
+    /// The request's `user_data` at submission: a completion with another one is a later use of
+    /// the same request memory (whose own submission was not one of these), not this request.
+    pub user_data: u64,
     /// The open's path, or the `sun_path` (bytes as given: a leading NUL is the abstract namespace).
     pub path: [u8; PATH_MAX],
 }
@@ -442,12 +445,13 @@ pin!(
 );
 pin!(
     UringPending,
-    272,
+    280,
     op = 0,
     arg = 4,
     fd = 8,
     file_slot = 12,
-    path = 16
+    user_data = 16,
+    path = 24
 );
 pin!(Pending, 24, ptr = 0, op = 8, arg = 12, fd = 16);
 pin!(

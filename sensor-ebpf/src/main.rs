@@ -897,12 +897,13 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
 
 /// A zeroed pending entry for `req`, in the map.
 #[inline(always)]
-fn uring_slot(req: u64, o: u32) -> Option<*mut UringPending> {
+fn uring_slot(req: u64, o: u32, user_data: u64) -> Option<*mut UringPending> {
     let zero = UringPending {
         op: o,
         arg: 0,
         fd: AT_FDCWD,
         file_slot: 0,
+        user_data,
         path: [0; PATH_MAX],
     };
     URING.insert(&req, &zero, 0).ok()?;
@@ -911,7 +912,8 @@ fn uring_slot(req: u64, o: u32) -> Option<*mut UringPending> {
 
 fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets of the io_uring/io_uring_submit_req tracepoint format.
-    let (req, opcode): (u64, u8) = unsafe { (arg(ctx, 16), arg(ctx, 32)) };
+    let (req, user_data, opcode): (u64, u64, u8) =
+        unsafe { (arg(ctx, 16), arg(ctx, 24), arg(ctx, 32)) };
     let Some(cmd) = off(global(&OFFSETS.kiocb_cmd)).map(|o| req + o as u64) else {
         return Ok(());
     };
@@ -937,7 +939,7 @@ fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
             submit(entry);
         }
         IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
-            let Some(v) = uring_slot(req, op::FIFO_OPEN) else {
+            let Some(v) = uring_slot(req, op::FIFO_OPEN, user_data) else {
                 return Ok(());
             };
             // SAFETY: v points to the map value just inserted; kread/probe reads check addresses.
@@ -987,7 +989,7 @@ fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
             let fd: i32 = off(global(&OFFSETS.kiocb_cqe))
                 .and_then(|c| unsafe { kread(req + c as u64, offset!(cqe_fd)) })
                 .unwrap_or(-1);
-            let Some(v) = uring_slot(req, o) else {
+            let Some(v) = uring_slot(req, o, user_data) else {
                 return Ok(());
             };
             let n = (len - 2).clamp(0, UNIX_PATH_MAX as i32) as u32;
@@ -1023,13 +1025,17 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
 
 fn try_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets of the io_uring/io_uring_complete tracepoint format.
-    let (req, res): (u64, i32) = unsafe { (arg(ctx, 16), arg(ctx, 32)) };
+    let (req, user_data, res): (u64, u64, i32) =
+        unsafe { (arg(ctx, 16), arg(ctx, 24), arg(ctx, 32)) };
     let Some(v) = URING.get_ptr(&req) else {
         return Ok(());
     };
     // SAFETY: a map value, valid until removed below.
-    let (o, a, fd, slot) = unsafe { ((*v).op, (*v).arg, (*v).fd, (*v).file_slot) };
-    if o == op::FIFO_OPEN {
+    let (o, a, fd, slot, ud) =
+        unsafe { ((*v).op, (*v).arg, (*v).fd, (*v).file_slot, (*v).user_data) };
+    if ud != user_data {
+        // A stale entry (its request ended without this tracepoint) meeting a reuse of the memory.
+    } else if o == op::FIFO_OPEN {
         if res >= 0 && slot == 0 {
             let mode = unsafe { fd_mode(res as u64) }.unwrap_or(0);
             if (mode as u32) & S_IFMT == S_IFIFO {

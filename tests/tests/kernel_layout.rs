@@ -130,6 +130,7 @@ fn user_layouts() -> Vec<Layout> {
             arg,
             fd,
             file_slot,
+            user_data,
             path
         }),
         layout!(Pending {
