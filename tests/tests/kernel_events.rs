@@ -335,22 +335,37 @@ fn refused_tcp_connection_is_reported_as_an_attempt() {
     assert_eq!(get(c, "source.bytes").as_i64(), Some(0), "{c}");
 }
 
+/// Makes a FIFO at `path`, runs the workload `args` under a capture, removes the FIFO; returns the
+/// events and the workload's pid.
+fn with_fifo(path: &str, args: &[&str]) -> (Vec<serde_json::Value>, u32) {
+    let _ = std::fs::remove_file(path);
+    workload(&["mkfifo", path]);
+    let cap = start(&[]);
+    let pid = workload(args);
+    std::fs::remove_file(path).unwrap();
+    (cap.stop().0, pid)
+}
+
+/// The `fifo_open` events of `pid` for `path`.
+fn fifo_opens<'a>(
+    events: &'a [serde_json::Value],
+    pid: u32,
+    path: &str,
+) -> Vec<&'a serde_json::Value> {
+    by(events, pid, "fifo_open")
+        .into_iter()
+        .filter(|e| get(e, "file.path") == path)
+        .collect()
+}
+
 #[test]
 fn fifo_opened_with_raw_open_and_openat2_is_seen() {
     if !tests::require_root("fifo_opened_with_raw_open_and_openat2_is_seen") {
         return;
     }
     let path = format!("/dev/shm/kernel-test-rawfifo-{}", std::process::id());
-    let _ = std::fs::remove_file(&path);
-    workload(&["mkfifo", &path]);
-    let cap = start(&[]);
-    let pid = workload(&["fifo-raw-opens", &path]);
-    std::fs::remove_file(&path).unwrap();
-    let (events, _) = cap.stop();
-    let opens: Vec<_> = by(&events, pid, "fifo_open")
-        .into_iter()
-        .filter(|e| get(e, "file.path") == path.as_str())
-        .collect();
+    let (events, pid) = with_fifo(&path, &["fifo-raw-opens", &path]);
+    let opens = fifo_opens(&events, pid, &path);
     // One by open(2), one by openat2(2): evading the openat(2) probe with another open syscall
     // must not hide a FIFO open.
     assert_eq!(opens.len(), 2, "{}", dump(&events, pid));
@@ -367,18 +382,10 @@ fn socket_and_fifo_open_through_io_uring_are_seen() {
     }
     let path = format!("/dev/shm/kernel-test-uringfifo-{}", std::process::id());
     let regular = format!("/tmp/kernel-test-uringregular-{}", std::process::id());
-    let _ = std::fs::remove_file(&path);
-    workload(&["mkfifo", &path]);
-    let cap = start(&[]);
-    let pid = workload(&["uring-ops", &path, &regular]);
-    std::fs::remove_file(&path).unwrap();
-    let (events, _) = cap.stop();
+    let (events, pid) = with_fifo(&path, &["uring-ops", &path, &regular]);
     // io_uring operations make no syscall of their own: without the io_uring probes, these would
     // not be seen at all.
-    let opens: Vec<_> = by(&events, pid, "fifo_open")
-        .into_iter()
-        .filter(|e| get(e, "file.path") == path.as_str())
-        .collect();
+    let opens = fifo_opens(&events, pid, &path);
     assert_eq!(opens.len(), 1, "{}", dump(&events, pid));
     let o = opens[0];
     assert_eq!(get(o, "sensor.via"), "io_uring", "{o}");
