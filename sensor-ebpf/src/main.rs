@@ -392,14 +392,21 @@ pub fn sys_enter_socketpair(ctx: TracePointContext) -> u32 {
 fn try_socket(ctx: &TracePointContext, o: u32) -> Result<(), i64> {
     let (family, ty, proto): (u64, u64, u64) =
         unsafe { (arg(ctx, 16), arg(ctx, 24), arg(ctx, 32)) };
+    emit_socket(o, family as u32, ty as u32, proto as u32, 0)
+}
+
+/// Reports a socket creation (`flags`: header flags, e.g. [`flags::IO_URING`]).
+#[inline(always)]
+fn emit_socket(o: u32, family: u32, ty: u32, proto: u32, fl: u16) -> Result<(), i64> {
     let mut entry = reserve!(SocketRecord, kind::SOCKET);
     let r: *mut SocketRecord = entry.as_mut_ptr();
     unsafe {
         fill_header(&raw mut (*r).hdr, kind::SOCKET);
+        (*r).hdr.flags = fl;
         (*r).op = o;
-        (*r).family = family as u32;
-        (*r).sock_type = ty as u32;
-        (*r).protocol = proto as u32;
+        (*r).family = family;
+        (*r).sock_type = ty;
+        (*r).protocol = proto;
     }
     submit(entry);
     Ok(())
@@ -605,8 +612,7 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // Regular opens stop here: only an fd whose inode is a FIFO goes on.
-    let mode = unsafe { fd_mode(ret as u64) }.unwrap_or(0);
-    if (mode as u32) & S_IFMT != S_IFIFO {
+    if !fd_is_fifo(ret as u64) {
         return Ok(());
     }
     let mut entry = reserve!(FifoRecord, kind::FIFO_OPEN);
@@ -640,6 +646,13 @@ unsafe fn fd_file(fd: u64) -> Option<u64> {
         let fds: u64 = kread(fdt, offset!(fdtable_fd))?;
         kread(fds + fd * 8, Some(0))
     }
+}
+
+/// Whether the running task's `fd` is a FIFO (false when the kernel objects cannot be read).
+#[inline(always)]
+fn fd_is_fifo(fd: u64) -> bool {
+    let mode = unsafe { fd_mode(fd) }.unwrap_or(0);
+    (mode as u32) & S_IFMT == S_IFIFO
 }
 
 /// `current->files->fdt->fd[fd]->f_inode->i_mode`.
@@ -926,17 +939,13 @@ fn try_uring_submit(ctx: &TracePointContext) -> Result<(), i64> {
                     kread(cmd, offset!(io_socket_protocol)),
                 )
             };
-            let mut entry = reserve!(SocketRecord, kind::SOCKET);
-            let r: *mut SocketRecord = entry.as_mut_ptr();
-            unsafe {
-                fill_header(&raw mut (*r).hdr, kind::SOCKET);
-                (*r).hdr.flags = flags::IO_URING;
-                (*r).op = op::SOCKET;
-                (*r).family = family.unwrap_or(-1) as u32;
-                (*r).sock_type = ty.unwrap_or(0) as u32;
-                (*r).protocol = proto.unwrap_or(0) as u32;
-            }
-            submit(entry);
+            emit_socket(
+                op::SOCKET,
+                family.unwrap_or(-1) as u32,
+                ty.unwrap_or(0) as u32,
+                proto.unwrap_or(0) as u32,
+                flags::IO_URING,
+            )?;
         }
         IORING_OP_OPENAT | IORING_OP_OPENAT2 => {
             let Some(v) = uring_slot(req, op::FIFO_OPEN, user_data) else {
@@ -1036,26 +1045,24 @@ fn try_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
     if ud != user_data {
         // A stale entry (its request ended without this tracepoint) meeting a reuse of the memory.
     } else if o == op::FIFO_OPEN {
-        if res >= 0 && slot == 0 {
-            let mode = unsafe { fd_mode(res as u64) }.unwrap_or(0);
-            if (mode as u32) & S_IFMT == S_IFIFO {
-                if let Some(mut entry) = EVENTS.reserve::<FifoRecord>(0) {
-                    let r: *mut FifoRecord = entry.as_mut_ptr();
-                    unsafe {
-                        fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
-                        (*r).hdr.flags = flags::IO_URING;
-                        (*r).op = op::FIFO_OPEN;
-                        (*r).flags = a;
-                        (*r).ret = res;
-                        (*r).dfd = fd;
-                        if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
-                            (*r).path[0] = 0;
-                        }
+        // Only an open that gave an fd, and a FIFO at that, is reported.
+        if res >= 0 && slot == 0 && fd_is_fifo(res as u64) {
+            if let Some(mut entry) = EVENTS.reserve::<FifoRecord>(0) {
+                let r: *mut FifoRecord = entry.as_mut_ptr();
+                unsafe {
+                    fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
+                    (*r).hdr.flags = flags::IO_URING;
+                    (*r).op = op::FIFO_OPEN;
+                    (*r).flags = a;
+                    (*r).ret = res;
+                    (*r).dfd = fd;
+                    if bpf_probe_read_kernel_buf((*v).path.as_ptr(), &mut (*r).path).is_err() {
+                        (*r).path[0] = 0;
                     }
-                    submit(entry);
-                } else {
-                    count_lost(kind::FIFO_OPEN);
                 }
+                submit(entry);
+            } else {
+                count_lost(kind::FIFO_OPEN);
             }
         }
     } else if let Some(mut entry) = EVENTS.reserve::<UnixAddrRecord>(0) {
