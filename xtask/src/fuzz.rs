@@ -243,7 +243,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The ingest formats in `sensor::ingest::Format::ALL` order: `http_body` takes the format from
+/// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
 const FORMATS: [&str; 9] = [

@@ -25,9 +25,9 @@
 //! `kill -9` anywhere replays exactly the events whose alerts are not stored.
 
 mod correlate;
+mod housekeeping;
 pub mod live;
 mod sources;
-mod store_task;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,34 +35,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use correlator::{Detector, Event};
+use correlator::Event;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::api::{Control, DaemonInfo, ReloadReport, Shared, SourceInfo};
 use crate::config::{Config, RulesConfig};
 use crate::metrics::Metrics;
-use crate::outputs::AlertUpdate;
-
-pub use store_task::StoreHandle;
+use crate::rules::LoadedRule;
+use crate::store::{AckFn, AlertUpdate};
 
 /// A boxed error from a seam (rule loader, source).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One loaded detector and a fingerprint of its definition and settings. On reload, a detector whose
-/// id and version are unchanged keeps its running instance (and so its pending state).
-pub struct LoadedRule {
-    pub detector: Box<dyn Detector>,
-    pub version: u64,
-}
-
-impl std::fmt::Debug for LoadedRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedRule")
-            .field("id", &self.detector.id())
-            .field("version", &self.version)
-            .finish()
-    }
-}
 
 /// Produces the detectors from the `[rules]` section. Called at start-up and on every reload.
 ///
@@ -121,9 +105,6 @@ impl From<mpsc::Receiver<Event>> for SourceEvents {
     }
 }
 
-/// Called with a position once the store has made it durable (see [`StartedSource::acked`]).
-pub type AckFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
-
 /// A running source: a stream of events plus hooks for status and shutdown.
 pub struct StartedSource {
     /// Also the key of its position in the store: the same as [`SourceStarter::name`].
@@ -162,68 +143,6 @@ pub enum DaemonError {
     Signal(std::io::Error),
 }
 
-/// Requests from the control API to the main loop.
-#[derive(Debug)]
-pub(crate) enum Control {
-    Reload(oneshot::Sender<Result<ReloadReport, String>>),
-}
-
-/// What a reload changed.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReloadReport {
-    /// Detectors kept with their pending state (same id and version).
-    pub kept: Vec<String>,
-    /// New or changed detectors (a changed detector starts empty).
-    pub loaded: Vec<String>,
-    pub removed: Vec<String>,
-    /// Sections that changed but take effect only at restart.
-    pub restart_needed: Vec<String>,
-}
-
-/// How a source is doing, for `sensor status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct SourceInfo {
-    pub name: String,
-    pub detail: String,
-}
-
-/// State the control API reads.
-pub(crate) struct DaemonInfo {
-    pub(crate) started: Instant,
-    pub(crate) sources: Vec<SourceInfo>,
-    pub(crate) source_status: BTreeMap<String, Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
-    pub(crate) refused: Vec<SourceInfo>,
-    pub(crate) rules: Mutex<Vec<String>>,
-    pub(crate) rates: Mutex<BTreeMap<String, f64>>,
-    pub(crate) config_path: Option<PathBuf>,
-}
-
-impl DaemonInfo {
-    pub(crate) fn rules(&self) -> Vec<String> {
-        self.rules
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-    pub(crate) fn rates(&self) -> BTreeMap<String, f64> {
-        self.rates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// Shared between the main loop and the control API.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) store: StoreHandle,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
-    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
-    pub(crate) control: mpsc::Sender<Control>,
-    pub(crate) info: Arc<DaemonInfo>,
-}
-
 /// What a run did, logged at exit.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
@@ -252,13 +171,6 @@ pub(crate) enum Pos {
     Mark(serde_json::Value),
     /// A positioned source ended without a last position.
     Closed,
-}
-
-/// The wall clock in ns since the epoch (bookkeeping only; detectors never see it).
-pub(crate) fn wall_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP and `POST /v1/reload`.
@@ -309,7 +221,8 @@ pub async fn run_with_metrics(
 
     let (alerts_tx, _) = broadcast::channel::<Arc<AlertUpdate>>(4096);
     let output_tasks = crate::outputs::start(&cfg.outputs, &alerts_tx, &metrics)?;
-    let (store_handle, store_thread) = store_task::spawn(store, metrics.clone(), alerts_tx.clone());
+    let (store_handle, store_thread) =
+        crate::store::spawn(store, metrics.clone(), alerts_tx.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (input_tx, input_rx) = mpsc::channel::<Input>(8192);
@@ -424,7 +337,7 @@ pub async fn run_with_metrics(
     let mut api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await
         .map_err(DaemonError::Api)?;
-    let housekeeping = tokio::spawn(store_task::housekeeping(
+    let housekeeping = tokio::spawn(housekeeping::run(
         store_handle.clone(),
         metrics.clone(),
         info.clone(),
