@@ -549,202 +549,162 @@ fn parse_u64_radix(v: &str, radix: u32) -> Option<u64> {
     u64::from_str_radix(v, radix).ok()
 }
 
-/// Builds one event from a group of records.
-fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
-    let f = fields();
-    let (base, raw) = ctx.base_fields("auditd.log", &g.text);
-    let mut ev = Out { fields: base };
-    ev.set(f.timestamp, util::rfc3339_value(g.ts_ns));
-    ev.set(f.event_kind, s("event"));
-    ev.insert(
-        "auditd.log.sequence",
-        Value::Int(i64::try_from(g.serial).unwrap_or(i64::MAX)),
-    );
-    if let Some(node) = &g.node {
-        ev.insert("host.name", s(node));
-    }
-    let mut kv = Vec::new();
-    let mut types = Vec::with_capacity(g.lines.len());
-    let mut args: Vec<(u64, String)> = Vec::new();
-    let mut chunks: Vec<(u64, u64, String)> = Vec::new();
-    let mut argc: Option<u64> = None;
-    let mut paths: Vec<PathItem> = Vec::new();
-    let mut cwd: Option<String> = None;
-    let mut sockaddr: Option<SockAddr> = None;
-    let mut proctitle: Option<Vec<String>> = None;
-    let mut syscall = false;
-    // The SYSCALL record's pairs, mapped after the other records'.
-    let mut sc_kv = Vec::new();
-    for l in &g.lines {
-        let rtype = g.rtype(l);
-        types.push(rtype);
-        let body = g.body(l);
-        kv.clear();
-        pairs(body, &mut kv);
-        match rtype {
-            "SYSCALL" => {
-                syscall = true;
-                sc_kv.clear();
-                sc_kv.extend_from_slice(&kv);
-            }
-            "EXECVE" => {
-                for &(k, v) in &kv {
-                    if k == "argc" {
-                        argc = v.raw().parse().ok();
-                    } else if let Some(n) = k.strip_prefix('a') {
-                        if let Some((n, rest)) = n.split_once('[') {
-                            if let (Ok(n), Ok(c)) =
-                                (n.parse::<u64>(), rest.trim_end_matches(']').parse::<u64>())
-                            {
-                                chunks.push((n, c, v.raw().to_string()));
-                            }
-                        } else if let Ok(n) = n.parse::<u64>() {
-                            let t = match v {
-                                Val::Quoted(q) => q.to_string(),
-                                Val::Raw(r) => hex_bytes(r).map_or_else(
-                                    || r.to_string(),
-                                    |b| String::from_utf8_lossy(&b).into_owned(),
-                                ),
-                            };
-                            args.push((n, t));
-                        }
+/// The pairs of one record: `(key, value)` in record order.
+type Pairs<'a> = Vec<(&'a str, Val<'a>)>;
+
+/// What the records of one group say, gathered record by record (one method per record type)
+/// before the event is built from them.
+#[derive(Default)]
+struct Records<'a> {
+    /// Record types in group order.
+    types: Vec<&'a str>,
+    /// The SYSCALL record's pairs, mapped after the other records'.
+    syscall: Option<Pairs<'a>>,
+    /// EXECVE arguments by index, and the hex chunks of long ones (index, chunk, hex).
+    args: Vec<(u64, String)>,
+    chunks: Vec<(u64, u64, String)>,
+    argc: Option<u64>,
+    paths: Vec<PathItem>,
+    cwd: Option<String>,
+    sockaddr: Option<SockAddr>,
+    proctitle: Option<Vec<String>>,
+}
+
+impl<'a> Records<'a> {
+    fn execve(&mut self, kv: &Pairs<'a>) {
+        for &(k, v) in kv {
+            if k == "argc" {
+                self.argc = v.raw().parse().ok();
+            } else if let Some(n) = k.strip_prefix('a') {
+                if let Some((n, rest)) = n.split_once('[') {
+                    if let (Ok(n), Ok(c)) =
+                        (n.parse::<u64>(), rest.trim_end_matches(']').parse::<u64>())
+                    {
+                        self.chunks.push((n, c, v.raw().to_string()));
                     }
-                }
-            }
-            "PATH" => {
-                let get = |key: &str| {
-                    kv.iter()
-                        .find(|(k, _)| *k == key)
-                        .and_then(|&(k, v)| text(k, v))
-                        .map(Cow::into_owned)
-                };
-                paths.push((
-                    get("name"),
-                    get("nametype"),
-                    get("mode"),
-                    get("inode"),
-                    get("ouid"),
-                ));
-            }
-            "CWD" => {
-                cwd = kv
-                    .iter()
-                    .find(|(k, _)| *k == "cwd")
-                    .and_then(|&(k, v)| text(k, v))
-                    .map(Cow::into_owned)
-            }
-            "SOCKADDR" => {
-                sockaddr = kv
-                    .iter()
-                    .find(|(k, _)| *k == "saddr")
-                    .and_then(|(_, v)| decode_sockaddr(v.raw()));
-            }
-            "PROCTITLE" => {
-                if let Some(&(_, v)) = kv.iter().find(|(k, _)| *k == "proctitle") {
-                    proctitle = Some(match v {
-                        Val::Quoted(q) => vec![q.to_string()],
-                        Val::Raw(r) => match hex_bytes(r) {
-                            Some(b) => b
-                                .split(|&c| c == 0)
-                                .filter(|p| !p.is_empty())
-                                .map(|p| String::from_utf8_lossy(p).into_owned())
-                                .collect(),
-                            None => vec![r.to_string()],
-                        },
-                    });
-                }
-            }
-            _ => {
-                if !syscall {
-                    generic(&mut ev, keys, &kv);
+                } else if let Ok(n) = n.parse::<u64>() {
+                    let t = match v {
+                        Val::Quoted(q) => q.to_string(),
+                        Val::Raw(r) => hex_bytes(r).map_or_else(
+                            || r.to_string(),
+                            |b| String::from_utf8_lossy(&b).into_owned(),
+                        ),
+                    };
+                    self.args.push((n, t));
                 }
             }
         }
     }
-    ev.insert("auditd.log.record_types", strs(&types));
-    let first_type = types.first().copied().unwrap_or("UNKNOWN");
-    let mut action = first_type.to_ascii_lowercase();
-    let mut category: &[&str] = &[];
-    let mut etype: &[&str] = &["info"];
-    let mut sc_name: Option<String> = None;
-    let mut sc_args: [Option<u64>; 4] = [None; 4];
-    if syscall {
-        let kv = &sc_kv;
-        generic(&mut ev, keys, kv);
-        let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map(|(_, v)| v.raw());
-        let arch = get("arch").unwrap_or("");
-        if let Some(a) = arch_name(arch) {
-            ev.insert("auditd.log.arch", s(a));
-            ev.insert("host.architecture", s(a));
-        }
-        if let Some(nr) = get("syscall") {
-            let name = nr
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| syscall_name(arch, n))
-                .map_or_else(|| nr.to_string(), str::to_string);
-            ev.insert("auditd.log.syscall", s(&name));
-            sc_name = Some(name);
-        }
-        for (i, key) in ["a0", "a1", "a2", "a3"].iter().enumerate() {
-            sc_args[i] = get(key).and_then(|v| parse_u64_radix(v, 16));
-        }
-        if let Some(name) = &sc_name {
-            action = name.clone();
-        }
+
+    fn path(&mut self, kv: &Pairs<'a>) {
+        let get = |key: &str| {
+            kv.iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|&(k, v)| text(k, v))
+                .map(Cow::into_owned)
+        };
+        self.paths.push((
+            get("name"),
+            get("nametype"),
+            get("mode"),
+            get("inode"),
+            get("ouid"),
+        ));
     }
-    // EXECVE arguments, reassembling chunked ones.
-    if !chunks.is_empty() {
-        chunks.sort_by_key(|(n, c, _)| (*n, *c));
-        let mut i = 0;
-        while i < chunks.len() {
-            let n = chunks[i].0;
-            let mut hexs = String::new();
-            while i < chunks.len() && chunks[i].0 == n {
-                hexs.push_str(&chunks[i].2);
-                i += 1;
-            }
-            let t = hex_bytes(&hexs).map_or(hexs, |b| String::from_utf8_lossy(&b).into_owned());
-            args.push((n, t));
-        }
-    }
-    if !args.is_empty() {
-        args.sort_by_key(|(n, _)| *n);
-        args.dedup_by_key(|(n, _)| *n);
-        let list: Vec<Value> = args.iter().map(|(_, a)| s(a)).collect();
-        ev.insert(
-            "process.args_count",
-            Value::Int(i64::try_from(argc.unwrap_or(list.len() as u64)).unwrap_or(0)),
-        );
-        let cmd = args
+
+    fn cwd(&mut self, kv: &Pairs<'a>) {
+        self.cwd = kv
             .iter()
-            .map(|(_, a)| a.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        ev.insert("process.command_line", s(&cmd));
-        ev.insert("process.args", Value::Array(list.into()));
-    } else if let Some(pt) = &proctitle {
-        ev.insert("process.command_line", s(&pt.join(" ")));
-        ev.insert(
-            "process.args",
-            Value::Array(pt.iter().map(|a| s(a)).collect()),
-        );
+            .find(|(k, _)| *k == "cwd")
+            .and_then(|&(k, v)| text(k, v))
+            .map(Cow::into_owned);
     }
-    if let Some(pt) = &proctitle {
-        ev.insert("process.title", s(&pt.join(" ")));
+
+    fn sockaddr(&mut self, kv: &Pairs<'a>) {
+        self.sockaddr = kv
+            .iter()
+            .find(|(k, _)| *k == "saddr")
+            .and_then(|(_, v)| decode_sockaddr(v.raw()));
     }
-    if let Some(c) = &cwd {
-        ev.insert("process.working_directory", s(c));
+
+    fn proctitle(&mut self, kv: &Pairs<'a>) {
+        if let Some(&(_, v)) = kv.iter().find(|(k, _)| *k == "proctitle") {
+            self.proctitle = Some(match v {
+                Val::Quoted(q) => vec![q.to_string()],
+                Val::Raw(r) => match hex_bytes(r) {
+                    Some(b) => b
+                        .split(|&c| c == 0)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .collect(),
+                    None => vec![r.to_string()],
+                },
+            });
+        }
     }
-    // The PATH item the event is about: the first that is not a PARENT.
-    let item = paths
-        .iter()
-        .find(|p| p.1.as_deref() != Some("PARENT"))
-        .or(paths.first());
-    let mut ftype: Option<&str> = None;
-    if let Some((name, nametype, mode, inode, ouid)) = item {
+
+    /// `process.args` (EXECVE arguments, chunked ones reassembled; else the PROCTITLE), the
+    /// command line, title and working directory.
+    fn process_fields(&mut self, ev: &mut Out) {
+        if !self.chunks.is_empty() {
+            self.chunks.sort_by_key(|(n, c, _)| (*n, *c));
+            let mut i = 0;
+            while i < self.chunks.len() {
+                let n = self.chunks[i].0;
+                let mut hexs = String::new();
+                while i < self.chunks.len() && self.chunks[i].0 == n {
+                    hexs.push_str(&self.chunks[i].2);
+                    i += 1;
+                }
+                let t = hex_bytes(&hexs).map_or(hexs, |b| String::from_utf8_lossy(&b).into_owned());
+                self.args.push((n, t));
+            }
+        }
+        if !self.args.is_empty() {
+            self.args.sort_by_key(|(n, _)| *n);
+            self.args.dedup_by_key(|(n, _)| *n);
+            let list: Vec<Value> = self.args.iter().map(|(_, a)| s(a)).collect();
+            ev.insert(
+                "process.args_count",
+                Value::Int(i64::try_from(self.argc.unwrap_or(list.len() as u64)).unwrap_or(0)),
+            );
+            let cmd = self
+                .args
+                .iter()
+                .map(|(_, a)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            ev.insert("process.command_line", s(&cmd));
+            ev.insert("process.args", Value::Array(list.into()));
+        } else if let Some(pt) = &self.proctitle {
+            ev.insert("process.command_line", s(&pt.join(" ")));
+            ev.insert(
+                "process.args",
+                Value::Array(pt.iter().map(|a| s(a)).collect()),
+            );
+        }
+        if let Some(pt) = &self.proctitle {
+            ev.insert("process.title", s(&pt.join(" ")));
+        }
+        if let Some(c) = &self.cwd {
+            ev.insert("process.working_directory", s(c));
+        }
+    }
+
+    /// `file.*` from the PATH item the event is about (the first that is not a PARENT). Returns
+    /// the file type from its mode, and whether the item was created.
+    fn file_fields(&self, ev: &mut Out) -> (Option<&'static str>, bool) {
+        let item = self
+            .paths
+            .iter()
+            .find(|p| p.1.as_deref() != Some("PARENT"))
+            .or(self.paths.first());
+        let Some((name, nametype, mode, inode, ouid)) = item else {
+            return (None, false);
+        };
+        let mut ftype = None;
         if let Some(n) = name {
-            let full = match &cwd {
+            let full = match &self.cwd {
                 Some(c) if !n.starts_with('/') => format!("{}/{}", c.trim_end_matches('/'), n),
                 _ => n.clone(),
             };
@@ -761,80 +721,118 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
         if let Some(u) = ouid {
             ev.insert("file.uid", s(u));
         }
-        if nametype.as_deref() == Some("CREATE") {
+        (ftype, nametype.as_deref() == Some("CREATE"))
+    }
+}
+
+/// The SYSCALL record: its name (or number when unknown) and its first four arguments.
+struct Syscall {
+    name: Option<String>,
+    args: [Option<u64>; 4],
+}
+
+/// Maps the SYSCALL record's pairs (generic fields, architecture, syscall name).
+fn syscall_fields(ev: &mut Out, keys: &mut KeyFields, kv: &[(&str, Val<'_>)]) -> Syscall {
+    generic(ev, keys, kv);
+    let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map(|(_, v)| v.raw());
+    let arch = get("arch").unwrap_or("");
+    if let Some(a) = arch_name(arch) {
+        ev.insert("auditd.log.arch", s(a));
+        ev.insert("host.architecture", s(a));
+    }
+    let mut sc = Syscall {
+        name: None,
+        args: [None; 4],
+    };
+    if let Some(nr) = get("syscall") {
+        let name = nr
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| syscall_name(arch, n))
+            .map_or_else(|| nr.to_string(), str::to_string);
+        ev.insert("auditd.log.syscall", s(&name));
+        sc.name = Some(name);
+    }
+    for (i, key) in ["a0", "a1", "a2", "a3"].iter().enumerate() {
+        sc.args[i] = get(key).and_then(|v| parse_u64_radix(v, 16));
+    }
+    sc
+}
+
+/// `event.category` and `event.type` of a syscall, plus what its arguments say (socket family and
+/// type, the file type of a mknod). `etype` comes in as what the PATH records said.
+fn syscall_category(
+    ev: &mut Out,
+    name: &str,
+    args: &[Option<u64>; 4],
+    mut etype: &'static [&'static str],
+    ftype: &mut Option<&'static str>,
+) -> (&'static [&'static str], &'static [&'static str]) {
+    let mut category: &'static [&'static str] = &[];
+    match name {
+        "execve" | "execveat" => {
+            category = &["process"];
+            etype = &["start"];
+        }
+        "socket" | "socketpair" => {
+            category = &["network"];
+            etype = &["start"];
+            if let Some(fam) = args[0].and_then(family_name) {
+                ev.insert("socket.family", s(fam));
+            }
+            if let Some(t) = args[1].and_then(socket_type_name) {
+                ev.insert("socket.type", s(t));
+            }
+        }
+        "connect" | "bind" | "accept" | "accept4" | "sendto" | "sendmsg" => {
+            category = &["network"];
+            etype = if name == "connect" {
+                &["connection", "start"]
+            } else {
+                &["start"]
+            };
+        }
+        "open" | "openat" | "openat2" | "creat" => {
+            category = &["file"];
+            if etype != ["creation"] {
+                etype = &["access"];
+            }
+        }
+        "mknod" | "mknodat" => {
+            category = &["file"];
+            etype = &["creation"];
+            let mode = if name == "mknod" { args[1] } else { args[2] };
+            if let Some(t) = mode.and_then(file_type) {
+                *ftype = Some(t);
+            }
+        }
+        "unlink" | "unlinkat" | "rmdir" => {
+            category = &["file"];
+            etype = &["deletion"];
+        }
+        "rename" | "renameat" | "renameat2" | "chmod" | "fchmod" | "fchmodat" | "chown"
+        | "fchown" | "fchownat" | "lchown" | "link" | "linkat" | "symlink" | "symlinkat"
+        | "truncate" | "ftruncate" | "setxattr" => {
+            category = &["file"];
+            etype = &["change"];
+        }
+        "mkdir" | "mkdirat" => {
+            category = &["file"];
             etype = &["creation"];
         }
-    }
-    if let Some(name) = sc_name.as_deref() {
-        match name {
-            "execve" | "execveat" => {
-                category = &["process"];
-                etype = &["start"];
-            }
-            "socket" | "socketpair" => {
-                category = &["network"];
-                etype = &["start"];
-                if let Some(fam) = sc_args[0].and_then(family_name) {
-                    ev.insert("socket.family", s(fam));
-                }
-                if let Some(t) = sc_args[1].and_then(socket_type_name) {
-                    ev.insert("socket.type", s(t));
-                }
-            }
-            "connect" | "bind" | "accept" | "accept4" | "sendto" | "sendmsg" => {
-                category = &["network"];
-                etype = if name == "connect" {
-                    &["connection", "start"]
-                } else {
-                    &["start"]
-                };
-            }
-            "open" | "openat" | "openat2" | "creat" => {
-                category = &["file"];
-                if etype != ["creation"] {
-                    etype = &["access"];
-                }
-            }
-            "mknod" | "mknodat" => {
-                category = &["file"];
-                etype = &["creation"];
-                let mode = if name == "mknod" {
-                    sc_args[1]
-                } else {
-                    sc_args[2]
-                };
-                if let Some(t) = mode.and_then(file_type) {
-                    ftype = Some(t);
-                }
-            }
-            "unlink" | "unlinkat" | "rmdir" => {
-                category = &["file"];
-                etype = &["deletion"];
-            }
-            "rename" | "renameat" | "renameat2" | "chmod" | "fchmod" | "fchmodat" | "chown"
-            | "fchown" | "fchownat" | "lchown" | "link" | "linkat" | "symlink" | "symlinkat"
-            | "truncate" | "ftruncate" | "setxattr" => {
-                category = &["file"];
-                etype = &["change"];
-            }
-            "mkdir" | "mkdirat" => {
-                category = &["file"];
-                etype = &["creation"];
-            }
-            "ptrace" | "kill" | "tkill" | "tgkill" | "clone" | "clone3" | "fork" | "vfork" => {
-                category = &["process"];
-            }
-            "init_module" | "finit_module" | "delete_module" => {
-                category = &["driver"];
-            }
-            _ => {}
+        "ptrace" | "kill" | "tkill" | "tgkill" | "clone" | "clone3" | "fork" | "vfork" => {
+            category = &["process"];
         }
-    } else {
-        (category, etype) = record_category(first_type);
+        "init_module" | "finit_module" | "delete_module" => {
+            category = &["driver"];
+        }
+        _ => {}
     }
-    if let Some(t) = ftype {
-        ev.insert("file.type", s(t));
-    }
+    (category, etype)
+}
+
+/// `socket.*`, `file.*` and `source`/`destination` from a SOCKADDR record.
+fn sockaddr_fields(ev: &mut Out, sockaddr: Option<SockAddr>, syscall: Option<&str>) {
     match sockaddr {
         Some(SockAddr::Unix(path)) => {
             ev.insert("socket.family", s("AF_UNIX"));
@@ -845,7 +843,7 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
             ev.insert("file.type", s("socket"));
         }
         Some(SockAddr::Inet(ip, port)) => {
-            let side = if sc_name.as_deref() == Some("bind") {
+            let side = if syscall == Some("bind") {
                 "source"
             } else {
                 "destination"
@@ -869,6 +867,64 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
         }
         None => {}
     }
+}
+
+/// Builds one event from a group of records: each record type is gathered by its own method of
+/// [`Records`], then mapped (SYSCALL last, so its fields win).
+fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
+    let f = fields();
+    let (base, raw) = ctx.base_fields("auditd.log", &g.text);
+    let mut ev = Out { fields: base };
+    ev.set(f.timestamp, util::rfc3339_value(g.ts_ns));
+    ev.set(f.event_kind, s("event"));
+    ev.insert(
+        "auditd.log.sequence",
+        Value::Int(i64::try_from(g.serial).unwrap_or(i64::MAX)),
+    );
+    if let Some(node) = &g.node {
+        ev.insert("host.name", s(node));
+    }
+    let mut rec = Records {
+        types: Vec::with_capacity(g.lines.len()),
+        ..Records::default()
+    };
+    let mut kv = Vec::new();
+    for l in &g.lines {
+        let rtype = g.rtype(l);
+        rec.types.push(rtype);
+        kv.clear();
+        pairs(g.body(l), &mut kv);
+        match rtype {
+            "SYSCALL" => rec.syscall = Some(kv.clone()),
+            "EXECVE" => rec.execve(&kv),
+            "PATH" => rec.path(&kv),
+            "CWD" => rec.cwd(&kv),
+            "SOCKADDR" => rec.sockaddr(&kv),
+            "PROCTITLE" => rec.proctitle(&kv),
+            // Records after the SYSCALL add nothing of their own.
+            _ if rec.syscall.is_none() => generic(&mut ev, keys, &kv),
+            _ => {}
+        }
+    }
+    ev.insert("auditd.log.record_types", strs(&rec.types));
+    let first_type = rec.types.first().copied().unwrap_or("UNKNOWN");
+    let sc = rec
+        .syscall
+        .take()
+        .map(|kv| syscall_fields(&mut ev, keys, &kv));
+    let sc_name = sc.as_ref().and_then(|sc| sc.name.as_deref());
+    let action = sc_name.map_or_else(|| first_type.to_ascii_lowercase(), str::to_string);
+    rec.process_fields(&mut ev);
+    let (mut ftype, created) = rec.file_fields(&mut ev);
+    let etype: &'static [&'static str] = if created { &["creation"] } else { &["info"] };
+    let (category, etype) = match (&sc, sc_name) {
+        (Some(sc), Some(name)) => syscall_category(&mut ev, name, &sc.args, etype, &mut ftype),
+        _ => record_category(first_type),
+    };
+    if let Some(t) = ftype {
+        ev.insert("file.type", s(t));
+    }
+    sockaddr_fields(&mut ev, rec.sockaddr.take(), sc_name);
     ev.set(f.event_action, s(&action));
     if !category.is_empty() {
         ev.set(f.event_category, strs(category));
