@@ -401,7 +401,7 @@ fn audisp_remote_delivers(format: &str) {
     assert_eq!(connect["destination"]["port"], 11211);
     assert!(evs
         .iter()
-        .any(|e| e["event"]["action"] == "execve" && e["process"]["args"].is_array()));
+        .any(|e| e["event"]["action"] == "exec" && e["process"]["args"].is_array()));
     println!(
         "audisp-remote ({format}): {} events for {} audit serials",
         evs.len(),

@@ -95,26 +95,16 @@ fn set_entity(ev: &mut Event, tok: &J, dst: &str) {
     }
 }
 
-fn file_type(mode: i64) -> Option<&'static str> {
-    Some(match mode & 0o170_000 {
-        0o010_000 => "fifo",
-        0o020_000 => "char_device",
-        0o040_000 => "dir",
-        0o060_000 => "block_device",
-        0o100_000 => "file",
-        0o120_000 => "symlink",
-        0o140_000 => "socket",
-        _ => return None,
-    })
-}
-
 fn file(ev: &mut Event, f: &J) {
     if let Some(path) = util::get_str(f, "path") {
         ev.insert("file.path", s(path));
         ev.insert("file.name", s(util::basename(path)));
     }
     if let Some(mode) = util::get(f, "stat.st_mode").and_then(util::as_int) {
-        if let Some(t) = file_type(mode) {
+        if let Some(t) = u64::try_from(mode)
+            .ok()
+            .and_then(correlator::ecs::file_type)
+        {
             ev.insert("file.type", s(t));
         }
         ev.insert("file.mode", s(&format!("{:04o}", mode & 0o7777)));
@@ -224,7 +214,12 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
                     let path = format!("{}/{}", dir.trim_end_matches('/'), fname);
                     ev.insert("file.path", s(&path));
                     ev.insert("file.name", s(fname));
-                    if let Some(t) = np.get("mode").and_then(util::as_int).and_then(file_type) {
+                    if let Some(t) = np
+                        .get("mode")
+                        .and_then(util::as_int)
+                        .and_then(|m| u64::try_from(m).ok())
+                        .and_then(correlator::ecs::file_type)
+                    {
                         ev.insert("file.type", s(t));
                     }
                 }

@@ -55,38 +55,10 @@ pub(crate) fn rfc3339_value(ns: i64) -> Value {
     Value::Str(format_rfc3339(ns).into())
 }
 
-/// Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.fffffffffZ` (trailing zeros of the fraction trimmed
-/// to milliseconds at least).
+/// Epoch nanoseconds as `@timestamp` text (the fraction trimmed to the source's precision, at least
+/// milliseconds).
 pub(crate) fn format_rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut frac = format!("{nanos:09}");
-    while frac.len() > 3 && frac.ends_with('0') {
-        frac.pop();
-    }
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's inverse civil algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    correlator::ecs::rfc3339(ns, correlator::ecs::Fraction::Trimmed)
 }
 
 /// Seconds (possibly fractional, possibly a string) since the epoch, as nanoseconds.
