@@ -122,12 +122,12 @@ fn socket_type_value(t: u32) -> Value {
 }
 
 /// The fields of one event under construction, in any order (sorted once by [`Event::from_fields`]).
-struct Fields {
+struct EventDraft {
     ts: i64,
     f: Vec<(Field, Value)>,
 }
 
-impl Fields {
+impl EventDraft {
     fn set(&mut self, f: Field, v: Value) {
         self.f.push((f, v));
     }
@@ -291,11 +291,11 @@ impl Decoder {
         h: &Header,
         lin: Option<&Lineage>,
         (category, ty, action): (Value, Value, Value),
-    ) -> Fields {
+    ) -> EventDraft {
         let ts = i64::try_from(h.ktime_ns)
             .unwrap_or(i64::MAX)
             .saturating_add(self.wall_offset_ns);
-        let mut e = Fields {
+        let mut e = EventDraft {
             ts,
             f: Vec::with_capacity(40),
         };
@@ -355,7 +355,7 @@ impl Decoder {
         e
     }
 
-    fn exec(&mut self, r: &ExecRecord) -> Option<Fields> {
+    fn exec(&mut self, r: &ExecRecord) -> Option<EventDraft> {
         let h = r.hdr;
         let file = cstr(&r.filename);
         let n = (r.args_len as usize).min(r.args.len());
@@ -387,7 +387,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn fork(&mut self, r: &ForkRecord) -> Option<Fields> {
+    fn fork(&mut self, r: &ForkRecord) -> Option<EventDraft> {
         let h = r.hdr;
         self.table
             .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&r.lin.comm));
@@ -403,7 +403,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn exit(&mut self, r: &ExitRecord) -> Option<Fields> {
+    fn exit(&mut self, r: &ExitRecord) -> Option<EventDraft> {
         let h = r.hdr;
         let mut e = self.base(&h, Some(&r.lin), act!(ecs::EXIT));
         // Wait status: exit code in bits 8..16, terminating signal in bits 0..7.
@@ -418,7 +418,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn socket(&mut self, r: &SocketRecord) -> Option<Fields> {
+    fn socket(&mut self, r: &SocketRecord) -> Option<EventDraft> {
         let kind = if r.op == op::SOCKETPAIR {
             act!(ecs::SOCKETPAIR_CREATED)
         } else {
@@ -434,7 +434,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<Fields> {
+    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<EventDraft> {
         let kind = if r.op == op::BIND {
             act!(ecs::UNIX_BIND)
         } else {
@@ -490,7 +490,7 @@ impl Decoder {
         }
     }
 
-    fn fifo(&mut self, r: &FifoRecord) -> Option<Fields> {
+    fn fifo(&mut self, r: &FifoRecord) -> Option<EventDraft> {
         let raw = cstr(&r.path);
         let path = Self::resolve(r.hdr.pid, r.dfd, &raw);
         let mut e = if r.op == op::FIFO_CREATE {
@@ -524,7 +524,7 @@ impl Decoder {
         Some(e)
     }
 
-    fn tcp(&mut self, r: &TcpRecord) -> Option<Fields> {
+    fn tcp(&mut self, r: &TcpRecord) -> Option<EventDraft> {
         let kind = match r.op {
             op::TCP_CONNECT => act!(ecs::TCP_CONNECT),
             op::TCP_ACCEPT => act!(ecs::TCP_ACCEPT),
@@ -581,7 +581,7 @@ impl Decoder {
     }
 }
 
-fn put_process(e: &mut Fields, parent: bool, p: &ProcessInfo) {
+fn put_process(e: &mut EventDraft, parent: bool, p: &ProcessInfo) {
     let [pid, eid, name, exe, args, argc, cl] = if parent {
         [
             fld!("process.parent.pid"),

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use correlator::{Event, Field, Value};
 
 /// Frequently used fields, interned once.
-pub(crate) struct Fields {
+pub(crate) struct KnownFields {
     pub(crate) agent_id: Field,
     pub(crate) event_module: Field,
     pub(crate) event_dataset: Field,
@@ -18,7 +18,7 @@ pub(crate) struct Fields {
     pub(crate) timestamp: Field,
 }
 
-static FIELDS: LazyLock<Fields> = LazyLock::new(|| Fields {
+static FIELDS: LazyLock<KnownFields> = LazyLock::new(|| KnownFields {
     agent_id: Field::intern("agent.id"),
     event_module: Field::intern("event.module"),
     event_dataset: Field::intern("event.dataset"),
@@ -31,7 +31,7 @@ static FIELDS: LazyLock<Fields> = LazyLock::new(|| Fields {
     timestamp: Field::intern("@timestamp"),
 });
 
-pub(crate) fn fields() -> &'static Fields {
+pub(crate) fn fields() -> &'static KnownFields {
     &FIELDS
 }
 
