@@ -7,6 +7,7 @@ pub mod alert;
 pub mod analytics;
 pub mod attack;
 pub mod detect;
+pub mod ecs;
 pub mod eql;
 pub mod event;
 pub mod rules;

@@ -39,7 +39,9 @@ pub struct KernelConfig {
     pub wakeup_bytes: u32,
     /// How often the reader drains the ring buffer without being woken, in milliseconds.
     pub poll_interval_ms: u64,
-    /// Capacity of the event queue towards the consumer; a full queue drops (and counts) events.
+    /// Capacity of the event queue towards the consumer. A full queue applies backpressure: the
+    /// reader stops reading the ring buffer until there is room, so overload becomes ring-buffer
+    /// reserve failures counted in the kernel (`lost_kernel`); nothing is dropped from the queue.
     pub queue_capacity: usize,
     /// Interval of the status log line in seconds (0: never).
     pub status_log_interval_s: u64,
@@ -98,7 +100,8 @@ pub struct KernelStatus {
     pub events: BTreeMap<String, u64>,
     /// Ring buffer reserve failures in the kernel (the buffer was full), per record kind.
     pub lost_kernel: BTreeMap<String, u64>,
-    /// Events dropped because the consumer queue was full, per record kind.
+    /// Records read at shutdown (the final drain) that the consumer queue could not take, per
+    /// record kind; while running, a full queue stops the reader instead (backpressure).
     pub lost_queue: BTreeMap<String, u64>,
     /// Records that could not be decoded (too short, unknown kind).
     pub decode_errors: u64,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value as J;
+use serde_json::Value;
 
 use tests::{free_port, sha256_hex};
 
@@ -96,7 +96,7 @@ impl Server {
         }
     }
 
-    fn events(&self) -> Vec<J> {
+    fn events(&self) -> Vec<Value> {
         let Ok(f) = std::fs::File::open(&self.output) else {
             return Vec::new();
         };
@@ -107,7 +107,7 @@ impl Server {
             .collect()
     }
 
-    fn wait_events(&self, pred: &dyn Fn(&[J]) -> bool, what: &str) -> Vec<J> {
+    fn wait_events(&self, pred: &dyn Fn(&[Value]) -> bool, what: &str) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ev = self.events();
@@ -174,7 +174,7 @@ fn http_token_auth_bad_lines_and_gzip() {
     let good = b"{\"@timestamp\":\"2024-05-01T10:00:00Z\",\"process\":{\"name\":\"a\"},\"n\":1}\n{\"@timestamp\":\"2024-05-01T10:00:01Z\",\"process\":{\"name\":\"b\"},\"n\":2}\n";
     let (code, body) = curl(&["-H", &auth, &url], good);
     assert_eq!(code, 200, "{body}");
-    let reply: J = serde_json::from_str(&body).unwrap();
+    let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["accepted"], 2);
     assert_eq!(reply["rejected"], serde_json::json!([]));
 
@@ -186,7 +186,7 @@ fn http_token_auth_bad_lines_and_gzip() {
     let mixed = b"{\"n\":3}\n{\"n\": oops}\n{\"n\":4}\n";
     let (code, body) = curl(&["-H", &auth, &url], mixed);
     assert_eq!(code, 200, "{body}");
-    let reply: J = serde_json::from_str(&body).unwrap();
+    let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["accepted"], 2, "{body}");
     assert_eq!(reply["rejected"][0]["line"], 2, "{body}");
     assert!(
@@ -401,7 +401,7 @@ fn audisp_remote_delivers(format: &str) {
     assert_eq!(connect["destination"]["port"], 11211);
     assert!(evs
         .iter()
-        .any(|e| e["event"]["action"] == "execve" && e["process"]["args"].is_array()));
+        .any(|e| e["event"]["action"] == "exec" && e["process"]["args"].is_array()));
     println!(
         "audisp-remote ({format}): {} events for {} audit serials",
         evs.len(),

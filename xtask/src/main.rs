@@ -27,11 +27,12 @@ enum Cmd {
     Setup,
     /// Build the eBPF object with Debian's BPF-capable rustc (sensor-ebpf -> bpfel-unknown-none).
     BuildEbpf,
-    /// Set up if needed, build the eBPF object and the sensor, then `sensor run` with the given args.
+    /// Set up if needed, build the eBPF object and the sensor (release, unless `--debug`), then
+    /// `sensor run` with the given args.
     Run {
-        /// Build the sensor in release mode.
+        /// Run a debug build instead of the optimised (release) one.
         #[arg(long)]
-        release: bool,
+        debug: bool,
         /// Arguments passed to `sensor run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -91,7 +92,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::BuildEbpf => build_ebpf().map(|_| ()),
-        Cmd::Run { release, args } => run(release, &args),
+        Cmd::Run { debug, args } => run(!debug, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { targets } => {
             setup_if_missing()?;

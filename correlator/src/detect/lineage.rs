@@ -11,7 +11,7 @@ use crate::{Event, Field, Value};
 
 const MAX_PROCS: usize = 100_000;
 
-struct Fields {
+struct LineageFields {
     category: Field,
     etype: Field,
     host_id: Field,
@@ -23,7 +23,7 @@ struct Fields {
     pname: Field,
 }
 
-static F: LazyLock<Fields> = LazyLock::new(|| Fields {
+static F: LazyLock<LineageFields> = LazyLock::new(|| LineageFields {
     category: Field::intern("event.category"),
     etype: Field::intern("event.type"),
     host_id: Field::intern("host.id"),

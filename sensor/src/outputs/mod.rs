@@ -20,7 +20,7 @@ use crate::store::AlertUpdate;
 
 /// RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    correlator::ecs::rfc3339(ns, correlator::ecs::Fraction::Micros)
 }
 
 /// The alert as an ECS document: `event.kind: alert`, `rule.*`, `threat.*` (MITRE ATT&CK), `host`,
