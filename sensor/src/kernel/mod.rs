@@ -5,6 +5,7 @@
 //! ABI; everything downstream sees ECS events only.
 
 pub mod btf;
+pub mod container;
 mod decode;
 mod proctable;
 mod ring;
@@ -46,6 +47,8 @@ pub struct KernelConfig {
     /// Attach only these programs (names as in `KernelStatus::attached`, or the program name such as
     /// `sys_enter_socket`); empty: all of them.
     pub programs: Vec<String>,
+    /// Container identity (`[kernel.containers]`).
+    pub containers: container::ContainerConfig,
 }
 
 impl Default for KernelConfig {
@@ -57,6 +60,7 @@ impl Default for KernelConfig {
             queue_capacity: 65_536,
             status_log_interval_s: 60,
             programs: Vec::new(),
+            containers: container::ContainerConfig::default(),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct KernelStatus {
     pub decode_errors: u64,
     /// Processes in the process table.
     pub processes: usize,
+    /// Container identity: cgroups resolved, runtimes that could not be reached.
+    pub containers: container::ContainerStatus,
 }
 
 #[derive(Default)]
@@ -112,6 +118,7 @@ pub(crate) struct Counters {
     lost_queue: [AtomicU64; kind::COUNT as usize],
     decode_errors: AtomicU64,
     processes: AtomicU64,
+    containers: container::SharedStatus,
 }
 
 /// Offsets passed to the programs as the global `OFFSETS`.
@@ -370,7 +377,9 @@ impl KernelSensor {
             })?;
 
         let host = HostInfo::from_system();
-        let table = ProcessTable::seed_from_proc(&host.id);
+        let counters = Arc::new(Counters::default());
+        let containers = container::Containers::new(&cfg.containers, counters.containers.clone());
+        let table = ProcessTable::seed_from_proc(&host.id, containers);
         tracing::info!(
             message = "kernel sensor attached",
             programs = attached.len(),
@@ -378,7 +387,6 @@ impl KernelSensor {
             processes = table.len(),
             ring_buffer_bytes = rb
         );
-        let counters = Arc::new(Counters::default());
         let ebpf = Arc::new(Mutex::new(ebpf));
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -576,6 +584,7 @@ fn status_from(
         ring_buffer_bytes,
         decode_errors: c.decode_errors.load(Ordering::Relaxed),
         processes: usize::try_from(c.processes.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+        containers: c.containers.lock().map(|g| g.clone()).unwrap_or_default(),
         ..KernelStatus::default()
     };
     for (k, &lost_k) in lost.iter().enumerate().skip(1) {
