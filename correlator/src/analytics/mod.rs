@@ -9,6 +9,7 @@
 //! Architecture Invariant: this module parses text and builds detectors; it does no I/O. The bundled files
 //! are compiled in with `include_str!`; the CLI reads override files and the config and passes their text.
 
+pub mod scope;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -883,6 +884,8 @@ pub struct AnalyticOverride {
     pub settings: BTreeMap<String, toml::Value>,
     /// Only named by a `disabled` list, which may also name EQL rules: no error when no analytic has the id.
     pub lenient: bool,
+    /// Setting values for one namespace, image or container (`[[...scoped]]`, see [`scope`]).
+    pub scoped: Vec<scope::Scope>,
 }
 
 impl Overrides {
@@ -907,9 +910,10 @@ impl Overrides {
                         o.settings = s.clone().into_iter().collect()
                     }
                     ("settings", _) => return Err(cfg("`settings` must be a table".into())),
+                    ("scoped", v) => o.scoped = scope::Scope::list_from_toml(id, v)?,
                     (other, _) => {
                         return Err(cfg(format!(
-                            "unknown key `{other}` (expected `enabled` or `settings`)"
+                            "unknown key `{other}` (expected `enabled`, `settings` or `scoped`)"
                         )))
                     }
                 }
@@ -941,10 +945,16 @@ impl Overrides {
                     .remove(id)
                     .unwrap_or_default()
             } else {
+                let mut t = t.clone();
+                let scoped = match t.remove("scoped") {
+                    Some(v) => scope::Scope::list_from_toml(id, &v)?,
+                    None => Vec::new(),
+                };
                 AnalyticOverride {
                     enabled: None,
-                    settings: t.clone().into_iter().collect(),
+                    settings: t.into_iter().collect(),
                     lenient: false,
+                    scoped,
                 }
             };
             out.analytics.insert(id.clone(), o);
@@ -1002,6 +1012,7 @@ impl Overrides {
                 };
                 slot.enabled = o.enabled.or(slot.enabled);
                 slot.settings.extend(o.settings);
+                slot.scoped.extend(o.scoped);
             }
         }
         Ok(out)
@@ -1019,6 +1030,8 @@ pub struct Entry {
     pub values: BTreeMap<String, SettingValue>,
     /// Names of the settings whose value came from the config.
     pub overridden: Vec<String>,
+    /// Per scope: which events, and the values there (`values` overlaid by the scope's).
+    pub scopes: Vec<(scope::Selector, BTreeMap<String, SettingValue>)>,
 }
 
 impl AnalyticSet {
@@ -1086,11 +1099,16 @@ impl AnalyticSet {
                     overridden.push(name.clone());
                 }
             }
+            let scopes = match overrides.analytics.get(&analytic.meta.id) {
+                Some(o) => scope::resolve(&analytic, &values, &o.scoped)?,
+                None => Vec::new(),
+            };
             entries.push(Entry {
                 analytic,
                 enabled,
                 values,
                 overridden,
+                scopes,
             });
         }
         Ok(AnalyticSet { entries })
@@ -1103,7 +1121,7 @@ impl AnalyticSet {
     ) -> Result<Vec<Box<dyn Detector>>, AnalyticError> {
         let mut out = Vec::new();
         for e in self.entries.iter().filter(|e| e.enabled) {
-            out.extend(e.analytic.build(&e.values, eql)?);
+            out.extend(scope::build(e, eql)?);
         }
         Ok(out)
     }
