@@ -202,7 +202,7 @@ impl ProcessTable {
             };
         // The parent's container, unless the record says the parent is in another cgroup now.
         let (container, cgroup_id) =
-            inherited.unwrap_or_else(|| self.containers.for_pid(child, cgroup_id));
+            inherited.unwrap_or_else(|| self.containers.for_pids(&[child, parent], cgroup_id));
         // The start time as /proc shows it (clock ticks since boot), so that a daemon restarted later
         // (which seeds from /proc) computes the same entity id; the fork time when the child is gone.
         let start_ns = i32::try_from(child)

@@ -327,8 +327,10 @@ pub struct Containers {
     unified: Option<PathBuf>,
     /// Cgroup id -> its container (None: a host cgroup).
     by_cgroup: HashMap<u64, Option<Arc<Container>>>,
-    /// When the last walk of the cgroup2 tree happened (walks are at most one per second).
+    /// When the last walk of the cgroup2 tree happened (walks are at most one per second), and
+    /// what it found (inode -> path).
     last_walk: Option<std::time::Instant>,
+    walked: HashMap<u64, String>,
     meta: meta::MetaReader,
     status: SharedStatus,
 }
@@ -345,6 +347,7 @@ impl Containers {
             unified,
             by_cgroup: HashMap::new(),
             last_walk: None,
+            walked: HashMap::new(),
             meta: meta::MetaReader::new(cfg, status.clone()),
             status,
         }
@@ -367,8 +370,15 @@ impl Containers {
 
     /// The container of process `pid`, whose cgroup v2 id is `cgroup_id` when a kernel record said
     /// it (0: unknown, e.g. when the table is seeded from /proc). Returns the container and the
-    /// cgroup id the process table should remember.
+    /// cgroup id the process table should remember: 0 when the cgroup could not be resolved (the
+    /// process is gone), so that its next exec or fork tries again.
     pub fn for_pid(&mut self, pid: u32, cgroup_id: u64) -> (Option<Arc<Container>>, u64) {
+        self.for_pids(&[pid], cgroup_id)
+    }
+
+    /// [`Containers::for_pid`] trying each of `pids` in turn for the cgroup's path (for a fork:
+    /// the child, then the parent, which the record says was in that cgroup).
+    pub fn for_pids(&mut self, pids: &[u32], cgroup_id: u64) -> (Option<Arc<Container>>, u64) {
         if !self.cfg.enabled {
             return (None, cgroup_id);
         }
@@ -377,7 +387,31 @@ impl Containers {
                 return (c.clone(), cgroup_id);
             }
         }
-        let text = meta::proc_cgroup(pid).unwrap_or_default();
+        let mut best = (None, 0);
+        for &pid in pids {
+            let (c, id, sure) = self.resolve(pid, cgroup_id);
+            if sure {
+                return (c, id);
+            }
+            if best.0.is_none() && c.is_some() {
+                best = (c, 0);
+            }
+        }
+        if best.0.is_none() && cgroup_id != 0 {
+            // Every process is gone: find the cgroup by its inode.
+            if let Some(path) = self.walk_for(cgroup_id) {
+                let c = self.finish(cgroup_id, Some(path), &[]);
+                return (c, cgroup_id);
+            }
+        }
+        best
+    }
+
+    /// One process: (container, cgroup id, whether the cgroup was found for sure).
+    fn resolve(&mut self, pid: u32, cgroup_id: u64) -> (Option<Arc<Container>>, u64, bool) {
+        let Some(text) = meta::proc_cgroup(pid) else {
+            return (None, 0, false);
+        };
         let mut v2: Option<&str> = None;
         let mut v1: Vec<&str> = Vec::new();
         for line in text.lines() {
@@ -391,7 +425,7 @@ impl Containers {
                 v1.push(path);
             }
         }
-        // The cgroup v2 path of this id: /proc's when its directory has that inode, else a walk.
+        // The cgroup v2 path of this id: /proc's when its directory has that inode.
         let mut id = cgroup_id;
         let mut path: Option<String> = None;
         if let (Some(root), Some(p)) = (&self.unified, v2) {
@@ -403,9 +437,16 @@ impl Containers {
                 path = Some(p.to_string());
             }
         }
-        if path.is_none() && id != 0 && (v2.is_none() || !v1.is_empty() || self.unified.is_some()) {
-            path = self.walk_for(id);
+        if self.unified.is_some() && path.is_none() {
+            // The process is in another cgroup than the record said (it moved since).
+            return (None, 0, false);
         }
+        let c = self.finish(id, path, &v1);
+        (c, id, true)
+    }
+
+    /// The container of a cgroup v2 `path` (or of the v1 controllers' paths), cached under `id`.
+    fn finish(&mut self, id: u64, path: Option<String>, v1: &[&str]) -> Option<Arc<Container>> {
         // The v2 path first (exact for this id), then the v1 controllers' paths (cgroup v1 hosts,
         // and hybrid hosts whose runtime made only v1 cgroups).
         let found = path
@@ -429,13 +470,16 @@ impl Containers {
                 s.cached_cgroups = self.by_cgroup.len();
             }
         }
-        (container, id)
+        container
     }
 
     /// The path (relative to the cgroup2 mount, with a leading `/`) of the directory whose inode
     /// is `id`: for a process that is gone before it was resolved. At most one walk per second,
     /// at most 65,536 directories.
     fn walk_for(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.walked.get(&id) {
+            return Some(p.clone());
+        }
         let root = self.unified.clone()?;
         let now = std::time::Instant::now();
         if self
@@ -445,30 +489,28 @@ impl Containers {
             return None;
         }
         self.last_walk = Some(now);
+        self.walked.clear();
         let mut stack = vec![root.clone()];
-        let mut seen = 0usize;
         while let Some(dir) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for e in rd.flatten() {
-                seen += 1;
-                if seen > 65_536 {
-                    return None;
+                if self.walked.len() >= 65_536 {
+                    break;
                 }
                 let Ok(ft) = e.file_type() else { continue };
                 if !ft.is_dir() {
                     continue;
                 }
                 let p = e.path();
-                if inode_of(&p) == Some(id) {
-                    let rel = p.strip_prefix(&root).ok()?;
-                    return Some(format!("/{}", rel.display()));
+                if let (Some(ino), Ok(rel)) = (inode_of(&p), p.strip_prefix(&root)) {
+                    self.walked.insert(ino, format!("/{}", rel.display()));
                 }
                 stack.push(p);
             }
         }
-        None
+        self.walked.get(&id).cloned()
     }
 }
 
