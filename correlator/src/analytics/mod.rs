@@ -1031,7 +1031,7 @@ pub struct Entry {
     /// Names of the settings whose value came from the config.
     pub overridden: Vec<String>,
     /// Per scope: which events, and the values there (`values` overlaid by the scope's).
-    pub scopes: Vec<(scope::Selector, BTreeMap<String, SettingValue>)>,
+    pub scopes: Vec<scope::ScopedValues>,
 }
 
 impl AnalyticSet {

@@ -25,13 +25,16 @@ use crate::{Alert, Event, Field, Value};
 
 use super::{Analytic, AnalyticError, Entry, EqlCompiler, SettingValue};
 
+/// A scope's selector and its setting values.
+pub type ScopedValues = (Selector, BTreeMap<String, SettingValue>);
+
 /// The values of every scope: the analytic's `base` values overlaid by the scope's, each checked
 /// against its declared type as the unscoped ones are.
 pub fn resolve(
     analytic: &Analytic,
     base: &BTreeMap<String, SettingValue>,
     scopes: &[Scope],
-) -> Result<Vec<(Selector, BTreeMap<String, SettingValue>)>, AnalyticError> {
+) -> Result<Vec<ScopedValues>, AnalyticError> {
     let id = &analytic.meta.id;
     let mut out = Vec::new();
     for s in scopes {

@@ -110,6 +110,42 @@ pub struct KernelStatus {
     pub processes: usize,
     /// Container identity: cgroups resolved, runtimes that could not be reached.
     pub containers: container::ContainerStatus,
+    /// Kernel run time per program, when `kernel.bpf_stats_enabled` is 1 (empty otherwise).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub program_stats: BTreeMap<String, ProgramStats>,
+}
+
+/// What the kernel counts for one program while `kernel.bpf_stats_enabled` is 1.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// `run_time_ns / run_count`.
+    pub ns_per_run: u64,
+}
+
+/// Per-program run counts and times from the kernel (BPF_OBJ_GET_INFO_BY_FD).
+fn program_stats(ebpf: &Ebpf) -> BTreeMap<String, ProgramStats> {
+    let mut out = BTreeMap::new();
+    for (name, _) in PROGRAMS {
+        let Some(info) = ebpf.program(name).and_then(|p| p.info().ok()) else {
+            continue;
+        };
+        let run_count = info.run_count();
+        if run_count == 0 {
+            continue;
+        }
+        let run_time_ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        out.insert(
+            (*name).to_string(),
+            ProgramStats {
+                run_count,
+                run_time_ns,
+                ns_per_run: run_time_ns / run_count,
+            },
+        );
+    }
+    out
 }
 
 #[derive(Default)]
@@ -417,16 +453,18 @@ impl KernelSensor {
 
     /// Attached and refused programs, events and losses per kind.
     pub fn status(&self) -> KernelStatus {
-        let lost = lock(&self.ebpf)
-            .map(|e| lost_kernel(&e))
+        let (lost, stats) = lock(&self.ebpf)
+            .map(|e| (lost_kernel(&e), program_stats(&e)))
             .unwrap_or_default();
-        status_from(
+        let mut s = status_from(
             &self.counters,
             &lost,
             self.attached.clone(),
             self.refused.clone(),
             self.ring_buffer_bytes,
-        )
+        );
+        s.program_stats = stats;
+        s
     }
 
     /// Asks the reader to stop once it has handed every record still in the ring buffer to the

@@ -103,7 +103,7 @@ pub fn parse_cgroup_path(path: &str) -> Option<CgroupMatch> {
         (uid.len() >= 32
             && uid
                 .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == '-' as u8 || b == b'_'))
+                .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_'))
         .then(|| uid.replace('_', "-"))
     });
     let kube = parts.iter().any(|p| p.starts_with("kubepods"));
