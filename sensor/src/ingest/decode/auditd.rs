@@ -654,6 +654,18 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
                     });
                 }
             }
+            // The kernel audit container id (`contid=`) of the event's task, where the kernel
+            // and the orchestrator set one: the event's `container.id`.
+            "CONTAINER_ID" => {
+                if let Some(id) = kv
+                    .iter()
+                    .find(|(k, _)| *k == "contid")
+                    .and_then(|&(k, v)| text(k, v))
+                    .filter(|c| !c.is_empty() && c.as_ref() != "18446744073709551615")
+                {
+                    ev.insert("container.id", s(&id));
+                }
+            }
             _ => {
                 if !syscall {
                     generic(&mut ev, keys, &kv);
