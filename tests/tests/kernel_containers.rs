@@ -514,6 +514,33 @@ SharedDirs = ["/dev/shm/*"]
         );
     }
 
+    // EQL rules can use the fields (`sensor query` over the captured events).
+    let ndjson = dir.join("events.ndjson");
+    std::fs::write(
+        &ndjson,
+        events.iter().map(|e| format!("{e}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let q = Command::new(tests::sensor_bin())
+        .args(["query", "--log", "error", "--eql"])
+        .arg(format!(
+            r#"file where kubernetes.namespace == "{ns_a}" and container.image.tag == "1" and orchestrator.resource.name == "pod-a""#
+        ))
+        .arg("--input")
+        .arg(&ndjson)
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let hits: Vec<Value> = String::from_utf8_lossy(&q.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        hits.iter().any(|e| s(e, "file.path") == fifo_a)
+            && hits.iter().all(|e| s(e, "container.id") == id_a),
+        "EQL over the container fields: {hits:#?}"
+    );
+
     // The alert raised inside A shows A and its pod in `sensor alerts show`.
     let id = alert_a["id"].as_i64().unwrap().to_string();
     let shown: Value =
