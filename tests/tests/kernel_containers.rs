@@ -597,6 +597,9 @@ SharedDirs = ["/dev/shm/*"]
     // `sensor status` shows the container resolver.
     let status = daemon.cli(&["status", "--json"]);
     assert!(status.contains("containers_seen"), "{status}");
+    let text = daemon.cli(&["status"]);
+    assert!(text.contains("containers: "), "{text}");
+    assert!(!text.contains("container runtime not reachable"), "{text}");
 }
 
 /// A process that was already running in a container when the sensor started (it is in the

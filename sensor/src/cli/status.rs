@@ -41,6 +41,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?;
         if let Some(st) = src.get("status") {
             writeln!(out, "    {st}")?;
+            if let Some(c) = st.get("containers").filter(|c| c["enabled"] == true) {
+                writeln!(
+                    out,
+                    "    containers: {} seen, {} cgroups cached (cgroup2 at {})",
+                    c["containers_seen"],
+                    c["cached_cgroups"],
+                    s(&c["cgroup2_mount"])
+                )?;
+                for (sock, why) in c["unreachable"].as_object().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "    container runtime not reachable: {sock}: {} (events carry the container id alone)",
+                        s(why)
+                    )?;
+                }
+            }
         }
     }
     for r in v["refused"].as_array().into_iter().flatten() {
