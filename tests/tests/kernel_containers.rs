@@ -471,6 +471,13 @@ SharedDirs = ["/dev/shm/*"]
     assert_eq!(s(fifo_ev, "kubernetes.container.name"), "app-a");
     assert_eq!(s(fifo_ev, "kubernetes.labels.app"), "web");
     assert_eq!(get(fifo_ev, "container.image.tag")[0], "1");
+    // The image digest, from Podman's API.
+    assert!(
+        get(fifo_ev, "container.image.hash.all")[0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{fifo_ev}"
+    );
     let binds: Vec<&Value> = events
         .iter()
         .filter(|e| action(e) == "unix_bind" && s(e, "socket.path") == "/dev/log")
