@@ -441,8 +441,17 @@ impl Containers {
             // The process is in another cgroup than the record said (it moved since).
             return (None, 0, false);
         }
+        // Only a cgroup of its own identifies the process's container for later records: the
+        // root cgroup (hybrid hosts whose runtime joins v1 controllers only, processes outside any
+        // slice) and v1-only hosts (where every task has the same v2 id) give 0, so the next exec
+        // or fork of the process reads /proc again.
+        let keep = if path.as_deref().is_some_and(|p| p != "/") {
+            id
+        } else {
+            0
+        };
         let c = self.finish(id, path, &v1);
-        (c, id, true)
+        (c, keep, true)
     }
 
     /// The container of a cgroup v2 `path` (or of the v1 controllers' paths), cached under `id`.
@@ -565,6 +574,42 @@ mod tests {
             m.pod_uid.as_deref(),
             Some("0c9f2a1e-55f5-4b8e-9d7c-2a8a9d1f4e11")
         );
+    }
+
+    /// This test process, resolved for real: on a host with a cgroup2 mount its cgroup id is the
+    /// inode of its directory there, and it is in no container (the tests run on the host).
+    #[test]
+    fn this_process_is_resolved_to_its_cgroup_and_no_container() {
+        let mut c = Containers::new(&ContainerConfig::default(), SharedStatus::default());
+        let pid = std::process::id();
+        let (ctr, id) = c.for_pid(pid, 0);
+        let Some(root) = cgroup2_mount() else {
+            assert_eq!(id, 0);
+            return;
+        };
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let v2 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line when cgroup2 is mounted");
+        if parse_cgroup_path(v2).is_some() {
+            return; // running inside a container: nothing to say about the host case
+        }
+        assert!(ctr.is_none());
+        let ino = inode_of(&root.join(v2.trim_start_matches('/'))).unwrap();
+        if v2 == "/" {
+            // The root cgroup names no one: not remembered, read again at the next exec/fork.
+            assert_eq!(id, 0);
+            assert_eq!(c.for_pid(pid, ino), (None, 0));
+        } else {
+            assert_eq!(id, ino);
+            // The same id from a kernel record gives the same answer.
+            assert_eq!(c.for_pid(pid, id).1, id);
+        }
+        // A wrong id for a live process is not taken for its cgroup.
+        assert_eq!(c.for_pid(pid, u64::MAX - 7), (None, 0));
+        let disabled = Containers::disabled().for_pid(pid, 5);
+        assert_eq!(disabled, (None, 5));
     }
 
     #[test]
