@@ -337,6 +337,10 @@ impl Decoder {
                 }
                 started = p.start_ns;
                 put_process(&mut e, false, p);
+                if let Some(c) = &p.container {
+                    // Prebuilt once per container: clones of inline strings and reference counts.
+                    e.f.extend(c.fields.iter().cloned());
+                }
             }
             None => {
                 if let Some(l) = lin {
@@ -374,8 +378,14 @@ impl Decoder {
             std::fs::read_link(format!("/proc/{}/exe", h.pid))
                 .map_or(file.clone(), |p| p.to_string_lossy().into_owned())
         };
-        self.table
-            .exec(h.pid, r.lin.ppid, &executable, args, h.ktime_ns);
+        self.table.exec(
+            h.pid,
+            r.lin.ppid,
+            &executable,
+            args,
+            h.ktime_ns,
+            r.lin.cgroup_id,
+        );
         let mut e = self.base(&h, Some(&r.lin), act!(ecs::EXEC));
         if truncated {
             e.set(fld!("process.args_truncated"), Value::Bool(true));
@@ -389,8 +399,13 @@ impl Decoder {
 
     fn fork(&mut self, r: &ForkRecord) -> Option<EventDraft> {
         let h = r.hdr;
-        self.table
-            .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&r.lin.comm));
+        self.table.fork(
+            h.pid,
+            r.child_pid,
+            h.ktime_ns,
+            &cstr(&r.lin.comm),
+            r.lin.cgroup_id,
+        );
         // The event is about the child; the actor (the parent) is its process.parent.
         let mut child_hdr = h;
         child_hdr.pid = r.child_pid;
@@ -655,6 +670,7 @@ mod tests {
         Lineage {
             ppid: 0,
             _pad: 0,
+            cgroup_id: 0,
             comm: *b"comm\0\0\0\0\0\0\0\0\0\0\0\0",
         }
     }
@@ -756,8 +772,8 @@ mod tests {
             protocol: 0,
         };
         let mut d = decoder();
-        d.table.fork(PID, PARENT, SECOND, "sh");
-        d.table.fork(PARENT, CHILD, 5 * SECOND, "sh");
+        d.table.fork(PID, PARENT, SECOND, "sh", 0);
+        d.table.fork(PARENT, CHILD, 5 * SECOND, "sh", 0);
         let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
         assert_eq!(
             e.get_path("process.parent.pid"),
@@ -767,7 +783,7 @@ mod tests {
 
         // The parent exits; a new process gets its pid, later than the child started.
         d.table.exit(PARENT);
-        d.table.fork(PID, PARENT, 9 * SECOND, "sh");
+        d.table.fork(PID, PARENT, 9 * SECOND, "sh", 0);
         let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
         assert_eq!(
             e.get_path("process.parent.pid"),

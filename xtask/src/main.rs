@@ -78,6 +78,11 @@ const PACKAGES: &[&str] = &[
     // unzip: the real-recordings test unpacks the Windows recordings in ../shared/corpora/real.
     "unzip",
     "util-linux",
+    // Real containers for the container-identity tests (tests/tests/kernel_containers.rs): podman
+    // with runc (crun refuses hybrid cgroups), busybox-static to build an image with no registry.
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];

@@ -11,6 +11,7 @@
 
 mod build;
 mod overrides;
+pub mod scope;
 mod set;
 pub mod settings;
 

@@ -790,6 +790,18 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
             "CWD" => rec.cwd(&kv),
             "SOCKADDR" => rec.sockaddr(&kv),
             "PROCTITLE" => rec.proctitle(&kv),
+            // The kernel audit container id (`contid=`) of the event's task, where the kernel
+            // and the orchestrator set one: the event's `container.id`.
+            "CONTAINER_ID" => {
+                if let Some(id) = kv
+                    .iter()
+                    .find(|(k, _)| *k == "contid")
+                    .and_then(|&(k, v)| text(k, v))
+                    .filter(|c| !c.is_empty() && c.as_ref() != "18446744073709551615")
+                {
+                    ev.insert("container.id", s(&id));
+                }
+            }
             // Records after the SYSCALL add nothing of their own.
             _ if rec.syscall.is_none() => generic(&mut ev, keys, &kv),
             _ => {}

@@ -387,6 +387,24 @@ mod tests {
         (ok, bad)
     }
 
+    /// An auditd event with a CONTAINER_ID record names its container; one without names none.
+    #[test]
+    fn auditd_container_id_record() {
+        let mut evs = Vec::new();
+        let data = "type=SYSCALL msg=audit(1.5:7): arch=c000003e syscall=133 a0=1 exe=\"/usr/bin/mkfifo\" comm=\"mkfifo\"\ntype=CONTAINER_ID msg=audit(1.5:7): contid=4242\ntype=EOE msg=audit(1.5:7):\ntype=SYSCALL msg=audit(1.6:8): arch=c000003e syscall=133 a0=1 exe=\"/usr/bin/mkfifo\"\ntype=EOE msg=audit(1.6:8):\n";
+        decode_reader(Format::Auditd, "t", data.as_bytes(), &mut |r| {
+            evs.push(r.unwrap())
+        });
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            evs[0]
+                .get_path("container.id")
+                .and_then(correlator::Value::as_str),
+            Some("4242")
+        );
+        assert!(evs[1].get_path("container.id").is_none());
+    }
+
     /// Lines that look like each format, with bytes mutated: the decoders never panic and every
     /// reject names a line within the input.
     fn seeds() -> Vec<(Format, &'static str)> {

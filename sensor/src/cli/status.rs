@@ -41,6 +41,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?;
         if let Some(st) = src.get("status") {
             detail_lines(&mut out, st, 4)?;
+            let containers = st.get("containers").filter(|c| c["enabled"] == true);
+            for (sock, why) in containers
+                .and_then(|c| c["unreachable"].as_object())
+                .into_iter()
+                .flatten()
+            {
+                writeln!(
+                    out,
+                    "    container runtime not reachable: {sock}: {} (events carry the container id alone)",
+                    s(why)
+                )?;
+            }
         }
     }
     for r in v["refused"].as_array().into_iter().flatten() {

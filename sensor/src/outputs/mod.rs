@@ -84,6 +84,22 @@ pub fn ecs_document(u: &AlertUpdate) -> Value {
     if let Some(p) = &a.process {
         doc["process"] = json!({ "executable": p });
     }
+    // Where: the container, orchestrator and Kubernetes objects of the evidence that names a
+    // container (the kernel sensor's fields, or a remote source's as sent).
+    if a.container.is_some() {
+        if let Some(ev) = u
+            .evidence
+            .iter()
+            .rev()
+            .find(|e| e.get("container").is_some())
+        {
+            for k in ["container", "orchestrator", "kubernetes"] {
+                if let Some(v) = ev.get(k) {
+                    doc[k] = v.clone();
+                }
+            }
+        }
+    }
     doc
 }
 
