@@ -246,7 +246,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
 /// The ingest formats in `sensor::ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
-const FORMATS: [&str; 9] = [
+const FORMATS: [&str; 10] = [
     "ecs",
     "auditd",
     "eslogger",
@@ -256,6 +256,7 @@ const FORMATS: [&str; 9] = [
     "suricata",
     "mdm",
     "mobile-edr",
+    "windows",
 ];
 
 /// What a corpus file seeds, by its path below `corpora/`: the format its records are in and
