@@ -40,8 +40,10 @@ struct Record {
     user_sid: Option<String>,
     /// `System/TimeCreated@SystemTime` or an equivalent UTC time of the event.
     system_time: Option<i64>,
-    /// NXLog's local `EventTime` (parsed as if UTC) when it had no zone.
+    /// The shipper's own stamp (NXLog `EventTime`, or a flat `TimeCreated`), parsed as if UTC.
     local_time: Option<i64>,
+    /// Whether that stamp carried a zone.
+    local_zoned: bool,
     /// Logstash's `@timestamp` (the record's arrival, UTC).
     envelope_time: Option<i64>,
     task: Option<String>,
@@ -67,6 +69,8 @@ pub(crate) struct WindowsDecoder {
     pub(crate) ctx: Ctx,
     /// Per host (normalised name): UTC minus local time, in seconds, learnt from Sysmon records.
     offsets: HashMap<String, i64>,
+    /// The last offset learnt, for records that name no host.
+    last_offset: Option<i64>,
     /// An XML record not yet closed: its first line number and the text so far.
     partial: Option<(u64, String)>,
 }
@@ -76,6 +80,7 @@ impl WindowsDecoder {
         WindowsDecoder {
             ctx,
             offsets: HashMap::new(),
+            last_offset: None,
             partial: None,
         }
     }
@@ -103,18 +108,23 @@ impl WindowsDecoder {
         let utc = rec
             .get("UtcTime")
             .and_then(|t| parse_time(t).map(|(ns, _)| ns));
-        if let (Some(h), Some(u), Some(l)) = (&host, utc, rec.local_time) {
+        if let (Some(u), Some(l)) = (utc, rec.local_time) {
             // Whole quarter hours: time zones are, the two stamps' seconds are not.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
             let off = ((u - l) as f64 / 1e9 / 900.0).round() as i64 * 900;
-            self.offsets.insert(h.short.clone(), off);
+            if let Some(h) = &host {
+                self.offsets.insert(h.short.clone(), off);
+            }
+            self.last_offset = Some(off);
         }
+        let learnt = match &host {
+            Some(h) => self.offsets.get(&h.short).copied(),
+            None => self.last_offset,
+        };
         let ts = utc
             .or(rec.system_time)
-            .or_else(|| {
-                let h = host.as_ref()?;
-                let off = self.offsets.get(&h.short)?;
-                Some(rec.local_time? + off * 1_000_000_000)
-            })
+            .or_else(|| Some(rec.local_time? + learnt? * 1_000_000_000))
+            .or(rec.local_time.filter(|_| rec.local_zoned))
             .or(rec.envelope_time)
             .or(rec.local_time)
             .ok_or("no event time (UtcTime, System/TimeCreated, EventTime or @timestamp)")?;
@@ -334,6 +344,8 @@ const NXLOG_SYSTEM: &[&str] = &[
     "AccountType",
     "Domain",
     "ERROR_EVT_UNRESOLVED",
+    "TimeCreated",
+    "Level",
 ];
 
 /// Logstash's envelope fields.
@@ -422,16 +434,23 @@ fn parse_nxlog(doc: &J) -> Result<Record, String> {
         user_sid: get("UserID"),
         task: get("Category"),
         opcode: get("Opcode"),
-        level: get("Severity"),
+        level: get("Severity").or_else(|| get("Level")),
         keywords: get("Keywords"),
         message: get("Message"),
         ..Record::default()
     };
-    if let Some(t) = get("EventTime") {
-        match parse_time(&t) {
-            Some((ns, true)) => rec.system_time = Some(ns),
-            Some((ns, false)) => rec.local_time = Some(ns),
-            None => return Err(format!("bad `EventTime` `{t}`")),
+    // The shipper's stamp of the event: the host's local time, with or without a zone (and some
+    // pipelines label local time `Z`): trusted only through the learnt offset, see `build`.
+    for key in ["EventTime", "TimeCreated"] {
+        if let Some(t) = get(key) {
+            match parse_time(&t) {
+                Some((ns, zoned)) => {
+                    rec.local_time = Some(ns);
+                    rec.local_zoned = zoned;
+                }
+                None => return Err(format!("bad `{key}` `{t}`")),
+            }
+            break;
         }
     }
     rec.envelope_time = util::get_str(doc, "@timestamp").and_then(|t| match parse_time(t) {
