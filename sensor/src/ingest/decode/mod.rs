@@ -114,6 +114,12 @@ impl Format {
             | Format::Suricata
             | Format::Mdm
             | Format::MobileEdr => Framing::Lines,
+            // Rendered event XML (WEF, `wevtutil qe /f:xml` with or without `/e:Events`,
+            // `Get-WinEvent ... ToXml()`), beside NXLog/Winlogbeat JSON lines.
+            Format::Windows => Framing::Xml {
+                end: "</Event>",
+                wrappers: &["Events"],
+            },
         }
     }
 }
