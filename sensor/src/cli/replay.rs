@@ -66,6 +66,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
     }
     let events = read_input(&args)?;
+    if args.format == crate::ingest::Format::Ecs {
+        let n = events
+            .iter()
+            .filter(|e| crate::ingest::lacks_ecs_category(e))
+            .count() as u64;
+        if n > 0 {
+            eprintln!("warning: {}", crate::ingest::uncategorized_warning(n));
+        }
+    }
     let progress = crate::metrics::progress::Progress::items("replay", events.len() as u64);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());

@@ -53,6 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ingest clients: {} (rejected records {})",
         v["ingest_clients"], v["ingest_rejects"]
     )?;
+    if let Some(n) = v["ingest_ecs_uncategorized"].as_u64().filter(|n| *n > 0) {
+        writeln!(
+            out,
+            "ingest warning: {}",
+            crate::ingest::uncategorized_warning(n)
+        )?;
+    }
     let st = &v["store"];
     writeln!(
         out,

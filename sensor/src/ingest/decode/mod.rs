@@ -348,6 +348,24 @@ pub fn validate_line(format: Format, raw: &[u8]) -> Option<Result<(), String>> {
     })
 }
 
+/// True when an ECS event carries neither `event.category` nor `event.kind`: what a record sent as
+/// `ecs` looks like when it is not ECS at all (raw Sysmon or NXLog fields such as `EventID`,
+/// `Image`), which the `ecs` format accepts as it is but no analytic reads.
+pub fn lacks_ecs_category(ev: &Event) -> bool {
+    let f = util::fields();
+    ev.get(f.event_category).is_none_or(Value::is_null)
+        && ev.get(f.event_kind).is_none_or(Value::is_null)
+}
+
+/// The warning shown for `n` such records ([`lacks_ecs_category`]), the same in the CLI and the
+/// daemon's status.
+pub fn uncategorized_warning(n: u64) -> String {
+    format!(
+        "{n} records carry no ECS event.category; wrong format? (raw Windows event log records, \
+         Sysmon or Security as NXLog, Winlogbeat or event XML ship them, go in as `windows`)"
+    )
+}
+
 /// What every decoder stamps on its events.
 #[derive(Clone)]
 pub(crate) struct Ctx {
