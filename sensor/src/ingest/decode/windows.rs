@@ -1487,4 +1487,24 @@ mod tests {
             "<a> &amp; AB &bogus; &"
         );
     }
+
+    proptest::proptest! {
+        /// A value survives either shape: XML-escaped in `<Data>`, or a JSON string in an NXLog
+        /// record (values with `&` aside: NXLog's escapes are undone there by design).
+        #[test]
+        fn values_survive_xml_and_json(v in "[ -~\u{e9}\u{4e2d}]{1,40}", id in 1u32..30) {
+            proptest::prop_assume!(v.trim() != "-" && !v.trim().is_empty());
+            let esc = v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            let xml = format!("<Event><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>{id}</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/><Computer>h</Computer></System><EventData><Data Name='Image'>{esc}</Data></EventData></Event>");
+            let (ok, bad) = decode(&xml);
+            proptest::prop_assert!(bad.is_empty(), "{:?}", bad);
+            proptest::prop_assert_eq!(get(&ok[0], "winlog.event_data.Image"), Some(v.as_str()));
+            if !v.contains('&') && !matches!(id, 8 | 10) {
+                let json = serde_json::json!({"EventID": id, "SourceName": "Microsoft-Windows-Sysmon", "UtcTime": "2024-01-01 00:00:00", "Image": v}).to_string();
+                let (ok, bad) = decode(&json);
+                proptest::prop_assert!(bad.is_empty(), "{:?}", bad);
+                proptest::prop_assert_eq!(get(&ok[0], "process.executable"), Some(v.as_str()));
+            }
+        }
+    }
 }
