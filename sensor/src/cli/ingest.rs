@@ -11,7 +11,7 @@ use crate::ingest::{decode_reader, lacks_ecs_category, uncategorized_warning, Fo
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr.
+    /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows.
     #[arg(long)]
     pub format: Format,
     /// Input file (`-` for stdin); a `.gz` file is decompressed.

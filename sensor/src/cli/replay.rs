@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Input format: ecs (JSON array or NDJSON), auditd, eslogger, unifiedlog, osquery, zeek,
-    /// suricata, mdm, mobile-edr (the network ingest decoders; `.gz` inputs are decompressed).
+    /// suricata, mdm, mobile-edr, windows (the network ingest decoders; `.gz` inputs are decompressed).
     #[arg(long, default_value = "ecs")]
     pub format: crate::ingest::Format,
     /// Agent id recorded on decoded events (`agent.id`) for non-ECS formats.
