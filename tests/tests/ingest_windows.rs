@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use correlator::{Event, Value};
-use sensor::ingest::{decode_reader, Format};
+use ingest::{decode_reader, Format};
 
 /// The real recordings: zip archives of one JSON file each.
 fn recordings() -> Vec<PathBuf> {

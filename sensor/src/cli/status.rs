@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     conn: super::alerts::Conn,
     /// The raw JSON status.
@@ -12,7 +12,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let v = args.conn.call("GET", "/v1/status", None)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -54,11 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         v["ingest_clients"], v["ingest_rejects"]
     )?;
     if let Some(n) = v["ingest_ecs_uncategorized"].as_u64().filter(|n| *n > 0) {
-        writeln!(
-            out,
-            "ingest warning: {}",
-            crate::ingest::uncategorized_warning(n)
-        )?;
+        writeln!(out, "ingest warning: {}", ingest::uncategorized_warning(n))?;
     }
     let st = &v["store"];
     writeln!(
