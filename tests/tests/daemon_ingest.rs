@@ -328,3 +328,45 @@ fn kill_9_while_a_client_streams_keeps_every_acknowledged_record_as_exactly_one_
         &duplicated[..duplicated.len().min(20)]
     );
 }
+
+/// Raw Windows event log records (NXLog's Sysmon fields) posted as `ecs` are accepted, and the daemon
+/// counts them (metric, `/v1/status`, `sensor status`) as records without an ECS `event.category`,
+/// while a real ECS record is not counted.
+#[test]
+fn raw_sysmon_posted_as_ecs_is_reported_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::new(dir.path());
+    d.spawn();
+    let raw = r#"{"EventID":17,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"WS1.corp.local","UtcTime":"2020-09-18 19:00:21.120","PipeName":"\\msagent_12","Image":"C:\\x.exe"}"#;
+    let ecs = r#"{"@timestamp":"2020-09-18T19:00:22Z","event":{"category":["process"],"type":["start"]},"process":{"name":"a"}}"#;
+    let body = format!("{raw}\n{raw}\n{raw}\n{ecs}\n");
+    assert_eq!(post(d.port, &body), Some(4));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let n = loop {
+        let n = api(&d.socket, "/v1/status")
+            .and_then(|s| s["ingest_ecs_uncategorized"].as_u64())
+            .unwrap_or(0);
+        if n >= 3 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(n, 3, "{}", d.log_text());
+    let out = Command::new(tests::sensor_bin())
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3 records carry no ECS event.category; wrong format?"),
+        "{text}"
+    );
+    let metrics = api(&d.socket, "/metrics").unwrap_or(Value::Null);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("sensor_ingest_ecs_uncategorized_total 3"),
+        "{metrics}"
+    );
+    d.stop();
+}

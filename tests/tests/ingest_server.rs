@@ -541,3 +541,43 @@ fn zeek_tsv_rows_after_a_restart_still_have_their_header() {
     );
     server.stop();
 }
+
+/// `POST /v1/ingest/windows`: rendered event XML as `wevtutil qe /f:xml /e:Events` prints it (a
+/// wrapper, events back to back on one line, one spanning lines) beside an NXLog JSON line; each
+/// event is one record, a broken one is rejected with the line it starts on.
+#[test]
+fn windows_event_xml_and_nxlog_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(
+        dir.path(),
+        port,
+        &format!("[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n"),
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/ingest/windows");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let ev = |id: u32, pipe: &str| {
+        format!("<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>{id}</EventID><TimeCreated SystemTime='2024-05-01T10:00:00.5Z'/><Computer>DC01.corp.example</Computer></System><EventData><Data Name='PipeName'>{pipe}</Data><Data Name='Image'>C:\\x.exe</Data></EventData></Event>")
+    };
+    let body = format!(
+        "<?xml version='1.0' encoding='UTF-8'?>\n<Events>{}{}\n{}\n<Event><System><EventID>1</Event>\n</Events>\n{}\n",
+        ev(17, "\\a"),
+        ev(18, "&lt;Anonymous Pipe&gt;"),
+        ev(17, "\\b").replace("<EventData>", "\n<EventData>\n"),
+        r#"{"EventID":18,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"dc01","UtcTime":"2024-05-01 10:00:01.000","PipeName":"\\c"}"#
+    );
+    let (code, reply) = curl(&["-H", &auth, &url], body.as_bytes());
+    assert_eq!(code, 200, "{reply}");
+    let reply: J = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["accepted"], 4, "{reply}");
+    assert_eq!(reply["rejected"][0]["line"], 6, "{reply}");
+    let evs = server.wait_events(&|e| e.len() >= 4, "4 windows events");
+    let mut pipes: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| e["file"]["name"].as_str())
+        .collect();
+    pipes.sort_unstable();
+    assert_eq!(pipes, ["<Anonymous Pipe>", "\\a", "\\b", "\\c"]);
+    assert!(evs.iter().all(|e| e["host"]["name"] == "dc01"));
+    server.stop();
+}

@@ -124,6 +124,29 @@ pub const SOURCE_DATA_COMPONENTS: &[(&str, &[&str])] = &[
             "Process Access",
         ],
     ),
+    (
+        "windows",
+        &[
+            "Process Creation",
+            "Process Termination",
+            "Command Execution",
+            "File Creation",
+            "File Access",
+            "File Deletion",
+            "Network Connection Creation",
+            "Named Pipe Metadata",
+            "Process Access",
+            "Module Load",
+            "Windows Registry Key Creation",
+            "Windows Registry Key Modification",
+            "Service Creation",
+            "Logon Session Creation",
+            "User Account Authentication",
+            "Network Share Access",
+            "Script Execution",
+            "Scheduled Job Creation",
+        ],
+    ),
 ];
 
 /// Every known source name.

@@ -19,6 +19,7 @@ mod osquery;
 mod suricata;
 mod unifiedlog;
 mod util;
+mod windows;
 mod zeek;
 
 pub use auditd::{syscall_name, AuditdDecoder};
@@ -46,11 +47,13 @@ pub enum Format {
     Mdm,
     /// The product's own mobile EDR telemetry JSON (schemas/mobile-edr.schema.json).
     MobileEdr,
+    /// Windows event log records (Sysmon, Security...) as NXLog, Winlogbeat or event XML ship them.
+    Windows,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::Ecs,
         Format::Auditd,
         Format::Eslogger,
@@ -60,6 +63,7 @@ impl Format {
         Format::Suricata,
         Format::Mdm,
         Format::MobileEdr,
+        Format::Windows,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Format {
             Format::Suricata => "suricata",
             Format::Mdm => "mdm",
             Format::MobileEdr => "mobile-edr",
+            Format::Windows => "windows",
         }
     }
 
@@ -88,6 +93,7 @@ impl Format {
             Format::Suricata => 7,
             Format::Mdm => 8,
             Format::MobileEdr => 9,
+            Format::Windows => 10,
         }
     }
 
@@ -108,6 +114,12 @@ impl Format {
             | Format::Suricata
             | Format::Mdm
             | Format::MobileEdr => Framing::Lines,
+            // Rendered event XML (WEF, `wevtutil qe /f:xml` with or without `/e:Events`,
+            // `Get-WinEvent ... ToXml()`), beside NXLog/Winlogbeat JSON lines.
+            Format::Windows => Framing::Xml {
+                end: "</Event>",
+                wrappers: &["Events"],
+            },
         }
     }
 }
@@ -120,7 +132,7 @@ impl fmt::Display for Format {
 
 /// An unknown format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr)")]
+#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -136,6 +148,7 @@ impl FromStr for Format {
             "suricata" | "eve" => Ok(Format::Suricata),
             "mdm" => Ok(Format::Mdm),
             "mobile-edr" | "mobile_edr" | "mobileedr" => Ok(Format::MobileEdr),
+            "windows" | "winevent" | "nxlog" | "evtx-xml" => Ok(Format::Windows),
             _ => Err(UnknownFormat(s.to_string())),
         }
     }
@@ -195,6 +208,7 @@ pub fn decoder(format: Format, agent_id: &str) -> Box<dyn Decoder> {
         Format::Suricata => Box::new(suricata::SuricataDecoder { ctx }),
         Format::Mdm => Box::new(mobile::MdmDecoder { ctx }),
         Format::MobileEdr => Box::new(mobile::MobileEdrDecoder { ctx }),
+        Format::Windows => Box::new(windows::WindowsDecoder::new(ctx)),
     }
 }
 
@@ -334,6 +348,24 @@ pub fn validate_line(format: Format, raw: &[u8]) -> Option<Result<(), String>> {
     })
 }
 
+/// True when an ECS event carries neither `event.category` nor `event.kind`: what a record sent as
+/// `ecs` looks like when it is not ECS at all (raw Sysmon or NXLog fields such as `EventID`,
+/// `Image`), which the `ecs` format accepts as it is but no analytic reads.
+pub fn lacks_ecs_category(ev: &Event) -> bool {
+    let f = util::fields();
+    ev.get(f.event_category).is_none_or(Value::is_null)
+        && ev.get(f.event_kind).is_none_or(Value::is_null)
+}
+
+/// The warning shown for `n` such records ([`lacks_ecs_category`]), the same in the CLI and the
+/// daemon's status.
+pub fn uncategorized_warning(n: u64) -> String {
+    format!(
+        "{n} records carry no ECS event.category; wrong format? (raw Windows event log records, \
+         Sysmon or Security as NXLog, Winlogbeat or event XML ship them, go in as `windows`)"
+    )
+}
+
 /// What every decoder stamps on its events.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -418,6 +450,7 @@ mod tests {
             (Format::Suricata, r#"{"timestamp":"2024-01-01T00:00:00.000000+0000","event_type":"tls","src_ip":"1.2.3.4","tls":{"sni":"a","version":"TLS 1.2"}}"#),
             (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
             (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
+            (Format::Windows, "{\"EventID\":1,\"SourceName\":\"Microsoft-Windows-Sysmon\",\"Hostname\":\"H.corp\",\"UtcTime\":\"2020-01-01 00:00:00.1\",\"Image\":\"C:\\\\a.exe\",\"CommandLine\":\"a \\\"b c\\\"\"}\n<Event xmlns='x'><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>17</EventID><TimeCreated SystemTime='2020-01-01T00:00:00Z'/><Computer>H</Computer></System>\n<EventData><Data Name='PipeName'>\\\\p&amp;</Data></EventData></Event>"),
         ]
     }
 
@@ -466,7 +499,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn never_panics_on_mutations(which in 0usize..9, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+        fn never_panics_on_mutations(which in 0usize..10, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
             let (f, s) = seeds()[which];
             let mut data = s.as_bytes().to_vec();
             for (pos, b) in edits {
@@ -482,7 +515,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_bytes(which in 0usize..9, data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn never_panics_on_bytes(which in 0usize..10, data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = run(Format::ALL[which], &data);
         }
     }

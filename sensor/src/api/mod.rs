@@ -263,6 +263,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "pending": m.pending.load(Relaxed),
         "ingest_clients": m.ingest_clients.load(Relaxed),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
+        "ingest_ecs_uncategorized": m.ingest_ecs_uncategorized.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
         "store": store,

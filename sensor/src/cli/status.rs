@@ -65,6 +65,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ingest clients: {} (rejected records {})",
         v["ingest_clients"], v["ingest_rejects"]
     )?;
+    if let Some(n) = v["ingest_ecs_uncategorized"].as_u64().filter(|n| *n > 0) {
+        writeln!(out, "ingest warning: {}", ingest::uncategorized_warning(n))?;
+    }
     let st = &v["store"];
     writeln!(
         out,
