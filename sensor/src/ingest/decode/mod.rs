@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use correlator::{Event, Field, Value};
 
+mod apple_mdm;
 mod auditd;
 mod ecs;
 mod eslogger;
 mod mobile;
+mod mtd;
 mod osquery;
 mod suricata;
 mod unifiedlog;
@@ -44,11 +46,15 @@ pub enum Format {
     Mdm,
     /// The product's own mobile EDR telemetry JSON (schemas/mobile-edr.schema.json).
     MobileEdr,
+    /// Apple MDM protocol messages: XML plists, NanoMDM/MicroMDM webhook JSON, DEP device records.
+    AppleMdm,
+    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune), vendor recognised per record.
+    Mtd,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 11] = [
         Format::Ecs,
         Format::Auditd,
         Format::Eslogger,
@@ -58,6 +64,8 @@ impl Format {
         Format::Suricata,
         Format::Mdm,
         Format::MobileEdr,
+        Format::AppleMdm,
+        Format::Mtd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +79,8 @@ impl Format {
             Format::Suricata => "suricata",
             Format::Mdm => "mdm",
             Format::MobileEdr => "mobile-edr",
+            Format::AppleMdm => "apple-mdm",
+            Format::Mtd => "mtd",
         }
     }
 
@@ -86,6 +96,9 @@ impl Format {
             Format::Suricata => 7,
             Format::Mdm => 8,
             Format::MobileEdr => 9,
+            // 10 and 11 are left to the formats being added beside these (windows).
+            Format::AppleMdm => 12,
+            Format::Mtd => 13,
         }
     }
 
@@ -102,7 +115,7 @@ impl fmt::Display for Format {
 
 /// An unknown format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr)")]
+#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, apple-mdm, mtd)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -118,6 +131,8 @@ impl FromStr for Format {
             "suricata" | "eve" => Ok(Format::Suricata),
             "mdm" => Ok(Format::Mdm),
             "mobile-edr" | "mobile_edr" | "mobileedr" => Ok(Format::MobileEdr),
+            "apple-mdm" | "apple_mdm" | "applemdm" => Ok(Format::AppleMdm),
+            "mtd" => Ok(Format::Mtd),
             _ => Err(UnknownFormat(s.to_string())),
         }
     }
@@ -175,6 +190,8 @@ pub fn decoder(format: Format, agent_id: &str) -> Box<dyn Decoder> {
         Format::Suricata => Box::new(suricata::SuricataDecoder { ctx }),
         Format::Mdm => Box::new(mobile::MdmDecoder { ctx }),
         Format::MobileEdr => Box::new(mobile::MobileEdrDecoder { ctx }),
+        Format::AppleMdm => Box::new(apple_mdm::AppleMdmDecoder { ctx }),
+        Format::Mtd => Box::new(mtd::MtdDecoder { ctx }),
     }
 }
 
