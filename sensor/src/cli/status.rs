@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ingest clients: {} (rejected records {})",
         v["ingest_clients"], v["ingest_rejects"]
     )?;
+    print_agents(&mut out, &v["ingest_agents"])?;
     let st = &v["store"];
     writeln!(
         out,
@@ -66,4 +67,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         st["suppressed"]
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per remote agent and protocol: connections, records, last record (seconds ago).
+fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    for a in agents.as_array().into_iter().flatten() {
+        let ago = |k: &str| {
+            a[k].as_u64().map_or_else(
+                || "never".to_string(),
+                |t| format!("{}s ago", now_ms.saturating_sub(t) / 1000),
+            )
+        };
+        writeln!(
+            out,
+            "  agent {:<16} {:<14} connections {:>3}  records {:>10} (rejected {})  last record {}  peer {}",
+            a["agent"].as_str().unwrap_or("?"),
+            a["protocol"].as_str().unwrap_or("?"),
+            a["connections"],
+            a["records_accepted"],
+            a["records_rejected"],
+            ago("last_record_ms"),
+            a["peer"].as_str().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
 }

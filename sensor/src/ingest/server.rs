@@ -77,6 +77,10 @@ pub struct AuditdConfig {
 pub struct AuditdPeer {
     pub addr: IpAddr,
     pub agent_id: String,
+    /// `host.name` of this peer's events whose records name no host (audisp-remote without
+    /// `name_format`); the agent id when absent.
+    #[serde(default)]
+    pub host_name: Option<String>,
 }
 
 /// One HTTP agent.
@@ -92,6 +96,9 @@ pub struct AgentConfig {
     /// Records per second for this agent (overrides the default limit).
     #[serde(default)]
     pub rate_per_sec: Option<u32>,
+    /// `host.name` of this agent's events whose records name no host; the agent id when absent.
+    #[serde(default)]
+    pub host_name: Option<String>,
 }
 
 /// Protection limits.
@@ -839,6 +846,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         }
     };
     let accepted = outcome.accepted.len();
+    super::agents::activity().records(
+        &agent.id,
+        &format!("http/{format}"),
+        accepted as u64,
+        outcome.rejected.len() as u64,
+    );
     let rejected: Vec<serde_json::Value> = outcome
         .rejected
         .iter()
@@ -980,9 +993,13 @@ async fn auditd_loop(
         let state = state.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let activity = super::agents::activity();
+            activity.connected(&agent, "auditd", &peer.to_string());
+            let id = agent.clone();
             if let Err(e) = auditd_conn(tcp, agent, state, shutdown).await {
                 tracing::info!(message = "ingest: auditd connection closed", %peer, error = %e);
             }
+            activity.disconnected(&id, "auditd");
         });
     }
 }
@@ -1054,7 +1071,15 @@ async fn auditd_conn(
                 let spool = state.spool.clone();
                 let batch = records.clone();
                 match tokio::task::spawn_blocking(move || spool.append_batch(&batch)).await {
-                    Ok(Ok(_)) => break,
+                    Ok(Ok(_)) => {
+                        super::agents::activity().records(
+                            &agent,
+                            "auditd",
+                            records.len() as u64,
+                            0,
+                        );
+                        break;
+                    }
                     Ok(Err(SpoolError::Full { .. })) if attempt < 20 => {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -246,7 +246,9 @@ impl Metrics {
             "sensor_ingest_clients",
             "gauge",
             "Connected network ingest clients.",
-            one(self.ingest_clients.load(Relaxed).to_string()),
+            one(crate::ingest::agents::activity()
+                .connected_count()
+                .to_string()),
         );
         family(
             "sensor_reloads_total",
