@@ -121,6 +121,12 @@ impl Format {
             | Format::Suricata
             | Format::Mdm
             | Format::MobileEdr => Framing::Lines,
+            // Plists span lines; DEP and MTD API responses are often indented JSON.
+            Format::AppleMdm => Framing::XmlAndJson {
+                end: "</plist>",
+                wrappers: &[],
+            },
+            Format::Mtd => Framing::Json,
         }
     }
 }
