@@ -538,6 +538,9 @@ fn certificate(ev: &mut Event, c: &Dictionary) {
     if let Some(b) = pbool(c, "IsIdentity") {
         ev.insert("apple_mdm.certificate.is_identity", Value::Bool(b));
     }
+    if let Some(b) = pbool(c, "IsManaged") {
+        ev.insert("apple_mdm.certificate.managed", Value::Bool(b));
+    }
     let Some(der) = c.get("Data").and_then(P::as_data) else {
         return;
     };
@@ -658,6 +661,12 @@ fn profile(ev: &mut Event, p: &Dictionary) {
     if !names.is_empty() {
         ev.insert("apple_mdm.profile.payload_names", arr(&names));
     }
+    // The enrollment profile itself (it carries the `com.apple.mdm` payload): installed by the
+    // user when enrolling, so never IsManaged, and often with the organisation's CA.
+    ev.insert(
+        "apple_mdm.profile.enrollment",
+        Value::Bool(types.iter().any(|t| t == "com.apple.mdm")),
+    );
     let root = types.iter().any(|t| ROOT_CA_PAYLOADS.contains(&t.as_str()));
     ev.insert("apple_mdm.profile.root_ca", Value::Bool(root));
     let traffic: Vec<String> = types

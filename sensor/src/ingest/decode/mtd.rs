@@ -13,7 +13,8 @@
 //! Threats are `event.kind` `alert` with `rule.name` (the vendor's threat type), `event.reason`,
 //! `event.severity` (the vendor's number) and `mtd.severity` (low / medium / high / critical);
 //! device, app and network destination go to ECS `host.*`, `device.*`, `package.*`,
-//! `destination.*`. The mapping is in docs/formats/mtd.md.
+//! `destination.*`. An item of a batch is an event of its own, with the item (compact JSON) as its
+//! original record. The mapping is in docs/formats/mtd.md.
 
 use correlator::{Event, Value};
 use serde_json::Value as J;
@@ -86,7 +87,9 @@ pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
                 let v = vendor(it).ok_or_else(|| {
                     format!("`{key}[{i}]`: no known vendor's record (expected one of: {KNOWN})")
                 })?;
-                out.push(one(ctx, record, it, v).map_err(|e| format!("`{key}[{i}]`: {e}"))?);
+                // Each item is one vendor event: it is the event's original record.
+                let raw = it.to_string();
+                out.push(one(ctx, &raw, it, v).map_err(|e| format!("`{key}[{i}]`: {e}"))?);
             }
             return Ok(out);
         }
@@ -243,7 +246,9 @@ fn zimperium(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     if let Some(id) = dev_id {
         set_device(&mut ev, id);
     }
-    util::copy(&mut ev, d, "device.mdmDeviceId", "mtd.device.mdm_id");
+    if let Some(m) = nonempty(d, "device.mdmDeviceId") {
+        ev.insert("mtd.device.mdm_id", s(m));
+    }
     if let Some(m) = nonempty(d, "device.model") {
         ev.insert("device.model.identifier", s(m));
     }
@@ -262,7 +267,7 @@ fn zimperium(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     if let Some(gi) = d.get("generalInfo") {
         util::copy(&mut ev, gi, "ssid", "network.name");
         util::copy(&mut ev, gi, "bssid", "mtd.network.bssid");
-        util::copy(&mut ev, gi, "actionTriggered", "event.action_triggered");
+        util::copy(&mut ev, gi, "actionTriggered", "mtd.threat.action");
         util::copy(
             &mut ev,
             gi,
