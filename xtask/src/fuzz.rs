@@ -246,7 +246,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
 /// The ingest formats in `sensor::ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
-const FORMATS: [&str; 9] = [
+const FORMATS: [&str; 11] = [
     "ecs",
     "auditd",
     "eslogger",
@@ -256,6 +256,8 @@ const FORMATS: [&str; 9] = [
     "suricata",
     "mdm",
     "mobile-edr",
+    "apple-mdm",
+    "mtd",
 ];
 
 /// What a corpus file seeds, by its path below `corpora/`: the format its records are in and
@@ -275,6 +277,12 @@ fn classify(rel: &str) -> Option<(&'static str, bool)> {
         "eql/test_data.json" | "macos/jamf-protect-telemetry-expected.json" => Some(("ecs", true)),
         "macos/jamf-protect-telemetry.log" => Some(("eslogger", false)),
         "macos/osquery-results.log" => Some(("osquery", false)),
+        _ if rel.starts_with("real/apple-mdm/")
+            && (name.ends_with(".plist") || name.ends_with(".json")) =>
+        {
+            Some(("apple-mdm", false))
+        }
+        _ if rel.starts_with("real/mtd/") && name.ends_with(".json") => Some(("mtd", false)),
         _ if rel.starts_with("zeek/")
             && (name.contains("conn.log")
                 || name.contains("ssl.log")

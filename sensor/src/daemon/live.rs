@@ -275,6 +275,8 @@ impl Sink for ChannelSink<'_> {
 
 /// Reads the spool after `start`, decodes, and forwards events and positions. The spool is
 /// committed only up to what the store has acknowledged as durable.
+// The consumer thread's whole context, handed over once at spawn.
+#[allow(clippy::too_many_arguments)]
 fn consume(
     spool: &Spool,
     start: Position,

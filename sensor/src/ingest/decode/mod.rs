@@ -423,6 +423,8 @@ mod tests {
             (Format::Suricata, r#"{"timestamp":"2024-01-01T00:00:00.000000+0000","event_type":"tls","src_ip":"1.2.3.4","tls":{"sni":"a","version":"TLS 1.2"}}"#),
             (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
             (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
+            (Format::AppleMdm, "<?xml version=\"1.0\"?>\n<plist version=\"1.0\">\n<dict>\n<key>CommandUUID</key><string>c</string>\n<key>ProfileList</key><array><dict><key>IsManaged</key><false/><key>PayloadIdentifier</key><string>p</string><key>PayloadContent</key><array><dict><key>PayloadType</key><string>com.apple.security.root</string></dict></array></dict></array>\n<key>Status</key><string>Acknowledged</string><key>UDID</key><string>U</string>\n</dict>\n</plist>\n{\"topic\":\"mdm.Authenticate\",\"checkin_event\":{\"udid\":\"U\",\"raw_payload\":\"PHBsaXN0PjxkaWN0PjxrZXk+TWVzc2FnZVR5cGU8L2tleT48c3RyaW5nPkNoZWNrT3V0PC9zdHJpbmc+PGtleT5VRElEPC9rZXk+PHN0cmluZz5VPC9zdHJpbmc+PC9kaWN0PjwvcGxpc3Q+\"}}\n{\n  \"devices\": [{\"serial_number\": \"C02\", \"os\": \"OSX\"}]\n}"),
+            (Format::Mtd, "{\n \"content\": [{\"threatTypeName\":\"SYSTEM TAMPERING\",\"timestamp\":1702393165000,\"severity\":3,\"device\":{\"zdeviceId\":\"59\",\"os\":{\"name\":\"ANDROID\"}}}]\n}\n{\"events\":[{\"id\":\"2\",\"created_time\":\"2025-03-24T11:13:28.375+00:00\",\"type\":\"THREAT\",\"change_type\":\"CREATED\",\"threat\":{\"severity\":\"LOW\",\"classifications\":[\"X\"]},\"actor\":{\"guid\":\"g\",\"type\":\"DEVICE\"}}]}\n{\"event\":{\"metadata\":{\"vendor\":\"Jamf\"},\"timestamp\":\"2024-01-10T12:20:37.059Z\",\"alertId\":\"a\",\"eventType\":{\"name\":\"ACCESS_BAD_HOST\"},\"device\":{\"deviceId\":\"d\"},\"severity\":8}}"),
         ]
     }
 
@@ -471,7 +473,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn never_panics_on_mutations(which in 0usize..9, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+        fn never_panics_on_mutations(which in 0usize..11, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
             let (f, s) = seeds()[which];
             let mut data = s.as_bytes().to_vec();
             for (pos, b) in edits {
@@ -487,7 +489,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_bytes(which in 0usize..9, data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn never_panics_on_bytes(which in 0usize..11, data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = run(Format::ALL[which], &data);
         }
     }
