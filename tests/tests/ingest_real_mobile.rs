@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use correlator::{Event, Value};
-use sensor::ingest::server::process_body;
-use sensor::ingest::{decode_reader, DecodeError, Format};
+use ingest::server::process_body;
+use ingest::{decode_reader, DecodeError, Format};
 
 struct Outcome {
     events: Vec<Event>,

@@ -246,9 +246,7 @@ impl Metrics {
             "sensor_ingest_clients",
             "gauge",
             "Connected network ingest clients.",
-            one(crate::ingest::agents::activity()
-                .connected_count()
-                .to_string()),
+            one(ingest::agents::activity().connected_count().to_string()),
         );
         family(
             "sensor_reloads_total",
