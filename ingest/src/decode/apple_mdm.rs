@@ -795,7 +795,7 @@ fn dep(ctx: &Ctx, record: &str, doc: &J) -> Result<Vec<Event>, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ingest::decode::Format;
+    use crate::decode::Format;
 
     fn ctx() -> Ctx {
         Ctx::new(Format::AppleMdm, "t")

@@ -634,7 +634,7 @@ fn intune(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ingest::decode::Format;
+    use crate::decode::Format;
 
     fn ctx() -> Ctx {
         Ctx::new(Format::Mtd, "t")
