@@ -120,6 +120,7 @@ fn http_into_spool(c: &mut Criterion) {
             token_sha256: hash,
             formats: None,
             rate_per_sec: Some(100_000_000),
+            host_name: None,
         }],
         ..IngestConfig::default()
     };

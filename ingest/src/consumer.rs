@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use correlator::Event;
 
+use super::agents::{stamp_host, AgentNames};
 use super::decode::{decoder, decoder_with_context, feed_line, DecodeError, Decoder, Format};
 use super::server::decode_record;
 
@@ -88,11 +89,19 @@ pub struct Consumer {
     last_seq: u64,
     skip_below: HashMap<(Format, String), u64>,
     seen: HashSet<(u64, u32)>,
+    /// The host name of each agent's events whose records name none.
+    names: AgentNames,
 }
 
 impl Consumer {
     pub fn new() -> Consumer {
         Consumer::default()
+    }
+
+    /// Sets the agents' host names (see [`super::agents::stamp_host`]); without it an agent's id
+    /// names the host of its events whose records name none.
+    pub fn set_agent_names(&mut self, names: AgentNames) {
+        self.names = names;
     }
 
     /// Tells the consumer which events its sink already holds (read back after a restart).
@@ -240,8 +249,12 @@ impl Consumer {
         } else {
             None
         };
-        for (index, r) in out.into_iter().enumerate() {
+        let host = self.names.host_name(agent);
+        for (index, mut r) in out.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
+            if let Ok(ev) = &mut r {
+                stamp_host(format, ev, host);
+            }
             if !seen.contains(&(identity, index)) {
                 emit(Emitted {
                     seq: identity,
@@ -263,8 +276,12 @@ impl Consumer {
                     let mut out = Vec::new();
                     slot.dec.finish(&mut |r| out.push(r));
                     slot.pending_since = None;
-                    for (index, r) in out.into_iter().enumerate() {
+                    let host = self.names.host_name(&key.1);
+                    for (index, mut r) in out.into_iter().enumerate() {
                         let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        if let Ok(ev) = &mut r {
+                            stamp_host(key.0, ev, host);
+                        }
                         if !self.seen.contains(&(p, index)) {
                             emit(Emitted {
                                 seq: p,

@@ -4,6 +4,7 @@
 //! The decoders are pure (no I/O, no clock) and never panic on any input: a bad record becomes a
 //! [`DecodeError`] naming its line and what was wrong, and the records around it are unaffected.
 
+pub mod agents;
 pub mod consumer;
 pub mod decode;
 pub mod server;

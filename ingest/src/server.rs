@@ -315,8 +315,9 @@ impl BodyOutcome {
     }
 }
 
-/// Splits a (decompressed) body into records (lines, or documents for XML-framed formats:
-/// [`Format::framing`]) and judges each as a fresh decoder for `format` would (ECS lines are checked without building events, see [`validate_line`]). Pure; also
+/// Splits a (decompressed) body into records (lines, or documents for formats framed by document:
+/// [`Format::framing`]) and judges each as a fresh decoder for `format` would (ECS lines are
+/// checked without building events, see [`validate_line`]). Pure; also
 /// the fuzz entry point for the framing.
 ///
 /// `context` is the header the agent's earlier bodies left ([`BodyOutcome::context`]): a Zeek TSV
@@ -606,6 +607,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         }
     };
     let accepted = outcome.accepted.len();
+    crate::agents::activity().records(
+        &agent.id,
+        &format!("http/{format}"),
+        accepted as u64,
+        outcome.rejected.len() as u64,
+    );
     let rejected: Vec<serde_json::Value> = outcome
         .rejected
         .iter()

@@ -294,9 +294,22 @@ fn an0082_joins_flows_to_eslogger_code_signing() {
     );
 }
 
+/// The pinning detector's alerts only: these records also show the enterprise inspection CA, which
+/// AN1726's network branch reports until it is listed in AllowedInspectionIssuers (checked below).
+fn pinning(alerts: Vec<Value>) -> Vec<Value> {
+    alerts
+        .into_iter()
+        .filter(|a| {
+            a["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("[pinning-under-inspection]"))
+        })
+        .collect()
+}
+
 #[test]
 fn an1726_joins_mdm_and_mobile_edr() {
-    let alerts = run(
+    let all = run(
         "1726p",
         &[
             ("mdm", "AN1726/mdm.json"),
@@ -304,6 +317,24 @@ fn an1726_joins_mdm_and_mobile_edr() {
         ],
         None,
     );
+    assert!(
+        all.iter().any(|a| a["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("[tls-inspection-network]"))),
+        "the unlisted inspection CA is reported: {all:#?}"
+    );
+    let sanctioned =
+        "[analytics.AN1726.settings]\nAllowedInspectionIssuers = [\"CN=ACME Inspection CA*\"]\n";
+    let listed = run(
+        "1726s",
+        &[
+            ("mdm", "AN1726/mdm.json"),
+            ("mobile-edr", "AN1726/mobile-edr-positive.json"),
+        ],
+        Some(sanctioned),
+    );
+    assert_eq!(pinning(listed.clone()).len(), listed.len(), "{listed:#?}");
+    let alerts = pinning(all);
     let a = one(&alerts, "AN1726");
     let ds: Vec<&str> = a["evidence"]
         .as_array()
@@ -315,16 +346,16 @@ fn an1726_joins_mdm_and_mobile_edr() {
         ds.contains(&"mdm.log") && ds.contains(&"mobile_edr.telemetry"),
         "{ds:?}"
     );
-    assert!(run(
+    assert!(pinning(run(
         "1726n1",
         &[
             ("mdm", "AN1726/mdm.json"),
             ("mobile-edr", "AN1726/mobile-edr-negative-allowlisted.json")
         ],
         None
-    )
+    ))
     .is_empty());
-    assert!(run(
+    assert!(pinning(run(
         "1726n2",
         &[
             ("mdm", "AN1726/mdm.json"),
@@ -334,15 +365,15 @@ fn an1726_joins_mdm_and_mobile_edr() {
             )
         ],
         None
-    )
+    ))
     .is_empty());
     // ForegroundStateRequired = false: the background state is no longer needed, failures alone suffice.
     let cfg = "[analytics.AN1726.settings]\nForegroundStateRequired = false\n";
-    let only_failures = run(
+    let only_failures = pinning(run(
         "1726f",
         &[("mobile-edr", "AN1726/mobile-edr-positive.json")],
         Some(cfg),
-    );
+    ));
     assert_eq!(only_failures.len(), 1);
 }
 

@@ -279,6 +279,29 @@ fn kill_9_while_a_client_streams_keeps_every_acknowledged_record_as_exactly_one_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `sensor status` lists the agent with its protocol, records and last-record time.
+    let st = api(&d.socket, "/v1/status").unwrap();
+    let row = st["ingest_agents"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|r| r["agent"] == "agent-a" && r["protocol"] == "http/ecs")
+        })
+        .unwrap_or_else(|| panic!("agent-a not in ingest_agents: {st}"));
+    assert!(row["records_accepted"].as_u64().unwrap_or(0) > 0, "{row}");
+    assert!(row["last_record_ms"].as_u64().is_some(), "{row}");
+    assert!(st["ingest_clients"].as_u64().unwrap_or(0) >= 1, "{st}");
+    let out = std::process::Command::new(tests::sensor_bin())
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("agent agent-a") && text.contains("http/ecs"),
+        "sensor status: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.stop();
 
     let rows = alerts_by_user(&dir.path().join("alerts.db"));

@@ -322,10 +322,17 @@ fn audisp_remote_delivers(format: &str) {
     );
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // audisp-remote sends no node name (no `name_format`): the host is named from the peer's
+    // configured `host_name` (managed run), or its agent id (ascii run, none configured).
+    let (host_cfg, host_name) = if format == "managed" {
+        (", host_name = \"db-01.example.org\"", "db-01.example.org")
+    } else {
+        ("", "audit-host")
+    };
     let mut server = Server::start(
         dir.path(),
         port,
-        &format!("[ingest.auditd]\nlisten = \"127.0.0.1:{port}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"audit-host\" }}]\n"),
+        &format!("[ingest.auditd]\nlisten = \"127.0.0.1:{port}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"audit-host\"{host_cfg} }}]\n"),
     );
     let conf = PathBuf::from("/etc/audit/audisp-remote.conf");
     let _restore = Restore(conf.clone(), std::fs::read(&conf).ok());
@@ -398,6 +405,15 @@ fn audisp_remote_delivers(format: &str) {
         .find(|e| e["event"]["action"] == "connect")
         .expect("a connect event");
     assert_eq!(connect["agent"]["id"], "audit-host");
+    for e in &evs {
+        // A record with `node=` names its host itself; the others get the configured name.
+        let original = e["event"]["original"].as_str().unwrap_or_default();
+        let want = original
+            .strip_prefix("node=")
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or(host_name);
+        assert_eq!(e["host"]["name"], want, "every event names its host: {e}");
+    }
     assert_eq!(connect["destination"]["port"], 11211);
     assert!(evs
         .iter()
@@ -568,7 +584,7 @@ fn windows_event_xml_and_nxlog_over_http() {
     );
     let (code, reply) = curl(&["-H", &auth, &url], body.as_bytes());
     assert_eq!(code, 200, "{reply}");
-    let reply: J = serde_json::from_str(&reply).unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(reply["accepted"], 4, "{reply}");
     assert_eq!(reply["rejected"][0]["line"], 6, "{reply}");
     let evs = server.wait_events(&|e| e.len() >= 4, "4 windows events");

@@ -246,7 +246,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
 /// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
-const FORMATS: [&str; 10] = [
+const FORMATS: [&str; 12] = [
     "ecs",
     "auditd",
     "eslogger",
@@ -257,6 +257,8 @@ const FORMATS: [&str; 10] = [
     "mdm",
     "mobile-edr",
     "windows",
+    "apple-mdm",
+    "mtd",
 ];
 
 /// What a corpus file seeds, by its path below `corpora/`: the format its records are in and
@@ -280,6 +282,12 @@ fn classify(rel: &str) -> Option<(&'static str, bool)> {
         _ if rel.starts_with("real/windows-sysmon/") && name.ends_with(".zip") => {
             Some(("windows", false))
         }
+        _ if rel.starts_with("real/apple-mdm/")
+            && (name.ends_with(".plist") || name.ends_with(".json")) =>
+        {
+            Some(("apple-mdm", false))
+        }
+        _ if rel.starts_with("real/mtd/") && name.ends_with(".json") => Some(("mtd", false)),
         _ if rel.starts_with("zeek/")
             && (name.contains("conn.log")
                 || name.contains("ssl.log")

@@ -99,6 +99,19 @@ pub const SOURCE_DATA_COMPONENTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "apple-mdm",
+        &[
+            "Application Assets",
+            "Protected Configuration",
+            "System Settings",
+            "Host Status",
+        ],
+    ),
+    (
+        "mtd",
+        &["Host Status", "Application Assets", "Network Communication"],
+    ),
+    (
         "mobile-edr",
         &[
             "Network Communication",

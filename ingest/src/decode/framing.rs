@@ -5,6 +5,14 @@
 //! its `<Event>`s back to back). A [`Framer`] is fed an input line by line, with each line's byte
 //! offset, and names every record as a [`Span`] of that input: the caller keeps the bytes (the HTTP
 //! listener spools slices of the request body; `decode_reader` keeps a window of the file).
+//!
+//! JSON documents may span lines too (an API response printed with indentation, as MDM and
+//! mobile-threat-defence APIs return them): with [`Framing::Json`] a record that starts with `{`
+//! runs until its braces balance (strings and escapes respected). One JSON object per line (NDJSON)
+//! is framed exactly as [`Framing::Lines`] frames it. A document that never balances would swallow
+//! what follows, so an open JSON document is cut before any line that starts with `{` in column 0
+//! (where indented output never puts a nested object): it becomes a record of its own, which its
+//! decoder rejects, and the next document starts there.
 
 /// How a format's input divides into records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +28,53 @@ pub enum Framing {
         end: &'static str,
         wrappers: &'static [&'static str],
     },
+    /// JSON documents that may span lines (see the module documentation); a line that does not
+    /// start with `{` is one record.
+    Json,
+    /// Both [`Framing::Xml`] documents (a record starting with `<`) and [`Framing::Json`] documents
+    /// (a record starting with `{`).
+    XmlAndJson {
+        end: &'static str,
+        wrappers: &'static [&'static str],
+    },
+}
+
+/// The state of a JSON document being framed: nesting depth and string state.
+#[derive(Clone, Copy, Debug, Default)]
+struct JsonScan {
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+}
+
+impl JsonScan {
+    /// Scans `s`; the index of the byte that closes the document, if it is in `s`.
+    fn feed(&mut self, s: &[u8]) -> Option<usize> {
+        for (i, &b) in s.iter().enumerate() {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_str = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 /// One record of an input: the 1-based line it starts on and its byte range `start..end` in the
@@ -39,6 +94,8 @@ pub struct Framer {
     open: Option<(u64, u64)>,
     /// The end of the input seen so far (the end of the last line fed).
     seen: u64,
+    /// The open document is JSON: its scan state.
+    json: Option<JsonScan>,
 }
 
 impl Framer {
@@ -47,6 +104,7 @@ impl Framer {
             framing,
             open: None,
             seen: 0,
+            json: None,
         }
     }
 
@@ -58,12 +116,19 @@ impl Framer {
     /// Feeds one line: its 1-based number, the offset of its first byte in the input, and its bytes
     /// without the `\n` terminator (a trailing `\r` is allowed). Pushes the records it completes.
     pub fn line(&mut self, line_no: u64, offset: u64, line: &[u8], out: &mut Vec<Span>) {
+        let prev_end = self.seen;
         self.seen = offset + line.len() as u64;
         let mut l = line;
         while let [rest @ .., b'\r'] = l {
             l = rest;
         }
-        let Framing::Xml { end, wrappers } = self.framing else {
+        let (xml, json) = match self.framing {
+            Framing::Lines => (None, false),
+            Framing::Xml { end, wrappers } => (Some((end, wrappers)), false),
+            Framing::Json => (None, true),
+            Framing::XmlAndJson { end, wrappers } => (Some((end, wrappers)), true),
+        };
+        if xml.is_none() && !json {
             if !l.iter().all(u8::is_ascii_whitespace) {
                 out.push(Span {
                     line: line_no,
@@ -72,9 +137,19 @@ impl Framer {
                 });
             }
             return;
-        };
-        let end = end.as_bytes();
+        }
         let mut pos = 0usize;
+        if self.json.is_some() && l.first() == Some(&b'{') {
+            // A new top-level document while one is open: the open one ended on the line before.
+            if let Some((first, start)) = self.open.take() {
+                out.push(Span {
+                    line: first,
+                    start,
+                    end: prev_end.max(start),
+                });
+            }
+            self.json = None;
+        }
         loop {
             if self.open.is_none() {
                 while pos < l.len() && l[pos].is_ascii_whitespace() {
@@ -83,7 +158,10 @@ impl Framer {
                 if pos == l.len() {
                     return;
                 }
-                if l[pos] != b'<' {
+                if json && l[pos] == b'{' {
+                    self.open = Some((line_no, offset + pos as u64));
+                    self.json = Some(JsonScan::default());
+                } else if l[pos] != b'<' || xml.is_none() {
                     // A line of another shape (a JSON envelope): one record.
                     out.push(Span {
                         line: line_no,
@@ -91,13 +169,35 @@ impl Framer {
                         end: offset + l.len() as u64,
                     });
                     return;
+                } else {
+                    let wrappers = xml.map_or(&[][..], |(_, w)| w);
+                    if let Some(n) = skippable(&l[pos..], wrappers) {
+                        pos += n;
+                        continue;
+                    }
+                    self.open = Some((line_no, offset + pos as u64));
                 }
-                if let Some(n) = skippable(&l[pos..], wrappers) {
-                    pos += n;
-                    continue;
-                }
-                self.open = Some((line_no, offset + pos as u64));
             }
+            if let Some(scan) = &mut self.json {
+                match scan.feed(&l[pos..]) {
+                    Some(p) => {
+                        let stop = pos + p + 1;
+                        if let Some((first, start)) = self.open.take() {
+                            out.push(Span {
+                                line: first,
+                                start,
+                                end: offset + stop as u64,
+                            });
+                        }
+                        self.json = None;
+                        pos = stop;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let Some((end, _)) = xml else { return };
+            let end = end.as_bytes();
             match memchr::memmem::find(&l[pos..], end) {
                 Some(p) => {
                     let stop = pos + p + end.len();
@@ -118,6 +218,7 @@ impl Framer {
     /// End of input: a document still open is pushed as it is (its decoder rejects it as
     /// unterminated, naming the line it starts on).
     pub fn finish(&mut self, out: &mut Vec<Span>) {
+        self.json = None;
         if let Some((line, start)) = self.open.take() {
             out.push(Span {
                 line,
@@ -221,6 +322,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn json_documents_span_lines_and_ndjson_stays_lines() {
+        let input = "{\"a\":1}\n{\n  \"b\": {\"c\": \"}{\\\"\"},\n  \"d\": [1,\n 2]\n}\nplain\n";
+        assert_eq!(
+            texts(Framing::Json, input),
+            vec![
+                (1, "{\"a\":1}"),
+                (2, "{\n  \"b\": {\"c\": \"}{\\\"\"},\n  \"d\": [1,\n 2]\n}"),
+                (7, "plain"),
+            ]
+        );
+        let nd = "{\"a\":1}\n{\"b\":2}\n";
+        assert_eq!(texts(Framing::Json, nd), texts(Framing::Lines, nd),);
+    }
+
+    #[test]
+    fn json_unbalanced_document_is_cut_at_the_next_top_level_one() {
+        assert_eq!(
+            texts(Framing::Json, "{\"a\":\n  1\n{\"b\":2}\n"),
+            vec![(1, "{\"a\":\n  1"), (3, "{\"b\":2}")]
+        );
+        assert_eq!(texts(Framing::Json, "{\"a\":\n"), vec![(1, "{\"a\":")]);
+    }
+
+    #[test]
+    fn xml_and_json_together() {
+        let f = Framing::XmlAndJson {
+            end: "</plist>",
+            wrappers: &[],
+        };
+        let input = "<?xml version=\"1.0\"?>\n<!DOCTYPE plist>\n<plist>\n<dict/>\n</plist>\n{\n \"x\": 1\n}\n{\"y\":2}\n";
+        assert_eq!(
+            texts(f, input),
+            vec![
+                (3, "<plist>\n<dict/>\n</plist>"),
+                (6, "{\n \"x\": 1\n}"),
+                (9, "{\"y\":2}"),
+            ]
+        );
+    }
+
     proptest! {
         /// Records never overlap, come in order, lie within the input, and every non-blank byte
         /// outside them is skipped markup: nothing is lost silently.
@@ -237,6 +379,20 @@ mod tests {
             let lines = split(Framing::Lines, bytes);
             for s in &lines {
                 prop_assert!(s.end <= bytes.len() as u64);
+            }
+        }
+
+        /// The same for JSON framing, on inputs made of JSON punctuation.
+        #[test]
+        fn json_spans_are_ordered_and_in_bounds(input in "[{}\\[\\]\"\\\\a<>/plist\n ]{0,200}") {
+            let bytes = input.as_bytes();
+            for f in [Framing::Json, Framing::XmlAndJson { end: "</plist>", wrappers: &[] }] {
+                let mut last = 0u64;
+                for s in split(f, bytes) {
+                    prop_assert!(s.start >= last && s.start <= s.end && s.end <= bytes.len() as u64);
+                    prop_assert!(s.line >= 1);
+                    last = s.end;
+                }
             }
         }
     }

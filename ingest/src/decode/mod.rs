@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use correlator::{Event, Field, Value};
 
+mod apple_mdm;
 mod auditd;
 mod ecs;
 mod eslogger;
 mod framing;
 mod mobile;
+mod mtd;
 mod osquery;
 mod suricata;
 mod unifiedlog;
@@ -49,11 +51,15 @@ pub enum Format {
     MobileEdr,
     /// Windows event log records (Sysmon, Security...) as NXLog, Winlogbeat or event XML ship them.
     Windows,
+    /// Apple MDM protocol messages: XML plists, NanoMDM/MicroMDM webhook JSON, DEP device records.
+    AppleMdm,
+    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune), vendor recognised per record.
+    Mtd,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 12] = [
         Format::Ecs,
         Format::Auditd,
         Format::Eslogger,
@@ -64,6 +70,8 @@ impl Format {
         Format::Mdm,
         Format::MobileEdr,
         Format::Windows,
+        Format::AppleMdm,
+        Format::Mtd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +86,8 @@ impl Format {
             Format::Mdm => "mdm",
             Format::MobileEdr => "mobile-edr",
             Format::Windows => "windows",
+            Format::AppleMdm => "apple-mdm",
+            Format::Mtd => "mtd",
         }
     }
 
@@ -94,6 +104,8 @@ impl Format {
             Format::Mdm => 8,
             Format::MobileEdr => 9,
             Format::Windows => 10,
+            Format::AppleMdm => 12,
+            Format::Mtd => 13,
         }
     }
 
@@ -120,6 +132,12 @@ impl Format {
                 end: "</Event>",
                 wrappers: &["Events"],
             },
+            // Plists span lines; DEP and MTD API responses are often indented JSON.
+            Format::AppleMdm => Framing::XmlAndJson {
+                end: "</plist>",
+                wrappers: &[],
+            },
+            Format::Mtd => Framing::Json,
         }
     }
 }
@@ -132,7 +150,7 @@ impl fmt::Display for Format {
 
 /// An unknown format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows)")]
+#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows, apple-mdm, mtd)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -149,6 +167,8 @@ impl FromStr for Format {
             "mdm" => Ok(Format::Mdm),
             "mobile-edr" | "mobile_edr" | "mobileedr" => Ok(Format::MobileEdr),
             "windows" | "winevent" | "nxlog" | "evtx-xml" => Ok(Format::Windows),
+            "apple-mdm" | "apple_mdm" | "applemdm" => Ok(Format::AppleMdm),
+            "mtd" => Ok(Format::Mtd),
             _ => Err(UnknownFormat(s.to_string())),
         }
     }
@@ -209,6 +229,8 @@ pub fn decoder(format: Format, agent_id: &str) -> Box<dyn Decoder> {
         Format::Mdm => Box::new(mobile::MdmDecoder { ctx }),
         Format::MobileEdr => Box::new(mobile::MobileEdrDecoder { ctx }),
         Format::Windows => Box::new(windows::WindowsDecoder::new(ctx)),
+        Format::AppleMdm => Box::new(apple_mdm::AppleMdmDecoder { ctx }),
+        Format::Mtd => Box::new(mtd::MtdDecoder { ctx }),
     }
 }
 
@@ -451,6 +473,8 @@ mod tests {
             (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
             (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
             (Format::Windows, "{\"EventID\":1,\"SourceName\":\"Microsoft-Windows-Sysmon\",\"Hostname\":\"H.corp\",\"UtcTime\":\"2020-01-01 00:00:00.1\",\"Image\":\"C:\\\\a.exe\",\"CommandLine\":\"a \\\"b c\\\"\"}\n<Event xmlns='x'><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>17</EventID><TimeCreated SystemTime='2020-01-01T00:00:00Z'/><Computer>H</Computer></System>\n<EventData><Data Name='PipeName'>\\\\p&amp;</Data></EventData></Event>"),
+            (Format::AppleMdm, "<?xml version=\"1.0\"?>\n<plist version=\"1.0\">\n<dict>\n<key>CommandUUID</key><string>c</string>\n<key>ProfileList</key><array><dict><key>IsManaged</key><false/><key>PayloadIdentifier</key><string>p</string><key>PayloadContent</key><array><dict><key>PayloadType</key><string>com.apple.security.root</string></dict></array></dict></array>\n<key>Status</key><string>Acknowledged</string><key>UDID</key><string>U</string>\n</dict>\n</plist>\n{\"topic\":\"mdm.Authenticate\",\"checkin_event\":{\"udid\":\"U\",\"raw_payload\":\"PHBsaXN0PjxkaWN0PjxrZXk+TWVzc2FnZVR5cGU8L2tleT48c3RyaW5nPkNoZWNrT3V0PC9zdHJpbmc+PGtleT5VRElEPC9rZXk+PHN0cmluZz5VPC9zdHJpbmc+PC9kaWN0PjwvcGxpc3Q+\"}}\n{\n  \"devices\": [{\"serial_number\": \"C02\", \"os\": \"OSX\"}]\n}"),
+            (Format::Mtd, "{\n \"content\": [{\"threatTypeName\":\"SYSTEM TAMPERING\",\"timestamp\":1702393165000,\"severity\":3,\"device\":{\"zdeviceId\":\"59\",\"os\":{\"name\":\"ANDROID\"}}}]\n}\n{\"events\":[{\"id\":\"2\",\"created_time\":\"2025-03-24T11:13:28.375+00:00\",\"type\":\"THREAT\",\"change_type\":\"CREATED\",\"threat\":{\"severity\":\"LOW\",\"classifications\":[\"X\"]},\"actor\":{\"guid\":\"g\",\"type\":\"DEVICE\"}}]}\n{\"event\":{\"metadata\":{\"vendor\":\"Jamf\"},\"timestamp\":\"2024-01-10T12:20:37.059Z\",\"alertId\":\"a\",\"eventType\":{\"name\":\"ACCESS_BAD_HOST\"},\"device\":{\"deviceId\":\"d\"},\"severity\":8}}"),
         ]
     }
 
@@ -499,7 +523,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn never_panics_on_mutations(which in 0usize..10, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+        fn never_panics_on_mutations(which in 0usize..12, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
             let (f, s) = seeds()[which];
             let mut data = s.as_bytes().to_vec();
             for (pos, b) in edits {
@@ -515,7 +539,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_bytes(which in 0usize..10, data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn never_panics_on_bytes(which in 0usize..12, data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = run(Format::ALL[which], &data);
         }
     }

@@ -131,9 +131,13 @@ pub(super) async fn auditd_loop(
         let state = state.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let activity = crate::agents::activity();
+            activity.connected(&agent, "auditd", &peer.to_string());
+            let id = agent.clone();
             if let Err(e) = auditd_conn(tcp, agent, state, shutdown).await {
                 tracing::info!(message = "ingest: auditd connection closed", %peer, error = %e);
             }
+            activity.disconnected(&id, "auditd");
         });
     }
 }
@@ -205,7 +209,15 @@ async fn auditd_conn(
                 let spool = state.spool.clone();
                 let batch = records.clone();
                 match tokio::task::spawn_blocking(move || spool.append_batch(&batch)).await {
-                    Ok(Ok(_)) => break,
+                    Ok(Ok(_)) => {
+                        crate::agents::activity().records(
+                            &agent,
+                            "auditd",
+                            records.len() as u64,
+                            0,
+                        );
+                        break;
+                    }
                     Ok(Err(SpoolError::Full { .. })) if attempt < 20 => {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250)).await;

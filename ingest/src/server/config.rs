@@ -56,6 +56,10 @@ pub struct AuditdConfig {
 pub struct AuditdPeer {
     pub addr: IpAddr,
     pub agent_id: String,
+    /// `host.name` of this peer's events whose records name no host (audisp-remote without
+    /// `name_format`); the agent id when absent.
+    #[serde(default)]
+    pub host_name: Option<String>,
 }
 
 /// One HTTP agent.
@@ -71,6 +75,9 @@ pub struct AgentConfig {
     /// Records per second for this agent (overrides the default limit).
     #[serde(default)]
     pub rate_per_sec: Option<u32>,
+    /// `host.name` of this agent's events whose records name no host; the agent id when absent.
+    #[serde(default)]
+    pub host_name: Option<String>,
 }
 
 /// Protection limits.

@@ -79,6 +79,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let server = tokio::spawn(serve(cfg.ingest.clone(), spool.clone(), rx.clone()));
         let idle = Duration::from_secs(cfg.group_idle_secs);
         let consumer_spool = spool.clone();
+        let names = ingest::agents::AgentNames::from_config(&cfg.ingest);
         let consumer = tokio::task::spawn_blocking(move || {
             consume(
                 &consumer_spool,
@@ -90,6 +91,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 known,
                 idle,
                 rx,
+                names,
             )
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -234,8 +236,10 @@ fn consume(
     known: Vec<Known>,
     idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
+    names: ingest::agents::AgentNames,
 ) -> anyhow::Result<()> {
     let mut consumer = Consumer::new();
+    consumer.set_agent_names(names);
     consumer.restore_contexts(&output.contexts);
     consumer.resume(known);
     let mut sink = FileSink {

@@ -68,6 +68,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = v["ingest_ecs_uncategorized"].as_u64().filter(|n| *n > 0) {
         writeln!(out, "ingest warning: {}", ingest::uncategorized_warning(n))?;
     }
+    print_agents(&mut out, &v["ingest_agents"])?;
     let st = &v["store"];
     writeln!(
         out,
@@ -161,4 +162,30 @@ mod tests {
             "    attached: sys_enter_socket, sched_process_exec\n    refused:\n      - program=floor_socket reason=not requested\n    events: socket=12 exec=3\n    lost_kernel: none\n    decode_errors: 0\n"
         );
     }
+}
+/// One line per remote agent and protocol: connections, records, last record (seconds ago).
+fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    for a in agents.as_array().into_iter().flatten() {
+        let ago = |k: &str| {
+            a[k].as_u64().map_or_else(
+                || "never".to_string(),
+                |t| format!("{}s ago", now_ms.saturating_sub(t) / 1000),
+            )
+        };
+        writeln!(
+            out,
+            "  agent {:<16} {:<14} connections {:>3}  records {:>10} (rejected {})  last record {}  peer {}",
+            a["agent"].as_str().unwrap_or("?"),
+            a["protocol"].as_str().unwrap_or("?"),
+            a["connections"],
+            a["records_accepted"],
+            a["records_rejected"],
+            ago("last_record_ms"),
+            a["peer"].as_str().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
 }

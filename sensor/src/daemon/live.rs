@@ -137,6 +137,7 @@ impl SourceStarter for IngestStarter {
         let consumer_spool = spool.clone();
         let acked = Arc::new(AtomicU64::new(start.seq));
         let consumer_acked = acked.clone();
+        let names = ingest::agents::AgentNames::from_config(&sec.listeners);
         std::thread::Builder::new()
             .name("ingest-consumer".into())
             .spawn(move || {
@@ -148,6 +149,7 @@ impl SourceStarter for IngestStarter {
                     idle,
                     &stop_rx,
                     &m,
+                    names,
                 )
             })
             .map_err(|e| format!("cannot start the ingest consumer thread: {e}"))?;
@@ -278,6 +280,8 @@ impl Sink for ChannelSink<'_> {
 
 /// Reads the spool after `start`, decodes, and forwards events and positions. The spool is
 /// committed only up to what the store has acknowledged as durable.
+// The consumer thread's whole context, handed over once at spawn.
+#[allow(clippy::too_many_arguments)]
 fn consume(
     spool: &Spool,
     start: Position,
@@ -286,8 +290,10 @@ fn consume(
     idle: Duration,
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
+    names: ingest::agents::AgentNames,
 ) {
     let mut consumer = Consumer::new();
+    consumer.set_agent_names(names);
     consumer.resume_at(&start);
     let mut sink = ChannelSink {
         tx,

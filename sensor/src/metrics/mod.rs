@@ -254,7 +254,7 @@ impl Metrics {
             "sensor_ingest_clients",
             "gauge",
             "Connected network ingest clients.",
-            one(self.ingest_clients.load(Relaxed).to_string()),
+            one(ingest::agents::activity().connected_count().to_string()),
         );
         family(
             "sensor_reloads_total",
