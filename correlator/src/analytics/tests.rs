@@ -181,7 +181,8 @@ fn disk_files_replace_bundled_ones() {
 fn bundled_analytics_compile_with_the_eql_engine() {
     let set = AnalyticSet::load(&[], &Overrides::default()).unwrap();
     let dets = set.detectors(&Eql).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(dets.len(), 10);
+    // AN1358 2, AN1357 2, AN1359 7, AN0948 4, AN0082 1, AN1726 1, the Elastic rule 1.
+    assert_eq!(dets.len(), 18);
 }
 
 fn ev(doc: serde_json::Value) -> Event {
