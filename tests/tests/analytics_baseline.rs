@@ -110,7 +110,8 @@ fn daemon_rule_loader_versions_follow_settings() {
             .collect::<Vec<_>>()
     };
     let base = sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap();
-    assert_eq!(base.len(), 10);
+    // One loaded rule per detector: AN1358 2, AN1357 2, AN1359 7, AN0948 4, AN0082 1, AN1726 1, Elastic 1.
+    assert_eq!(base.len(), 18);
     assert_eq!(
         ids(&base),
         ids(&sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap()),
@@ -124,7 +125,7 @@ fn daemon_rule_loader_versions_follow_settings() {
     t.insert("InspectionFailureThreshold".into(), toml::Value::Integer(5));
     cfg.settings.insert("AN1726".into(), toml::Value::Table(t));
     let changed = sensor::cli::analytics::daemon_rules(&cfg).unwrap();
-    assert_eq!(changed.len(), 8);
+    assert_eq!(changed.len(), 16, "AN1357's two detectors disabled");
     let v = |rules: &[sensor::daemon::LoadedRule], id: &str| {
         rules
             .iter()
