@@ -303,3 +303,60 @@ fn an0948_eslogger_parent_from_lineage() {
     );
     one(&alerts, "AN0948", "helper-exec", xpc, "/bin/sh");
 }
+
+#[test]
+fn coverage_reports_the_unified_log_branches_missing_from_process_events() {
+    let attack = tests::shared_dir().join("attack/enterprise-attack-18.1-detection.json");
+    let report = |sources: &str| {
+        let out = Command::new(tests::sensor_bin())
+            .args(["coverage", "--sources", sources, "--attack"])
+            .arg(&attack)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The lines of one analytic's block in the report.
+    let block = |text: &str, id: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.trim_start().starts_with(id))
+            .skip(1)
+            .take_while(|l| l.starts_with("      "))
+            .map(str::to_string)
+            .collect()
+    };
+    let ecs = report("ecs");
+    for id in ["AN1359", "AN0948"] {
+        let lines = block(&ecs, id);
+        let mach = lines.iter().find(|l| l.contains("DC0035")).unwrap();
+        assert!(
+            mach.contains("NOT provided"),
+            "{id} with ecs only: {lines:#?}"
+        );
+    }
+    let exec = block(&ecs, "AN0948");
+    assert!(
+        exec.iter()
+            .any(|l| l.contains("DC0032") && l.contains("provided by ecs")),
+        "{exec:#?}"
+    );
+    let script = block(&ecs, "AN1359");
+    assert!(
+        script
+            .iter()
+            .any(|l| l.contains("DC0029") && l.contains("provided by ecs")),
+        "{script:#?}"
+    );
+    let both = report("ecs,unifiedlog");
+    let lines = block(&both, "AN1359");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("DC0035") && l.contains("provided by unifiedlog")),
+        "{lines:#?}"
+    );
+}
