@@ -377,6 +377,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_provided_only_by_the_sources_it_declares() {
+        let c = Catalog::from_json(MINI).unwrap();
+        let set = crate::analytics::AnalyticSet::load(&[], &crate::analytics::Overrides::default())
+            .unwrap();
+        let rules: Vec<(&Analytic, bool)> = set
+            .entries
+            .iter()
+            .map(|e| (&e.analytic, e.enabled))
+            .collect();
+        let dc0032 = |sources: &[&str]| -> Vec<String> {
+            let sources: Vec<String> = sources.iter().map(|s| (*s).to_string()).collect();
+            let cov = coverage(&c, &rules, &sources);
+            let a = cov
+                .analytics
+                .iter()
+                .find(|a| a.rule_id == "AN1358")
+                .unwrap();
+            a.data_components[0].provided_by.clone()
+        };
+        // ECS delivers Process Creation records, but AN1358 reads them only from auditd and the kernel sensor.
+        assert!(SOURCE_DATA_COMPONENTS
+            .iter()
+            .any(|(s, dcs)| *s == "ecs" && dcs.contains(&"Process Creation")));
+        assert_eq!(dc0032(&["ecs"]), Vec::<String>::new());
+        assert_eq!(dc0032(&["ecs", "auditd"]), ["auditd"]);
+        assert_eq!(dc0032(&["kernel", "auditd"]), ["kernel", "auditd"]);
+    }
+
+    #[test]
     fn layer_validation_catches_bad_layers() {
         let c = Catalog::from_json(MINI).unwrap();
         let set = crate::analytics::AnalyticSet::load(&[], &crate::analytics::Overrides::default())
