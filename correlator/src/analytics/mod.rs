@@ -9,6 +9,7 @@
 //! Architecture Invariant: this module parses text and builds detectors; it does no I/O. The bundled files
 //! are compiled in with `include_str!`; the CLI reads override files and the config and passes their text.
 
+mod ipc_wiring;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -239,6 +240,7 @@ enum DetectDef {
         stages: Vec<StageDef>,
         reason: String,
     },
+    IpcWiring(ipc_wiring::IpcWiringDef),
 }
 
 impl DetectDef {
@@ -249,6 +251,7 @@ impl DetectDef {
             | DetectDef::Baseline { id, .. }
             | DetectDef::Flow { id, .. }
             | DetectDef::Join { id, .. } => id,
+            DetectDef::IpcWiring(d) => &d.id,
         }
     }
 
@@ -259,6 +262,7 @@ impl DetectDef {
             DetectDef::Baseline { .. } => "baseline",
             DetectDef::Flow { .. } => "flow",
             DetectDef::Join { .. } => "join",
+            DetectDef::IpcWiring(_) => "ipc_wiring",
         }
     }
 }
@@ -624,6 +628,7 @@ impl Analytic {
                         reason: reason.clone(),
                     }))
                 }
+                DetectDef::IpcWiring(w) => w.build(&did, &b)?,
             };
             let lineage = self
                 .meta
@@ -683,6 +688,7 @@ impl DetectDef {
                 v.extend(params(&[max_duration, max_bytes_out]));
                 v
             }
+            DetectDef::IpcWiring(w) => w.texts(),
             DetectDef::Join { window, stages, .. } => {
                 let mut v = params(&[window]);
                 for s in stages {
@@ -806,12 +812,15 @@ struct AnalyticDetector {
 
 impl AnalyticDetector {
     fn finish(&mut self, out: &mut Vec<Alert>) {
+        let own_severity = self.inner.sets_severity();
         for mut a in self.scratch.drain(..) {
             let sub = self.id.rsplit('/').next().unwrap_or_default().to_string();
             a.rule_id = self.meta.rule_id.clone();
             a.rule_name = self.meta.name.clone();
-            a.severity = self.meta.severity;
-            a.risk_score = self.meta.risk_score;
+            if !own_severity {
+                a.severity = self.meta.severity;
+                a.risk_score = self.meta.risk_score;
+            }
             a.attack = self.meta.attack.clone();
             a.settings = self.meta.settings.clone();
             a.reason = if a.reason.is_empty() {

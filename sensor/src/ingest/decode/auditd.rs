@@ -455,6 +455,15 @@ const I386: &[(u64, &str)] = &[
     (360, "socketpair"), (361, "bind"), (362, "connect"),
 ];
 
+/// `O_ACCMODE` of open flags, named as the kernel sensor names it.
+fn access_mode_name(flags: u64) -> &'static str {
+    match flags & 0o3 {
+        0 => "read",
+        1 => "write",
+        _ => "read_write",
+    }
+}
+
 fn file_type(mode: u64) -> Option<&'static str> {
     Some(match mode & 0o170_000 {
         0o010_000 => "fifo",
@@ -668,6 +677,7 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     let mut etype: &[&str] = &["info"];
     let mut sc_name: Option<String> = None;
     let mut sc_args: [Option<u64>; 4] = [None; 4];
+    let mut open_flags: Option<u64> = None;
     if syscall {
         let kv = &sc_kv;
         generic(&mut ev, keys, kv);
@@ -794,6 +804,14 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
                 if etype != ["creation"] {
                     etype = &["access"];
                 }
+                // The open flags are a syscall argument (openat2 passes them in a struct the record
+                // does not show): the access mode, as the kernel sensor's `file.access_mode`.
+                open_flags = match name {
+                    "open" => sc_args[1],
+                    "openat" => sc_args[2],
+                    "creat" => Some(0o1),
+                    _ => None,
+                };
             }
             "mknod" | "mknodat" => {
                 category = &["file"];
@@ -834,6 +852,13 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     }
     if let Some(t) = ftype {
         ev.insert("file.type", s(t));
+        if let (Some(flags), "fifo") = (open_flags, t) {
+            ev.insert("file.access_mode", s(access_mode_name(flags)));
+            ev.insert(
+                "file.open_flags",
+                Value::Int(i64::try_from(flags).unwrap_or(i64::MAX)),
+            );
+        }
     }
     match sockaddr {
         Some(SockAddr::Unix(path)) => {
