@@ -75,6 +75,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "curl",
     "util-linux",
+    // busybox's `nc` is the network tool of the live AN1358 reverse-shell test.
+    "busybox-static",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];

@@ -712,7 +712,16 @@ impl IpcWiring {
 
     /// Members of one side: the participants, their pipeline siblings, and (input side) the children
     /// and grandchildren they started, or (feeding side) their parents.
-    fn side(h: &Host, parts: &[&Part], span: i64, input: bool) -> Vec<Member> {
+    /// True when `pp` (the parent of `p`) runs a shell or interpreter: only those build pipelines.
+    fn parent_is_shell(&self, h: &Host, p: &Proc, pp: i64) -> bool {
+        let matches = |n: &str| self.cfg.shells.iter().any(|g| glob_match(g, n, false));
+        match h.procs.get(&pp) {
+            Some(parent) => parent.names().into_iter().any(matches),
+            None => p.parent_label.as_deref().is_some_and(matches),
+        }
+    }
+
+    fn side(&self, h: &Host, parts: &[&Part], span: i64, input: bool) -> Vec<Member> {
         let mut out: Vec<Member> = Vec::new();
         let mut seen = BTreeSet::new();
         let mut push = |out: &mut Vec<Member>, pid: i64, rel: Rel, via: usize| {
@@ -727,7 +736,8 @@ impl IpcWiring {
             let Some(p) = h.procs.get(&part.pid) else {
                 continue;
             };
-            if let (Some(pp), Some(start)) = (p.ppid, p.start_ns) {
+            let pipeline_parent = p.ppid.filter(|pp| self.parent_is_shell(h, p, *pp));
+            if let (Some(pp), Some(start)) = (pipeline_parent, p.start_ns) {
                 for sib in h.children.get(&pp).into_iter().flatten() {
                     let close = h
                         .procs
@@ -739,7 +749,9 @@ impl IpcWiring {
                     }
                 }
             }
-            if !input {
+            // A forked child that did not exec runs its parent's program with its parent's
+            // descriptors (a server forking per connection): the parent's connection is its own.
+            if !input && p.forked_only {
                 if let Some(pp) = p.ppid {
                     push(&mut out, pp, Rel::Parent, i);
                 }
@@ -796,61 +808,60 @@ impl IpcWiring {
         }
         let mut best: Option<(u8, Verdict)> = None;
         for (inputs, feeders) in orientations {
-            let a = Self::side(h, &inputs, span, true);
-            let b = Self::side(h, &feeders, span, false);
+            let a = self.side(h, &inputs, span, true);
+            let b = self.side(h, &feeders, span, false);
             related.extend(a.iter().map(|m| m.pid));
             related.extend(b.iter().map(|m| m.pid));
-            let shell = a
-                .into_iter()
-                .find(|m| h.procs.get(&m.pid).is_some_and(|p| self.is_shell(p, now)));
-            let Some(shell) = shell else {
-                continue;
-            };
-            let mut drivers: Vec<(u8, String, &'static str, Member)> = b
-                .into_iter()
-                .filter(|m| m.pid != shell.pid)
+            let shells: Vec<&Member> = a
+                .iter()
+                .filter(|m| h.procs.get(&m.pid).is_some_and(|p| self.is_shell(p, now)))
+                .collect();
+            let drivers: Vec<(u8, String, &'static str, &Member)> = b
+                .iter()
                 .filter_map(|m| {
                     let p = h.procs.get(&m.pid)?;
                     let (rank, why, word) = self.driver_reason(p, now)?;
                     Some((rank, why, word, m))
                 })
                 .collect();
-            drivers.sort_by_key(|(rank, _, _, m)| (*rank, m.pid));
-            if let Some((rank, why, word, driver)) = drivers.into_iter().next() {
-                let shell = Member {
-                    pid: shell.pid,
-                    rel: shell.rel,
-                    via: shell.via,
+            for shell in &shells {
+                // The channel must join two processes: one that takes from it on the shell's side
+                // and another that feeds it (a process talking to itself wires nothing).
+                let shell_part = inputs[shell.via].pid;
+                let Some((rank, why, word, driver)) = drivers
+                    .iter()
+                    .filter(|(_, _, _, m)| m.pid != shell.pid && feeders[m.via].pid != shell_part)
+                    .min_by_key(|(rank, _, _, m)| (*rank, m.pid))
+                else {
+                    continue;
                 };
-                let better = best.as_ref().is_none_or(|(r, _)| rank < *r);
-                if better {
-                    // Keep which participants the members hang off, as indexes into ch.parts.
-                    let shell_via = ch
-                        .parts
-                        .iter()
-                        .position(|p| std::ptr::eq(p, inputs[shell.via]))
-                        .unwrap_or(0);
-                    let driver_via = ch
-                        .parts
-                        .iter()
-                        .position(|p| std::ptr::eq(p, feeders[driver.via]))
-                        .unwrap_or(0);
-                    best = Some((
-                        rank,
-                        Verdict {
-                            shell: Member {
-                                via: shell_via,
-                                ..shell
-                            },
-                            driver: Member {
-                                via: driver_via,
-                                ..driver
-                            },
-                            why,
-                            kind_word: word,
-                        },
-                    ));
+                if best.as_ref().is_some_and(|(r, _)| *r <= *rank) {
+                    continue;
                 }
+                // Keep which participants the members hang off, as indexes into ch.parts.
+                let index = |part: &Part| {
+                    ch.parts
+                        .iter()
+                        .position(|p| std::ptr::eq(p, part))
+                        .unwrap_or(0)
+                };
+                best = Some((
+                    *rank,
+                    Verdict {
+                        shell: Member {
+                            pid: shell.pid,
+                            rel: shell.rel,
+                            via: index(inputs[shell.via]),
+                        },
+                        driver: Member {
+                            pid: driver.pid,
+                            rel: driver.rel,
+                            via: index(feeders[driver.via]),
+                        },
+                        why: why.clone(),
+                        kind_word: word,
+                    },
+                ));
             }
         }
         (best.map(|(_, v)| v), related)
@@ -1103,7 +1114,8 @@ impl IpcWiring {
             .iter()
             .filter(|p| matches!(p.role, Role::Read | Role::ReadWrite))
             .collect();
-        let shell = Self::side(h, &inputs, self.cfg.pipeline_span_ns, true)
+        let shell = self
+            .side(h, &inputs, self.cfg.pipeline_span_ns, true)
             .into_iter()
             .find(|m| h.procs.get(&m.pid).is_some_and(|p| self.is_shell(p, now)));
         let shell_note = match shell {
@@ -1706,6 +1718,49 @@ mod tests {
                 "/tmp/tmux-0/default",
             ),
         ];
+        let mut d = det();
+        let mut out = run(&mut d, &evs);
+        d.on_watermark(T0 + 120 * S, &mut out);
+        assert!(out.is_empty(), "{out:#?}");
+    }
+
+    #[test]
+    fn children_of_a_non_shell_parent_are_not_a_pipeline() {
+        // A program (not a shell) runs a daemon with its control socket in /tmp, a client of it and,
+        // at the same moment, a shell script of its own; it has network activity itself.
+        let mut evs = vec![
+            exec(0, 700, 1, "/opt/ci/runner", &["runner"]),
+            tcp(1, 700, "/opt/ci/runner", "tcp_accept"),
+            fork(2, 701, 700, "/opt/ci/runner"),
+            exec(3, 701, 700, "/usr/bin/sensor", &["sensor", "run"]),
+            unix(
+                4,
+                701,
+                "/usr/bin/sensor",
+                "unix_bind",
+                "/tmp/ctl/control.sock",
+            ),
+            fork(5, 702, 700, "/opt/ci/runner"),
+            exec(6, 702, 700, "/usr/bin/dash", &["sh", "-c", "make test"]),
+            fork(7, 703, 700, "/opt/ci/runner"),
+            exec(
+                8,
+                703,
+                700,
+                "/usr/bin/sensor",
+                &["sensor", "alerts", "list"],
+            ),
+            unix(
+                9,
+                703,
+                "/usr/bin/sensor",
+                "unix_connect",
+                "/tmp/ctl/control.sock",
+            ),
+        ];
+        for e in &mut evs {
+            e.set(F.pname, Value::Str("runner".into()));
+        }
         let mut d = det();
         let mut out = run(&mut d, &evs);
         d.on_watermark(T0 + 120 * S, &mut out);
