@@ -74,6 +74,8 @@ const PACKAGES: &[&str] = &[
     // `systemd-analyze verify` of the unit, curl and setpriv/script for the end-to-end tests.
     "systemd",
     "curl",
+    // unzip: the real-recordings test unpacks the Windows recordings in ../shared/corpora/real.
+    "unzip",
     "util-linux",
     // busybox's `nc` is the network tool of the live AN1358 reverse-shell test.
     "busybox-static",

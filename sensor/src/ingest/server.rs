@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::decode::{decoder_with_context, feed_line, validate_line, Format};
+use super::decode::{decoder_with_context, feed_line, split_records, validate_line, Format};
 use super::spool::{Spool, SpoolError};
 
 /// Ingest configuration (the `[ingest]` table of the daemon's config file). The default has
@@ -536,8 +536,8 @@ impl BodyOutcome {
     }
 }
 
-/// Splits a (decompressed) body into lines and judges each as a fresh decoder for `format`
-/// would (ECS lines are checked without building events, see [`validate_line`]). Pure; also
+/// Splits a (decompressed) body into records (lines, or documents for XML-framed formats:
+/// [`Format::framing`]) and judges each as a fresh decoder for `format` would (ECS lines are checked without building events, see [`validate_line`]). Pure; also
 /// the fuzz entry point for the framing.
 ///
 /// `context` is the header the agent's earlier bodies left ([`BodyOutcome::context`]): a Zeek TSV
@@ -556,19 +556,11 @@ pub fn process_body(
         context: Vec::new(),
         needs_context: false,
     };
-    let mut start = 0usize;
-    let mut n = 0u64;
-    loop {
-        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |p| start + p);
-        n += 1;
-        let mut l = &body[start..end];
-        while let [rest @ .., b'\r'] = l {
-            l = rest;
-        }
-        let range = start..start + l.len();
-        if l.iter().all(u8::is_ascii_whitespace) {
-            // blank
-        } else if l.len() > max_record_bytes {
+    for span in split_records(format.framing(), body) {
+        let n = span.line;
+        let range = span.start as usize..span.end as usize;
+        let l = &body[range.clone()];
+        if l.len() > max_record_bytes {
             out.rejected.push((
                 n,
                 format!(
@@ -576,32 +568,28 @@ pub fn process_body(
                     l.len()
                 ),
             ));
-        } else {
-            let verdict = validate_line(format, l).unwrap_or_else(|| {
-                let mut rejected_here = Ok(());
-                feed_line(dec.as_mut(), n, l, &mut |r| {
-                    if let Err(e) = r {
-                        if e.line == n {
-                            rejected_here = Err(e.message);
-                        }
+            continue;
+        }
+        let verdict = validate_line(format, l).unwrap_or_else(|| {
+            let mut rejected_here = Ok(());
+            feed_line(dec.as_mut(), n, l, &mut |r| {
+                if let Err(e) = r {
+                    if e.line == n {
+                        rejected_here = Err(e.message);
                     }
-                });
-                rejected_here
-            });
-            match verdict {
-                Ok(()) => {
-                    if out.accepted.is_empty() && !context.is_empty() && !l.starts_with(b"#") {
-                        out.needs_context = true;
-                    }
-                    out.accepted.push(range);
                 }
-                Err(m) => out.rejected.push((n, m)),
+            });
+            rejected_here
+        });
+        match verdict {
+            Ok(()) => {
+                if out.accepted.is_empty() && !context.is_empty() && !l.starts_with(b"#") {
+                    out.needs_context = true;
+                }
+                out.accepted.push(range);
             }
+            Err(m) => out.rejected.push((n, m)),
         }
-        if end == body.len() {
-            break;
-        }
-        start = end + 1;
     }
     out.context = dec.context();
     out

@@ -13,6 +13,7 @@ use correlator::{Event, Field, Value};
 mod auditd;
 mod ecs;
 mod eslogger;
+mod framing;
 mod mobile;
 mod osquery;
 mod suricata;
@@ -21,6 +22,7 @@ mod util;
 mod zeek;
 
 pub use auditd::{syscall_name, AuditdDecoder};
+pub use framing::{split as split_records, Framer, Framing, Span};
 
 /// A source format that the ingest understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -92,6 +94,22 @@ impl Format {
     pub fn from_code(c: u8) -> Option<Format> {
         Format::ALL.into_iter().find(|f| f.code() == c)
     }
+
+    /// How this format's input divides into records: lines, or XML documents that may span lines
+    /// ([`Framing`]). Files, HTTP bodies and fuzz inputs are all divided by it.
+    pub fn framing(self) -> Framing {
+        match self {
+            Format::Ecs
+            | Format::Auditd
+            | Format::Eslogger
+            | Format::Unifiedlog
+            | Format::Osquery
+            | Format::Zeek
+            | Format::Suricata
+            | Format::Mdm
+            | Format::MobileEdr => Framing::Lines,
+        }
+    }
 }
 
 impl fmt::Display for Format {
@@ -143,9 +161,11 @@ impl DecodeError {
 /// The sink a decoder emits into.
 pub type Sink<'a> = dyn FnMut(Result<Event, DecodeError>) + 'a;
 
-/// A per-format decoder. Feed it lines in order; call [`Decoder::finish`] at the end of input.
+/// A per-format decoder. Feed it records in order; call [`Decoder::finish`] at the end of input.
 pub trait Decoder: Send {
-    /// Decodes one line (without its line terminator). Blank lines are ignored by the caller.
+    /// Decodes one record (without its line terminator): a line, or for XML-framed formats a whole
+    /// document that may span lines ([`Format::framing`]), numbered by the line it starts on.
+    /// Blank records are ignored by the caller.
     fn line(&mut self, line_no: u64, line: &str, sink: &mut Sink<'_>);
     /// Flushes any state held across lines (auditd groups).
     fn finish(&mut self, _sink: &mut Sink<'_>) {}
@@ -192,9 +212,10 @@ pub fn decoder_with_context(
     dec
 }
 
-/// Decodes every line of `reader` in `format` and hands each event, or each rejected record, to `sink`.
-/// A line that is not valid UTF-8 is rejected (with its number); reading stops only at end of input
-/// or on an I/O error (reported as a [`DecodeError`] on the line where it happened).
+/// Decodes every record of `reader` in `format` and hands each event, or each rejected record, to
+/// `sink`. Records are lines, or documents for XML-framed formats ([`Format::framing`]). A record
+/// that is not valid UTF-8 is rejected (with its line number); reading stops only at end of input or
+/// on an I/O error (reported as a [`DecodeError`] on the line where it happened).
 pub fn decode_reader<R: std::io::BufRead>(
     format: Format,
     agent_id: &str,
@@ -202,8 +223,25 @@ pub fn decode_reader<R: std::io::BufRead>(
     sink: &mut dyn FnMut(Result<Event, DecodeError>),
 ) {
     let mut dec = decoder(format, agent_id);
+    decode_records(dec.as_mut(), format.framing(), &mut reader, sink);
+}
+
+/// The loop of [`decode_reader`], for any decoder and framing.
+fn decode_records(
+    dec: &mut dyn Decoder,
+    framing: Framing,
+    reader: &mut dyn std::io::BufRead,
+    sink: &mut dyn FnMut(Result<Event, DecodeError>),
+) {
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0u64;
+    // XML framing: the bytes from `base` on (every line since the open document began), and the
+    // records the framer completes.
+    let mut framer = Framer::new(framing);
+    let mut window: Vec<u8> = Vec::new();
+    let mut base = 0u64;
+    let mut offset = 0u64;
+    let mut spans = Vec::new();
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
@@ -218,12 +256,48 @@ pub fn decode_reader<R: std::io::BufRead>(
             }
         }
         line_no += 1;
-        feed_line(dec.as_mut(), line_no, &buf, sink);
+        if framing == Framing::Lines {
+            feed_line(dec, line_no, &buf, sink);
+            continue;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        framer.line(line_no, offset, line, &mut spans);
+        window.extend_from_slice(&buf);
+        offset += buf.len() as u64;
+        feed_spans(dec, &window, base, &mut spans, sink);
+        // Keep only what the open document still needs.
+        let keep_from = framer.open_start().unwrap_or(offset);
+        let drop = usize::try_from(keep_from - base).unwrap_or(window.len());
+        window.drain(..drop.min(window.len()));
+        base = keep_from;
     }
+    framer.finish(&mut spans);
+    feed_spans(dec, &window, base, &mut spans, sink);
     dec.finish(sink);
 }
 
-/// Feeds one raw line (terminator optional) to `dec`: strips `\r\n`, skips blank lines, rejects
+/// Feeds the records `spans` names, held in `window` (whose first byte is at input offset `base`).
+fn feed_spans(
+    dec: &mut dyn Decoder,
+    window: &[u8],
+    base: u64,
+    spans: &mut Vec<Span>,
+    sink: &mut Sink<'_>,
+) {
+    for s in spans.drain(..) {
+        let (Ok(a), Ok(b)) = (
+            usize::try_from(s.start - base),
+            usize::try_from(s.end - base),
+        ) else {
+            continue;
+        };
+        if let Some(rec) = window.get(a..b) {
+            feed_line(dec, s.line, rec, sink);
+        }
+    }
+}
+
+/// Feeds one raw record (terminator optional) to `dec`: strips `\r\n`, skips blank records, rejects
 /// invalid UTF-8.
 pub fn feed_line(dec: &mut dyn Decoder, line_no: u64, raw: &[u8], sink: &mut Sink<'_>) {
     let mut raw = raw;
@@ -327,6 +401,37 @@ mod tests {
             (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
             (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
         ]
+    }
+
+    /// A decoder that records what it is fed.
+    struct Recorder(Vec<(u64, String)>);
+    impl Decoder for Recorder {
+        fn line(&mut self, line_no: u64, line: &str, _sink: &mut Sink<'_>) {
+            self.0.push((line_no, line.to_string()));
+        }
+    }
+
+    #[test]
+    fn reader_feeds_xml_documents_whole() {
+        let framing = Framing::Xml {
+            end: "</Event>",
+            wrappers: &["Events"],
+        };
+        let input =
+            "<Events>\r\n<Event>\r\n a\r\n</Event><Event>b</Event>\n{\"j\":1}\n<Event>\nopen";
+        let mut rec = Recorder(Vec::new());
+        // A tiny buffer: documents must be kept whole across the reader's refills.
+        let mut reader = std::io::BufReader::with_capacity(3, input.as_bytes());
+        decode_records(&mut rec, framing, &mut reader, &mut |_| {});
+        assert_eq!(
+            rec.0,
+            vec![
+                (2, "<Event>\r\n a\r\n</Event>".to_string()),
+                (4, "<Event>b</Event>".to_string()),
+                (5, "{\"j\":1}".to_string()),
+                (6, "<Event>\nopen".to_string()),
+            ]
+        );
     }
 
     #[test]
