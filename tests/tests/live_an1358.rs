@@ -377,7 +377,7 @@ fn an1358_live_fifo_reverse_shell_is_high_with_creator_reader_shell_and_connecto
         "lets a network peer drive a shell".to_string(),
         "`/bin/sh -i`".to_string(),
         format!("`cat {fifo}`"),
-        format!("which reads it"),
+        "which reads it".to_string(),
         format!("nc 127.0.0.1 {port}`"),
         format!("connected to 127.0.0.1:{port}"),
         format!("created by `mkfifo {fifo}`"),
