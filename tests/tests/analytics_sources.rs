@@ -109,6 +109,15 @@ fn an1358_on_raw_auditd() {
     );
     let a = one(&alerts, "AN1358");
     assert!(a["reason"].as_str().unwrap().contains("FIFO /tmp/f"), "{a}");
+    // The same wiring as the kernel sensor shows, from clone/execve/openat flags/connect records.
+    assert_eq!(a["severity"], "high", "{a}");
+    for want in [
+        "`bash -i` [902] sits in one pipeline with `cat /tmp/f` [901], which reads it",
+        "`nc 10.0.0.9 4444` [903] writes it and connected to 10.0.0.9:4444",
+        "created by `mkfifo /tmp/f` [900]",
+    ] {
+        assert!(a["reason"].as_str().unwrap().contains(want), "{want:?}: {a}");
+    }
     assert!(
         originals(a)[0].contains("syscall=259"),
         "the raw mknodat record is the evidence: {:?}",
