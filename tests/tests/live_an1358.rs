@@ -68,7 +68,7 @@ impl Daemon {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        let o = self.cli(&["alerts", "list", "--json"]);
+        let o = self.cli(&["alerts", "list", "--json", "--limit", "5000"]);
         assert!(
             o.status.success(),
             "alerts list: {}",

@@ -34,7 +34,7 @@ use super::{evidence_json, glob_match, Filter};
 use crate::{Alert, AttackRef, Detector, Event, Field, Severity, Value};
 
 /// Processes tracked at most (all hosts); the oldest inserted go first.
-const MAX_PROCS: usize = 32_768;
+const MAX_PROCS: usize = 16_384;
 /// Channels followed per host at most; the least recently used goes first.
 const MAX_CHANNELS_PER_HOST: usize = 256;
 /// Processes kept per role (creator, reader, writer...) of a channel.
@@ -552,6 +552,7 @@ impl IpcWiring {
         kind: Kind,
         ev: &Event,
         now: i64,
+        out: &mut Vec<Alert>,
     ) -> Option<(Kind, String)> {
         let f = &*F;
         let path = match kind {
@@ -584,19 +585,40 @@ impl IpcWiring {
                 }
             }
         };
-        let h = self.hosts.entry(host.to_string()).or_default();
         let key = (kind, path);
-        if !h.channels.contains_key(&key) && h.channels.len() >= MAX_CHANNELS_PER_HOST {
-            if let Some(stalest) = h
-                .channels
-                .iter()
-                .min_by_key(|(_, c)| c.last_ns)
-                .map(|(k, _)| k.clone())
-            {
-                h.channels.remove(&stalest);
+        let full = self.hosts.get(host).is_some_and(|h| {
+            !h.channels.contains_key(&key) && h.channels.len() >= MAX_CHANNELS_PER_HOST
+        });
+        if full {
+            // Decided channels go first, then the stalest; an undecided FIFO that has to go gets its
+            // low alert now rather than vanishing (a flood of FIFOs must not hide one).
+            let victim = self.hosts.get(host).and_then(|h| {
+                h.channels
+                    .iter()
+                    .min_by_key(|(_, c)| (!(c.high_sent || c.low_sent), c.last_ns))
+                    .map(|(k, c)| {
+                        (
+                            k.clone(),
+                            c.kind == Kind::Fifo && !c.high_sent && !c.low_sent,
+                        )
+                    })
+            });
+            if let Some((victim, owed)) = victim {
+                if owed {
+                    if let Some(mut a) = self.low_alert(host, &victim, now) {
+                        a.reason.push_str(
+                            " (no longer followed: too many FIFOs and sockets on this host)",
+                        );
+                        out.push(a);
+                    }
+                }
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.channels.remove(&victim);
+                }
                 self.dropped_channels += 1;
             }
         }
+        let h = self.hosts.entry(host.to_string()).or_default();
         let ch = h.channels.entry(key.clone()).or_insert_with(|| Channel {
             kind,
             first_ns: now,
@@ -1185,7 +1207,7 @@ impl Detector for IpcWiring {
             return;
         }
         if let Some(kind) = kind {
-            if let Some(key) = self.on_channel_event(&host, kind, event, now) {
+            if let Some(key) = self.on_channel_event(&host, kind, event, now, out) {
                 self.mark(&host, &key, now);
                 self.evaluate(&host, &key, now, out);
             }
@@ -1854,6 +1876,12 @@ mod tests {
         assert!(d.hosts["h1"].channels.len() <= MAX_CHANNELS_PER_HOST);
         assert!(d.dropped_channels > 0);
         assert!(!out.is_empty() && out.iter().all(|a| a.severity == Severity::Low));
+        // Every FIFO gets its low alert once: when due, or when evicted undecided.
+        let mut paths: Vec<String> = out.iter().map(|a| a.join_keys[1].to_string()).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), out.len(), "a FIFO alerted twice");
+        d.on_watermark(T0 + 100 * S, &mut Vec::new());
         let mut d2 = det();
         assert_eq!(feed(&mut d2), out);
         d.on_watermark(T0 + 3_600 * S, &mut Vec::new());
