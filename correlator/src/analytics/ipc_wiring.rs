@@ -26,6 +26,10 @@ pub(super) struct IpcWiringDef {
     network_tools: String,
     /// Name of the list setting of writable-directory executable globs.
     writable_dirs: String,
+    /// Names of the list settings of shared-directory path globs and ignored path globs (FIFOs
+    /// named on command lines).
+    shared_dirs: String,
+    ignored_paths: String,
     window: Param,
     pipeline_span: Param,
     decision_delay: Param,
@@ -101,6 +105,8 @@ impl IpcWiringDef {
             shells,
             network_tools: list(&self.network_tools)?,
             writable_dirs: list(&self.writable_dirs)?,
+            shared_dirs: list(&self.shared_dirs)?,
+            ignored_paths: list(&self.ignored_paths)?,
             window_ns: b.int(&self.window, true)?,
             pipeline_span_ns: b.int(&self.pipeline_span, true)?,
             decision_delay_ns: b.int(&self.decision_delay, true)?,

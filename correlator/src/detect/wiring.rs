@@ -60,6 +60,10 @@ pub struct WiringConfig {
     pub network_tools: Vec<String>,
     /// Executable path globs of writable directories.
     pub writable_dirs: Vec<String>,
+    /// Shared-directory path globs and ignored path globs, for FIFOs named on command lines (sources
+    /// that record only process starts: `mkfifo /tmp/f`, `cat /tmp/f`).
+    pub shared_dirs: Vec<String>,
+    pub ignored_paths: Vec<String>,
     pub window_ns: i64,
     pub pipeline_span_ns: i64,
     pub decision_delay_ns: i64,
@@ -82,6 +86,8 @@ enum Role {
     ReadWrite,
     Bind,
     Connect,
+    /// Named the FIFO on its command line (only process starts were seen): either side.
+    Named,
 }
 
 impl Role {
@@ -93,6 +99,7 @@ impl Role {
             Role::ReadWrite => "reader_writer",
             Role::Bind => "binder",
             Role::Connect => "connector",
+            Role::Named => "named",
         }
     }
 
@@ -105,6 +112,7 @@ impl Role {
             (Role::ReadWrite, _) => "opened it read-write",
             (Role::Bind, _) => "bound it",
             (Role::Connect, _) => "connected to it",
+            (Role::Named, _) => "names it on its command line",
         }
     }
 }
@@ -113,6 +121,8 @@ struct Part {
     pid: i64,
     role: Role,
     event: Event,
+    /// Known from a command line only; a record of the call itself replaces it.
+    from_args: bool,
 }
 
 struct Channel {
@@ -125,6 +135,8 @@ struct Channel {
     /// Event time of the last evaluation an event caused: verdicts that wait on time (a fork not yet
     /// exec'd, a network tool not yet connected) are re-checked on the watermark only shortly after.
     eval_ns: i64,
+    /// Re-checked on a watermark past the settling time since `eval_ns`.
+    settled_checked: bool,
     high_sent: bool,
     low_sent: bool,
 }
@@ -585,7 +597,21 @@ impl IpcWiring {
                 }
             }
         };
-        let key = (kind, path);
+        Some(self.add_part(host, (kind, path), (pid, role, false), ev, now, out))
+    }
+
+    /// Adds a participant to a channel (made when new, within the per-host cap).
+    #[allow(clippy::too_many_arguments)]
+    fn add_part(
+        &mut self,
+        host: &str,
+        key: (Kind, String),
+        (pid, role, from_args): (i64, Role, bool),
+        ev: &Event,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> (Kind, String) {
+        let kind = key.0;
         let full = self.hosts.get(host).is_some_and(|h| {
             !h.channels.contains_key(&key) && h.channels.len() >= MAX_CHANNELS_PER_HOST
         });
@@ -626,6 +652,7 @@ impl IpcWiring {
             parts: Vec::new(),
             related: BTreeSet::new(),
             eval_ns: now,
+            settled_checked: false,
             high_sent: false,
             low_sent: false,
         });
@@ -641,22 +668,95 @@ impl IpcWiring {
                 parts: Vec::new(),
                 related: BTreeSet::new(),
                 eval_ns: now,
+                settled_checked: false,
                 high_sent: false,
                 low_sent: false,
             };
         }
         ch.last_ns = ch.last_ns.max(now);
-        let same = ch.parts.iter().any(|p| p.pid == pid && p.role == role);
+        // A seen open says more than a command line: it replaces the same process's `Named` part.
+        if matches!(role, Role::Read | Role::Write | Role::ReadWrite) {
+            ch.parts
+                .retain(|p| !(p.pid == pid && p.role == Role::Named));
+        }
+        let opened = ch
+            .parts
+            .iter()
+            .any(|p| p.pid == pid && matches!(p.role, Role::Read | Role::Write | Role::ReadWrite));
+        if !from_args {
+            if let Some(p) = ch
+                .parts
+                .iter_mut()
+                .find(|p| p.pid == pid && p.role == role && p.from_args)
+            {
+                p.event = ev.clone();
+                p.from_args = false;
+            }
+        }
+        let same = ch.parts.iter().any(|p| p.pid == pid && p.role == role)
+            || (role == Role::Named && opened);
         let n_role = ch.parts.iter().filter(|p| p.role == role).count();
         if !same && n_role < MAX_PARTS_PER_ROLE {
             ch.parts.push(Part {
                 pid,
                 role,
                 event: ev.clone(),
+                from_args,
             });
         }
         ch.related.insert(pid);
-        Some(key)
+        key
+    }
+
+    /// FIFOs named on an exec's command line: `mkfifo PATH` (or `mknod PATH p`) creates one; another
+    /// program naming a FIFO already known on this host takes part in it, side unknown.
+    fn named_on_command_line(
+        &mut self,
+        host: &str,
+        ev: &Event,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> Vec<(Kind, String)> {
+        let f = &*F;
+        let Some(pid) = int(ev, f.pid) else {
+            return Vec::new();
+        };
+        let Some(Value::Array(args)) = ev.get(f.args) else {
+            return Vec::new();
+        };
+        let args: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+        let Some(arg0) = args.first() else {
+            return Vec::new();
+        };
+        let prog = text(ev, f.exe)
+            .map(|e| basename(&e).to_string())
+            .filter(|b| b != "busybox")
+            .unwrap_or_else(|| basename(arg0).to_string());
+        let makes = prog == "mkfifo" || (prog == "mknod" && args.contains(&"p"));
+        let mut keys = Vec::new();
+        for a in args.iter().skip(1) {
+            if !a.starts_with('/')
+                || !self.cfg.shared_dirs.iter().any(|g| glob_match(g, a, false))
+                || self
+                    .cfg
+                    .ignored_paths
+                    .iter()
+                    .any(|g| glob_match(g, a, false))
+            {
+                continue;
+            }
+            let key = (Kind::Fifo, (*a).to_string());
+            let known = self
+                .hosts
+                .get(host)
+                .is_some_and(|h| h.channels.contains_key(&key));
+            if makes {
+                keys.push(self.add_part(host, key, (pid, Role::Create, true), ev, now, out));
+            } else if known {
+                keys.push(self.add_part(host, key, (pid, Role::Named, true), ev, now, out));
+            }
+        }
+        keys
     }
 
     fn is_shell(&self, p: &Proc, now: i64) -> bool {
@@ -737,9 +837,12 @@ impl IpcWiring {
     /// True when `pp` (the parent of `p`) runs a shell or interpreter: only those build pipelines.
     fn parent_is_shell(&self, h: &Host, p: &Proc, pp: i64) -> bool {
         let matches = |n: &str| self.cfg.shells.iter().any(|g| glob_match(g, n, false));
-        match h.procs.get(&pp) {
-            Some(parent) => parent.names().into_iter().any(matches),
-            None => p.parent_label.as_deref().is_some_and(matches),
+        match (h.procs.get(&pp), p.parent_label.as_deref()) {
+            (Some(parent), _) => parent.names().into_iter().any(matches),
+            (None, Some(label)) => matches(label),
+            // Nothing is known of the parent (auditd names it by pid only, and it started before the
+            // recording): it may be the shell that made the pipeline.
+            (None, None) => true,
         }
     }
 
@@ -814,8 +917,8 @@ impl IpcWiring {
         };
         let orientations: Vec<(Vec<&Part>, Vec<&Part>)> = match ch.kind {
             Kind::Fifo => vec![(
-                by(&[Role::Read, Role::ReadWrite]),
-                by(&[Role::Write, Role::ReadWrite]),
+                by(&[Role::Read, Role::ReadWrite, Role::Named]),
+                by(&[Role::Write, Role::ReadWrite, Role::Named]),
             )],
             Kind::Socket => vec![
                 (by(&[Role::Bind]), by(&[Role::Connect])),
@@ -846,13 +949,23 @@ impl IpcWiring {
                     Some((rank, why, word, m))
                 })
                 .collect();
-            for shell in &shells {
+            // A part known only from a command line waits `span`: the open itself, when the source
+            // records opens, arrives meanwhile and is better evidence.
+            let settled = |part: &Part| {
+                !part.from_args || now.saturating_sub(part.event.timestamp_ns) >= span
+            };
+            for shell in shells.iter().filter(|m| settled(inputs[m.via])) {
                 // The channel must join two processes: one that takes from it on the shell's side
                 // and another that feeds it (a process talking to itself wires nothing).
                 let shell_part = inputs[shell.via].pid;
                 let Some((rank, why, word, driver)) = drivers
                     .iter()
-                    .filter(|(_, _, _, m)| m.pid != shell.pid && feeders[m.via].pid != shell_part)
+                    .filter(|(_, _, _, m)| {
+                        settled(feeders[m.via])
+                            && m.pid != shell.pid
+                            && m.pid != shell_part
+                            && shell.pid != feeders[m.via].pid
+                    })
                     .min_by_key(|(rank, _, _, m)| (*rank, m.pid))
                 else {
                     continue;
@@ -934,6 +1047,7 @@ impl IpcWiring {
             (Role::ReadWrite, _) => "opened read-write by",
             (Role::Bind, _) => "bound by",
             (Role::Connect, _) => "connected to by",
+            (Role::Named, _) => "named on the command line of",
         };
         groups
             .iter()
@@ -1124,6 +1238,7 @@ impl IpcWiring {
             .and_then(|h| h.channels.get_mut(key))
         {
             c.eval_ns = c.eval_ns.max(now);
+            c.settled_checked = false;
         }
     }
 
@@ -1134,7 +1249,7 @@ impl IpcWiring {
         let inputs: Vec<&Part> = ch
             .parts
             .iter()
-            .filter(|p| matches!(p.role, Role::Read | Role::ReadWrite))
+            .filter(|p| matches!(p.role, Role::Read | Role::ReadWrite | Role::Named))
             .collect();
         let shell = self
             .side(h, &inputs, self.cfg.pipeline_span_ns, true)
@@ -1187,8 +1302,13 @@ impl Detector for IpcWiring {
         let now = event.timestamp_ns;
         let f = &*F;
         let mut touched: Vec<i64> = Vec::new();
+        let mut named = Vec::new();
         if is_proc {
             touched = self.on_process(&host, event, now);
+            let action = text(event, f.action).unwrap_or_default();
+            if !matches!(action.as_str(), "fork" | "clone" | "clone3" | "vfork") {
+                named = self.named_on_command_line(&host, event, now, out);
+            }
         } else if let Some(pid) = int(event, f.pid) {
             self.touch(&host, pid, event, now);
             touched.push(pid);
@@ -1223,12 +1343,17 @@ impl Detector for IpcWiring {
                 probe.push(pp);
             }
         }
-        let keys: Vec<(Kind, String)> = h
+        let mut keys: Vec<(Kind, String)> = h
             .channels
             .iter()
             .filter(|(_, c)| !c.high_sent && probe.iter().any(|p| c.related.contains(p)))
             .map(|(k, _)| k.clone())
             .collect();
+        for k in named {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
         for key in keys {
             self.mark(&host, &key, now);
             self.evaluate(&host, &key, now, out);
@@ -1245,7 +1370,7 @@ impl Detector for IpcWiring {
                 let due_low = c.kind == Kind::Fifo
                     && !c.low_sent
                     && now_ns >= c.first_ns.saturating_add(self.cfg.decision_delay_ns);
-                let recent = now_ns.saturating_sub(c.eval_ns) <= settle;
+                let recent = !c.settled_checked;
                 if !c.high_sent && (recent || due_low) {
                     todo.push((host.clone(), k.clone(), recent));
                 }
@@ -1254,6 +1379,15 @@ impl Detector for IpcWiring {
         for (host, key, recent) in todo {
             if recent {
                 self.evaluate(&host, &key, now_ns, out);
+                if let Some(c) = self
+                    .hosts
+                    .get_mut(&host)
+                    .and_then(|h| h.channels.get_mut(&key))
+                {
+                    if now_ns.saturating_sub(c.eval_ns) > settle {
+                        c.settled_checked = true;
+                    }
+                }
             }
             let due = self
                 .hosts
@@ -1365,6 +1499,8 @@ mod tests {
             shells: list(&["sh", "bash", "dash", "python3*"]),
             network_tools: list(&["nc", "ncat", "socat"]),
             writable_dirs: list(&["/tmp/*", "/dev/shm/*", "/var/tmp/*"]),
+            shared_dirs: list(&["/tmp/*", "/dev/shm/*", "/var/tmp/*"]),
+            ignored_paths: list(&["/tmp/.X11-unix/*"]),
             window_ns: 600 * S,
             pipeline_span_ns: S,
             decision_delay_ns: 30 * S,
@@ -1846,6 +1982,49 @@ mod tests {
             "{}",
             out[0].reason
         );
+    }
+
+    #[test]
+    fn execve_only_records_name_the_fifo_on_command_lines() {
+        // The most common audit setup records execve alone: no FIFO, clone or connect records, no
+        // parent names. The pipeline is still there in the command lines and parent pids.
+        let execve = |t: i64, pid: i64, exe: &str, args: &[&str]| {
+            ev(
+                t,
+                json!({"event": {"category": ["process"], "type": ["start"], "action": "execve"},
+                "process": {"pid": pid, "executable": exe, "args": args, "parent": {"pid": 899}}}),
+            )
+        };
+        let evs = vec![
+            execve(0, 900, "/usr/bin/mkfifo", &["mkfifo", "/tmp/f"]),
+            execve(30, 901, "/usr/bin/cat", &["cat", "/tmp/f"]),
+            execve(31, 902, "/usr/bin/bash", &["bash", "-i"]),
+            execve(32, 903, "/usr/bin/nc.openbsd", &["nc", "10.0.0.9", "4444"]),
+            execve(2_000, 950, "/usr/bin/ls", &["ls"]),
+        ];
+        let out = run(&mut det(), &evs);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let r = &out[0].reason;
+        assert_eq!(out[0].severity, Severity::High);
+        for want in [
+            "FIFO /tmp/f lets a network tool drive a shell",
+            "`bash -i` [902] sits in one pipeline with `cat /tmp/f` [901], which names it on its command line",
+            "`nc 10.0.0.9 4444` [903] sits in one pipeline with `cat /tmp/f` [901]",
+            "is the network tool nc (its connection was not seen)",
+            "created by `mkfifo /tmp/f` [900]",
+        ] {
+            assert!(r.contains(want), "missing {want:?} in {r}");
+        }
+        // A script naming its FIFO with nothing network-facing around it stays low.
+        let evs = vec![
+            execve(0, 910, "/usr/bin/mkfifo", &["mkfifo", "/tmp/q"]),
+            execve(30, 911, "/usr/bin/gzip", &["gzip", "-c", "/tmp/q"]),
+            execve(31, 912, "/usr/bin/tar", &["tar", "cf", "/tmp/q", "src"]),
+            execve(40_000, 950, "/usr/bin/ls", &["ls"]),
+        ];
+        let out = run(&mut det(), &evs);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].severity, Severity::Low);
     }
 
     #[test]
