@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{substitute, AnalyticError, BoolParam, Builder, Param, SettingValue};
+use super::build::Builder;
+use super::{substitute, AnalyticError, BoolParam, Param, SettingValue};
 use crate::detect::wiring::{IpcWiring, WiringConfig};
 use crate::{Detector, Severity};
 
