@@ -37,6 +37,11 @@ pub trait Detector: Send {
     fn pending(&self) -> usize {
         0
     }
+    /// True when the detector decides each alert's severity and risk score itself (the analytic then
+    /// keeps them instead of stamping its own; escalations still apply).
+    fn sets_severity(&self) -> bool {
+        false
+    }
     /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
     /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.
     fn save_state(&self) -> Option<serde_json::Value> {

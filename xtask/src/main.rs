@@ -82,6 +82,7 @@ const PACKAGES: &[&str] = &[
     // with runc (crun refuses hybrid cgroups), busybox-static to build an image with no registry.
     "podman",
     "runc",
+    // busybox's `nc` is the network tool of the live AN1358 reverse-shell test.
     "busybox-static",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.

@@ -6,6 +6,9 @@
 //! - [`flow::FlowMonitor`]: connections open longer than D or moving more than B bytes out, checked while the
 //!   flow is still open (on the watermark) and when it closes, joined to the owning process.
 //! - [`join::Join`]: cross-source correlation of several event kinds on an identity key within a window.
+//! - [`wiring::IpcWiring`]: FIFOs and AF_UNIX sockets in shared directories followed with the processes
+//!   around them (creator, readers, writers, pipeline siblings, network activity): high when a network
+//!   peer or a program from a writable directory drives a shell through one, low otherwise.
 //!
 //! Every detector decides on event time only (`Event::timestamp_ns` and the watermark), never on the clock,
 //! so a replay gives the same alerts as the live run. Event filters are plain predicates ([`Filter`]); the
@@ -19,6 +22,7 @@ pub mod flow;
 pub mod join;
 pub mod lineage;
 pub mod threshold;
+pub mod wiring;
 
 use std::fmt;
 use std::sync::Arc;

@@ -377,6 +377,15 @@ fn id(v: &str) -> Value {
     s(v)
 }
 
+/// `O_ACCMODE` of open flags, named as the kernel sensor names it.
+fn access_mode_name(flags: u64) -> &'static str {
+    match flags & 0o3 {
+        0 => "read",
+        1 => "write",
+        _ => "read_write",
+    }
+}
+
 /// A PATH record's name, nametype, mode, inode and owner.
 type PathItem = (
     Option<String>,
@@ -824,6 +833,21 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     };
     if let Some(t) = ftype {
         ev.insert("file.type", s(t));
+        // A FIFO open's access mode, as the kernel sensor's `file.access_mode`: the flags are a
+        // syscall argument (openat2 passes them in a struct the record does not show).
+        let flags = match (&sc, sc_name) {
+            (Some(sc), Some("open")) => sc.args[1],
+            (Some(sc), Some("openat")) => sc.args[2],
+            (Some(_), Some("creat")) => Some(0o1),
+            _ => None,
+        };
+        if let (Some(flags), "fifo") = (flags, t) {
+            ev.insert("file.access_mode", s(access_mode_name(flags)));
+            ev.insert(
+                "file.open_flags",
+                Value::Int(i64::try_from(flags).unwrap_or(i64::MAX)),
+            );
+        }
     }
     // The behaviours the vocabulary names (correlator::ecs) get its action, category and type,
     // whichever source saw them.
