@@ -110,7 +110,7 @@ fn daemon_rule_loader_versions_follow_settings() {
             .collect::<Vec<_>>()
     };
     let base = sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap();
-    assert_eq!(base.len(), 999);
+    assert_eq!(base.len(), 25);
     assert_eq!(
         ids(&base),
         ids(&sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap()),

@@ -324,7 +324,7 @@ mod tests {
     }
 
     /// AN1358's FIFOAccessPatterns allows busybox in one image only: a FIFO made by busybox in
-    /// /tmp alerts on the host and in other images, not in that image; the unscoped settings are
+    /// /tmp alerts (low, unwired) on the host and in other images, not in that image; the unscoped settings are
     /// untouched, and the scoped detectors have ids of their own.
     #[test]
     fn an1358_allowlist_for_one_image() {
@@ -346,7 +346,7 @@ FIFOAccessPatterns = ["/bin/busybox"]
             .map(|d| d.id().to_string())
             .collect();
         assert!(
-            ids.contains(&"AN1358/fifo-access@image=localhost/batch*".to_string()),
+            ids.contains(&"AN1358/fifo-wiring@image=localhost/batch*".to_string()),
             "{ids:?}"
         );
         let mut alerts = Vec::new();
@@ -364,9 +364,14 @@ FIFOAccessPatterns = ["/bin/busybox"]
             }
             let _ = i;
         }
+        // An unwired FIFO is reported (low) once its decision delay has passed in event time.
+        let later = fifo("/tmp/z", None, 59).timestamp_ns;
+        for d in dets.iter_mut() {
+            d.on_watermark(later, &mut alerts);
+        }
         let paths: Vec<String> = alerts
             .iter()
-            .filter(|a| a.rule_id == "AN1358")
+            .filter(|a| a.rule_id == "AN1358" && !a.reason.contains("/tmp/z"))
             .map(|a| a.reason.clone())
             .collect();
         assert_eq!(paths.len(), 2, "{paths:?}");

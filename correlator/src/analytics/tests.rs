@@ -182,7 +182,7 @@ fn disk_files_replace_bundled_ones() {
 fn bundled_analytics_compile_with_the_eql_engine() {
     let set = AnalyticSet::load(&[], &Overrides::default()).unwrap();
     let dets = set.detectors(&Eql).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(dets.len(), 999);
+    assert_eq!(dets.len(), 25);
 }
 
 fn ev(doc: serde_json::Value) -> Event {
