@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use tests::process::{wait_until, Process};
 use tests::{free_port, sha256_hex};
 
 const TOKEN: &str = "test-token-4f1c9a";
 
 struct Server {
-    child: Option<Child>,
+    process: Option<Process>,
     config: PathBuf,
     output: PathBuf,
     port: u16,
@@ -33,7 +34,7 @@ impl Server {
         );
         std::fs::write(&config, cfg).unwrap();
         let mut s = Server {
-            child: None,
+            process: None,
             config,
             output,
             port,
@@ -43,56 +44,32 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_extension("log"))
-            .unwrap();
-        let child = Command::new(tests::sensor_bin())
-            .args(["ingest-server", "--config"])
+        let mut cmd = Command::new(tests::sensor_bin());
+        cmd.args(["ingest-server", "--config"])
             .arg(&self.config)
             .arg("--output")
-            .arg(&self.output)
-            .env("SENSOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ingest-server did not listen; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .arg(&self.output);
+        let mut p = Process::spawn(cmd, &self.config.with_extension("log"));
+        let port = self.port;
+        p.wait_ready(Duration::from_secs(20), "ingest-server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.process = Some(p);
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+        self.process.as_ref().map(Process::log).unwrap_or_default()
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
+        if let Some(mut p) = self.process.take() {
+            p.kill9();
         }
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while c.try_wait().unwrap().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "ingest-server did not stop on SIGTERM"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(15));
         }
     }
 
@@ -108,26 +85,15 @@ impl Server {
     }
 
     fn wait_events(&self, pred: &dyn Fn(&[Value]) -> bool, what: &str) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ev = self.events();
-            if pred(&ev) {
-                return ev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; have {} events; log:\n{}",
-                ev.len(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
+        wait_until(
+            Duration::from_secs(30),
+            what,
+            || {
+                let ev = self.events();
+                pred(&ev).then_some(ev)
+            },
+            || format!("have {} events; log:\n{}", self.events().len(), self.log()),
+        )
     }
 }
 

@@ -63,6 +63,7 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    // Long by design: one block per exported metric family, in exposition order.
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
