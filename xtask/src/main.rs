@@ -77,6 +77,10 @@ const PACKAGES: &[&str] = &[
     // unzip: the real-recordings test unpacks the Windows recordings in ../shared/corpora/real.
     "unzip",
     "util-linux",
+    // The fleet's bus and alert store: the fleet tests start their own nats-server (JetStream) and
+    // PostgreSQL cluster (initdb/pg_ctl as an unprivileged user) in temporary directories.
+    "nats-server",
+    "postgresql",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
