@@ -4,12 +4,15 @@
 //! - [`pg`]: the fleet alert store in PostgreSQL (same alert model as the SQLite store, plus a
 //!   uniqueness key so that a redelivered event never makes a second alert);
 //! - [`bus`]: the connection to NATS JetStream and the streams the fleet uses;
-//! - [`edge`]: an edge's publisher, which drains a durable local spool into JetStream.
+//! - [`edge`]: an edge's publisher, which drains a durable local spool into JetStream;
+//! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL.
 //!
 //! See docs/fleet.md for the design and what is built so far.
 
+pub mod bus;
+pub mod central;
 pub mod config;
-
+pub mod edge;
 pub mod partition;
 pub mod pg;
 mod tls;
@@ -91,4 +94,11 @@ pub(crate) fn read_secret(
         source,
     })?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The wall clock in ns since the epoch (bookkeeping columns only; dedup uses event time).
+pub fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
