@@ -87,7 +87,10 @@ pub struct Bus {
 }
 
 /// The connect options for `cfg`: credentials and TLS read from their files.
-pub fn connect_options(cfg: &NatsConfig, name: &str) -> Result<async_nats::ConnectOptions, FleetError> {
+pub fn connect_options(
+    cfg: &NatsConfig,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, FleetError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -116,7 +119,10 @@ impl Bus {
         let client = opts
             .connect(cfg.nats.urls.join(","))
             .await
-            .map_err(FleetError::nats(format!("connecting to {}", cfg.nats.urls.join(","))))?;
+            .map_err(FleetError::nats(format!(
+                "connecting to {}",
+                cfg.nats.urls.join(",")
+            )))?;
         let js = jetstream::new(client.clone());
         Ok(Bus {
             client,
@@ -126,7 +132,11 @@ impl Bus {
     }
 
     /// Creates the streams when they do not exist (central nodes and tests; edges only publish).
-    pub async fn ensure_streams(&self, cfg: &NatsConfig, replicas: usize) -> Result<(), FleetError> {
+    pub async fn ensure_streams(
+        &self,
+        cfg: &NatsConfig,
+        replicas: usize,
+    ) -> Result<(), FleetError> {
         for kind in [Kind::Event, Kind::Alert] {
             let name = self.names.stream(kind);
             let config = stream::Config {

@@ -78,21 +78,37 @@ fn lease_key(p: u32) -> String {
 }
 
 /// Opens (creating) the lease bucket.
+///
+/// The bucket's stream is created here with the key-value conventions (`KV_<bucket>`, subjects
+/// `$KV.<bucket>.>`, one value per key, rollups allowed, direct get), not through the client's
+/// `create_key_value`: that first asks for the account's JetStream limits, whose reply from
+/// nats-server 2.9 the client (0.52) cannot parse.
 pub async fn lease_bucket(bus: &Bus, ttl: Duration) -> Result<kv::Store, FleetError> {
     let name = bus.names.lease_bucket();
     if let Ok(s) = bus.js.get_key_value(&name).await {
         return Ok(s);
     }
+    let cfg = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..jetstream::stream::Config::default()
+    };
     bus.js
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
-            history: 1,
-            max_age: ttl,
-            storage: jetstream::stream::StorageType::File,
-            ..kv::Config::default()
-        })
+        .get_or_create_stream(cfg)
         .await
-        .map_err(FleetError::nats(format!("creating lease bucket {name}")))
+        .map_err(FleetError::nats(format!("creating lease bucket {name}")))?;
+    bus.js
+        .get_key_value(&name)
+        .await
+        .map_err(FleetError::nats(format!("opening lease bucket {name}")))
 }
 
 /// The owners of the partitions, as the lease bucket says now.
@@ -146,7 +162,8 @@ pub async fn run_node(
                     let Ok(k) = k else { break };
                     if k.starts_with("node.") {
                         nodes += 1;
-                    } else if let Some(p) = k.strip_prefix("p.").and_then(|p| p.parse::<u32>().ok()) {
+                    } else if let Some(p) = k.strip_prefix("p.").and_then(|p| p.parse::<u32>().ok())
+                    {
                         held.insert(p, String::new());
                     }
                 }
@@ -157,12 +174,16 @@ pub async fn run_node(
         // Keep what we hold; a failed renewal means someone else has it now: stop that worker.
         let mine: Vec<u32> = workers.keys().copied().collect();
         for p in mine {
-            let Some(w) = workers.get_mut(&p) else { continue };
+            let Some(w) = workers.get_mut(&p) else {
+                continue;
+            };
             let finished = w.task.is_finished();
             let renewed = if finished {
                 None
             } else {
-                kv.update(lease_key(p), me.clone().into(), w.revision).await.ok()
+                kv.update(lease_key(p), me.clone().into(), w.revision)
+                    .await
+                    .ok()
             };
             match renewed {
                 Some(rev) => w.revision = rev,
@@ -170,8 +191,12 @@ pub async fn run_node(
                     if let Some(w) = workers.remove(&p) {
                         let _ = w.stop.send(true);
                         match w.task.await {
-                            Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "central: partition worker failed"),
-                            Err(e) => tracing::warn!(partition = p, error = %e, "central: partition worker panicked"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(partition = p, error = %e, "central: partition worker failed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition = p, error = %e, "central: partition worker panicked")
+                            }
                             Ok(Ok(())) => {}
                         }
                     }
@@ -182,10 +207,14 @@ pub async fn run_node(
         // Beyond the fair share: give the highest partitions back (the worker stops first, so that
         // everything it took is acknowledged or left for redelivery).
         while workers.len() > usize::try_from(fair).unwrap_or(usize::MAX) {
-            let Some((p, w)) = workers.pop_last() else { break };
+            let Some((p, w)) = workers.pop_last() else {
+                break;
+            };
             let _ = w.stop.send(true);
             let _ = w.task.await;
-            let _ = kv.delete_expect_revision(lease_key(p), Some(w.revision)).await;
+            let _ = kv
+                .delete_expect_revision(lease_key(p), Some(w.revision))
+                .await;
             tracing::info!(partition = p, node = %me, fair, "central: partition handed back for balance");
         }
         // Below it: take free partitions.
@@ -207,7 +236,14 @@ pub async fn run_node(
                     stats.clone(),
                     rx,
                 ));
-                workers.insert(p, Worker { revision, stop: tx, task });
+                workers.insert(
+                    p,
+                    Worker {
+                        revision,
+                        stop: tx,
+                        task,
+                    },
+                );
                 tracing::info!(partition = p, node = %me, "central: partition taken");
             }
         }
@@ -222,7 +258,9 @@ pub async fn run_node(
     for (p, w) in std::mem::take(&mut workers) {
         let _ = w.stop.send(true);
         let _ = w.task.await;
-        let _ = kv.delete_expect_revision(lease_key(p), Some(w.revision)).await;
+        let _ = kv
+            .delete_expect_revision(lease_key(p), Some(w.revision))
+            .await;
     }
     let _ = kv.delete(format!("node.{me}")).await;
     Ok(())
@@ -266,6 +304,7 @@ async fn partition_worker(
         .map_err(FleetError::nats(format!("creating consumer {name}")))?;
     let mut dets = detectors();
     let mut max_ts = i64::MIN;
+    let mut last_arrival = tokio::time::Instant::now();
     let mut alerts: Vec<Alert> = Vec::new();
     loop {
         if *stop.borrow() {
@@ -299,8 +338,27 @@ async fn partition_worker(
             }
         }
         if msgs.is_empty() {
+            // Idle: event time is taken to advance with the wall clock since the last event (as
+            // in the daemon), so that windows close and held events are released on a quiet
+            // partition. These alerts come from events already acknowledged: until detector
+            // state is checkpointed, a crash right here loses them (docs/fleet.md).
+            if max_ts != i64::MIN {
+                let idle = i64::try_from(last_arrival.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                let wm = max_ts.saturating_sub(cfg.lateness_ns).saturating_add(idle);
+                for d in &mut dets {
+                    d.on_watermark(wm, &mut alerts);
+                }
+                if !alerts.is_empty() {
+                    store
+                        .record_batch_durable(&alerts, crate::wall_ns, None)
+                        .await?;
+                    stats.alerts.fetch_add(alerts.len() as u64, Relaxed);
+                    alerts.clear();
+                }
+            }
             continue;
         }
+        last_arrival = tokio::time::Instant::now();
         for m in &msgs {
             stats.events.fetch_add(1, Relaxed);
             let mut doc: serde_json::Value = match serde_json::from_slice(&m.payload) {
@@ -319,7 +377,10 @@ async fn partition_worker(
                     .entry("sensor")
                     .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
                 if let Some(s) = sensor.as_object_mut() {
-                    s.insert("fleet_id".into(), serde_json::Value::String(id.as_str().to_string()));
+                    s.insert(
+                        "fleet_id".into(),
+                        serde_json::Value::String(id.as_str().to_string()),
+                    );
                 }
             }
             let ev = match Event::from_json(&doc) {

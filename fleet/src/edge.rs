@@ -88,8 +88,11 @@ pub fn edge_id(dir: &Path) -> Result<String, FleetError> {
         path: path.clone(),
         source,
     };
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(io)?, &mut b)
-        .map_err(io)?;
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(io)?,
+        &mut b,
+    )
+    .map_err(io)?;
     let id = hex::encode(b);
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join("edge-id.tmp");
@@ -163,7 +166,10 @@ impl EdgePublisher {
                     Ok(()) => {
                         journal.commit(last)?;
                         if failing {
-                            tracing::info!(through = last, "bus reachable again: edge journal catching up");
+                            tracing::info!(
+                                through = last,
+                                "bus reachable again: edge journal catching up"
+                            );
                             failing = false;
                         }
                         backoff = Duration::from_millis(100);
@@ -195,7 +201,11 @@ impl EdgePublisher {
         for (seq, rec) in batch {
             let Some((kind, partition, json)) = decode_record(rec) else {
                 stats.malformed += 1;
-                tracing::error!(seq, len = rec.len(), "edge journal record is not a fleet record; skipped");
+                tracing::error!(
+                    seq,
+                    len = rec.len(),
+                    "edge journal record is not a fleet record; skipped"
+                );
                 continue;
             };
             let subject = self.bus.names.subject(kind, partition);
@@ -239,7 +249,10 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let r = encode_record(Kind::Event, 7, br#"{"a":1}"#);
-        assert_eq!(decode_record(&r), Some((Kind::Event, 7, &br#"{"a":1}"#[..])));
+        assert_eq!(
+            decode_record(&r),
+            Some((Kind::Event, 7, &br#"{"a":1}"#[..]))
+        );
         assert_eq!(decode_record(b"E12"), None);
         assert_eq!(decode_record(b"X1234{}"), None);
         assert_eq!(decode_record(b""), None);

@@ -21,6 +21,7 @@ mod common;
 use common::SpoolJournal;
 
 const PARTITIONS: u32 = 4;
+const LATENESS_NS: i64 = 3_000_000_000;
 const RULES: &str = r#"
 [[rule]]
 id = "curl-then-c2"
@@ -34,7 +35,12 @@ query = 'process where process.name == "evil"'
 
 fn detectors() -> DetectorFactory {
     Arc::new(|| {
-        let mut set = RuleSet::new(RunnerConfig::default());
+        // Events of many hosts share a partition, so they are not in event-time order: the rules
+        // reorder within a lateness window, as the daemon's do.
+        let mut set = RuleSet::new(RunnerConfig {
+            lateness_ns: LATENESS_NS,
+            ..RunnerConfig::default()
+        });
         let defs = parse_rule_file(RULES, "test").unwrap_or_default();
         let rep = set.reload(defs);
         assert!(rep.failed.is_empty(), "{:?}", rep.failed);
@@ -45,9 +51,7 @@ fn detectors() -> DetectorFactory {
 /// Events of `host`: curl, then a connection to 4444 (the sequence), an evil process, and noise.
 fn host_events(host: u32, base_s: i64) -> Vec<Vec<u8>> {
     let h = format!("host-{host}");
-    let t = |s: i64| {
-        chrono_like(base_s + s)
-    };
+    let t = |s: i64| chrono_like(base_s + s);
     let evs = [
         serde_json::json!({"@timestamp": t(0), "host": {"name": h}, "event": {"category": ["process"], "type": ["start"]}, "process": {"name": "ls", "pid": 1}}),
         serde_json::json!({"@timestamp": t(1), "host": {"name": h}, "event": {"category": ["process"], "type": ["start"]}, "process": {"name": "curl", "pid": 2}}),
@@ -55,13 +59,24 @@ fn host_events(host: u32, base_s: i64) -> Vec<Vec<u8>> {
         serde_json::json!({"@timestamp": t(3), "host": {"name": h}, "event": {"category": ["process"], "type": ["start"]}, "process": {"name": "evil", "pid": 3}}),
     ];
     evs.iter()
-        .map(|e| encode_record(Kind::Event, partition_of(partition_key(e), PARTITIONS), e.to_string().as_bytes()))
+        .map(|e| {
+            encode_record(
+                Kind::Event,
+                partition_of(partition_key(e), PARTITIONS),
+                e.to_string().as_bytes(),
+            )
+        })
         .collect()
 }
 
 fn chrono_like(s: i64) -> String {
     // 2026-12-07T00:00:00Z + s seconds, s < 86400.
-    format!("2026-12-07T{:02}:{:02}:{:02}Z", s / 3600, (s / 60) % 60, s % 60)
+    format!(
+        "2026-12-07T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
 }
 
 /// A central node on its own runtime and thread, so that killing it drops every task at once with
@@ -95,7 +110,7 @@ impl Node {
                 let mut c = CentralConfig::new(id.clone());
                 c.lease_ttl = Duration::from_secs(3);
                 c.ack_wait = Duration::from_secs(4);
-                c.lateness_ns = 0;
+                c.lateness_ns = LATENESS_NS;
                 if let Err(e) = central::run_node(bus, c, pg, detectors(), s, stop_rx).await {
                     panic!("node {id}: {e}");
                 }
@@ -103,7 +118,11 @@ impl Node {
             let _ = kill_rx.recv();
             rt.shutdown_background();
         });
-        Node { kill: Some(kill), thread: Some(thread), stats }
+        Node {
+            kill: Some(kill),
+            thread: Some(thread),
+            stats,
+        }
     }
 
     fn kill(&mut self) {
@@ -116,7 +135,11 @@ impl Node {
     }
 
     fn owned(&self) -> Vec<u32> {
-        self.stats.owned.lock().map(|o| o.iter().copied().collect()).unwrap_or_default()
+        self.stats
+            .owned
+            .lock()
+            .map(|o| o.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -141,7 +164,10 @@ async fn count_alerts(store: &mut FleetStore) -> Result<(usize, usize)> {
     let all = store.list(&AlertFilter::default()).await?;
     let seq = all.iter().filter(|a| a.rule_id == "curl-then-c2").count();
     let evil = all.iter().filter(|a| a.rule_id == "evil").count();
-    ensure!(all.iter().all(|a| a.count == 1), "an alert was counted twice: {all:?}");
+    ensure!(
+        all.iter().all(|a| a.count == 1),
+        "an alert was counted twice: {all:?}"
+    );
     Ok((seq, evil))
 }
 
@@ -161,10 +187,14 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
 
     let mut a = Node::start(cfg.clone(), cfg.postgres.clone(), "central-a");
     let b = Node::start(cfg.clone(), cfg.postgres.clone(), "central-b");
-    wait_for("the two nodes to split the partitions", Duration::from_secs(30), || {
-        let (oa, ob) = (a.owned(), b.owned());
-        oa.len() == 2 && ob.len() == 2 && oa.iter().all(|p| !ob.contains(p))
-    })
+    wait_for(
+        "the two nodes to split the partitions",
+        Duration::from_secs(30),
+        || {
+            let (oa, ob) = (a.owned(), b.owned());
+            oa.len() == 2 && ob.len() == 2 && oa.iter().all(|p| !ob.contains(p))
+        },
+    )
     .await?;
     let kv = central::lease_bucket(&bus, Duration::from_secs(3)).await?;
     let owners = central::owners(&kv, PARTITIONS).await?;
@@ -186,18 +216,29 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
         if seq == 10 && evil == 10 {
             break;
         }
-        ensure!(tokio::time::Instant::now() < deadline, "phase 1: {seq} sequence and {evil} evil alerts of 10");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "phase 1: {seq} sequence and {evil} evil alerts of 10"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let events_a = a.stats.events.load(Ordering::Relaxed);
     let events_b = b.stats.events.load(Ordering::Relaxed);
     eprintln!("phase 1 events: a {events_a}, b {events_b}; owners {owners:?}");
-    ensure!(events_a + events_b == 40, "{events_a} + {events_b} events taken, expected 40");
+    ensure!(
+        events_a + events_b == 40,
+        "{events_a} + {events_b} events taken, expected 40"
+    );
 
     // Kill node a outright; b takes its partitions once their leases expire.
     let a_had = a.owned();
     a.kill();
-    wait_for("node b to own every partition", Duration::from_secs(30), || b.owned().len() == 4).await?;
+    wait_for(
+        "node b to own every partition",
+        Duration::from_secs(30),
+        || b.owned().len() == 4,
+    )
+    .await?;
     for h in 10..20 {
         journal.spool.append_batch(&host_events(h, 200))?;
     }
@@ -207,15 +248,24 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
         if seq == 20 && evil == 20 {
             break;
         }
-        ensure!(tokio::time::Instant::now() < deadline, "phase 2: {seq} sequence and {evil} evil alerts of 20");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "phase 2: {seq} sequence and {evil} evil alerts of 20"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Nothing more arrives later (no duplicate from a redelivery).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (seq, evil) = count_alerts(&mut store).await?;
-    ensure!(seq == 20 && evil == 20, "after settling: {seq} sequence, {evil} evil alerts");
+    ensure!(
+        seq == 20 && evil == 20,
+        "after settling: {seq} sequence, {evil} evil alerts"
+    );
     let hosts: std::collections::BTreeSet<_> = store
-        .list(&AlertFilter { rule: Some("curl-then-c2".into()), ..AlertFilter::default() })
+        .list(&AlertFilter {
+            rule: Some("curl-then-c2".into()),
+            ..AlertFilter::default()
+        })
         .await?
         .into_iter()
         .filter_map(|a| a.host)

@@ -79,7 +79,10 @@ async fn wait_committed(journal: &SpoolJournal, upto: u64, within: Duration) -> 
     let deadline = tokio::time::Instant::now() + within;
     while journal.committed() < upto {
         if tokio::time::Instant::now() > deadline {
-            bail!("journal committed {} of {upto} within {within:?}", journal.committed());
+            bail!(
+                "journal committed {} of {upto} within {within:?}",
+                journal.committed()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -92,16 +95,33 @@ fn check_exactly_once(
     n: u64,
     prefix: &str,
 ) -> Result<()> {
-    ensure!(msgs.len() as u64 == n, "{} messages in the stream, expected {n}", msgs.len());
+    ensure!(
+        msgs.len() as u64 == n,
+        "{} messages in the stream, expected {n}",
+        msgs.len()
+    );
     let ids: BTreeSet<&str> = msgs.iter().map(|m| m.0.as_str()).collect();
-    ensure!(ids.len() as u64 == n, "{} distinct message ids for {n} messages", ids.len());
+    ensure!(
+        ids.len() as u64 == n,
+        "{} distinct message ids for {n} messages",
+        ids.len()
+    );
     let ns: BTreeSet<u64> = msgs.iter().map(|m| m.2).collect();
-    ensure!(ns == (0..n).collect::<BTreeSet<_>>(), "events missing or doubled");
+    ensure!(
+        ns == (0..n).collect::<BTreeSet<_>>(),
+        "events missing or doubled"
+    );
     for (id, subject, i) in msgs {
         // Journal sequence numbers start at 1: event i is record i + 1.
-        ensure!(*id == format!("{edge}:{}", i + 1), "event {i} has message id {id}");
+        ensure!(
+            *id == format!("{edge}:{}", i + 1),
+            "event {i} has message id {id}"
+        );
         let (_, p) = event(*i);
-        ensure!(*subject == format!("{prefix}.events.{p}"), "event {i} on {subject}, expected partition {p}");
+        ensure!(
+            *subject == format!("{prefix}.events.{p}"),
+            "event {i} on {subject}, expected partition {p}"
+        );
     }
     Ok(())
 }
@@ -136,7 +156,11 @@ async fn every_event_once_across_a_bus_outage() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(outage / 2)).await;
     append(&journal.spool, 1500..2000)?;
     tokio::time::sleep(Duration::from_secs(outage - outage / 2)).await;
-    ensure!(journal.committed() == 1000, "committed {} while the bus was down", journal.committed());
+    ensure!(
+        journal.committed() == 1000,
+        "committed {} while the bus was down",
+        journal.committed()
+    );
     ensure!(journal.spool.durable() == 2000);
     // Back: the journal catches up, and new events follow.
     tokio::task::block_in_place(|| nats.start_again());
@@ -145,7 +169,10 @@ async fn every_event_once_across_a_bus_outage() -> Result<()> {
     stop_tx.send(true)?;
     let stats: PublishStats = task.await??;
     eprintln!("publisher: {stats:?}");
-    ensure!(stats.retries > 0, "no retry recorded across the outage: {stats:?}");
+    ensure!(
+        stats.retries > 0,
+        "no retry recorded across the outage: {stats:?}"
+    );
     ensure!(stats.malformed == 0);
     let msgs = read_stream(&bus).await?;
     check_exactly_once(&msgs, &edge, 2500, "sensor")
@@ -181,7 +208,10 @@ async fn a_republished_journal_is_stored_once() -> Result<()> {
         if s.info().await?.state.messages == 600 {
             break;
         }
-        ensure!(tokio::time::Instant::now() < deadline, "stream did not reach 600 messages");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "stream did not reach 600 messages"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send(true)?;
@@ -195,7 +225,10 @@ async fn a_republished_journal_is_stored_once() -> Result<()> {
     wait_committed(&journal, 700, Duration::from_secs(30)).await?;
     stop.send(true)?;
     let second = task.await??;
-    ensure!(second.duplicates == 600 && second.published == 100, "{second:?}");
+    ensure!(
+        second.duplicates == 600 && second.published == 100,
+        "{second:?}"
+    );
     check_exactly_once(&read_stream(&bus).await?, &edge, 700, "sensor")?;
     Ok(())
 }
