@@ -52,12 +52,12 @@ async fn record_dedup_redelivery_history_retention() -> Result<()> {
     ensure!(other.schema_version().await? == 1);
 
     let a1 = alert("r1", "web-1", 1000, &["e1:1", "e1:2"]);
-    let r = store.record_batch(&[a1.clone()], 5).await?;
+    let r = store.record_batch(std::slice::from_ref(&a1), 5).await?;
     ensure!(r[0].new && !r[0].duplicate && r[0].count == 1, "{r:?}");
     let id = r[0].id;
 
     // Redelivery: the same alert from the same events, through another node. Nothing changes.
-    let r2 = other.record_batch(&[a1.clone()], 6).await?;
+    let r2 = other.record_batch(std::slice::from_ref(&a1), 6).await?;
     ensure!(
         !r2[0].new && r2[0].duplicate && r2[0].id == id && r2[0].count == 1,
         "{r2:?}"
@@ -65,7 +65,7 @@ async fn record_dedup_redelivery_history_retention() -> Result<()> {
 
     // A new sighting (other events) within the window folds into the alert.
     let a2 = alert("r1", "web-1", 1100, &["e1:7"]);
-    let r3 = store.record_batch(&[a2.clone()], 7).await?;
+    let r3 = store.record_batch(std::slice::from_ref(&a2), 7).await?;
     ensure!(
         !r3[0].new && !r3[0].duplicate && r3[0].id == id && r3[0].count == 2,
         "{r3:?}"
@@ -88,7 +88,7 @@ async fn record_dedup_redelivery_history_retention() -> Result<()> {
     ensure!(d.evidence.len() == 3, "evidence {:?}", d.evidence);
     // Evidence is kept as it came (JSON, key order included).
     ensure!(
-        d.evidence[0].to_string() == a1.evidence[0].to_string(),
+        serde_json::to_string(&d.evidence[0])? == serde_json::to_string(&a1.evidence[0])?,
         "{} vs {}",
         d.evidence[0],
         a1.evidence[0]
