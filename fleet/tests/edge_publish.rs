@@ -13,7 +13,7 @@ use fleet::edge::{encode_record, EdgePublisher, Journal, PublishStats};
 use fleet::partition::{partition_key, partition_of};
 use fleet::testing::NatsServer;
 use fleet::{FleetConfig, Role};
-use sensor::ingest::{Spool, SpoolLimits};
+use ingest::{Spool, SpoolLimits};
 
 mod common;
 use common::SpoolJournal;

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sensor::cli;
+
+mod cli;
 
 /// eBPF security sensor and streaming correlator.
 #[derive(Parser)]
@@ -49,7 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(&cli.log);
+    sensor::logging::init(&cli.log);
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::Events(a) => cli::events::run(a),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleet::edge::{Journal, JournalReader};
 use fleet::FleetError;
-use sensor::ingest::{Spool, SpoolReader};
+use ingest::{Spool, SpoolReader};
 
 /// The ingest spool as the edge's journal. `commit_enabled = false` plays an edge that dies after
 /// publishing and before committing: its checkpoint never moves.
@@ -48,7 +48,7 @@ impl Journal for SpoolJournal {
 impl SpoolJournal {
     pub fn open(dir: &std::path::Path) -> anyhow::Result<SpoolJournal> {
         Ok(SpoolJournal {
-            spool: Spool::open(dir, sensor::ingest::SpoolLimits::default())?,
+            spool: Spool::open(dir, ingest::SpoolLimits::default())?,
             commit_enabled: AtomicBool::new(true),
         })
     }

@@ -14,7 +14,7 @@
 //! by the peer's uid (SO_PEERCRED: root or `api.allow_uids`), on TCP by TLS plus a bearer token. Handlers
 //! see only an authenticated [`Peer`].
 
-pub mod client;
+mod state;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,8 +33,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::daemon::{Control, Shared};
 use crate::store::{AlertFilter, Status, StoreError};
+pub(crate) use state::{Control, DaemonInfo, Shared};
+pub use state::{ReloadReport, SourceInfo};
 
 /// Who is calling (already authenticated).
 #[derive(Clone, Debug)]
@@ -114,7 +115,7 @@ fn filter_from(q: &HashMap<String, String>) -> Result<AlertFilter, ApiError> {
             }
             "rule" => f.rule = Some(v.clone()),
             "host" => f.host = Some(v.clone()),
-            "since" => f.since_ns = Some(parse_since(v, crate::daemon::wall_ns()).map_err(bad)?),
+            "since" => f.since_ns = Some(parse_since(v, crate::clock::wall_ns()).map_err(bad)?),
             "after_id" => {
                 f.after_id = Some(
                     v.parse()
@@ -191,7 +192,7 @@ async fn set_status(
         Some(u) => format!("{u} ({})", peer.actor),
         None => peer.actor,
     };
-    let now = crate::daemon::wall_ns();
+    let now = crate::clock::wall_ns();
     let reason = change.reason;
     let alert = s
         .store
@@ -428,7 +429,7 @@ pub(crate) async fn serve(
     });
 
     if let Some(tcp) = &cfg.api.tcp {
-        let token: Arc<str> = crate::outputs::webhook::read_token(&tcp.token_file)?.into();
+        let token: Arc<str> = crate::client::read_token(&tcp.token_file)?.into();
         let acceptor = tls_acceptor(&tcp.cert, &tcp.key)?;
         let listener = tokio::net::TcpListener::bind(&tcp.listen)
             .await

@@ -11,10 +11,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{SourceEvents, SourceItem, SourceStarter, StartedSource};
 use crate::config::Config;
-use crate::ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
-use crate::ingest::Spool;
-use crate::kernel::KernelSensor;
 use crate::metrics::Metrics;
+use ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
+use ingest::Spool;
+use sensor_kernel::KernelSensor;
 
 /// Starts the kernel sensor when `[kernel] enabled`.
 pub struct KernelStarter;
@@ -120,7 +120,7 @@ impl SourceStarter for IngestStarter {
         let (tx, events) = mpsc::channel(8192);
         let http = sec.listeners.http.as_ref().map(|h| h.listen.to_string());
         let auditd = sec.listeners.auditd.as_ref().map(|a| a.listen.to_string());
-        let server = tokio::spawn(crate::ingest::serve(
+        let server = tokio::spawn(ingest::serve(
             sec.listeners.clone(),
             spool.clone(),
             stop_rx.clone(),
@@ -293,5 +293,18 @@ fn consume(
     };
     if let Err(e) = drive(&mut consumer, spool, start.seq, idle, stop, &mut sink) {
         tracing::error!(error = %e, "network ingest consumer stopped");
+    }
+}
+
+/// The seams `sensor run` is built with: the kernel sensor and network ingest as sources, the rules
+/// and analytics of [`crate::rules::daemon_rules`].
+pub fn default_seams() -> super::Seams {
+    super::Seams {
+        rules: Arc::new(
+            |cfg: &crate::config::RulesConfig| -> Result<_, super::BoxError> {
+                Ok(crate::rules::daemon_rules(cfg)?)
+            },
+        ),
+        sources: vec![Box::new(KernelStarter), Box::new(IngestStarter::new())],
     }
 }

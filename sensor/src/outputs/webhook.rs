@@ -1,16 +1,16 @@
 //! Webhook: POSTs each alert's ECS document as JSON, retrying with exponential backoff.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{AlertUpdate, OutputError};
-use crate::api::client::{self, Endpoint};
+use super::OutputError;
+use crate::client::{self, read_token, Endpoint};
 use crate::config::WebhookOutputConfig;
 use crate::metrics::Metrics;
+use crate::store::AlertUpdate;
 
 /// A configured webhook.
 #[derive(Debug, Clone)]
@@ -80,16 +80,6 @@ impl Webhook {
         }
         Err(last)
     }
-}
-
-pub(crate) fn read_token(path: &PathBuf) -> Result<String, String> {
-    let t =
-        std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
-    }
-    Ok(t)
 }
 
 pub(crate) async fn run(

@@ -247,3 +247,14 @@ fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, ClientError> {
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
+
+/// Reads a bearer token file (trimmed); an empty file is an error.
+pub(crate) fn read_token(path: &PathBuf) -> Result<String, String> {
+    let t =
+        std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    Ok(t)
+}
