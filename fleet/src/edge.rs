@@ -27,7 +27,7 @@ use crate::bus::{Bus, Kind};
 use crate::FleetError;
 
 /// A durable, ordered log of records with a commit point: what the edge publishes from. The ingest
-/// spool is one (see `SpoolJournal` where the daemon wires it).
+/// spool is one (implemented below).
 pub trait Journal: Sync {
     type Reader<'a>: JournalReader + Send
     where
@@ -46,6 +46,30 @@ pub trait Journal: Sync {
 pub trait JournalReader {
     /// Up to `max` durable records (sequence number, record), in order; empty when none is ready.
     fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, FleetError>;
+}
+
+/// The ingest spool is the edge's journal: dense sequence numbers from 1, `fdatasync`ed batches, a
+/// checkpoint file, whole segments deleted at or below it.
+impl Journal for ingest::Spool {
+    type Reader<'a> = ingest::SpoolReader<'a>;
+    fn reader(&self, after: u64) -> ingest::SpoolReader<'_> {
+        ingest::Spool::reader(self, after)
+    }
+    fn committed(&self) -> u64 {
+        ingest::Spool::committed(self)
+    }
+    fn commit(&self, seq: u64) -> Result<(), FleetError> {
+        ingest::Spool::commit(self, seq).map_err(|e| FleetError::Spool(e.to_string()))
+    }
+    fn wait_beyond(&self, seq: u64) -> impl Future<Output = ()> + Send {
+        ingest::Spool::wait_beyond(self, seq)
+    }
+}
+
+impl JournalReader for ingest::SpoolReader<'_> {
+    fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, FleetError> {
+        ingest::SpoolReader::next_batch(self, max).map_err(|e| FleetError::Spool(e.to_string()))
+    }
 }
 
 /// Builds a journal record for `json` of `kind` in `partition`.

@@ -1,9 +1,10 @@
-//! Shared by the fleet tests: the real ingest spool as an edge journal.
+//! Shared by the fleet tests: the real ingest spool as an edge journal, with a switch that plays an
+//! edge dying between publishing and committing.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fleet::edge::{Journal, JournalReader};
+use fleet::edge::Journal;
 use fleet::FleetError;
 use ingest::{Spool, SpoolReader};
 
@@ -14,29 +15,17 @@ pub struct SpoolJournal {
     pub commit_enabled: AtomicBool,
 }
 
-pub struct Reader<'a>(SpoolReader<'a>);
-
-impl JournalReader for Reader<'_> {
-    fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, FleetError> {
-        self.0
-            .next_batch(max)
-            .map_err(|e| FleetError::Spool(e.to_string()))
-    }
-}
-
 impl Journal for SpoolJournal {
-    type Reader<'a> = Reader<'a>;
-    fn reader(&self, after: u64) -> Reader<'_> {
-        Reader(self.spool.reader(after))
+    type Reader<'a> = SpoolReader<'a>;
+    fn reader(&self, after: u64) -> SpoolReader<'_> {
+        Journal::reader(&self.spool, after)
     }
     fn committed(&self) -> u64 {
-        self.spool.committed()
+        Journal::committed(&self.spool)
     }
     fn commit(&self, seq: u64) -> Result<(), FleetError> {
         if self.commit_enabled.load(Ordering::SeqCst) {
-            self.spool
-                .commit(seq)
-                .map_err(|e| FleetError::Spool(e.to_string()))?;
+            Journal::commit(&self.spool, seq)?;
         }
         Ok(())
     }
