@@ -267,3 +267,39 @@ async fn alerts_wait_out_a_postgres_restart() -> Result<()> {
     ensure!(n.trim() == "51", "sightings {n}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_config_are_named() -> Result<()> {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir()?;
+    let mut cfg = pg.config();
+    let wrong = dir.path().join("wrong.pw");
+    std::fs::write(&wrong, "not-the-password\n")?;
+    cfg.password_file = Some(wrong);
+    let e = FleetStore::connect(&cfg)
+        .await
+        .err()
+        .context("connected with a wrong password")?;
+    let msg = e.to_string();
+    ensure!(msg.contains(&cfg.url), "{msg}");
+    // Refused, not unavailable: a writer must not wait for it forever.
+    ensure!(
+        !e.is_transient(),
+        "wrong password taken for an outage: {msg}"
+    );
+    cfg.password_file = Some(dir.path().join("missing.pw"));
+    let msg = FleetStore::connect(&cfg)
+        .await
+        .err()
+        .context("connected")?
+        .to_string();
+    ensure!(msg.contains("missing.pw"), "{msg}");
+    cfg.url = "postgresql://sensor@127.0.0.1:notaport/sensor".into();
+    let msg = FleetStore::connect(&cfg)
+        .await
+        .err()
+        .context("connected")?
+        .to_string();
+    ensure!(msg.contains("fleet.postgres.url"), "{msg}");
+    Ok(())
+}
