@@ -84,6 +84,10 @@ const PACKAGES: &[&str] = &[
     "runc",
     // busybox's `nc` is the network tool of the live AN1358 reverse-shell test.
     "busybox-static",
+    // The fleet's bus and alert store: the fleet tests start their own nats-server (JetStream) and
+    // PostgreSQL cluster (initdb/pg_ctl as an unprivileged user) in temporary directories.
+    "nats-server",
+    "postgresql",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];

@@ -1,0 +1,44 @@
+//! Shared by the fleet tests: the real ingest spool as an edge journal, with a switch that plays an
+//! edge dying between publishing and committing.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fleet::edge::Journal;
+use fleet::FleetError;
+use ingest::{Spool, SpoolReader};
+
+/// The ingest spool as the edge's journal. `commit_enabled = false` plays an edge that dies after
+/// publishing and before committing: its checkpoint never moves.
+pub struct SpoolJournal {
+    pub spool: Spool,
+    pub commit_enabled: AtomicBool,
+}
+
+impl Journal for SpoolJournal {
+    type Reader<'a> = SpoolReader<'a>;
+    fn reader(&self, after: u64) -> SpoolReader<'_> {
+        Journal::reader(&self.spool, after)
+    }
+    fn committed(&self) -> u64 {
+        Journal::committed(&self.spool)
+    }
+    fn commit(&self, seq: u64) -> Result<(), FleetError> {
+        if self.commit_enabled.load(Ordering::SeqCst) {
+            Journal::commit(&self.spool, seq)?;
+        }
+        Ok(())
+    }
+    fn wait_beyond(&self, seq: u64) -> impl std::future::Future<Output = ()> + Send {
+        self.spool.wait_beyond(seq)
+    }
+}
+
+impl SpoolJournal {
+    pub fn open(dir: &std::path::Path) -> anyhow::Result<SpoolJournal> {
+        Ok(SpoolJournal {
+            spool: Spool::open(dir, ingest::SpoolLimits::default())?,
+            commit_enabled: AtomicBool::new(true),
+        })
+    }
+}
