@@ -36,6 +36,11 @@ pub trait Detector: Send {
     fn pending(&self) -> usize {
         0
     }
+    /// Partial matches this detector dropped to stay within its bounds (count or bytes) since it
+    /// was made: what it shed under pressure.
+    fn shed(&self) -> u64 {
+        0
+    }
     /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
     /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.
     fn save_state(&self) -> Option<serde_json::Value> {

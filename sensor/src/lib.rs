@@ -8,4 +8,5 @@ pub mod ingest;
 pub mod kernel;
 pub mod metrics;
 pub mod outputs;
+pub mod secret;
 pub mod store;

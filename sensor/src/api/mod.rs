@@ -253,11 +253,13 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "pid": std::process::id(),
         "uptime_secs": s.info.started.elapsed().as_secs(),
         "config": s.info.config_path.as_ref().map(|p| p.display().to_string()),
+        "privileges": s.info.privileges.lock().map_or(serde_json::Value::Null, |p| p.clone()),
         "sources": sources,
         "refused": s.info.refused,
         "rules_loaded": m.rules_loaded.load(Relaxed),
         "rules": s.info.rules(),
         "pending": m.pending.load(Relaxed),
+        "pending_shed": m.pending_shed.load(Relaxed),
         "ingest_clients": m.ingest_clients.load(Relaxed),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
@@ -404,6 +406,7 @@ pub(crate) async fn serve(
     let r = router.clone();
     let mut sd = shutdown.clone();
     set.spawn(async move {
+        crate::daemon::privilege::released().await;
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
@@ -428,7 +431,9 @@ pub(crate) async fn serve(
     });
 
     if let Some(tcp) = &cfg.api.tcp {
-        let token: Arc<str> = crate::outputs::webhook::read_token(&tcp.token_file)?.into();
+        let token: Arc<str> = crate::secret::read_token("[api.tcp] token_file", &tcp.token_file)
+            .map_err(|e| e.to_string())?
+            .into();
         let acceptor = tls_acceptor(&tcp.cert, &tcp.key)?;
         let listener = tokio::net::TcpListener::bind(&tcp.listen)
             .await
@@ -437,6 +442,7 @@ pub(crate) async fn serve(
         let r = router.clone();
         let mut sd = shutdown.clone();
         set.spawn(async move {
+            crate::daemon::privilege::released().await;
             loop {
                 let (stream, addr) = tokio::select! {
                     a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -482,6 +488,7 @@ pub(crate) async fn serve(
             .with_state(shared);
         let mut sd = shutdown;
         set.spawn(async move {
+            crate::daemon::privilege::released().await;
             loop {
                 let (stream, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -503,8 +510,7 @@ pub(crate) async fn serve(
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
     let cert_pem =
         std::fs::read(cert).map_err(|e| format!("[api.tcp] cert {}: {e}", cert.display()))?;
-    let key_pem =
-        std::fs::read(key).map_err(|e| format!("[api.tcp] key {}: {e}", key.display()))?;
+    let key_pem = crate::secret::read_secret("[api.tcp] key", key).map_err(|e| e.to_string())?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("[api.tcp] cert {}: {e}", cert.display()))?;

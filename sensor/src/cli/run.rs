@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,6 +23,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Config::embedded()
         }
     };
+    // Before any thread exists, so that every thread has it: nothing this process ever executes can
+    // gain privileges (setuid binaries, file capabilities). The flag is per thread and inherited.
+    nix::sys::prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sensor")
@@ -53,15 +58,19 @@ fn shipped_rules(cfg: &crate::config::RulesConfig) -> Result<Vec<LoadedRule>, Bo
             .into_iter()
             .filter(|d| d.enabled && d.is_eql() && !cfg.disabled.iter().any(|x| x == &d.meta.id))
             .collect();
-        let version = fingerprint(
-            &defs
-                .iter()
+        let max_pending_bytes = usize::try_from(cfg.max_pending_bytes.0).unwrap_or(usize::MAX);
+        let version = fingerprint(&(
+            defs.iter()
                 .map(|d| format!("{}:{}", d.meta.id, d.query))
                 .collect::<Vec<_>>(),
-        );
+            max_pending_bytes,
+        ));
         let mut set = correlator::RuleSet::new(correlator::RunnerConfig {
             lateness_ns: i64::try_from(cfg.lateness.0.as_nanos()).unwrap_or(i64::MAX),
-            ..correlator::RunnerConfig::default()
+            limits: correlator::eql::sequence::SeqLimits {
+                max_pending_bytes,
+                ..correlator::eql::sequence::SeqLimits::default()
+            },
         });
         let report = set.reload(defs);
         for (id, err) in &report.failed {

@@ -10,5 +10,5 @@ pub mod server;
 pub mod spool;
 
 pub use decode::{decode_reader, decoder, DecodeError, Decoder, Format};
-pub use server::{serve, IngestConfig, IngestError};
+pub use server::{bind, serve, Bound, IngestConfig, IngestError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

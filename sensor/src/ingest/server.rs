@@ -272,6 +272,45 @@ pub async fn serve(
     spool: Arc<Spool>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
+    bind(cfg, spool).await?.serve(shutdown).await;
+    Ok(())
+}
+
+/// Listeners bound (and TLS keys read) but not yet accepting: the daemon binds while it is still
+/// privileged (ports below 1024, root-only key files), drops its privileges, then calls
+/// [`Bound::serve`], so no connection is ever parsed with privileges.
+pub struct Bound {
+    state: Arc<State>,
+    http: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    auditd: Option<(TcpListener, Arc<HashMap<IpAddr, String>>)>,
+}
+
+impl Bound {
+    /// Accepts and serves until `shutdown` turns true (or its sender is dropped).
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some((listener, tls)) = self.http {
+            tasks.spawn(http_loop(
+                listener,
+                tls,
+                self.state.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some((listener, peers)) = self.auditd {
+            tasks.spawn(auditd_loop(
+                listener,
+                peers,
+                self.state.clone(),
+                shutdown.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Reads the agents and TLS material and binds the configured listeners (see [`Bound`]).
+pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestError> {
     let mut agents = HashMap::new();
     let mut saved = load_contexts(spool.dir());
     for a in &cfg.agents {
@@ -311,7 +350,11 @@ pub async fn serve(
         limits: cfg.limits.clone(),
         inflight: Semaphore::new(cfg.limits.max_inflight_requests.max(1)),
     });
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut bound = Bound {
+        state,
+        http: None,
+        auditd: None,
+    };
     if let Some(http) = &cfg.http {
         let tls = match (&http.tls, http.plaintext_loopback) {
             (Some(t), _) => Some(tls_acceptor(t)?),
@@ -336,7 +379,7 @@ pub async fn serve(
                     source,
                 })?;
         tracing::info!(message = "ingest: HTTP listener up", addr = %listener.local_addr().map_or(http.listen, |a| a), tls = tls.is_some());
-        tasks.spawn(http_loop(listener, tls, state.clone(), shutdown.clone()));
+        bound.http = Some((listener, tls));
     }
     if let Some(a) = &cfg.auditd {
         let listener = TcpListener::bind(a.listen)
@@ -351,15 +394,9 @@ pub async fn serve(
             .iter()
             .map(|p| (p.addr, p.agent_id.clone()))
             .collect();
-        tasks.spawn(auditd_loop(
-            listener,
-            Arc::new(peers),
-            state.clone(),
-            shutdown.clone(),
-        ));
+        bound.auditd = Some((listener, Arc::new(peers)));
     }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    Ok(bound)
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, IngestError> {
@@ -381,7 +418,9 @@ pub fn tls_acceptor(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, IngestEr
             t.cert.display()
         )));
     }
-    let key = rustls_pemfile::private_key(&mut read_pem(&t.key)?.as_slice())
+    let key_pem = crate::secret::read_secret("ingest TLS key", &t.key)
+        .map_err(|e| IngestError::Tls(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| IngestError::Tls(format!("{}: {e}", t.key.display())))?
         .ok_or_else(|| IngestError::Tls(format!("{}: no private key found", t.key.display())))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
