@@ -384,3 +384,34 @@ pub fn make_alert(meta: &RuleMeta, events: &[&Event], join_keys: Vec<serde_json:
         evidence: events.iter().map(|e| evidence_json(e)).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn runner_runs_a_sequence_as_a_detector() {
+        let q = crate::eql::compile("sequence by host.id with maxspan=10s [process where process.name == \"a\"] [network where true]", &crate::eql::Options::elastic()).unwrap();
+        let mut r = RuleRunner::from_query("t", q);
+        let mk = |ts: i64, cat: &str, name: &str, host: &str| {
+            let mut e = Event::from_json(&serde_json::json!({"event": {"category": cat}, "process": {"name": name}, "host": {"id": host}}),
+            )
+            .unwrap();
+            e.timestamp_ns = ts * 1_000_000_000;
+            e
+        };
+        let mut out = Vec::new();
+        r.on_event(&mk(1, "process", "a", "h1"), &mut out);
+        r.on_event(&mk(2, "network", "x", "h2"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.pending(), 1);
+        r.on_event(&mk(3, "network", "x", "h1"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].join_keys, vec![serde_json::json!("h1")]);
+        assert_eq!(out[0].evidence.len(), 2);
+        r.on_event(&mk(20, "process", "a", "h1"), &mut out);
+        r.on_event(&mk(31, "network", "x", "h1"), &mut out);
+        assert_eq!(out.len(), 1, "maxspan exceeded");
+    }
+}

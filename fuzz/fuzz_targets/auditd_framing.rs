@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::ingest::server::{parse_auditd_frames, AuditdFrame};
+use ingest::server::{parse_auditd_frames, AuditdFrame};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, data)) = data.split_first() else { return };

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::ingest::{decode_reader, Format};
+use ingest::{decode_reader, Format};
 
 fuzz_target!(|data: &[u8]| {
     let format: Format = "eslogger".parse().unwrap_or(Format::Ecs);

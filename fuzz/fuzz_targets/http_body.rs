@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::ingest::server::{decode_record, decompress, encode_record, process_body};
-use sensor::ingest::Format;
+use ingest::server::{decode_record, decompress, encode_record, process_body};
+use ingest::Format;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else { return };

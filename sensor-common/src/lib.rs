@@ -1,7 +1,7 @@
 //! Record types that cross the kernel boundary. `#![no_std]`, `#[repr(C)]`, no pointers.
 //!
 //! Every record starts with a [`Header`] whose `kind` says which record follows. The kernel programs in
-//! `sensor-ebpf` write these into one BPF ring buffer; the daemon (`sensor::kernel`) reads them back.
+//! `sensor-ebpf` write these into one BPF ring buffer; the daemon (`sensor-kernel`) reads them back.
 //! Layouts are pinned twice: by the `const` asserts at the bottom of this file (a change on one side
 //! fails the build) and by the `kernel_layout` test, which compares them with the BTF of the compiled
 //! eBPF object.

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use correlator::{Alert, Detector, Event, Severity, Value};
 use sensor::config::Config;
-use sensor::daemon::{LoadedRule, Seams, SourceStarter, StartedSource};
+use sensor::daemon::{Seams, SourceStarter, StartedSource};
 use sensor::metrics::Metrics;
+use sensor::rules::LoadedRule;
 use tokio::sync::mpsc;
 
 struct EveryNth;

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sensor::cli;
+
+mod cli;
 
 /// eBPF security sensor and streaming correlator.
 #[derive(Parser)]
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     // daemon's user only (modes are widened explicitly where a setting asks, like `api.socket_mode`).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    cli::init_logging(&cli.log);
+    sensor::logging::init(&cli.log);
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::Events(a) => cli::events::run(a),

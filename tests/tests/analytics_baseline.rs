@@ -103,17 +103,17 @@ fn baseline_survives_restart() {
 #[test]
 fn daemon_rule_loader_versions_follow_settings() {
     use sensor::config::RulesConfig;
-    let ids = |rules: &[sensor::daemon::LoadedRule]| {
+    let ids = |rules: &[sensor::rules::LoadedRule]| {
         rules
             .iter()
             .map(|r| (r.detector.id().to_string(), r.version))
             .collect::<Vec<_>>()
     };
-    let base = sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap();
+    let base = sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap();
     assert_eq!(base.len(), 10);
     assert_eq!(
         ids(&base),
-        ids(&sensor::cli::analytics::daemon_rules(&RulesConfig::default()).unwrap()),
+        ids(&sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap()),
         "stable versions"
     );
     let mut cfg = RulesConfig {
@@ -123,9 +123,9 @@ fn daemon_rule_loader_versions_follow_settings() {
     let mut t = toml::Table::new();
     t.insert("InspectionFailureThreshold".into(), toml::Value::Integer(5));
     cfg.settings.insert("AN1726".into(), toml::Value::Table(t));
-    let changed = sensor::cli::analytics::daemon_rules(&cfg).unwrap();
+    let changed = sensor::rules::shipped_analytics(&cfg).unwrap();
     assert_eq!(changed.len(), 8);
-    let v = |rules: &[sensor::daemon::LoadedRule], id: &str| {
+    let v = |rules: &[sensor::rules::LoadedRule], id: &str| {
         rules
             .iter()
             .find(|r| r.detector.id() == id)
@@ -144,7 +144,7 @@ fn daemon_rule_loader_versions_follow_settings() {
         "AN1726".into(),
         toml::Value::Table(toml::from_str("InspectionFailureThreshold = \"x\"").unwrap()),
     );
-    let err = sensor::cli::analytics::daemon_rules(&cfg)
+    let err = sensor::rules::shipped_analytics(&cfg)
         .err()
         .unwrap()
         .to_string();

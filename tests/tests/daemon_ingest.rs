@@ -25,9 +25,9 @@ fn api(socket: &Path, path: &str) -> Option<Value> {
         .enable_all()
         .build()
         .unwrap();
-    let ep = sensor::api::client::Endpoint::Unix(socket.to_path_buf());
+    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
     let (status, bytes) = rt
-        .block_on(sensor::api::client::call(&ep, "GET", path, None, None))
+        .block_on(sensor::client::call(&ep, "GET", path, None, None))
         .ok()?;
     if status != 200 {
         return None;

@@ -12,7 +12,8 @@ use sensor::config::{
     Config, FileOutputConfig, OutputsConfig, SyslogOutputConfig, WebhookOutputConfig,
 };
 use sensor::metrics::Metrics;
-use sensor::outputs::{ecs_document, AlertUpdate};
+use sensor::outputs::ecs_document;
+use sensor::store::AlertUpdate;
 use sensor::store::{Status, StoredAlert};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;

@@ -23,9 +23,9 @@ fn api(socket: &Path, path: &str) -> Option<Value> {
         .enable_all()
         .build()
         .unwrap();
-    let ep = sensor::api::client::Endpoint::Unix(socket.to_path_buf());
+    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
     let (status, bytes) = rt
-        .block_on(sensor::api::client::call(&ep, "GET", path, None, None))
+        .block_on(sensor::client::call(&ep, "GET", path, None, None))
         .ok()?;
     (status == 200).then(|| serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
@@ -124,10 +124,9 @@ fn ingest_events_in(socket: &Path) -> u64 {
         .enable_all()
         .build()
         .unwrap();
-    let ep = sensor::api::client::Endpoint::Unix(socket.to_path_buf());
-    let Ok((200, body)) = rt.block_on(sensor::api::client::call(
-        &ep, "GET", "/metrics", None, None,
-    )) else {
+    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
+    let Ok((200, body)) = rt.block_on(sensor::client::call(&ep, "GET", "/metrics", None, None))
+    else {
         return 0;
     };
     String::from_utf8_lossy(&body)

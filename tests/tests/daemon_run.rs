@@ -118,9 +118,9 @@ fn api(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Option<
         .enable_all()
         .build()
         .unwrap();
-    let ep = sensor::api::client::Endpoint::Unix(socket.to_path_buf());
+    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
     let (status, bytes) = rt
-        .block_on(sensor::api::client::call(&ep, method, path, body, None))
+        .block_on(sensor::client::call(&ep, method, path, body, None))
         .ok()?;
     let v = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
@@ -647,13 +647,11 @@ fn metrics_expose_sources_rules_and_the_latency_histogram() {
         .enable_all()
         .build()
         .unwrap();
-    let ep = sensor::api::client::Endpoint::Http {
+    let ep = sensor::client::Endpoint::Http {
         authority: format!("127.0.0.1:{port}"),
     };
     let (code, body) = rt
-        .block_on(sensor::api::client::call(
-            &ep, "GET", "/metrics", None, None,
-        ))
+        .block_on(sensor::client::call(&ep, "GET", "/metrics", None, None))
         .unwrap();
     assert_eq!(code, 200);
     let m = String::from_utf8_lossy(&body);
@@ -668,7 +666,7 @@ fn metrics_expose_sources_rules_and_the_latency_histogram() {
         assert!(m.contains(want), "missing `{want}` in\n{m}");
     }
     let (code, _) = rt
-        .block_on(sensor::api::client::call(&ep, "GET", "/readyz", None, None))
+        .block_on(sensor::client::call(&ep, "GET", "/readyz", None, None))
         .unwrap();
     assert_eq!(code, 200);
     drop(d);

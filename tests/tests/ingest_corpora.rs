@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use correlator::Event;
-use sensor::ingest::{decode_reader, DecodeError, Format};
+use ingest::{decode_reader, DecodeError, Format};
 use serde_json::Value as J;
 
 struct Outcome {

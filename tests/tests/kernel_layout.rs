@@ -5,8 +5,8 @@
 
 use std::mem::{offset_of, size_of};
 
-use sensor::kernel::btf::{object_btf, Btf};
 use sensor_common::*;
+use sensor_kernel::btf::{object_btf, Btf};
 
 type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
 
@@ -193,7 +193,7 @@ fn compare(btf: &Btf, layouts: &[Layout]) -> Vec<String> {
 
 #[test]
 fn records_match_the_btf_of_the_compiled_object() {
-    let obj = sensor::kernel::EBPF_OBJECT;
+    let obj = sensor_kernel::EBPF_OBJECT;
     if obj.is_empty() {
         let msg =
             "SKIPPED: the sensor was built without the eBPF object (run `cargo xtask build-ebpf`)";
@@ -217,7 +217,7 @@ fn records_match_the_btf_of_the_compiled_object() {
 #[test]
 fn the_check_sees_a_drift() {
     // The comparison itself must fail on a layout that differs: shift one offset and change a size.
-    let obj = sensor::kernel::EBPF_OBJECT;
+    let obj = sensor_kernel::EBPF_OBJECT;
     if obj.is_empty() {
         return; // reported loudly by the test above
     }
@@ -237,7 +237,7 @@ fn running_kernel_has_the_offsets_the_programs_need() {
         eprintln!("\n!!!!!!!! SKIPPED: /sys/kernel/btf/vmlinux is not readable !!!!!!!!\n");
         return;
     };
-    let (offsets, missing) = sensor::kernel::kernel_offsets(&btf);
+    let (offsets, missing) = sensor_kernel::kernel_offsets(&btf);
     assert!(
         missing.is_empty(),
         "missing kernel struct members: {missing:?}"

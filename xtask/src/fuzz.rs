@@ -2,7 +2,7 @@
 //! seeded from the third-party corpora in `../shared/corpora`. Any crash, hang, OOM or leak fails
 //! the run with the target's name and the path of the input that caused it.
 //!
-//! Build-time choices (a cold build of the fuzz crate compiles the whole `sensor` crate and its
+//! Build-time choices (a cold build of the fuzz crate compiles the `ingest` crate and its
 //! dependencies with coverage instrumentation, on CI's two cores):
 //! - `--sanitizer none`: the fuzzed code (decoders, HTTP body handling, auditd framing) is safe
 //!   Rust without a line of `unsafe`, and its dependencies on that path (serde_json, flate2's
@@ -243,7 +243,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The ingest formats in `sensor::ingest::Format::ALL` order: `http_body` takes the format from
+/// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
 const FORMATS: [&str; 9] = [

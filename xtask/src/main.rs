@@ -116,7 +116,7 @@ pub(crate) fn root() -> PathBuf {
     here.parent().map_or(here.clone(), Path::to_path_buf)
 }
 
-/// Where `build-ebpf` leaves the object; `sensor/build.rs` embeds it from here.
+/// Where `build-ebpf` leaves the object; `sensor-kernel/build.rs` embeds it from here.
 pub(crate) fn ebpf_object() -> PathBuf {
     root().join("sensor-ebpf/target/bpfel-unknown-none/release/sensor-ebpf")
 }

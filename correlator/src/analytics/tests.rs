@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
+use crate::Alert;
 
 /// Accepts every query; records them so tests can see the substituted text.
 #[derive(Default)]

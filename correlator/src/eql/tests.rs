@@ -76,29 +76,3 @@ fn sequence_api() {
     assert_eq!(*maxspan_ns, Some(30_000_000_000));
     assert_eq!(steps.len(), 2);
 }
-
-#[test]
-fn runner_runs_a_sequence_as_a_detector() {
-    use crate::Detector;
-    let q = compile("sequence by host.id with maxspan=10s [process where process.name == \"a\"] [network where true]", &Options::elastic()).unwrap();
-    let mut r = crate::runner::RuleRunner::from_query("t", q);
-    let mk = |ts: i64, cat: &str, name: &str, host: &str| {
-        let mut e = ev(
-            serde_json::json!({"event": {"category": cat}, "process": {"name": name}, "host": {"id": host}}),
-        );
-        e.timestamp_ns = ts * 1_000_000_000;
-        e
-    };
-    let mut out = Vec::new();
-    r.on_event(&mk(1, "process", "a", "h1"), &mut out);
-    r.on_event(&mk(2, "network", "x", "h2"), &mut out);
-    assert!(out.is_empty());
-    assert_eq!(r.pending(), 1);
-    r.on_event(&mk(3, "network", "x", "h1"), &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].join_keys, vec![serde_json::json!("h1")]);
-    assert_eq!(out[0].evidence.len(), 2);
-    r.on_event(&mk(20, "process", "a", "h1"), &mut out);
-    r.on_event(&mk(31, "network", "x", "h1"), &mut out);
-    assert_eq!(out.len(), 1, "maxspan exceeded");
-}

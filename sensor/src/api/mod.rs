@@ -14,7 +14,7 @@
 //! by the peer's uid (SO_PEERCRED: root or `api.allow_uids`), on TCP by TLS plus a bearer token. Handlers
 //! see only an authenticated [`Peer`].
 
-pub mod client;
+mod state;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,8 +33,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::daemon::{Control, Shared};
 use crate::store::{AlertFilter, Status, StoreError};
+pub(crate) use state::{
+    accepts_released, hold_accepts, release_accepts, Control, DaemonInfo, Shared,
+};
+pub use state::{ReloadReport, SourceInfo};
 
 /// Who is calling (already authenticated).
 #[derive(Clone, Debug)]
@@ -114,7 +117,7 @@ fn filter_from(q: &HashMap<String, String>) -> Result<AlertFilter, ApiError> {
             }
             "rule" => f.rule = Some(v.clone()),
             "host" => f.host = Some(v.clone()),
-            "since" => f.since_ns = Some(parse_since(v, crate::daemon::wall_ns()).map_err(bad)?),
+            "since" => f.since_ns = Some(parse_since(v, crate::clock::wall_ns()).map_err(bad)?),
             "after_id" => {
                 f.after_id = Some(
                     v.parse()
@@ -191,7 +194,7 @@ async fn set_status(
         Some(u) => format!("{u} ({})", peer.actor),
         None => peer.actor,
     };
-    let now = crate::daemon::wall_ns();
+    let now = crate::clock::wall_ns();
     let reason = change.reason;
     let alert = s
         .store
@@ -406,7 +409,7 @@ pub(crate) async fn serve(
     let r = router.clone();
     let mut sd = shutdown.clone();
     set.spawn(async move {
-        crate::daemon::privilege::released().await;
+        state::accepts_released().await;
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
@@ -442,7 +445,7 @@ pub(crate) async fn serve(
         let r = router.clone();
         let mut sd = shutdown.clone();
         set.spawn(async move {
-            crate::daemon::privilege::released().await;
+            state::accepts_released().await;
             loop {
                 let (stream, addr) = tokio::select! {
                     a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -488,7 +491,7 @@ pub(crate) async fn serve(
             .with_state(shared);
         let mut sd = shutdown;
         set.spawn(async move {
-            crate::daemon::privilege::released().await;
+            state::accepts_released().await;
             loop {
                 let (stream, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },

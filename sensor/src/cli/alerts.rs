@@ -6,28 +6,28 @@ use anyhow::Context;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::api::client::{self, Endpoint};
-use crate::store::{AlertDetail, StoredAlert};
+use sensor::client::{self, Endpoint};
+use sensor::store::{AlertDetail, StoredAlert};
 
 /// How to reach the daemon's control API.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The daemon's control socket.
     #[arg(
         long,
         env = "SENSOR_SOCKET",
         default_value = "/run/sensor/control.sock"
     )]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// A remote daemon instead: https://HOST:PORT (needs --token-file).
     #[arg(long, env = "SENSOR_API_URL")]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// File holding the API token for --url.
     #[arg(long, env = "SENSOR_API_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// CA certificate (PEM) to check the remote daemon's certificate.
     #[arg(long, env = "SENSOR_API_CA")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl Conn {
@@ -36,7 +36,7 @@ impl Conn {
             Some(url) => {
                 let (ep, _) = Endpoint::from_url(url, self.ca_file.as_deref())?;
                 let token = match &self.token_file {
-                    Some(p) => Some(crate::secret::read_token("--token-file", p)?),
+                    Some(p) => Some(sensor::secret::read_token("--token-file", p)?),
                     None => None,
                 };
                 Ok((ep, token))
@@ -46,7 +46,12 @@ impl Conn {
     }
 
     /// Calls the API; a non-2xx answer becomes an error carrying the server's message.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let (ep, token) = self.endpoint()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -56,7 +61,7 @@ impl Conn {
         if !(200..300).contains(&status) {
             anyhow::bail!(
                 "the daemon answered {status}: {}",
-                crate::api::error_message(&bytes)
+                sensor::api::error_message(&bytes)
             );
         }
         serde_json::from_slice(&bytes).context("the daemon's answer is not JSON")
@@ -64,7 +69,7 @@ impl Conn {
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// List alerts, newest first.
     List {
         #[command(flatten)]
@@ -115,7 +120,7 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Change {
+pub(crate) struct Change {
     #[command(flatten)]
     conn: Conn,
     id: i64,
@@ -180,7 +185,7 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         Command::List {
@@ -320,7 +325,7 @@ fn tail(conn: &Conn, json: bool) -> anyhow::Result<()> {
             let bytes = body.collect().await?.to_bytes();
             anyhow::bail!(
                 "the daemon answered {status}: {}",
-                crate::api::error_message(&bytes)
+                sensor::api::error_message(&bytes)
             );
         }
         if !json {

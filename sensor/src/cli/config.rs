@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{Config, DEFAULT_TOML};
+use sensor::config::{Config, DEFAULT_TOML};
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print the documented default configuration (what `sensor run` uses without --config).
     Default,
     /// Check a configuration file: syntax, unknown keys, values. Exit status 1 when it is invalid.
@@ -17,7 +17,7 @@ pub enum Command {
     },
 }
 
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Default => {
             print!("{DEFAULT_TOML}");

@@ -9,31 +9,31 @@ use correlator::analytics::Analytic;
 use correlator::attack::{self, Catalog};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// ATT&CK STIX data: a 2.0/2.1 bundle or per-object JSON file (repeatable, e.g. enterprise and mobile).
     #[arg(long)]
-    pub attack: Vec<PathBuf>,
+    pub(crate) attack: Vec<PathBuf>,
     /// Write an ATT&CK Navigator layer (format 4.5) for `--domain` to this file.
     #[arg(long)]
-    pub navigator: Option<PathBuf>,
+    pub(crate) navigator: Option<PathBuf>,
     /// ATT&CK domain of the Navigator layer.
     #[arg(long, default_value = "enterprise-attack")]
-    pub domain: String,
+    pub(crate) domain: String,
     /// ATT&CK version written into the layer (default: taken from the bundle file name, else 18).
     #[arg(long)]
-    pub attack_version: Option<String>,
+    pub(crate) attack_version: Option<String>,
     /// Sources this deployment receives (comma separated); default: all the sensor knows
     /// (kernel, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, ecs).
     #[arg(long, value_delimiter = ',')]
-    pub sources: Vec<String>,
+    pub(crate) sources: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    pub source: super::analytics::Source,
+    pub(crate) source: super::analytics::Source,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let set = args.source.load()?;
     let mut catalog = Catalog::default();
     for p in &args.attack {

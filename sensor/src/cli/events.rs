@@ -5,39 +5,39 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::kernel::{KernelConfig, KernelSensor};
+use sensor_kernel::{KernelConfig, KernelSensor};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Stop after this long (e.g. `10s`, `500ms`, `2m`; a bare number is seconds).
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Stop after this many events.
     #[arg(long)]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long)]
-    pub ring_buffer_bytes: Option<u32>,
+    pub(crate) ring_buffer_bytes: Option<u32>,
     /// Capacity of the queue between the ring buffer reader and the output.
     #[arg(long)]
-    pub queue_capacity: Option<usize>,
+    pub(crate) queue_capacity: Option<usize>,
     /// Print the kernel sensor status (events and losses per kind) as JSON on stderr at the end.
     #[arg(long)]
-    pub status: bool,
+    pub(crate) status: bool,
     /// Attach only these kernel programs (comma-separated, e.g. `sys_enter_socket`); default all.
     #[arg(long, value_delimiter = ',')]
-    pub programs: Vec<String>,
+    pub(crate) programs: Vec<String>,
     /// Only print events of these process ids (actor or, for fork, parent); repeatable.
     #[arg(long = "pid")]
-    pub pids: Vec<i64>,
+    pub(crate) pids: Vec<i64>,
     /// Benchmarks only: attach the reference probe (`floor_socket`) instead of the sensor and
     /// count its records; prints nothing on stdout.
     #[arg(long, hide = true)]
-    pub floor_probe: bool,
+    pub(crate) floor_probe: bool,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -59,7 +59,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // One thread: the ring buffer reader and the printer hand events over in the same cache, and
     // the other core stays with the workload.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -93,7 +93,7 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
                 _ = sigterm.recv() => {}
             }
         };
-        let n = crate::kernel::floor_probe(cfg.ring_buffer_bytes, stop, || {
+        let n = sensor_kernel::floor_probe(cfg.ring_buffer_bytes, stop, || {
             eprintln!("sensor events: attached 1 programs");
         })
         .await?;

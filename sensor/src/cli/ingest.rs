@@ -7,25 +7,25 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::ingest::{decode_reader, Format};
+use ingest::{decode_reader, Format};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr.
     #[arg(long)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Input file (`-` for stdin); a `.gz` file is decompressed.
     #[arg(long, default_value = "-")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     /// The agent id stamped on every event (`agent.id`).
     #[arg(long, default_value = "local")]
-    pub agent_id: String,
+    pub(crate) agent_id: String,
     /// Exit with status 1 when any record was rejected.
     #[arg(long)]
-    pub strict: bool,
+    pub(crate) strict: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {

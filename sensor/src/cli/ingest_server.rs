@@ -17,18 +17,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::ingest::consumer::{drive, Consumer, DecoderContext, Emitted, Known, Position, Sink};
-use crate::ingest::spool::write_atomic;
-use crate::ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
+use ingest::consumer::{drive, Consumer, DecoderContext, Emitted, Known, Position, Sink};
+use ingest::spool::write_atomic;
+use ingest::{serve, Format, IngestConfig, Spool, SpoolLimits};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// TOML file: `spool_dir`, optional `[spool]` limits, and the `[ingest]` table.
     #[arg(long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// NDJSON file the decoded events are appended to.
     #[arg(long)]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
 }
 
 #[derive(serde::Deserialize)]
@@ -48,7 +48,7 @@ fn default_idle() -> u64 {
     2
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let cfg: ServerFile =

@@ -1,24 +1,15 @@
-//! One module per subcommand: its clap `Args` (or `Command`) and its `run`.
+//! One module per subcommand: its clap `Args` (or `Command`) and its `run`. Part of the `sensor`
+//! binary, not of the library: library code cannot import the CLI.
 
-pub mod alerts;
-pub mod analytics;
-pub mod config;
-pub mod coverage;
-pub mod events;
-pub mod ingest;
-pub mod ingest_server;
-pub mod query;
-pub mod replay;
-pub mod rules;
-pub mod run;
-pub mod status;
-
-/// Logs go to stderr so that stdout stays clean NDJSON.
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
+pub(crate) mod alerts;
+pub(crate) mod analytics;
+pub(crate) mod config;
+pub(crate) mod coverage;
+pub(crate) mod events;
+pub(crate) mod ingest;
+pub(crate) mod ingest_server;
+pub(crate) mod query;
+pub(crate) mod replay;
+pub(crate) mod rules;
+pub(crate) mod run;
+pub(crate) mod status;

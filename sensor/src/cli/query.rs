@@ -10,35 +10,35 @@ use correlator::eql::{batch, compile, Dialect, Options};
 use correlator::Event;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
-pub enum DialectArg {
+pub(crate) enum DialectArg {
     #[default]
     Elastic,
     Endgame,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The EQL query.
     #[arg(long)]
-    pub eql: String,
+    pub(crate) eql: String,
     /// Events: a JSON array or NDJSON (one ECS document per line).
     #[arg(long)]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     #[arg(long, value_enum, default_value_t = DialectArg::Elastic)]
-    pub dialect: DialectArg,
+    pub(crate) dialect: DialectArg,
     /// Make `==`, `in` and string functions case-insensitive.
     #[arg(long)]
-    pub case_insensitive: bool,
+    pub(crate) case_insensitive: bool,
 }
 
 /// Reads events from a JSON array or NDJSON file; errors name the line (NDJSON) or the array index.
-pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+pub(crate) fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_events(&text).with_context(|| format!("in {}", path.display()))
 }
 
-pub fn parse_events(text: &str) -> anyhow::Result<Vec<Event>> {
+pub(crate) fn parse_events(text: &str) -> anyhow::Result<Vec<Event>> {
     let mut out = Vec::new();
     if text.trim_start().starts_with('[') {
         let docs: Vec<serde_json::Value> =
@@ -63,7 +63,7 @@ pub fn parse_events(text: &str) -> anyhow::Result<Vec<Event>> {
     Ok(out)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         dialect: match args.dialect {
             DialectArg::Elastic => Dialect::Elastic,

@@ -8,48 +8,48 @@ use correlator::eql::sequence::SeqLimits;
 use correlator::{Detector, RuleSet, RunnerConfig};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Events file.
     #[arg(long)]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Rule files or folders.
     #[arg(long, num_args = 1..)]
-    pub rules: Vec<PathBuf>,
+    pub(crate) rules: Vec<PathBuf>,
     /// Also run the shipped ATT&CK analytics (EQL and stateful detectors); the default without `--rules`.
     #[arg(long)]
-    pub analytics: bool,
+    pub(crate) analytics: bool,
     #[command(flatten)]
-    pub analytics_source: super::analytics::Source,
+    pub(crate) analytics_source: super::analytics::Source,
     /// Analytics state file (baselines): loaded when it exists, written at the end.
     #[arg(long)]
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// Input format: ecs (JSON array or NDJSON), auditd, eslogger, unifiedlog, osquery, zeek,
     /// suricata, mdm, mobile-edr (the network ingest decoders; `.gz` inputs are decompressed).
     #[arg(long, default_value = "ecs")]
-    pub format: crate::ingest::Format,
+    pub(crate) format: ingest::Format,
     /// Agent id recorded on decoded events (`agent.id`) for non-ECS formats.
     #[arg(long, default_value = "replay")]
-    pub agent_id: String,
+    pub(crate) agent_id: String,
     /// Out-of-order tolerance in milliseconds of event time.
     #[arg(long, default_value_t = 0)]
-    pub lateness_ms: i64,
+    pub(crate) lateness_ms: i64,
     /// Most pending partial sequences per rule.
     #[arg(long, default_value_t = 100_000)]
-    pub max_pending: usize,
+    pub(crate) max_pending: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let with_analytics = args.analytics || args.rules.is_empty();
     let mut analytics = if with_analytics {
         let set = args.analytics_source.load()?;
-        super::analytics::detectors(&set, args.state.as_deref())?
+        sensor::rules::detectors(&set, args.state.as_deref())?
     } else {
         Vec::new()
     };
     let defs = if args.rules.is_empty() {
         Vec::new()
     } else {
-        super::rules::load_rules(&args.rules)?
+        sensor::rules::load_rule_files(&args.rules)?
     };
     let mut set = RuleSet::new(RunnerConfig {
         lateness_ns: args.lateness_ms.saturating_mul(1_000_000),
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
     }
     let events = read_input(&args)?;
-    let progress = crate::metrics::progress::Progress::items("replay", events.len() as u64);
+    let progress = sensor::metrics::progress::Progress::items("replay", events.len() as u64);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     let mut alerts = Vec::new();
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(p) = &args.state {
-        super::analytics::save_state(analytics.iter().map(|d| d.as_ref()), p)?;
+        sensor::rules::save_state(analytics.iter().map(|d| d.as_ref()), p)?;
     }
     for a in alerts.drain(..) {
         writeln!(w, "{}", serde_json::to_string(&a)?)?;
@@ -124,8 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn read_input(args: &Args) -> anyhow::Result<Vec<correlator::Event>> {
     use anyhow::Context;
     use std::io::BufRead;
-    if args.format == crate::ingest::Format::Ecs && args.input.extension().is_none_or(|e| e != "gz")
-    {
+    if args.format == ingest::Format::Ecs && args.input.extension().is_none_or(|e| e != "gz") {
         return super::query::read_events(&args.input);
     }
     let f = std::fs::File::open(&args.input)
@@ -139,7 +138,7 @@ fn read_input(args: &Args) -> anyhow::Result<Vec<correlator::Event>> {
     };
     let mut events = Vec::new();
     let mut rejected = 0u64;
-    crate::ingest::decode_reader(args.format, &args.agent_id, reader, &mut |r| match r {
+    ingest::decode_reader(args.format, &args.agent_id, reader, &mut |r| match r {
         Ok(ev) => events.push(ev),
         Err(e) => {
             rejected += 1;

@@ -1,77 +1,37 @@
 //! `sensor rules check PATH...`: compile every rule in files or folders.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use correlator::rules::{parse_rule_file, RuleDef};
+use correlator::rules::parse_rule_file;
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Compile every rule in the given files or folders (recursively, `*.toml`).
     Check(CheckArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     #[default]
     Text,
     Json,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    pub(crate) format: Format,
 }
 
-/// Every `*.toml` under `paths` (files are taken as given), sorted.
-pub fn rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if p.extension().is_some_and(|x| x == "toml") {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut v = Vec::new();
-            walk(p, &mut v)?;
-            v.sort();
-            out.extend(v);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            anyhow::bail!("{}: no such file or folder", p.display());
-        }
-    }
-    Ok(out)
-}
-
-/// Loads every rule from `paths`; a file that does not parse is an error naming it.
-pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<Vec<RuleDef>> {
-    let mut defs = Vec::new();
-    for f in rule_files(paths)? {
-        let text =
-            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-        defs.extend(parse_rule_file(&text, &f.display().to_string())?);
-    }
-    Ok(defs)
-}
-
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Check(args) = cmd;
     let (mut ok, mut failed, mut not_eql) = (0usize, 0usize, 0usize);
     let json = args.format == Format::Json;
-    for f in rule_files(&args.paths)? {
+    for f in sensor::rules::rule_files(&args.paths)? {
         let path = f.display().to_string();
         let text = std::fs::read_to_string(&f).with_context(|| format!("reading {path}"))?;
         let defs = match parse_rule_file(&text, &path) {

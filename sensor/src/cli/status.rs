@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     conn: super::alerts::Conn,
     /// The raw JSON status.
@@ -12,7 +12,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let v = args.conn.call("GET", "/v1/status", None)?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -174,9 +174,9 @@ impl Serialize for ByteSize {
 /// The typed `[ingest]` section (see [`Config::ingest_config`]).
 #[derive(Clone, Debug)]
 pub struct IngestSection {
-    pub listeners: crate::ingest::IngestConfig,
+    pub listeners: ingest::IngestConfig,
     pub spool_dir: PathBuf,
-    pub spool: crate::ingest::SpoolLimits,
+    pub spool: ingest::SpoolLimits,
     pub group_idle_secs: u64,
 }
 
@@ -185,7 +185,7 @@ pub struct IngestSection {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub state_dir: PathBuf,
-    /// The kernel sensor: `enabled` plus [`crate::kernel::KernelConfig`] (see [`Config::kernel_config`]).
+    /// The kernel sensor: `enabled` plus [`sensor_kernel::KernelConfig`] (see [`Config::kernel_config`]).
     pub kernel: toml::Table,
     /// Network ingest: `enabled` plus [`IngestSection`] (see [`Config::ingest_config`]).
     pub ingest: toml::Table,
@@ -364,6 +364,57 @@ pub struct SyslogOutputConfig {
     pub facility: String,
 }
 
+impl SyslogOutputConfig {
+    /// `target` parsed.
+    pub fn parsed_target(&self) -> Result<SyslogTarget, String> {
+        SyslogTarget::parse(&self.target)
+    }
+    /// `facility` as its RFC 5424 code (`None`: not a facility name).
+    pub fn facility_code(&self) -> Option<u8> {
+        facility_code(&self.facility)
+    }
+}
+
+/// Where syslog messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyslogTarget {
+    Unix(PathBuf),
+    Udp(String),
+}
+
+impl SyslogTarget {
+    pub fn parse(s: &str) -> Result<SyslogTarget, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("empty socket path".into());
+            }
+            Ok(SyslogTarget::Unix(PathBuf::from(p)))
+        } else if let Some(a) = s.strip_prefix("udp:") {
+            if a.rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(format!("`{a}` is not HOST:PORT"));
+            }
+            Ok(SyslogTarget::Udp(a.to_string()))
+        } else {
+            Err(format!("`{s}` must be unix:PATH or udp:HOST:PORT"))
+        }
+    }
+}
+
+/// RFC 5424 facility codes by name.
+fn facility_code(name: &str) -> Option<u8> {
+    let names = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+        "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
+        "local3", "local4", "local5", "local6", "local7",
+    ];
+    names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .and_then(|i| u8::try_from(i).ok())
+}
+
 fn default_app_name() -> String {
     "sensor".into()
 }
@@ -515,13 +566,13 @@ impl Config {
             ));
         }
         if let Some(s) = &self.outputs.syslog {
-            if crate::outputs::syslog::Target::parse(&s.target).is_err() {
+            if s.parsed_target().is_err() {
                 return bad(format!(
                     "[outputs.syslog] target `{}` must be `unix:PATH` or `udp:HOST:PORT`",
                     s.target
                 ));
             }
-            if crate::outputs::syslog::facility_code(&s.facility).is_none() {
+            if s.facility_code().is_none() {
                 return bad(format!(
                     "[outputs.syslog] facility `{}` is not an RFC 5424 facility name",
                     s.facility
@@ -549,10 +600,10 @@ impl Config {
     }
 
     /// The `[kernel]` table as the kernel sensor's typed settings (`enabled` aside).
-    pub fn kernel_config(&self) -> Result<crate::kernel::KernelConfig, String> {
+    pub fn kernel_config(&self) -> Result<sensor_kernel::KernelConfig, String> {
         let mut t = self.kernel.clone();
         t.remove("enabled");
-        crate::kernel::KernelConfig::deserialize(toml::Value::Table(t))
+        sensor_kernel::KernelConfig::deserialize(toml::Value::Table(t))
             .map_err(|e| format!("[kernel] {e}"))
     }
 
@@ -572,9 +623,10 @@ impl Config {
             }
         };
         let spool = match t.remove("spool") {
-            None => crate::ingest::SpoolLimits::default(),
-            Some(v) => crate::ingest::SpoolLimits::deserialize(v)
-                .map_err(|e| format!("[ingest.spool] {e}"))?,
+            None => ingest::SpoolLimits::default(),
+            Some(v) => {
+                ingest::SpoolLimits::deserialize(v).map_err(|e| format!("[ingest.spool] {e}"))?
+            }
         };
         let group_idle_secs = match t.remove("group_idle_secs") {
             None => 2,
@@ -585,7 +637,7 @@ impl Config {
                 ))
             }
         };
-        let listeners = crate::ingest::IngestConfig::deserialize(toml::Value::Table(t))
+        let listeners = ingest::IngestConfig::deserialize(toml::Value::Table(t))
             .map_err(|e| format!("[ingest] {e}"))?;
         let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for a in &listeners.agents {

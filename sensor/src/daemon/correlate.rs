@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 use correlator::Alert;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{wall_ns, AckFn, Input, LoadedRule, Pos, ReloadReport, StoreHandle};
+use super::{Input, Pos};
+use crate::api::ReloadReport;
+use crate::clock::wall_ns;
 use crate::metrics::{Metrics, SourceCounters};
+use crate::rules::LoadedRule;
+use crate::store::{AckFn, StoreHandle};
 use crate::store::{SourceOffset, SourcePosition};
 
 pub(crate) enum Ctl {
@@ -159,7 +163,7 @@ impl Stage {
         if map.is_empty() {
             return;
         }
-        if let Err(e) = crate::cli::analytics::write_state(map, path) {
+        if let Err(e) = crate::rules::write_state(map, path) {
             tracing::warn!(path = %path.display(), error = format!("{e:#}"), "could not save detector state (baselines)");
         }
     }

@@ -11,10 +11,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{SourceEvents, SourceItem, SourceStarter, StartedSource};
 use crate::config::Config;
-use crate::ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
-use crate::ingest::Spool;
-use crate::kernel::KernelSensor;
 use crate::metrics::Metrics;
+use ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
+use ingest::Spool;
+use sensor_kernel::KernelSensor;
 
 /// Starts the kernel sensor when `[kernel] enabled`.
 pub struct KernelStarter;
@@ -124,12 +124,12 @@ impl SourceStarter for IngestStarter {
         // files); connections are accepted only once the privileges are dropped.
         let handle = tokio::runtime::Handle::current();
         let bound = tokio::task::block_in_place(|| {
-            handle.block_on(crate::ingest::bind(sec.listeners.clone(), spool.clone()))
+            handle.block_on(ingest::bind(sec.listeners.clone(), spool.clone()))
         })
         .map_err(|e| e.to_string())?;
         let serve_stop = stop_rx.clone();
         tokio::spawn(async move {
-            super::privilege::released().await;
+            crate::api::accepts_released().await;
             bound.serve(serve_stop).await;
         });
         let idle = Duration::from_secs(sec.group_idle_secs);
@@ -293,5 +293,18 @@ fn consume(
     };
     if let Err(e) = drive(&mut consumer, spool, start.seq, idle, stop, &mut sink) {
         tracing::error!(error = %e, "network ingest consumer stopped");
+    }
+}
+
+/// The seams `sensor run` is built with: the kernel sensor and network ingest as sources, the rules
+/// and analytics of [`crate::rules::daemon_rules`].
+pub fn default_seams() -> super::Seams {
+    super::Seams {
+        rules: Arc::new(
+            |cfg: &crate::config::RulesConfig| -> Result<_, super::BoxError> {
+                Ok(crate::rules::daemon_rules(cfg)?)
+            },
+        ),
+        sources: vec![Box::new(KernelStarter), Box::new(IngestStarter::new())],
     }
 }

@@ -25,10 +25,10 @@
 //! `kill -9` anywhere replays exactly the events whose alerts are not stored.
 
 mod correlate;
+mod housekeeping;
 pub mod live;
 pub mod privilege;
 mod sources;
-mod store_task;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,34 +36,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use correlator::{Detector, Event};
+use correlator::Event;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::api::{Control, DaemonInfo, ReloadReport, Shared, SourceInfo};
 use crate::config::{Config, RulesConfig};
 use crate::metrics::Metrics;
-use crate::outputs::AlertUpdate;
-
-pub use store_task::StoreHandle;
+use crate::rules::LoadedRule;
+use crate::store::{AckFn, AlertUpdate};
 
 /// A boxed error from a seam (rule loader, source).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One loaded detector and a fingerprint of its definition and settings. On reload, a detector whose
-/// id and version are unchanged keeps its running instance (and so its pending state).
-pub struct LoadedRule {
-    pub detector: Box<dyn Detector>,
-    pub version: u64,
-}
-
-impl std::fmt::Debug for LoadedRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedRule")
-            .field("id", &self.detector.id())
-            .field("version", &self.version)
-            .finish()
-    }
-}
 
 /// Produces the detectors from the `[rules]` section. Called at start-up and on every reload.
 ///
@@ -122,9 +106,6 @@ impl From<mpsc::Receiver<Event>> for SourceEvents {
     }
 }
 
-/// Called with a position once the store has made it durable (see [`StartedSource::acked`]).
-pub type AckFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
-
 /// A running source: a stream of events plus hooks for status and shutdown.
 pub struct StartedSource {
     /// Also the key of its position in the store: the same as [`SourceStarter::name`].
@@ -165,70 +146,6 @@ pub enum DaemonError {
     Privileges(String),
 }
 
-/// Requests from the control API to the main loop.
-#[derive(Debug)]
-pub(crate) enum Control {
-    Reload(oneshot::Sender<Result<ReloadReport, String>>),
-}
-
-/// What a reload changed.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReloadReport {
-    /// Detectors kept with their pending state (same id and version).
-    pub kept: Vec<String>,
-    /// New or changed detectors (a changed detector starts empty).
-    pub loaded: Vec<String>,
-    pub removed: Vec<String>,
-    /// Sections that changed but take effect only at restart.
-    pub restart_needed: Vec<String>,
-}
-
-/// How a source is doing, for `sensor status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct SourceInfo {
-    pub name: String,
-    pub detail: String,
-}
-
-/// State the control API reads.
-pub(crate) struct DaemonInfo {
-    pub(crate) started: Instant,
-    pub(crate) sources: Vec<SourceInfo>,
-    pub(crate) source_status: BTreeMap<String, Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
-    pub(crate) refused: Vec<SourceInfo>,
-    pub(crate) rules: Mutex<Vec<String>>,
-    pub(crate) rates: Mutex<BTreeMap<String, f64>>,
-    pub(crate) config_path: Option<PathBuf>,
-    /// Who the daemon runs as after start-up (`sensor status`).
-    pub(crate) privileges: Mutex<serde_json::Value>,
-}
-
-impl DaemonInfo {
-    pub(crate) fn rules(&self) -> Vec<String> {
-        self.rules
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-    pub(crate) fn rates(&self) -> BTreeMap<String, f64> {
-        self.rates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// Shared between the main loop and the control API.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) store: StoreHandle,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
-    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
-    pub(crate) control: mpsc::Sender<Control>,
-    pub(crate) info: Arc<DaemonInfo>,
-}
-
 /// What a run did, logged at exit.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
@@ -259,13 +176,6 @@ pub(crate) enum Pos {
     Closed,
 }
 
-/// The wall clock in ns since the epoch (bookkeeping only; detectors never see it).
-pub(crate) fn wall_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP and `POST /v1/reload`.
 pub async fn run(
     cfg: Config,
@@ -290,19 +200,8 @@ pub async fn run_with_metrics(
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
     // Rules first: a daemon with rules that do not load refuses to start rather than run blind.
-    let rules = seams
-        .rules
-        .load(&cfg.rules)
-        .map_err(|e| DaemonError::Rules(e.to_string()))?;
+    let rules = load_rules(seams.rules.as_ref(), &cfg.rules, &metrics)?;
     let rule_ids: Vec<String> = rules.iter().map(|r| r.detector.id().to_string()).collect();
-    if rules.is_empty() {
-        tracing::warn!("no detection rules loaded: events will be read but no alert can fire");
-    } else {
-        tracing::info!(count = rules.len(), "detection rules loaded");
-    }
-    metrics
-        .rules_loaded
-        .store(i64::try_from(rules.len()).unwrap_or(i64::MAX), Relaxed);
 
     // File offsets and source positions are read before the store moves to its thread.
     let mut file_offsets = Vec::new();
@@ -318,82 +217,20 @@ pub async fn run_with_metrics(
 
     let (alerts_tx, _) = broadcast::channel::<Arc<AlertUpdate>>(4096);
     let output_tasks = crate::outputs::start(&cfg.outputs, &alerts_tx, &metrics)?;
-    let (store_handle, store_thread) = store_task::spawn(store, metrics.clone(), alerts_tx.clone());
+    let (store_handle, store_thread) =
+        crate::store::spawn(store, metrics.clone(), alerts_tx.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (input_tx, input_rx) = mpsc::channel::<Input>(8192);
-    let mut source_names = Vec::new();
-    let mut infos = Vec::new();
-    let mut refused = Vec::new();
-    let mut source_status = BTreeMap::new();
-    let mut stops = Vec::new();
-    let mut source_tasks = Vec::new();
-    let mut acks = Vec::new();
-
+    let mut sources = Sources::default();
     for starter in starters {
-        let name = starter.name();
-        match starter.start(&cfg, &metrics) {
-            Ok(None) => tracing::info!(source = %name, "source disabled by config"),
-            Ok(Some(s)) => {
-                tracing::info!(source = %s.name, detail = %s.detail, "source attached");
-                let idx = source_names.len();
-                source_names.push(s.name.clone());
-                infos.push(SourceInfo {
-                    name: s.name.clone(),
-                    detail: s.detail.clone(),
-                });
-                if let Some(st) = s.status {
-                    source_status.insert(s.name.clone(), st);
-                }
-                if let Some(stop) = s.stop {
-                    stops.push(stop);
-                }
-                acks.push(s.acked);
-                let counters = metrics.source(&s.name);
-                source_tasks.push(tokio::spawn(sources::forward(
-                    idx,
-                    s.events,
-                    input_tx.clone(),
-                    counters,
-                    shutdown_rx.clone(),
-                )));
-            }
-            Err(reason) => {
-                tracing::warn!(source = %name, %reason, "source refused; running without it");
-                refused.push(SourceInfo {
-                    name,
-                    detail: reason,
-                });
-            }
-        }
+        sources.start(starter, &cfg, &metrics, &input_tx, &shutdown_rx);
     }
     for (f, offset) in cfg.sources.file.iter().zip(file_offsets) {
-        let name = f.source_name();
-        let idx = source_names.len();
-        source_names.push(name.clone());
-        acks.push(None);
-        let detail = format!(
-            "{} ({})",
-            f.path.display(),
-            if f.follow { "following" } else { "to the end" }
-        );
-        tracing::info!(source = %name, %detail, resume_at = offset.as_ref().map_or(0, |o| o.offset), "file source attached");
-        infos.push(SourceInfo {
-            name: name.clone(),
-            detail,
-        });
-        let counters = metrics.source(&name);
-        source_tasks.push(tokio::spawn(sources::file_source(
-            f.clone(),
-            idx,
-            offset,
-            input_tx.clone(),
-            counters,
-            shutdown_rx.clone(),
-        )));
+        sources.attach_file(f, offset, &metrics, &input_tx, &shutdown_rx);
     }
     drop(input_tx);
-    if source_names.is_empty() {
+    if sources.names.is_empty() {
         tracing::warn!(
             "no event source is running: nothing will be detected (see the messages above)"
         );
@@ -401,9 +238,9 @@ pub async fn run_with_metrics(
 
     let info = Arc::new(DaemonInfo {
         started: Instant::now(),
-        sources: infos,
-        source_status,
-        refused,
+        sources: std::mem::take(&mut sources.infos),
+        source_status: std::mem::take(&mut sources.status),
+        refused: std::mem::take(&mut sources.refused),
         rules: Mutex::new(rule_ids),
         rates: Mutex::new(BTreeMap::new()),
         config_path: config_path.clone(),
@@ -414,8 +251,8 @@ pub async fn run_with_metrics(
     let correlator = tokio::spawn(correlate::run(correlate::Setup {
         rules,
         lateness_ns: cfg.rules.lateness.as_nanos_i64(),
-        sources: source_names.clone(),
-        acks,
+        sources: sources.names.clone(),
+        acks: std::mem::take(&mut sources.acks),
         input: input_rx,
         control: corr_ctl_rx,
         store: store_handle.clone(),
@@ -423,7 +260,7 @@ pub async fn run_with_metrics(
         state_file: cfg.rules.state_file.clone(),
     }));
 
-    let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
+    let (control_tx, control_rx) = mpsc::channel::<Control>(8);
     let shared = Shared {
         store: store_handle.clone(),
         metrics: metrics.clone(),
@@ -431,7 +268,7 @@ pub async fn run_with_metrics(
         control: control_tx,
         info: info.clone(),
     };
-    let mut api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
+    let api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await
         .map_err(DaemonError::Api)?;
     // Everything privileged is done: programs attached, listeners bound, key files read.
@@ -458,7 +295,7 @@ pub async fn run_with_metrics(
         });
     }
     privilege::release();
-    let housekeeping = tokio::spawn(store_task::housekeeping(
+    let housekeeping = tokio::spawn(housekeeping::run(
         store_handle.clone(),
         metrics.clone(),
         info.clone(),
@@ -466,29 +303,173 @@ pub async fn run_with_metrics(
         shutdown_rx.clone(),
     ));
 
+    let socket = cfg.api.socket.clone();
+    serve_until_stopped(
+        cfg,
+        config_path.as_deref(),
+        seams.rules.as_ref(),
+        &corr_ctl_tx,
+        control_rx,
+        &info,
+        &metrics,
+    )
+    .await?;
+
+    Running {
+        shutdown: shutdown_tx,
+        sources,
+        correlator_control: corr_ctl_tx,
+        correlator,
+        housekeeping,
+        api,
+        store: store_handle,
+        store_thread,
+        alerts: alerts_tx,
+        shared,
+        output_tasks,
+        socket,
+    }
+    .shutdown(&metrics)
+    .await
+}
+
+/// Loads the rules through the provider, refusing to start without them.
+fn load_rules(
+    provider: &dyn RuleProvider,
+    cfg: &RulesConfig,
+    metrics: &Metrics,
+) -> Result<Vec<LoadedRule>, DaemonError> {
+    let rules = provider
+        .load(cfg)
+        .map_err(|e| DaemonError::Rules(e.to_string()))?;
+    if rules.is_empty() {
+        tracing::warn!("no detection rules loaded: events will be read but no alert can fire");
+    } else {
+        tracing::info!(count = rules.len(), "detection rules loaded");
+    }
+    metrics
+        .rules_loaded
+        .store(i64::try_from(rules.len()).unwrap_or(i64::MAX), Relaxed);
+    Ok(rules)
+}
+
+/// The running sources, by input index, and what the daemon keeps of each.
+#[derive(Default)]
+struct Sources {
+    names: Vec<String>,
+    infos: Vec<SourceInfo>,
+    refused: Vec<SourceInfo>,
+    status: BTreeMap<String, Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    stops: Vec<Box<dyn FnOnce() + Send>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acks: Vec<Option<AckFn>>,
+}
+
+impl Sources {
+    /// Starts one seam source; a refused one is logged and listed, the daemon goes on without it.
+    fn start(
+        &mut self,
+        starter: Box<dyn SourceStarter>,
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+        input: &mpsc::Sender<Input>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let name = starter.name();
+        match starter.start(cfg, metrics) {
+            Ok(None) => tracing::info!(source = %name, "source disabled by config"),
+            Ok(Some(s)) => {
+                tracing::info!(source = %s.name, detail = %s.detail, "source attached");
+                let idx = self.names.len();
+                self.names.push(s.name.clone());
+                self.infos.push(SourceInfo {
+                    name: s.name.clone(),
+                    detail: s.detail.clone(),
+                });
+                if let Some(st) = s.status {
+                    self.status.insert(s.name.clone(), st);
+                }
+                if let Some(stop) = s.stop {
+                    self.stops.push(stop);
+                }
+                self.acks.push(s.acked);
+                let counters = metrics.source(&s.name);
+                self.tasks.push(tokio::spawn(sources::forward(
+                    idx,
+                    s.events,
+                    input.clone(),
+                    counters,
+                    shutdown.clone(),
+                )));
+            }
+            Err(reason) => {
+                tracing::warn!(source = %name, %reason, "source refused; running without it");
+                self.refused.push(SourceInfo {
+                    name,
+                    detail: reason,
+                });
+            }
+        }
+    }
+
+    /// Starts one `[[sources.file]]`, resuming at its stored offset.
+    fn attach_file(
+        &mut self,
+        f: &crate::config::FileSourceConfig,
+        offset: Option<crate::store::SourceOffset>,
+        metrics: &Metrics,
+        input: &mpsc::Sender<Input>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let name = f.source_name();
+        let idx = self.names.len();
+        self.names.push(name.clone());
+        self.acks.push(None);
+        let detail = format!(
+            "{} ({})",
+            f.path.display(),
+            if f.follow { "following" } else { "to the end" }
+        );
+        tracing::info!(source = %name, %detail, resume_at = offset.as_ref().map_or(0, |o| o.offset), "file source attached");
+        self.infos.push(SourceInfo {
+            name: name.clone(),
+            detail,
+        });
+        let counters = metrics.source(&name);
+        self.tasks.push(tokio::spawn(sources::file_source(
+            f.clone(),
+            idx,
+            offset,
+            input.clone(),
+            counters,
+            shutdown.clone(),
+        )));
+    }
+}
+
+/// The main loop: reloads on SIGHUP and `POST /v1/reload` until SIGTERM or SIGINT.
+async fn serve_until_stopped(
+    mut current: Config,
+    config_path: Option<&std::path::Path>,
+    rules: &dyn RuleProvider,
+    correlator: &mpsc::Sender<correlate::Ctl>,
+    mut control: mpsc::Receiver<Control>,
+    info: &DaemonInfo,
+    metrics: &Metrics,
+) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
-    tracing::info!(socket = %cfg.api.socket.display(), "sensor running");
-
-    let socket = cfg.api.socket.clone();
-    let mut current = cfg;
+    tracing::info!(socket = %current.api.socket.display(), "sensor running");
     loop {
         let reply = tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
             _ = sighup.recv() => { tracing::info!("SIGHUP: reloading"); None }
-            Some(Control::Reload(reply)) = control_rx.recv() => { tracing::info!("reload requested over the control API"); Some(reply) }
+            Some(Control::Reload(reply)) = control.recv() => { tracing::info!("reload requested over the control API"); Some(reply) }
         };
-        let result = reload(
-            &mut current,
-            config_path.as_deref(),
-            seams.rules.as_ref(),
-            &corr_ctl_tx,
-            &info,
-        )
-        .await;
+        let result = reload(&mut current, config_path, rules, correlator, info).await;
         match &result {
             Ok(r) => {
                 metrics.reloads.fetch_add(1, Relaxed);
@@ -511,47 +492,70 @@ pub async fn run_with_metrics(
             let _ = reply.send(result);
         }
     }
+}
 
-    // Shutdown, in dependency order: sources, correlator, store, outputs.
-    let _ = shutdown_tx.send(true);
-    for stop in stops {
-        stop();
+/// Everything that runs, kept for the shutdown.
+struct Running {
+    shutdown: watch::Sender<bool>,
+    sources: Sources,
+    correlator_control: mpsc::Sender<correlate::Ctl>,
+    correlator: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
+    api: tokio::task::JoinSet<()>,
+    store: crate::store::StoreHandle,
+    store_thread: std::thread::JoinHandle<()>,
+    alerts: broadcast::Sender<Arc<AlertUpdate>>,
+    shared: Shared,
+    output_tasks: Vec<tokio::task::JoinHandle<()>>,
+    socket: PathBuf,
+}
+
+impl Running {
+    /// Shutdown, in dependency order: sources, correlator, store, outputs.
+    async fn shutdown(mut self, metrics: &Metrics) -> Result<RunSummary, DaemonError> {
+        let _ = self.shutdown.send(true);
+        for stop in self.sources.stops.drain(..) {
+            stop();
+        }
+        for t in self.sources.tasks.drain(..) {
+            let _ = t.await;
+        }
+        drop(self.correlator_control);
+        let _ = self.correlator.await;
+        self.housekeeping.abort();
+        self.api.abort_all();
+        let final_stats = self.store.shutdown().await;
+        let store_thread = self.store_thread;
+        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+        drop(self.alerts);
+        drop(self.shared);
+        for t in self.output_tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        crate::api::remove_socket(&self.socket);
+        let mut summary = RunSummary::default();
+        for (_, c) in metrics.sources() {
+            summary.events_in += c.events_in.load(Relaxed);
+            summary.events_out += c.events_out.load(Relaxed);
+        }
+        summary.alerts_new = metrics.alerts_new.load(Relaxed);
+        summary.alerts_repeated = metrics.alerts_repeated.load(Relaxed);
+        match final_stats {
+            Some(Ok(s)) => tracing::info!(
+                events_in = summary.events_in,
+                events_out = summary.events_out,
+                alerts_new = summary.alerts_new,
+                alerts_repeated = summary.alerts_repeated,
+                stored_alerts = s.alerts,
+                "stopped; alert store flushed and checkpointed"
+            ),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "stopped, but closing the alert store failed")
+            }
+            None => return Err(DaemonError::StoreGone),
+        }
+        Ok(summary)
     }
-    for t in source_tasks {
-        let _ = t.await;
-    }
-    drop(corr_ctl_tx);
-    let _ = correlator.await;
-    housekeeping.abort();
-    api.abort_all();
-    let final_stats = store_handle.shutdown().await;
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
-    drop(alerts_tx);
-    drop(shared);
-    for t in output_tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-    }
-    crate::api::remove_socket(&socket);
-    let mut summary = RunSummary::default();
-    for (_, c) in metrics.sources() {
-        summary.events_in += c.events_in.load(Relaxed);
-        summary.events_out += c.events_out.load(Relaxed);
-    }
-    summary.alerts_new = metrics.alerts_new.load(Relaxed);
-    summary.alerts_repeated = metrics.alerts_repeated.load(Relaxed);
-    match final_stats {
-        Some(Ok(s)) => tracing::info!(
-            events_in = summary.events_in,
-            events_out = summary.events_out,
-            alerts_new = summary.alerts_new,
-            alerts_repeated = summary.alerts_repeated,
-            stored_alerts = s.alerts,
-            "stopped; alert store flushed and checkpointed"
-        ),
-        Some(Err(e)) => tracing::error!(error = %e, "stopped, but closing the alert store failed"),
-        None => return Err(DaemonError::StoreGone),
-    }
-    Ok(summary)
 }
 
 async fn reload(

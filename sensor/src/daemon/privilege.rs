@@ -13,7 +13,7 @@
 //!    effective and ambient capability sets of each thread, so no thread keeps any capability;
 //! 4. checks every thread in `/proc/self/task` (uid, `CapEff`, `CapPrm`) and refuses to go on if
 //!    one still has a capability or uid 0;
-//! 5. opens the gate ([`released`]) that the listeners wait on before their first `accept`.
+//! 5. opens the gate (`api::accepts_released`) that the listeners wait on before their first `accept`.
 //!
 //! Why no capability is kept (not even `CAP_DAC_READ_SEARCH`): capabilities are per thread, and
 //! the only process-wide way to change them is the uid change itself, which clears them all. Keeping
@@ -27,33 +27,22 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 use nix::unistd::{Gid, Group, Uid, User};
-use tokio::sync::watch;
 
 use crate::config::Config;
 
 /// The default user: used when it exists and `[privileges] user` is unset.
 pub const DEFAULT_USER: &str = "sensor";
 
-/// Open (true) unless a drop is pending: listeners wait on it before accepting.
-static GATE: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(true));
-
-/// Listeners wait here before their first `accept` (returns at once unless a drop is pending).
-pub async fn released() {
-    let mut rx = GATE.subscribe();
-    let _ = rx.wait_for(|open| *open).await;
-}
-
-/// Closes the gate: a drop is coming.
+/// Closes the accept gate: a drop is coming.
 fn hold() {
-    GATE.send_replace(false);
+    crate::api::hold_accepts();
 }
 
-/// Opens the gate.
+/// Opens the accept gate: listeners may accept.
 pub(crate) fn release() {
-    GATE.send_replace(true);
+    crate::api::release_accepts();
 }
 
 /// Who the daemon becomes, and what it must own and reach once it has.

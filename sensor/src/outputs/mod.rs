@@ -16,16 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::config::OutputsConfig;
 use crate::metrics::Metrics;
-use crate::store::StoredAlert;
-
-/// An alert on its way to the outputs (and to `sensor alerts tail`).
-#[derive(Clone, Debug)]
-pub struct AlertUpdate {
-    pub alert: StoredAlert,
-    /// True for a new alert, false for a repeat folded into an existing one.
-    pub new: bool,
-    pub evidence: Vec<Value>,
-}
+use crate::store::AlertUpdate;
 
 /// RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: i64) -> String {

@@ -5,47 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
 use super::OutputError;
-use crate::config::SyslogOutputConfig;
-
-/// Where syslog messages go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Unix(PathBuf),
-    Udp(String),
-}
-
-impl Target {
-    pub fn parse(s: &str) -> Result<Target, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err("empty socket path".into());
-            }
-            Ok(Target::Unix(PathBuf::from(p)))
-        } else if let Some(a) = s.strip_prefix("udp:") {
-            if a.rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            {
-                return Err(format!("`{a}` is not HOST:PORT"));
-            }
-            Ok(Target::Udp(a.to_string()))
-        } else {
-            Err(format!("`{s}` must be unix:PATH or udp:HOST:PORT"))
-        }
-    }
-}
-
-/// RFC 5424 facility codes by name.
-pub fn facility_code(name: &str) -> Option<u8> {
-    let names = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
-        "local3", "local4", "local5", "local6", "local7",
-    ];
-    names
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name))
-        .and_then(|i| u8::try_from(i).ok())
-}
+use crate::config::{SyslogOutputConfig, SyslogTarget};
 
 enum Sock {
     Unix(UnixDatagram, PathBuf),
@@ -76,14 +36,15 @@ impl Syslog {
             target: cfg.target.clone(),
             detail,
         };
-        let target = Target::parse(&cfg.target).map_err(err)?;
-        let facility = facility_code(&cfg.facility)
+        let target = cfg.parsed_target().map_err(err)?;
+        let facility = cfg
+            .facility_code()
             .ok_or_else(|| err(format!("unknown facility `{}`", cfg.facility)))?;
         let sock = match target {
-            Target::Unix(p) => {
+            SyslogTarget::Unix(p) => {
                 Sock::Unix(UnixDatagram::unbound().map_err(|e| err(e.to_string()))?, p)
             }
-            Target::Udp(a) => {
+            SyslogTarget::Udp(a) => {
                 let bind = if a.starts_with('[') {
                     "[::]:0"
                 } else {

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{AlertUpdate, OutputError};
-use crate::api::client::{self, Endpoint};
+use super::OutputError;
+use crate::client::{self, Endpoint};
 use crate::config::WebhookOutputConfig;
 use crate::metrics::Metrics;
+use crate::store::AlertUpdate;
 
 /// A configured webhook.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 //! (`created_ns`, `updated_ns`, history `at_ns`) and age retention read the clock, passed in by the caller.
 
 mod schema;
+mod task;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,18 @@ use std::str::FromStr;
 use correlator::{Alert, AttackRef, Severity};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
+
+pub(crate) use task::spawn;
+pub use task::{AckFn, StoreHandle};
+
+/// An alert the store committed, on its way to the outputs (and to `sensor alerts tail`).
+#[derive(Clone, Debug)]
+pub struct AlertUpdate {
+    pub alert: StoredAlert,
+    /// True for a new alert, false for a repeat folded into an existing one.
+    pub new: bool,
+    pub evidence: Vec<serde_json::Value>,
+}
 
 /// Errors of the alert store. Every variant that concerns the file names it.
 #[derive(Debug, thiserror::Error)]

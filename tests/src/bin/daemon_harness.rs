@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use correlator::{Alert, AttackRef, Detector, Event, Severity};
 use sensor::config::{Config, RulesConfig};
-use sensor::daemon::{BoxError, LoadedRule, Seams};
+use sensor::daemon::{BoxError, Seams};
+use sensor::rules::LoadedRule;
 
 struct ActionDetector;
 
@@ -144,7 +145,7 @@ fn rules(cfg: &RulesConfig) -> Result<Vec<LoadedRule>, BoxError> {
 }
 
 fn main() -> ExitCode {
-    sensor::cli::init_logging(&std::env::var("SENSOR_LOG").unwrap_or_else(|_| "info".into()));
+    sensor::logging::init(&std::env::var("SENSOR_LOG").unwrap_or_else(|_| "info".into()));
     if std::env::args().nth(1).as_deref() == Some("--progress-demo") {
         // Exercises sensor::metrics::progress as a replay would: a bar on a terminal, nothing in a pipe.
         let p = sensor::metrics::progress::Progress::bytes("replay demo.ndjson", 1 << 20);

@@ -2,13 +2,13 @@
 //! an enriched ECS event (process table, user, host) and written as one NDJSON line, as
 //! `sensor events` does for every record it reads.
 //!
-//! `cargo bench -p sensor --bench kernel_decode`
+//! `cargo bench -p sensor-kernel --bench kernel_decode`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sensor::kernel::{Decoder, HostInfo, ProcessTable};
 use sensor_common::{kind, op, Header, SocketRecord};
+use sensor_kernel::{Decoder, HostInfo, ProcessTable};
 
 fn record() -> Vec<u8> {
     let pid = std::process::id();

@@ -16,6 +16,11 @@ use correlator::{Event, Field, Value};
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
 
+mod syscalls;
+
+use syscalls::arch_name;
+pub use syscalls::syscall_name;
+
 /// Most records one group may hold; a group that grows beyond is closed (bounded memory).
 const MAX_GROUP_RECORDS: usize = 4096;
 /// Most bytes of record text one group may hold.
@@ -372,89 +377,6 @@ fn id(v: &str) -> Value {
     s(v)
 }
 
-/// The syscall name for an audit arch and syscall number.
-pub fn syscall_name(arch: &str, nr: u64) -> Option<&'static str> {
-    let table: &[(u64, &str)] = match arch {
-        "c000003e" => X86_64,
-        "c00000b7" => AARCH64,
-        "40000003" => I386,
-        _ => return None,
-    };
-    table
-        .binary_search_by_key(&nr, |(n, _)| *n)
-        .ok()
-        .map(|i| table[i].1)
-}
-
-fn arch_name(arch: &str) -> Option<&'static str> {
-    Some(match arch {
-        "c000003e" => "x86_64",
-        "c00000b7" => "aarch64",
-        "40000003" => "i386",
-        "40000028" => "arm",
-        "c0000015" => "ppc64le",
-        "80000016" => "s390x",
-        "c00000f3" => "riscv64",
-        _ => return None,
-    })
-}
-
-#[rustfmt::skip]
-const X86_64: &[(u64, &str)] = &[
-    (0, "read"), (1, "write"), (2, "open"), (3, "close"), (4, "stat"), (5, "fstat"), (6, "lstat"), (7, "poll"),
-    (8, "lseek"), (9, "mmap"), (10, "mprotect"), (11, "munmap"), (12, "brk"), (13, "rt_sigaction"),
-    (14, "rt_sigprocmask"), (15, "rt_sigreturn"), (16, "ioctl"), (17, "pread64"), (18, "pwrite64"), (19, "readv"),
-    (20, "writev"), (21, "access"), (22, "pipe"), (23, "select"), (32, "dup"), (33, "dup2"), (39, "getpid"),
-    (40, "sendfile"), (41, "socket"), (42, "connect"), (43, "accept"), (44, "sendto"), (45, "recvfrom"),
-    (46, "sendmsg"), (47, "recvmsg"), (48, "shutdown"), (49, "bind"), (50, "listen"), (51, "getsockname"),
-    (52, "getpeername"), (53, "socketpair"), (54, "setsockopt"), (55, "getsockopt"), (56, "clone"), (57, "fork"),
-    (58, "vfork"), (59, "execve"), (60, "exit"), (61, "wait4"), (62, "kill"), (63, "uname"), (72, "fcntl"),
-    (76, "truncate"), (77, "ftruncate"), (78, "getdents"), (79, "getcwd"), (80, "chdir"), (81, "fchdir"),
-    (82, "rename"), (83, "mkdir"), (84, "rmdir"), (85, "creat"), (86, "link"), (87, "unlink"), (88, "symlink"),
-    (89, "readlink"), (90, "chmod"), (91, "fchmod"), (92, "chown"), (93, "fchown"), (94, "lchown"), (95, "umask"),
-    (101, "ptrace"), (105, "setuid"), (106, "setgid"), (112, "setsid"), (113, "setreuid"), (114, "setregid"),
-    (117, "setresuid"), (119, "setresgid"), (133, "mknod"), (155, "pivot_root"), (157, "prctl"),
-    (159, "adjtimex"), (161, "chroot"), (164, "settimeofday"), (165, "mount"), (166, "umount2"), (169, "reboot"),
-    (170, "sethostname"), (175, "init_module"), (176, "delete_module"), (188, "setxattr"), (189, "lsetxattr"),
-    (190, "fsetxattr"), (200, "tkill"), (227, "clock_settime"), (231, "exit_group"), (234, "tgkill"),
-    (257, "openat"), (258, "mkdirat"), (259, "mknodat"), (260, "fchownat"), (262, "newfstatat"), (263, "unlinkat"),
-    (264, "renameat"), (265, "linkat"), (266, "symlinkat"), (267, "readlinkat"), (268, "fchmodat"),
-    (269, "faccessat"), (272, "unshare"), (288, "accept4"), (292, "dup3"), (293, "pipe2"), (305, "clock_adjtime"),
-    (308, "setns"), (310, "process_vm_readv"), (311, "process_vm_writev"), (313, "finit_module"),
-    (316, "renameat2"), (319, "memfd_create"), (321, "bpf"), (322, "execveat"), (425, "io_uring_setup"),
-    (426, "io_uring_enter"), (427, "io_uring_register"), (435, "clone3"), (437, "openat2"), (439, "faccessat2"),
-];
-
-#[rustfmt::skip]
-const AARCH64: &[(u64, &str)] = &[
-    (17, "getcwd"), (23, "dup"), (24, "dup3"), (25, "fcntl"), (29, "ioctl"), (33, "mknodat"), (34, "mkdirat"),
-    (35, "unlinkat"), (36, "symlinkat"), (37, "linkat"), (38, "renameat"), (39, "umount2"), (40, "mount"),
-    (41, "pivot_root"), (45, "truncate"), (46, "ftruncate"), (48, "faccessat"), (49, "chdir"), (50, "fchdir"),
-    (51, "chroot"), (52, "fchmod"), (53, "fchmodat"), (54, "fchownat"), (55, "fchown"), (56, "openat"),
-    (57, "close"), (59, "pipe2"), (61, "getdents64"), (62, "lseek"), (63, "read"), (64, "write"),
-    (78, "readlinkat"), (79, "newfstatat"), (80, "fstat"), (93, "exit"), (94, "exit_group"), (97, "unshare"),
-    (98, "futex"), (105, "init_module"), (106, "delete_module"), (112, "clock_settime"), (117, "ptrace"),
-    (129, "kill"), (130, "tkill"), (131, "tgkill"), (142, "reboot"), (144, "setgid"), (146, "setuid"),
-    (147, "setresuid"), (149, "setresgid"), (157, "setsid"), (160, "uname"), (161, "sethostname"), (167, "prctl"),
-    (170, "settimeofday"), (171, "adjtimex"), (172, "getpid"), (198, "socket"), (199, "socketpair"), (200, "bind"),
-    (201, "listen"), (202, "accept"), (203, "connect"), (204, "getsockname"), (205, "getpeername"),
-    (206, "sendto"), (207, "recvfrom"), (208, "setsockopt"), (209, "getsockopt"), (210, "shutdown"),
-    (211, "sendmsg"), (212, "recvmsg"), (214, "brk"), (215, "munmap"), (216, "mremap"), (220, "clone"),
-    (221, "execve"), (222, "mmap"), (226, "mprotect"), (242, "accept4"), (260, "wait4"), (266, "clock_adjtime"),
-    (268, "setns"), (270, "process_vm_readv"), (271, "process_vm_writev"), (273, "finit_module"),
-    (276, "renameat2"), (279, "memfd_create"), (280, "bpf"), (281, "execveat"), (425, "io_uring_setup"),
-    (426, "io_uring_enter"), (427, "io_uring_register"), (435, "clone3"), (437, "openat2"), (439, "faccessat2"),
-];
-
-#[rustfmt::skip]
-const I386: &[(u64, &str)] = &[
-    (1, "exit"), (2, "fork"), (3, "read"), (4, "write"), (5, "open"), (6, "close"), (8, "creat"), (9, "link"),
-    (10, "unlink"), (11, "execve"), (12, "chdir"), (14, "mknod"), (15, "chmod"), (26, "ptrace"), (37, "kill"),
-    (38, "rename"), (39, "mkdir"), (40, "rmdir"), (102, "socketcall"), (120, "clone"), (190, "vfork"),
-    (252, "exit_group"), (295, "openat"), (297, "mknodat"), (301, "unlinkat"), (358, "execveat"), (359, "socket"),
-    (360, "socketpair"), (361, "bind"), (362, "connect"),
-];
-
 fn file_type(mode: u64) -> Option<&'static str> {
     Some(match mode & 0o170_000 {
         0o010_000 => "fifo",
@@ -549,202 +471,162 @@ fn parse_u64_radix(v: &str, radix: u32) -> Option<u64> {
     u64::from_str_radix(v, radix).ok()
 }
 
-/// Builds one event from a group of records.
-fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
-    let f = fields();
-    let (base, raw) = ctx.base_fields("auditd.log", &g.text);
-    let mut ev = Out { fields: base };
-    ev.set(f.timestamp, util::rfc3339_value(g.ts_ns));
-    ev.set(f.event_kind, s("event"));
-    ev.insert(
-        "auditd.log.sequence",
-        Value::Int(i64::try_from(g.serial).unwrap_or(i64::MAX)),
-    );
-    if let Some(node) = &g.node {
-        ev.insert("host.name", s(node));
-    }
-    let mut kv = Vec::new();
-    let mut types = Vec::with_capacity(g.lines.len());
-    let mut args: Vec<(u64, String)> = Vec::new();
-    let mut chunks: Vec<(u64, u64, String)> = Vec::new();
-    let mut argc: Option<u64> = None;
-    let mut paths: Vec<PathItem> = Vec::new();
-    let mut cwd: Option<String> = None;
-    let mut sockaddr: Option<SockAddr> = None;
-    let mut proctitle: Option<Vec<String>> = None;
-    let mut syscall = false;
-    // The SYSCALL record's pairs, mapped after the other records'.
-    let mut sc_kv = Vec::new();
-    for l in &g.lines {
-        let rtype = g.rtype(l);
-        types.push(rtype);
-        let body = g.body(l);
-        kv.clear();
-        pairs(body, &mut kv);
-        match rtype {
-            "SYSCALL" => {
-                syscall = true;
-                sc_kv.clear();
-                sc_kv.extend_from_slice(&kv);
-            }
-            "EXECVE" => {
-                for &(k, v) in &kv {
-                    if k == "argc" {
-                        argc = v.raw().parse().ok();
-                    } else if let Some(n) = k.strip_prefix('a') {
-                        if let Some((n, rest)) = n.split_once('[') {
-                            if let (Ok(n), Ok(c)) =
-                                (n.parse::<u64>(), rest.trim_end_matches(']').parse::<u64>())
-                            {
-                                chunks.push((n, c, v.raw().to_string()));
-                            }
-                        } else if let Ok(n) = n.parse::<u64>() {
-                            let t = match v {
-                                Val::Quoted(q) => q.to_string(),
-                                Val::Raw(r) => hex_bytes(r).map_or_else(
-                                    || r.to_string(),
-                                    |b| String::from_utf8_lossy(&b).into_owned(),
-                                ),
-                            };
-                            args.push((n, t));
-                        }
+/// The pairs of one record: `(key, value)` in record order.
+type Pairs<'a> = Vec<(&'a str, Val<'a>)>;
+
+/// What the records of one group say, gathered record by record (one method per record type)
+/// before the event is built from them.
+#[derive(Default)]
+struct Records<'a> {
+    /// Record types in group order.
+    types: Vec<&'a str>,
+    /// The SYSCALL record's pairs, mapped after the other records'.
+    syscall: Option<Pairs<'a>>,
+    /// EXECVE arguments by index, and the hex chunks of long ones (index, chunk, hex).
+    args: Vec<(u64, String)>,
+    chunks: Vec<(u64, u64, String)>,
+    argc: Option<u64>,
+    paths: Vec<PathItem>,
+    cwd: Option<String>,
+    sockaddr: Option<SockAddr>,
+    proctitle: Option<Vec<String>>,
+}
+
+impl<'a> Records<'a> {
+    fn execve(&mut self, kv: &Pairs<'a>) {
+        for &(k, v) in kv {
+            if k == "argc" {
+                self.argc = v.raw().parse().ok();
+            } else if let Some(n) = k.strip_prefix('a') {
+                if let Some((n, rest)) = n.split_once('[') {
+                    if let (Ok(n), Ok(c)) =
+                        (n.parse::<u64>(), rest.trim_end_matches(']').parse::<u64>())
+                    {
+                        self.chunks.push((n, c, v.raw().to_string()));
                     }
-                }
-            }
-            "PATH" => {
-                let get = |key: &str| {
-                    kv.iter()
-                        .find(|(k, _)| *k == key)
-                        .and_then(|&(k, v)| text(k, v))
-                        .map(Cow::into_owned)
-                };
-                paths.push((
-                    get("name"),
-                    get("nametype"),
-                    get("mode"),
-                    get("inode"),
-                    get("ouid"),
-                ));
-            }
-            "CWD" => {
-                cwd = kv
-                    .iter()
-                    .find(|(k, _)| *k == "cwd")
-                    .and_then(|&(k, v)| text(k, v))
-                    .map(Cow::into_owned)
-            }
-            "SOCKADDR" => {
-                sockaddr = kv
-                    .iter()
-                    .find(|(k, _)| *k == "saddr")
-                    .and_then(|(_, v)| decode_sockaddr(v.raw()));
-            }
-            "PROCTITLE" => {
-                if let Some(&(_, v)) = kv.iter().find(|(k, _)| *k == "proctitle") {
-                    proctitle = Some(match v {
-                        Val::Quoted(q) => vec![q.to_string()],
-                        Val::Raw(r) => match hex_bytes(r) {
-                            Some(b) => b
-                                .split(|&c| c == 0)
-                                .filter(|p| !p.is_empty())
-                                .map(|p| String::from_utf8_lossy(p).into_owned())
-                                .collect(),
-                            None => vec![r.to_string()],
-                        },
-                    });
-                }
-            }
-            _ => {
-                if !syscall {
-                    generic(&mut ev, keys, &kv);
+                } else if let Ok(n) = n.parse::<u64>() {
+                    let t = match v {
+                        Val::Quoted(q) => q.to_string(),
+                        Val::Raw(r) => hex_bytes(r).map_or_else(
+                            || r.to_string(),
+                            |b| String::from_utf8_lossy(&b).into_owned(),
+                        ),
+                    };
+                    self.args.push((n, t));
                 }
             }
         }
     }
-    ev.insert("auditd.log.record_types", strs(&types));
-    let first_type = types.first().copied().unwrap_or("UNKNOWN");
-    let mut action = first_type.to_ascii_lowercase();
-    let mut category: &[&str] = &[];
-    let mut etype: &[&str] = &["info"];
-    let mut sc_name: Option<String> = None;
-    let mut sc_args: [Option<u64>; 4] = [None; 4];
-    if syscall {
-        let kv = &sc_kv;
-        generic(&mut ev, keys, kv);
-        let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map(|(_, v)| v.raw());
-        let arch = get("arch").unwrap_or("");
-        if let Some(a) = arch_name(arch) {
-            ev.insert("auditd.log.arch", s(a));
-            ev.insert("host.architecture", s(a));
-        }
-        if let Some(nr) = get("syscall") {
-            let name = nr
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| syscall_name(arch, n))
-                .map_or_else(|| nr.to_string(), str::to_string);
-            ev.insert("auditd.log.syscall", s(&name));
-            sc_name = Some(name);
-        }
-        for (i, key) in ["a0", "a1", "a2", "a3"].iter().enumerate() {
-            sc_args[i] = get(key).and_then(|v| parse_u64_radix(v, 16));
-        }
-        if let Some(name) = &sc_name {
-            action = name.clone();
-        }
+
+    fn path(&mut self, kv: &Pairs<'a>) {
+        let get = |key: &str| {
+            kv.iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|&(k, v)| text(k, v))
+                .map(Cow::into_owned)
+        };
+        self.paths.push((
+            get("name"),
+            get("nametype"),
+            get("mode"),
+            get("inode"),
+            get("ouid"),
+        ));
     }
-    // EXECVE arguments, reassembling chunked ones.
-    if !chunks.is_empty() {
-        chunks.sort_by_key(|(n, c, _)| (*n, *c));
-        let mut i = 0;
-        while i < chunks.len() {
-            let n = chunks[i].0;
-            let mut hexs = String::new();
-            while i < chunks.len() && chunks[i].0 == n {
-                hexs.push_str(&chunks[i].2);
-                i += 1;
-            }
-            let t = hex_bytes(&hexs).map_or(hexs, |b| String::from_utf8_lossy(&b).into_owned());
-            args.push((n, t));
-        }
-    }
-    if !args.is_empty() {
-        args.sort_by_key(|(n, _)| *n);
-        args.dedup_by_key(|(n, _)| *n);
-        let list: Vec<Value> = args.iter().map(|(_, a)| s(a)).collect();
-        ev.insert(
-            "process.args_count",
-            Value::Int(i64::try_from(argc.unwrap_or(list.len() as u64)).unwrap_or(0)),
-        );
-        let cmd = args
+
+    fn cwd(&mut self, kv: &Pairs<'a>) {
+        self.cwd = kv
             .iter()
-            .map(|(_, a)| a.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        ev.insert("process.command_line", s(&cmd));
-        ev.insert("process.args", Value::Array(list.into()));
-    } else if let Some(pt) = &proctitle {
-        ev.insert("process.command_line", s(&pt.join(" ")));
-        ev.insert(
-            "process.args",
-            Value::Array(pt.iter().map(|a| s(a)).collect()),
-        );
+            .find(|(k, _)| *k == "cwd")
+            .and_then(|&(k, v)| text(k, v))
+            .map(Cow::into_owned);
     }
-    if let Some(pt) = &proctitle {
-        ev.insert("process.title", s(&pt.join(" ")));
+
+    fn sockaddr(&mut self, kv: &Pairs<'a>) {
+        self.sockaddr = kv
+            .iter()
+            .find(|(k, _)| *k == "saddr")
+            .and_then(|(_, v)| decode_sockaddr(v.raw()));
     }
-    if let Some(c) = &cwd {
-        ev.insert("process.working_directory", s(c));
+
+    fn proctitle(&mut self, kv: &Pairs<'a>) {
+        if let Some(&(_, v)) = kv.iter().find(|(k, _)| *k == "proctitle") {
+            self.proctitle = Some(match v {
+                Val::Quoted(q) => vec![q.to_string()],
+                Val::Raw(r) => match hex_bytes(r) {
+                    Some(b) => b
+                        .split(|&c| c == 0)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .collect(),
+                    None => vec![r.to_string()],
+                },
+            });
+        }
     }
-    // The PATH item the event is about: the first that is not a PARENT.
-    let item = paths
-        .iter()
-        .find(|p| p.1.as_deref() != Some("PARENT"))
-        .or(paths.first());
-    let mut ftype: Option<&str> = None;
-    if let Some((name, nametype, mode, inode, ouid)) = item {
+
+    /// `process.args` (EXECVE arguments, chunked ones reassembled; else the PROCTITLE), the
+    /// command line, title and working directory.
+    fn process_fields(&mut self, ev: &mut Out) {
+        if !self.chunks.is_empty() {
+            self.chunks.sort_by_key(|(n, c, _)| (*n, *c));
+            let mut i = 0;
+            while i < self.chunks.len() {
+                let n = self.chunks[i].0;
+                let mut hexs = String::new();
+                while i < self.chunks.len() && self.chunks[i].0 == n {
+                    hexs.push_str(&self.chunks[i].2);
+                    i += 1;
+                }
+                let t = hex_bytes(&hexs).map_or(hexs, |b| String::from_utf8_lossy(&b).into_owned());
+                self.args.push((n, t));
+            }
+        }
+        if !self.args.is_empty() {
+            self.args.sort_by_key(|(n, _)| *n);
+            self.args.dedup_by_key(|(n, _)| *n);
+            let list: Vec<Value> = self.args.iter().map(|(_, a)| s(a)).collect();
+            ev.insert(
+                "process.args_count",
+                Value::Int(i64::try_from(self.argc.unwrap_or(list.len() as u64)).unwrap_or(0)),
+            );
+            let cmd = self
+                .args
+                .iter()
+                .map(|(_, a)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            ev.insert("process.command_line", s(&cmd));
+            ev.insert("process.args", Value::Array(list.into()));
+        } else if let Some(pt) = &self.proctitle {
+            ev.insert("process.command_line", s(&pt.join(" ")));
+            ev.insert(
+                "process.args",
+                Value::Array(pt.iter().map(|a| s(a)).collect()),
+            );
+        }
+        if let Some(pt) = &self.proctitle {
+            ev.insert("process.title", s(&pt.join(" ")));
+        }
+        if let Some(c) = &self.cwd {
+            ev.insert("process.working_directory", s(c));
+        }
+    }
+
+    /// `file.*` from the PATH item the event is about (the first that is not a PARENT). Returns
+    /// the file type from its mode, and whether the item was created.
+    fn file_fields(&self, ev: &mut Out) -> (Option<&'static str>, bool) {
+        let item = self
+            .paths
+            .iter()
+            .find(|p| p.1.as_deref() != Some("PARENT"))
+            .or(self.paths.first());
+        let Some((name, nametype, mode, inode, ouid)) = item else {
+            return (None, false);
+        };
+        let mut ftype = None;
         if let Some(n) = name {
-            let full = match &cwd {
+            let full = match &self.cwd {
                 Some(c) if !n.starts_with('/') => format!("{}/{}", c.trim_end_matches('/'), n),
                 _ => n.clone(),
             };
@@ -761,80 +643,118 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
         if let Some(u) = ouid {
             ev.insert("file.uid", s(u));
         }
-        if nametype.as_deref() == Some("CREATE") {
+        (ftype, nametype.as_deref() == Some("CREATE"))
+    }
+}
+
+/// The SYSCALL record: its name (or number when unknown) and its first four arguments.
+struct Syscall {
+    name: Option<String>,
+    args: [Option<u64>; 4],
+}
+
+/// Maps the SYSCALL record's pairs (generic fields, architecture, syscall name).
+fn syscall_fields(ev: &mut Out, keys: &mut KeyFields, kv: &[(&str, Val<'_>)]) -> Syscall {
+    generic(ev, keys, kv);
+    let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map(|(_, v)| v.raw());
+    let arch = get("arch").unwrap_or("");
+    if let Some(a) = arch_name(arch) {
+        ev.insert("auditd.log.arch", s(a));
+        ev.insert("host.architecture", s(a));
+    }
+    let mut sc = Syscall {
+        name: None,
+        args: [None; 4],
+    };
+    if let Some(nr) = get("syscall") {
+        let name = nr
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| syscall_name(arch, n))
+            .map_or_else(|| nr.to_string(), str::to_string);
+        ev.insert("auditd.log.syscall", s(&name));
+        sc.name = Some(name);
+    }
+    for (i, key) in ["a0", "a1", "a2", "a3"].iter().enumerate() {
+        sc.args[i] = get(key).and_then(|v| parse_u64_radix(v, 16));
+    }
+    sc
+}
+
+/// `event.category` and `event.type` of a syscall, plus what its arguments say (socket family and
+/// type, the file type of a mknod). `etype` comes in as what the PATH records said.
+fn syscall_category(
+    ev: &mut Out,
+    name: &str,
+    args: &[Option<u64>; 4],
+    mut etype: &'static [&'static str],
+    ftype: &mut Option<&'static str>,
+) -> (&'static [&'static str], &'static [&'static str]) {
+    let mut category: &'static [&'static str] = &[];
+    match name {
+        "execve" | "execveat" => {
+            category = &["process"];
+            etype = &["start"];
+        }
+        "socket" | "socketpair" => {
+            category = &["network"];
+            etype = &["start"];
+            if let Some(fam) = args[0].and_then(family_name) {
+                ev.insert("socket.family", s(fam));
+            }
+            if let Some(t) = args[1].and_then(socket_type_name) {
+                ev.insert("socket.type", s(t));
+            }
+        }
+        "connect" | "bind" | "accept" | "accept4" | "sendto" | "sendmsg" => {
+            category = &["network"];
+            etype = if name == "connect" {
+                &["connection", "start"]
+            } else {
+                &["start"]
+            };
+        }
+        "open" | "openat" | "openat2" | "creat" => {
+            category = &["file"];
+            if etype != ["creation"] {
+                etype = &["access"];
+            }
+        }
+        "mknod" | "mknodat" => {
+            category = &["file"];
+            etype = &["creation"];
+            let mode = if name == "mknod" { args[1] } else { args[2] };
+            if let Some(t) = mode.and_then(file_type) {
+                *ftype = Some(t);
+            }
+        }
+        "unlink" | "unlinkat" | "rmdir" => {
+            category = &["file"];
+            etype = &["deletion"];
+        }
+        "rename" | "renameat" | "renameat2" | "chmod" | "fchmod" | "fchmodat" | "chown"
+        | "fchown" | "fchownat" | "lchown" | "link" | "linkat" | "symlink" | "symlinkat"
+        | "truncate" | "ftruncate" | "setxattr" => {
+            category = &["file"];
+            etype = &["change"];
+        }
+        "mkdir" | "mkdirat" => {
+            category = &["file"];
             etype = &["creation"];
         }
-    }
-    if let Some(name) = sc_name.as_deref() {
-        match name {
-            "execve" | "execveat" => {
-                category = &["process"];
-                etype = &["start"];
-            }
-            "socket" | "socketpair" => {
-                category = &["network"];
-                etype = &["start"];
-                if let Some(fam) = sc_args[0].and_then(family_name) {
-                    ev.insert("socket.family", s(fam));
-                }
-                if let Some(t) = sc_args[1].and_then(socket_type_name) {
-                    ev.insert("socket.type", s(t));
-                }
-            }
-            "connect" | "bind" | "accept" | "accept4" | "sendto" | "sendmsg" => {
-                category = &["network"];
-                etype = if name == "connect" {
-                    &["connection", "start"]
-                } else {
-                    &["start"]
-                };
-            }
-            "open" | "openat" | "openat2" | "creat" => {
-                category = &["file"];
-                if etype != ["creation"] {
-                    etype = &["access"];
-                }
-            }
-            "mknod" | "mknodat" => {
-                category = &["file"];
-                etype = &["creation"];
-                let mode = if name == "mknod" {
-                    sc_args[1]
-                } else {
-                    sc_args[2]
-                };
-                if let Some(t) = mode.and_then(file_type) {
-                    ftype = Some(t);
-                }
-            }
-            "unlink" | "unlinkat" | "rmdir" => {
-                category = &["file"];
-                etype = &["deletion"];
-            }
-            "rename" | "renameat" | "renameat2" | "chmod" | "fchmod" | "fchmodat" | "chown"
-            | "fchown" | "fchownat" | "lchown" | "link" | "linkat" | "symlink" | "symlinkat"
-            | "truncate" | "ftruncate" | "setxattr" => {
-                category = &["file"];
-                etype = &["change"];
-            }
-            "mkdir" | "mkdirat" => {
-                category = &["file"];
-                etype = &["creation"];
-            }
-            "ptrace" | "kill" | "tkill" | "tgkill" | "clone" | "clone3" | "fork" | "vfork" => {
-                category = &["process"];
-            }
-            "init_module" | "finit_module" | "delete_module" => {
-                category = &["driver"];
-            }
-            _ => {}
+        "ptrace" | "kill" | "tkill" | "tgkill" | "clone" | "clone3" | "fork" | "vfork" => {
+            category = &["process"];
         }
-    } else {
-        (category, etype) = record_category(first_type);
+        "init_module" | "finit_module" | "delete_module" => {
+            category = &["driver"];
+        }
+        _ => {}
     }
-    if let Some(t) = ftype {
-        ev.insert("file.type", s(t));
-    }
+    (category, etype)
+}
+
+/// `socket.*`, `file.*` and `source`/`destination` from a SOCKADDR record.
+fn sockaddr_fields(ev: &mut Out, sockaddr: Option<SockAddr>, syscall: Option<&str>) {
     match sockaddr {
         Some(SockAddr::Unix(path)) => {
             ev.insert("socket.family", s("AF_UNIX"));
@@ -845,7 +765,7 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
             ev.insert("file.type", s("socket"));
         }
         Some(SockAddr::Inet(ip, port)) => {
-            let side = if sc_name.as_deref() == Some("bind") {
+            let side = if syscall == Some("bind") {
                 "source"
             } else {
                 "destination"
@@ -869,6 +789,64 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
         }
         None => {}
     }
+}
+
+/// Builds one event from a group of records: each record type is gathered by its own method of
+/// [`Records`], then mapped (SYSCALL last, so its fields win).
+fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
+    let f = fields();
+    let (base, raw) = ctx.base_fields("auditd.log", &g.text);
+    let mut ev = Out { fields: base };
+    ev.set(f.timestamp, util::rfc3339_value(g.ts_ns));
+    ev.set(f.event_kind, s("event"));
+    ev.insert(
+        "auditd.log.sequence",
+        Value::Int(i64::try_from(g.serial).unwrap_or(i64::MAX)),
+    );
+    if let Some(node) = &g.node {
+        ev.insert("host.name", s(node));
+    }
+    let mut rec = Records {
+        types: Vec::with_capacity(g.lines.len()),
+        ..Records::default()
+    };
+    let mut kv = Vec::new();
+    for l in &g.lines {
+        let rtype = g.rtype(l);
+        rec.types.push(rtype);
+        kv.clear();
+        pairs(g.body(l), &mut kv);
+        match rtype {
+            "SYSCALL" => rec.syscall = Some(kv.clone()),
+            "EXECVE" => rec.execve(&kv),
+            "PATH" => rec.path(&kv),
+            "CWD" => rec.cwd(&kv),
+            "SOCKADDR" => rec.sockaddr(&kv),
+            "PROCTITLE" => rec.proctitle(&kv),
+            // Records after the SYSCALL add nothing of their own.
+            _ if rec.syscall.is_none() => generic(&mut ev, keys, &kv),
+            _ => {}
+        }
+    }
+    ev.insert("auditd.log.record_types", strs(&rec.types));
+    let first_type = rec.types.first().copied().unwrap_or("UNKNOWN");
+    let sc = rec
+        .syscall
+        .take()
+        .map(|kv| syscall_fields(&mut ev, keys, &kv));
+    let sc_name = sc.as_ref().and_then(|sc| sc.name.as_deref());
+    let action = sc_name.map_or_else(|| first_type.to_ascii_lowercase(), str::to_string);
+    rec.process_fields(&mut ev);
+    let (mut ftype, created) = rec.file_fields(&mut ev);
+    let etype: &'static [&'static str] = if created { &["creation"] } else { &["info"] };
+    let (category, etype) = match (&sc, sc_name) {
+        (Some(sc), Some(name)) => syscall_category(&mut ev, name, &sc.args, etype, &mut ftype),
+        _ => record_category(first_type),
+    };
+    if let Some(t) = ftype {
+        ev.insert("file.type", s(t));
+    }
+    sockaddr_fields(&mut ev, rec.sockaddr.take(), sc_name);
     ev.set(f.event_action, s(&action));
     if !category.is_empty() {
         ev.set(f.event_category, strs(category));

@@ -6,6 +6,7 @@
 
 pub mod consumer;
 pub mod decode;
+pub mod secret;
 pub mod server;
 pub mod spool;
 

@@ -1,5 +1,5 @@
 //! Ingest benchmarks: decoder throughput (auditd, ECS) and ECS over loopback HTTP into the
-//! durable spool. Run: `cargo bench -p sensor --bench ingest`. Figures and how they were taken:
+//! durable spool. Run: `cargo bench -p ingest --bench ingest`. Figures and how they were taken:
 //! BENCHMARKS.md, "Ingest benchmarks".
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sensor::ingest::server::{HttpConfig, IngestConfig};
-use sensor::ingest::{decode_reader, Format, Spool, SpoolLimits};
+use ingest::server::{HttpConfig, IngestConfig};
+use ingest::{decode_reader, Format, Spool, SpoolLimits};
 
 /// Realistic auditd traffic: execve groups (SYSCALL, EXECVE, CWD, 2 PATH, PROCTITLE, EOE),
 /// connect groups (SYSCALL, SOCKADDR, PROCTITLE, EOE) and single user records.
@@ -115,7 +115,7 @@ fn http_into_spool(c: &mut Criterion) {
             tls: None,
             plaintext_loopback: true,
         }),
-        agents: vec![sensor::ingest::server::AgentConfig {
+        agents: vec![ingest::server::AgentConfig {
             id: "bench".into(),
             token_sha256: hash,
             formats: None,
@@ -130,7 +130,7 @@ fn http_into_spool(c: &mut Criterion) {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(sensor::ingest::serve(cfg, sp, rx)).unwrap();
+        rt.block_on(ingest::serve(cfg, sp, rx)).unwrap();
     });
     let mut conn = loop {
         if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {

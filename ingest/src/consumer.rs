@@ -368,7 +368,7 @@ pub fn drive(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ingest::server::encode_record;
+    use crate::server::encode_record;
 
     /// auditd groups of three records from one agent, interleaved with ECS records of another.
     fn records() -> Vec<Vec<u8>> {
