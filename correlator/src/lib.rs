@@ -14,7 +14,9 @@ pub mod ruleset;
 pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
-pub use event::{Event, EventError, Field, Str, Value, MAX_FIELDS};
+pub use event::{
+    Event, EventError, Field, Str, Value, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_PATH_BYTES,
+};
 pub use rules::{parse_rule_file, RuleDef, RuleError};
 pub use ruleset::{ReloadReport, RuleSet};
 pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
