@@ -371,6 +371,13 @@ pub fn remove_socket(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// An `accept` error (EMFILE, ENFILE, ENOBUFS...) persists until something is freed: say so and
+/// wait a little rather than retry at once, which would spin a core.
+async fn accept_failed(listener: &str, e: &std::io::Error) {
+    tracing::warn!(listener, error = %e, "accept failed; pausing 100 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
 pub(crate) async fn serve(
@@ -414,7 +421,7 @@ pub(crate) async fn serve(
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(x) => x,
-                    Err(e) => { tracing::warn!(error = %e, "control socket accept failed"); continue; }
+                    Err(e) => { accept_failed("control socket", &e).await; continue; }
                 },
                 _ = sd.changed() => return,
             };
@@ -448,7 +455,7 @@ pub(crate) async fn serve(
             state::accepts_released().await;
             loop {
                 let (stream, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("control API (TCP)", &e).await; continue } },
                     _ = sd.changed() => return,
                 };
                 let acceptor = acceptor.clone();
@@ -494,7 +501,7 @@ pub(crate) async fn serve(
             state::accepts_released().await;
             loop {
                 let (stream, _) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("metrics", &e).await; continue } },
                     _ = sd.changed() => return,
                 };
                 tokio::spawn(serve_conn(
