@@ -12,6 +12,12 @@
 //! key (`sensor-bench`) that its log gained during the run, plus auditd's `lost` delta, must cover
 //! every operation. When they do not (auditd not writing, rules not matching, log elsewhere), the
 //! row is marked invalid with what was seen, rather than reporting a cost auditd never paid.
+//! Seen with it (smoke run, 2026-12-07): the socket and FIFO storms, which run in this process,
+//! got 0 keyed records while the exec storm's children were recorded. A task started while
+//! auditing was off carries no audit context, so `auditctl -e 1` after this process started leaves
+//! its own syscalls unaudited: which explains rows that swung between +7% and +738%. The storms
+//! must run in a process started after auditing is on (not done yet); until then those rows read
+//! INVALID whenever auditd was off before the bench.
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
