@@ -13,11 +13,11 @@
 //! every operation. When they do not (auditd not writing, rules not matching, log elsewhere), the
 //! row is marked invalid with what was seen, rather than reporting a cost auditd never paid.
 //! Seen with it (smoke run, 2026-12-07): the socket and FIFO storms, which run in this process,
-//! got 0 keyed records while the exec storm's children were recorded. A task started while
-//! auditing was off carries no audit context, so `auditctl -e 1` after this process started leaves
-//! its own syscalls unaudited: which explains rows that swung between +7% and +738%. The storms
-//! must run in a process started after auditing is on (not done yet); until then those rows read
-//! INVALID whenever auditd was off before the bench.
+//! got 0 keyed records while the exec storm's children were recorded. The kernel gives a task an
+//! audit context at fork only once auditing has been enabled since boot, so when this bench is what
+//! first enables it, its own syscalls stay unaudited: a likely cause of rows that swung between +7%
+//! and +738% on a fresh machine. The storms should run in a process forked after auditing is on
+//! (not done yet); until then such rows read INVALID.
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
