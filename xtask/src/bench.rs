@@ -16,8 +16,7 @@
 //! got 0 keyed records while the exec storm's children were recorded. The kernel gives a task an
 //! audit context at fork only once auditing has been enabled since boot, so when this bench is what
 //! first enables it, its own syscalls stay unaudited: a likely cause of rows that swung between +7%
-//! and +738% on a fresh machine. The storms should run in a process forked after auditing is on
-//! (not done yet); until then such rows read INVALID.
+//! and +738% on a fresh machine. So the auditd storms run in a child forked once auditd is on.
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -204,6 +203,60 @@ fn run_storm(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
         Storm::Fifo => (fifo_storm(a.fifo_ops, dir)?, a.fifo_ops),
         Storm::Exec => (exec_storm(a.exec_ops)?, a.exec_ops),
     })
+}
+
+/// [`run_storm`] in a child forked now: the kernel gives a task an audit context at fork only once
+/// auditing has been enabled, so a storm run by this process (started before `auditctl -e 1` on a
+/// machine where auditing was never on) would not be audited at all.
+fn run_storm_forked(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) with a two-int array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the child runs the storm, writes 16 bytes and _exits; glibc's fork resets the
+    // allocator's locks, and the only other thread (a sensor's reader) is gone by now.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let (d, ops) = run_storm(s, a, dir).unwrap_or((Duration::ZERO, 0));
+        let mut buf = [0u8; 16];
+        buf[..8].copy_from_slice(
+            &u64::try_from(d.as_nanos())
+                .unwrap_or(u64::MAX)
+                .to_le_bytes(),
+        );
+        buf[8..].copy_from_slice(&ops.to_le_bytes());
+        // SAFETY: writes our buffer to the pipe, then ends the child without running destructors.
+        unsafe {
+            libc::write(fds[1], buf.as_ptr().cast(), buf.len());
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end becomes a File that owns its fd.
+    let mut rd = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    let mut buf = [0u8; 16];
+    let read = rd.read_exact(&mut buf);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    read.context("reading the storm child's result")?;
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&buf[..8]);
+    let d = Duration::from_nanos(u64::from_le_bytes(n));
+    n.copy_from_slice(&buf[8..]);
+    let ops = u64::from_le_bytes(n);
+    if ops == 0 {
+        bail!("the storm child failed");
+    }
+    Ok((d, ops))
 }
 
 /// `socket(AF_UNIX, <invalid type>, 0)` at `rate` calls per second for `secs`: each call fails at
@@ -606,7 +659,7 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
                         let au = Audit::start(storm)?;
                         let log = audit_log_path();
                         let mark = audit_log_mark(&log);
-                        let r = run_storm(storm, a, &dir);
+                        let r = run_storm_forked(storm, a, &dir);
                         let recorded = audit_recorded_since(&log, mark);
                         let run_lost = Audit::lost().saturating_sub(before);
                         lost[ci] += run_lost;
