@@ -469,8 +469,20 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Respo
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    decompress(&encoding, raw, limit).map_err(|(status, msg)| error_response(status, &msg))
+    // Inflating up to `limit` bytes is CPU work: on the blocking pool, not an async worker.
+    let enc = encoding.clone();
+    match tokio::task::spawn_blocking(move || decompress(&enc, raw, limit)).await {
+        Ok(r) => r.map_err(|(status, msg)| error_response(status, &msg)),
+        Err(e) => Err(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("decompressing the {encoding} body failed: {e}"),
+        )),
+    }
 }
+
+/// Largest zstd window accepted (log2): 8 MiB. zstd's decoder would otherwise allocate whatever
+/// window a frame declares (up to 128 MiB by default) for every request in flight.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// Decompresses a body per `Content-Encoding` (gzip, zstd, identity), never beyond `limit` bytes.
 pub fn decompress(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, (StatusCode, String)> {
@@ -483,7 +495,22 @@ pub fn decompress(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, (St
             .take(cap)
             .read_to_end(&mut out),
         "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
-            Ok(d) => d.take(cap).read_to_end(&mut out),
+            Ok(mut d) => match d.window_log_max(ZSTD_WINDOW_LOG_MAX) {
+                Ok(()) => match d.take(cap).read_to_end(&mut out) {
+                    // zstd: "Frame requires too much memory for decoding".
+                    Err(e) if e.to_string().contains("too much memory") => {
+                        return Err((
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!(
+                                "zstd body declares a window larger than {} bytes",
+                                1u64 << ZSTD_WINDOW_LOG_MAX
+                            ),
+                        ))
+                    }
+                    r => r,
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         other => {
@@ -698,6 +725,20 @@ mod tests {
         // A small compressed body that expands past the limit is refused, not inflated.
         let err = decompress("zstd", Bytes::from(z), 100).unwrap_err();
         assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // A frame that declares a 128 MiB window is refused before the window is allocated.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.window_log(27).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, &body).unwrap();
+        let big_window = enc.finish().unwrap();
+        let err = decompress("zstd", Bytes::from(big_window), 1 << 20).unwrap_err();
+        assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE, "{}", err.1);
+        assert!(
+            err.1.contains("window larger than 8388608 bytes"),
+            "{}",
+            err.1
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, &body).unwrap();
         assert_eq!(
