@@ -615,16 +615,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             .unwrap_or_default();
         let outcome = process_body(format, &ag.id, &body, max_record, &context);
         let accepted = outcome.accepted.len();
-        if accepted == 0 {
+        // Every record costs a token, rejected ones too: checking them is the work an agent
+        // sending junk makes the daemon do.
+        let charged = accepted + outcome.rejected.len();
+        if charged == 0 {
             return Ingested::Done(outcome);
         }
         let taken = ag
             .bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(accepted);
+            .take(charged);
         if let Err(wait) = taken {
             return Ingested::RateLimited(wait);
+        }
+        if accepted == 0 {
+            return Ingested::Done(outcome);
         }
         let prefix = outcome.needs_context.then_some(context.as_slice());
         let lines: Vec<&[u8]> = prefix

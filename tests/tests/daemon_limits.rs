@@ -32,6 +32,21 @@ fn metric(socket: &Path, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Posts `body` as ECS with `token`; the HTTP status.
+fn post_status(port: u16, token: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "POST /v1/ingest/ecs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
 fn rss(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -39,6 +54,47 @@ fn rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap()
         * 1024
+}
+
+#[test]
+fn rejected_records_cost_rate_tokens_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let cfg = dir.join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\n[privileges]\nuser = \"root\"\n[kernel]\nenabled = false\n[api]\nsocket = \"{d}/control.sock\"\n[ingest]\nenabled = true\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n[[ingest.agents]]\nid = \"a\"\ntoken_sha256 = \"{}\"\nrate_per_sec = 10\n",
+            sha256_hex(TOKEN),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(sensor_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // the bucket is full: 10 tokens
+                                                     // 40 junk lines: all rejected (400), and they drain the bucket.
+    let junk = "not json\n".repeat(40);
+    let first = post_status(port, TOKEN, &junk);
+    // One good record right after: refused for the rate the junk used up.
+    let good = "{\"@timestamp\":\"2026-01-01T00:00:00Z\"}\n";
+    let second = post_status(port, TOKEN, good);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(first, 400, "40 rejected lines");
+    assert_eq!(second, 429, "the rejected lines did not cost rate tokens");
 }
 
 #[test]
