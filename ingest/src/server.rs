@@ -317,6 +317,29 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
     r
 }
 
+/// What an agent is told when the spool could not keep its records: 507 when the disk is full
+/// (retry later), else 500; neither names a file of this host. Nothing of the request was kept.
+fn spool_failure_response(e: &SpoolError) -> Response<Full<Bytes>> {
+    let disk_full = matches!(e, SpoolError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            || source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT));
+    if disk_full {
+        retry_after(
+            error_response(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the collector's disk is full: nothing of this request was kept; retry later",
+            ),
+            Duration::from_secs(30),
+        )
+    } else {
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the collector could not store the records (its log says why): nothing of this request was kept; retry later",
+        )
+    }
+}
+
 fn error_response(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     json_response(status, &serde_json::json!({ "error": msg }))
 }
@@ -677,8 +700,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             )
         }
         Ok(Ingested::SpoolFailed(e)) => {
+            // The details (file, errno) go to the daemon's log; the agent hears what failed,
+            // never a path on this host.
             tracing::error!(message = "ingest: spool append failed", error = %e);
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("spool: {e}"));
+            return spool_failure_response(&e);
         }
         Err(e) => {
             return error_response(
@@ -717,6 +742,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn spool_failures_say_what_failed_without_a_path() {
+        let full = SpoolError::Io {
+            path: "/var/lib/sensor/spool/00000001.seg".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let r = spool_failure_response(&full);
+        assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(r.headers().contains_key(hyper::header::RETRY_AFTER));
+        let other = SpoolError::Io {
+            path: "/var/lib/sensor/spool/00000001.seg".into(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        let r = spool_failure_response(&other);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        for r in [
+            spool_failure_response(&full),
+            spool_failure_response(&other),
+        ] {
+            let body = format!("{:?}", r.body());
+            assert!(!body.contains("/var/lib"), "{body}");
+        }
+    }
 
     #[test]
     fn decompression_and_its_limit() {
