@@ -57,6 +57,95 @@ fn rss(pid: u32) -> u64 {
 }
 
 #[test]
+fn a_full_disk_answers_507_and_loses_nothing_acknowledged() {
+    if !tests::require_root("a_full_disk_answers_507_and_loses_nothing_acknowledged") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = dir.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    // A 1 MiB tmpfs for the spool: a disk that fills.
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let port = free_port();
+    let cfg = dir.join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\n[privileges]\nuser = \"root\"\n[kernel]\nenabled = false\n[api]\nsocket = \"{d}/control.sock\"\n[ingest]\nenabled = true\nspool_dir = \"{s}\"\n[ingest.spool]\nsegment_bytes = 262144\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n[[ingest.agents]]\nid = \"a\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(TOKEN),
+            d = dir.display(),
+            s = spool.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("daemon.log");
+    let mut child = Command::new(sensor_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body: String = (0..50)
+        .map(|_| {
+            format!(
+                "{{\"@timestamp\":\"2026-01-01T00:00:00Z\",\"event\":{{\"action\":\"{}\"}}}}\n",
+                "x".repeat(900)
+            )
+        })
+        .collect();
+    let (mut acked, mut full, mut other) = (0u64, 0, Vec::new());
+    for _ in 0..40 {
+        match post_status(port, TOKEN, &body) {
+            200 => acked += 50,
+            507 => full += 1,
+            s => other.push(s),
+        }
+    }
+    assert!(full > 0, "the 1 MiB spool never filled");
+    assert!(other.is_empty(), "answers other than 200/507: {other:?}");
+    // Every acknowledged record reaches the correlator.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&socket, "sensor_events_in_total{source=\"ingest\"} ") < acked {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {acked} acknowledged records arrived:\n{}",
+            metric(&socket, "sensor_events_in_total{source=\"ingest\"} "),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = metric(&socket, "sensor_events_in_total{source=\"ingest\"} ");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(
+        got, acked,
+        "records arrived that were never acknowledged, or twice"
+    );
+}
+
+#[test]
 fn rejected_records_cost_rate_tokens_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
