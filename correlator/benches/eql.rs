@@ -73,7 +73,10 @@ fn pending_memory() {
     for max_pending in [100_000usize, 1_000] {
         let mut set = RuleSet::new(RunnerConfig {
             lateness_ns: 0,
-            limits: SeqLimits { max_pending },
+            limits: SeqLimits {
+                max_pending,
+                ..SeqLimits::default()
+            },
         });
         set.reload(common::sequence_rules(50));
         let mut out = Vec::new();

@@ -18,7 +18,7 @@ mod time;
 
 use json::insert_nested;
 
-pub use field::{Field, MAX_FIELDS};
+pub use field::{Field, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_PATH_BYTES};
 pub use str::Str;
 pub use time::{parse_rfc3339_ns, parse_timestamp};
 

@@ -15,7 +15,9 @@ pub mod ruleset;
 pub mod runner;
 
 pub use alert::{Alert, AttackRef, Severity};
-pub use event::{Event, EventError, Field, Str, Value, MAX_FIELDS};
+pub use event::{
+    Event, EventError, Field, Str, Value, MAX_FIELDS, MAX_FIELD_BYTES, MAX_FIELD_PATH_BYTES,
+};
 pub use rules::{parse_rule_file, RuleDef, RuleError};
 pub use ruleset::{ReloadReport, RuleSet};
 pub use runner::{RuleMeta, RuleRunner, RunnerConfig};
@@ -41,6 +43,11 @@ pub trait Detector: Send {
     /// keeps them instead of stamping its own; escalations still apply).
     fn sets_severity(&self) -> bool {
         false
+    }
+    /// Partial matches this detector dropped to stay within its bounds (count or bytes) since it
+    /// was made: what it shed under pressure.
+    fn shed(&self) -> u64 {
+        0
     }
     /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
     /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.

@@ -588,4 +588,8 @@ impl Detector for RuleSet {
     fn pending(&self) -> usize {
         self.slots.iter().map(|s| s.runner.pending()).sum::<usize>() + self.reorder.buffered()
     }
+
+    fn shed(&self) -> u64 {
+        self.slots.iter().map(|s| s.runner.stats.seq.evicted).sum()
+    }
 }

@@ -198,6 +198,14 @@ impl RuleRunner {
         }
     }
 
+    /// Bytes of the events pending sequence partials hold (bounded by `SeqLimits::max_pending_bytes`).
+    pub fn pending_event_bytes(&self) -> usize {
+        match &self.engine {
+            Engine::Sequence(s) => s.pending_event_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Feeds an event that is already in order (the rule set's path: no reorder buffer here).
     pub(crate) fn feed_ordered(&mut self, sh: &Shared<'_>, out: &mut Vec<Alert>) {
         self.stats.events += 1;

@@ -94,6 +94,7 @@ fn engine(query: &str, arrival: &[Event], lateness_ms: i64) -> (Vec<Vec<i64>>, u
         lateness_ns: lateness_ms * MS,
         limits: SeqLimits {
             max_pending: 1_000_000,
+            ..SeqLimits::default()
         },
     };
     let mut r = RuleRunner::new(
@@ -190,7 +191,10 @@ fn pending_state_is_bounded_and_evictions_counted() {
     .unwrap();
     let cfg = RunnerConfig {
         lateness_ns: 0,
-        limits: SeqLimits { max_pending: 1000 },
+        limits: SeqLimits {
+            max_pending: 1000,
+            ..SeqLimits::default()
+        },
     };
     let mut r = RuleRunner::new(Default::default(), q, cfg);
     let mut out = Vec::new();
@@ -205,6 +209,60 @@ fn pending_state_is_bounded_and_evictions_counted() {
     // The oldest were evicted, so they do not.
     r.on_event(&event(10_002, 20_001, "b", 0, 0), &mut out);
     assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn pending_bytes_are_bounded_per_rule_and_what_is_shed_is_counted() {
+    // A sequence flood: every event opens a partial for a new key and carries a 100 kB record.
+    let q = compile(
+        "sequence by k [a where true] [b where true]",
+        &Options::elastic(),
+    )
+    .unwrap();
+    let budget = 4 << 20;
+    let cfg = RunnerConfig {
+        lateness_ns: 0,
+        limits: SeqLimits {
+            max_pending: 1_000_000,
+            max_pending_bytes: budget,
+        },
+    };
+    let mut r = RuleRunner::new(Default::default(), q, cfg);
+    let raw: std::sync::Arc<str> = "x".repeat(100_000).into();
+    let mut out = Vec::new();
+    let mut peak = 0;
+    for i in 0..2_000 {
+        let mut e = event(i, i, "a", i, 0);
+        e.raw = Some(raw.clone());
+        r.on_event(&e, &mut out);
+        peak = peak.max(r.pending_event_bytes());
+        assert!(
+            r.pending_event_bytes() <= budget,
+            "at {i}: {}",
+            r.pending_event_bytes()
+        );
+    }
+    assert!(peak > budget / 2, "the budget was never approached: {peak}");
+    assert!(
+        r.pending() < 45,
+        "{} partials of 100 kB in 4 MiB",
+        r.pending()
+    );
+    assert!(
+        r.stats.seq.evicted_bytes >= 1_900 && r.stats.seq.evicted == r.stats.seq.evicted_bytes,
+        "{:?}",
+        r.stats.seq
+    );
+    // The newest keys still complete; completing gives their bytes back.
+    r.on_event(&event(5_000, 5_000, "b", 1_999, 0), &mut out);
+    assert_eq!(out.len(), 1);
+    let left = r.pending();
+    for k in 0..2_000 {
+        r.on_event(&event(6_000 + k, 6_000 + k, "b", k, 0), &mut out);
+    }
+    assert_eq!(out.len(), 1 + left);
+    assert_eq!(r.pending(), 0);
+    assert_eq!(r.pending_event_bytes(), 0, "bytes not given back");
 }
 
 #[test]

@@ -7,11 +7,12 @@
 pub mod agents;
 pub mod consumer;
 pub mod decode;
+pub mod secret;
 pub mod server;
 pub mod spool;
 
 pub use decode::{
     decode_reader, decoder, lacks_ecs_category, uncategorized_warning, DecodeError, Decoder, Format,
 };
-pub use server::{serve, IngestConfig, IngestError};
+pub use server::{bind, serve, Bound, IngestConfig, IngestError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

@@ -102,6 +102,45 @@ pub async fn serve(
     spool: Arc<Spool>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
+    bind(cfg, spool).await?.serve(shutdown).await;
+    Ok(())
+}
+
+/// Listeners bound (and TLS keys read) but not yet accepting: the daemon binds while it is still
+/// privileged (ports below 1024, root-only key files), drops its privileges, then calls
+/// [`Bound::serve`], so no connection is ever parsed with privileges.
+pub struct Bound {
+    state: Arc<State>,
+    http: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    auditd: Option<(TcpListener, Arc<HashMap<IpAddr, String>>)>,
+}
+
+impl Bound {
+    /// Accepts and serves until `shutdown` turns true (or its sender is dropped).
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some((listener, tls)) = self.http {
+            tasks.spawn(http_loop(
+                listener,
+                tls,
+                self.state.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some((listener, peers)) = self.auditd {
+            tasks.spawn(auditd::auditd_loop(
+                listener,
+                peers,
+                self.state.clone(),
+                shutdown.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Reads the agents and TLS material and binds the configured listeners (see [`Bound`]).
+pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestError> {
     let mut agents = HashMap::new();
     let mut saved = load_contexts(spool.dir());
     for a in &cfg.agents {
@@ -141,7 +180,11 @@ pub async fn serve(
         limits: cfg.limits.clone(),
         inflight: Semaphore::new(cfg.limits.max_inflight_requests.max(1)),
     });
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut bound = Bound {
+        state,
+        http: None,
+        auditd: None,
+    };
     if let Some(http) = &cfg.http {
         let tls = match (&http.tls, http.plaintext_loopback) {
             (Some(t), _) => Some(tls_acceptor(t)?),
@@ -166,7 +209,7 @@ pub async fn serve(
                     source,
                 })?;
         tracing::info!(message = "ingest: HTTP listener up", addr = %listener.local_addr().map_or(http.listen, |a| a), tls = tls.is_some());
-        tasks.spawn(http_loop(listener, tls, state.clone(), shutdown.clone()));
+        bound.http = Some((listener, tls));
     }
     if let Some(a) = &cfg.auditd {
         let listener = TcpListener::bind(a.listen)
@@ -181,15 +224,9 @@ pub async fn serve(
             .iter()
             .map(|p| (p.addr, p.agent_id.clone()))
             .collect();
-        tasks.spawn(auditd::auditd_loop(
-            listener,
-            Arc::new(peers),
-            state.clone(),
-            shutdown.clone(),
-        ));
+        bound.auditd = Some((listener, Arc::new(peers)));
     }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    Ok(bound)
 }
 
 async fn http_loop(
@@ -278,6 +315,29 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// What an agent is told when the spool could not keep its records: 507 when the disk is full
+/// (retry later), else 500; neither names a file of this host. Nothing of the request was kept.
+fn spool_failure_response(e: &SpoolError) -> Response<Full<Bytes>> {
+    let disk_full = matches!(e, SpoolError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            || source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT));
+    if disk_full {
+        retry_after(
+            error_response(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the collector's disk is full: nothing of this request was kept; retry later",
+            ),
+            Duration::from_secs(30),
+        )
+    } else {
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the collector could not store the records (its log says why): nothing of this request was kept; retry later",
+        )
+    }
 }
 
 fn error_response(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
@@ -421,8 +481,20 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Respo
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    decompress(&encoding, raw, limit).map_err(|(status, msg)| error_response(status, &msg))
+    // Inflating up to `limit` bytes is CPU work: on the blocking pool, not an async worker.
+    let enc = encoding.clone();
+    match tokio::task::spawn_blocking(move || decompress(&enc, raw, limit)).await {
+        Ok(r) => r.map_err(|(status, msg)| error_response(status, &msg)),
+        Err(e) => Err(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("decompressing the {encoding} body failed: {e}"),
+        )),
+    }
 }
+
+/// Largest zstd window accepted (log2): 8 MiB. zstd's decoder would otherwise allocate whatever
+/// window a frame declares (up to 128 MiB by default) for every request in flight.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// Decompresses a body per `Content-Encoding` (gzip, zstd, identity), never beyond `limit` bytes.
 pub fn decompress(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, (StatusCode, String)> {
@@ -435,7 +507,22 @@ pub fn decompress(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, (St
             .take(cap)
             .read_to_end(&mut out),
         "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
-            Ok(d) => d.take(cap).read_to_end(&mut out),
+            Ok(mut d) => match d.window_log_max(ZSTD_WINDOW_LOG_MAX) {
+                Ok(()) => match d.take(cap).read_to_end(&mut out) {
+                    // zstd: "Frame requires too much memory for decoding".
+                    Err(e) if e.to_string().contains("too much memory") => {
+                        return Err((
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!(
+                                "zstd body declares a window larger than {} bytes",
+                                1u64 << ZSTD_WINDOW_LOG_MAX
+                            ),
+                        ))
+                    }
+                    r => r,
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         other => {
@@ -540,16 +627,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             .unwrap_or_default();
         let outcome = process_body(format, &ag.id, &body, max_record, &context);
         let accepted = outcome.accepted.len();
-        if accepted == 0 {
+        // Every record costs a token, rejected ones too: checking them is the work an agent
+        // sending junk makes the daemon do.
+        let charged = accepted + outcome.rejected.len();
+        if charged == 0 {
             return Ingested::Done(outcome);
         }
         let taken = ag
             .bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(accepted);
+            .take(charged);
         if let Err(wait) = taken {
             return Ingested::RateLimited(wait);
+        }
+        if accepted == 0 {
+            return Ingested::Done(outcome);
         }
         let prefix = outcome.needs_context.then_some(context.as_slice());
         let lines: Vec<&[u8]> = prefix
@@ -596,8 +689,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             )
         }
         Ok(Ingested::SpoolFailed(e)) => {
+            // The details (file, errno) go to the daemon's log; the agent hears what failed,
+            // never a path on this host.
             tracing::error!(message = "ingest: spool append failed", error = %e);
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("spool: {e}"));
+            return spool_failure_response(&e);
         }
         Err(e) => {
             return error_response(
@@ -644,6 +739,30 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn spool_failures_say_what_failed_without_a_path() {
+        let full = SpoolError::Io {
+            path: "/var/lib/sensor/spool/00000001.seg".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let r = spool_failure_response(&full);
+        assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(r.headers().contains_key(hyper::header::RETRY_AFTER));
+        let other = SpoolError::Io {
+            path: "/var/lib/sensor/spool/00000001.seg".into(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        let r = spool_failure_response(&other);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        for r in [
+            spool_failure_response(&full),
+            spool_failure_response(&other),
+        ] {
+            let body = format!("{:?}", r.body());
+            assert!(!body.contains("/var/lib"), "{body}");
+        }
+    }
+
+    #[test]
     fn decompression_and_its_limit() {
         let body = b"{\"a\":1}\n".repeat(1000);
         let z = zstd::encode_all(&body[..], 3).unwrap();
@@ -656,6 +775,20 @@ mod tests {
         // A small compressed body that expands past the limit is refused, not inflated.
         let err = decompress("zstd", Bytes::from(z), 100).unwrap_err();
         assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // A frame that declares a 128 MiB window is refused before the window is allocated.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.window_log(27).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, &body).unwrap();
+        let big_window = enc.finish().unwrap();
+        let err = decompress("zstd", Bytes::from(big_window), 1 << 20).unwrap_err();
+        assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE, "{}", err.1);
+        assert!(
+            err.1.contains("window larger than 8388608 bytes"),
+            "{}",
+            err.1
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, &body).unwrap();
         assert_eq!(

@@ -43,12 +43,46 @@ pub(crate) fn arg_values(args: &[Arc<str>]) -> (Value, Value) {
     (list, Value::Str(line.into()))
 }
 
+/// Most bytes of command-line arguments kept per process (from /proc or an exec record); the
+/// argument that crosses it is cut at a character boundary and the rest dropped.
+pub(crate) const MAX_ARGS_BYTES: usize = 16 << 10;
+
+/// New entries between two sweeps of the table against /proc.
+const SWEEP_EVERY: usize = 4096;
+
+/// `args` cut to [`MAX_ARGS_BYTES`] in total.
+fn cap_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Vec<Arc<str>> {
+    let mut left = MAX_ARGS_BYTES;
+    let mut out = Vec::new();
+    for a in args {
+        if left == 0 {
+            break;
+        }
+        if a.len() <= left {
+            left -= a.len();
+            out.push(Arc::from(a));
+        } else {
+            let mut end = left;
+            while !a.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push(Arc::from(&a[..end]));
+            left = 0;
+        }
+    }
+    out
+}
+
 /// Processes by pid.
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     host_id: String,
     ns_per_tick: u64,
     containers: Containers,
+    /// Entries added since the last sweep.
+    added: usize,
+    /// Entries the sweeps removed (processes whose exit record was never seen).
+    swept: u64,
 }
 
 /// `process.entity_id`: stable across pid reuse because the start time is part of it.
@@ -85,7 +119,42 @@ impl ProcessTable {
             host_id: host_id.to_string(),
             ns_per_tick: 1_000_000_000 / hz,
             containers,
+            added: 0,
+            swept: 0,
         }
+    }
+
+    /// Counts an insertion; every [`SWEEP_EVERY`] of them, drops the entries whose process is no
+    /// longer in /proc (its exit record was lost), so the table tracks the live processes however
+    /// many come and go.
+    fn added(&mut self) {
+        self.added += 1;
+        if self.added >= SWEEP_EVERY {
+            self.sweep();
+        }
+    }
+
+    /// Removes entries whose pid is not in /proc; returns how many.
+    pub fn sweep(&mut self) -> usize {
+        self.added = 0;
+        let before = self.procs.len();
+        self.procs
+            .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let n = before - self.procs.len();
+        self.swept += n as u64;
+        if n > 0 {
+            tracing::debug!(
+                removed = n,
+                left = self.procs.len(),
+                "process table swept against /proc"
+            );
+        }
+        n
+    }
+
+    /// Entries the sweeps removed since start.
+    pub fn swept(&self) -> u64 {
+        self.swept
     }
 
     /// A table holding every process in /proc now (each with its container, from
@@ -115,13 +184,14 @@ impl ProcessTable {
             || Arc::from(""),
             |e| Arc::from(e.to_string_lossy().as_ref()),
         );
-        let args: Arc<[Arc<str>]> = p
-            .cmdline()
-            .ok()
-            .unwrap_or_default()
-            .iter()
-            .map(|a| Arc::from(a.as_str()))
-            .collect();
+        let args: Arc<[Arc<str>]> = cap_args(
+            p.cmdline()
+                .ok()
+                .unwrap_or_default()
+                .iter()
+                .map(String::as_str),
+        )
+        .into();
         let name: Arc<str> = if executable.is_empty() {
             Arc::from(stat.comm.as_str())
         } else {
@@ -162,6 +232,7 @@ impl ProcessTable {
         if !self.procs.contains_key(&pid) {
             let info = self.read_proc(i32::try_from(pid).ok()?)?;
             self.procs.insert(pid, info);
+            self.added();
         }
         self.procs.get(&pid)
     }
@@ -226,7 +297,9 @@ impl ProcessTable {
             cgroup_id,
             container,
         };
-        self.procs.insert(child, info);
+        if self.procs.insert(child, info).is_none() {
+            self.added();
+        }
     }
 
     /// An exec: same process instance (same entity id), new image. `cgroup_id`: the cgroup the
@@ -247,6 +320,9 @@ impl ProcessTable {
             .get(&pid)
             .is_some_and(|p| cgroup_id == 0 || p.cgroup_id == cgroup_id);
         let resolved = (!known).then(|| self.containers.for_pid(pid, cgroup_id));
+        if !self.procs.contains_key(&pid) {
+            self.added();
+        }
         let e = self.procs.entry(pid).or_insert_with(|| ProcessInfo {
             pid,
             ppid,
@@ -269,12 +345,70 @@ impl ProcessTable {
         }
         e.executable = Arc::from(executable);
         e.name = Arc::from(basename(executable));
-        e.args = Arc::from(args);
+        e.args = if args.iter().map(|a| a.len()).sum::<usize>() > MAX_ARGS_BYTES {
+            cap_args(args.iter().map(|a| a.as_ref())).into()
+        } else {
+            Arc::from(args)
+        };
         (e.args_value, e.command_line) = arg_values(&e.args);
         e
     }
 
     pub fn exit(&mut self, pid: u32) -> Option<ProcessInfo> {
         self.procs.remove(&pid)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_capped_at_a_character_boundary() {
+        let big = "é".repeat(MAX_ARGS_BYTES); // 2 bytes each
+        let args = cap_args(["prog", big.as_str(), "never"]);
+        assert_eq!(args.len(), 2);
+        let total: usize = args.iter().map(|a| a.len()).sum();
+        assert!(
+            (MAX_ARGS_BYTES - 1..=MAX_ARGS_BYTES).contains(&total),
+            "{total}"
+        );
+        let mut t = ProcessTable::new("h");
+        let e = t.exec(
+            4_000_000_000,
+            1,
+            "/bin/x",
+            vec![Arc::from("x"), Arc::from("a".repeat(1 << 20).as_str())],
+            1,
+            0,
+        );
+        assert_eq!(
+            e.args.iter().map(|a| a.len()).sum::<usize>(),
+            MAX_ARGS_BYTES
+        );
+        assert!(e
+            .command_line
+            .as_str()
+            .is_some_and(|l| l.len() <= MAX_ARGS_BYTES + 1));
+    }
+
+    #[test]
+    fn pid_churn_without_exit_records_is_swept_against_proc() {
+        // Children whose exit records were lost: pids that /proc has never had (above pid_max).
+        let mut t = ProcessTable::new("h");
+        let me = std::process::id();
+        t.get_or_load(me);
+        for i in 0..(SWEEP_EVERY as u32 * 5) {
+            t.fork(me, 4_000_000_000 + i, 1, "x", 0);
+            assert!(
+                t.len() <= SWEEP_EVERY + 1,
+                "{} entries after {i} forks",
+                t.len()
+            );
+        }
+        assert!(t.swept() >= (SWEEP_EVERY * 4) as u64, "{}", t.swept());
+        // A live process stays.
+        assert!(t.get(me).is_some());
     }
 }

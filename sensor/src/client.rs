@@ -182,7 +182,11 @@ pub async fn send(
     }
 }
 
-/// Sends a request and reads the whole answer: status and body.
+/// The most of an answer [`call`] reads: a control API answer (an alert list with its evidence)
+/// stays far below it; a server that sends more gets an error rather than the client's memory.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// Sends a request and reads the whole answer (at most [`MAX_ANSWER_BYTES`]): status and body.
 pub async fn call(
     ep: &Endpoint,
     method: &str,
@@ -190,13 +194,30 @@ pub async fn call(
     body: Option<&serde_json::Value>,
     token: Option<&str>,
 ) -> Result<(u16, Bytes), ClientError> {
+    call_limited(ep, method, path, body, token, MAX_ANSWER_BYTES).await
+}
+
+/// [`call`] reading at most `max` bytes of the answer.
+pub async fn call_limited(
+    ep: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+    max: usize,
+) -> Result<(u16, Bytes), ClientError> {
     let resp = send(ep, method, path, body, token).await?;
     let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
+    let body = http_body_util::Limited::new(resp.into_body(), max)
         .collect()
         .await
-        .map_err(|e| ClientError::Http(e.to_string()))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ClientError::Http(format!("the answer is larger than {max} bytes"))
+            } else {
+                ClientError::Http(e.to_string())
+            }
+        })?
         .to_bytes();
     Ok((status, body))
 }
@@ -246,15 +267,4 @@ fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, ClientError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
-}
-
-/// Reads a bearer token file (trimmed); an empty file is an error.
-pub(crate) fn read_token(path: &PathBuf) -> Result<String, String> {
-    let t =
-        std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
-    }
-    Ok(t)
 }

@@ -11,4 +11,6 @@ pub mod logging;
 pub mod metrics;
 pub mod outputs;
 pub mod rules;
+/// Secret files (tokens, TLS keys): the ingest crate's, shared by the daemon and the CLI.
+pub use ingest::secret;
 pub mod store;

@@ -49,6 +49,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything can create a file: state, spool, store, outputs and sockets are for the
+    // daemon's user only (modes are widened explicitly where a setting asks, like `api.socket_mode`).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     sensor::logging::init(&cli.log);
     let result = match cli.command {

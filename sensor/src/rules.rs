@@ -260,15 +260,19 @@ pub fn daemon_rules(cfg: &RulesConfig) -> Result<Vec<LoadedRule>, RulesError> {
             .into_iter()
             .filter(|d| d.enabled && d.is_eql() && !cfg.disabled.iter().any(|x| x == &d.meta.id))
             .collect();
-        let version = fingerprint(
-            &defs
-                .iter()
+        let max_pending_bytes = usize::try_from(cfg.max_pending_bytes.0).unwrap_or(usize::MAX);
+        let version = fingerprint(&(
+            defs.iter()
                 .map(|d| format!("{}:{}", d.meta.id, d.query))
                 .collect::<Vec<_>>(),
-        );
+            max_pending_bytes,
+        ));
         let mut set = correlator::RuleSet::new(correlator::RunnerConfig {
             lateness_ns: i64::try_from(cfg.lateness.0.as_nanos()).unwrap_or(i64::MAX),
-            ..correlator::RunnerConfig::default()
+            limits: correlator::eql::sequence::SeqLimits {
+                max_pending_bytes,
+                ..correlator::eql::sequence::SeqLimits::default()
+            },
         });
         let report = set.reload(defs);
         for (id, err) in &report.failed {

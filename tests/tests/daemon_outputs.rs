@@ -128,6 +128,15 @@ async fn file_syslog_and_webhook_outputs_deliver() {
         }
     });
     std::fs::write(dir.path().join("hook.token"), "hook-token\n").unwrap();
+    {
+        // A token file must be private to its owner.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("hook.token"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
 
     let cfg = OutputsConfig {
         stdout: false,

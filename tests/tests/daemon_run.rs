@@ -517,6 +517,12 @@ fn the_tcp_api_needs_tls_and_the_right_token() {
     std::fs::write(dir.path().join("api.key"), cert.key_pair.serialize_pem()).unwrap();
     std::fs::write(dir.path().join("api.token"), "s3cret-token-for-tests\n").unwrap();
     std::fs::write(dir.path().join("wrong.token"), "not-the-token\n").unwrap();
+    // Secrets must be private to their owner (the daemon refuses group/other access).
+    for f in ["api.key", "api.token", "wrong.token"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

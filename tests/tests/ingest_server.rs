@@ -222,6 +222,9 @@ fn mutual_tls_with_a_test_ca() {
         ("client.key", cli_key.serialize_pem()),
     ] {
         std::fs::write(d.join(name), pem).unwrap();
+        // Keys must be private to their owner (the server refuses group/other access).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let port = free_port();
     let mut server = Server::start(

@@ -7,6 +7,16 @@
 //!
 //! Medians of `--runs` runs; the runs of each configuration are interleaved so that machine noise
 //! spreads over all of them.
+//!
+//! An auditd run counts only if auditd really recorded the storm: the records carrying the bench's
+//! key (`sensor-bench`) that its log gained during the run, plus auditd's `lost` delta, must cover
+//! every operation. When they do not (auditd not writing, rules not matching, log elsewhere), the
+//! row is marked invalid with what was seen, rather than reporting a cost auditd never paid.
+//! Seen with it (smoke run, 2026-12-07): the socket and FIFO storms, which run in this process,
+//! got 0 keyed records while the exec storm's children were recorded. The kernel gives a task an
+//! audit context at fork only once auditing has been enabled since boot, so when this bench is what
+//! first enables it, its own syscalls stay unaudited: a likely cause of rows that swung between +7%
+//! and +738% on a fresh machine. So the auditd storms run in a child forked once auditd is on.
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -80,6 +90,17 @@ impl Storm {
             Storm::Exec => 3,
         }
     }
+    /// Keyed audit records per operation when auditd records every matching syscall.
+    fn audit_records_per_op(self) -> u64 {
+        match self {
+            Storm::Socket => 1,
+            // mknodat + the FIFO open.
+            Storm::Fifo => 2,
+            // execve (the fork's clone is matched too, but glibc may use clone3: not counted).
+            Storm::Exec => 1,
+        }
+    }
+
     fn audit_rules(self) -> Vec<Vec<&'static str>> {
         let base = ["-a", "always,exit", "-F", "arch=b64"];
         let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
@@ -182,6 +203,60 @@ fn run_storm(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
         Storm::Fifo => (fifo_storm(a.fifo_ops, dir)?, a.fifo_ops),
         Storm::Exec => (exec_storm(a.exec_ops)?, a.exec_ops),
     })
+}
+
+/// [`run_storm`] in a child forked now: the kernel gives a task an audit context at fork only once
+/// auditing has been enabled, so a storm run by this process (started before `auditctl -e 1` on a
+/// machine where auditing was never on) would not be audited at all.
+fn run_storm_forked(s: Storm, a: &Args, dir: &Path) -> Result<(Duration, u64)> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) with a two-int array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the child runs the storm, writes 16 bytes and _exits; glibc's fork resets the
+    // allocator's locks, and the only other thread (a sensor's reader) is gone by now.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let (d, ops) = run_storm(s, a, dir).unwrap_or((Duration::ZERO, 0));
+        let mut buf = [0u8; 16];
+        buf[..8].copy_from_slice(
+            &u64::try_from(d.as_nanos())
+                .unwrap_or(u64::MAX)
+                .to_le_bytes(),
+        );
+        buf[8..].copy_from_slice(&ops.to_le_bytes());
+        // SAFETY: writes our buffer to the pipe, then ends the child without running destructors.
+        unsafe {
+            libc::write(fds[1], buf.as_ptr().cast(), buf.len());
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end becomes a File that owns its fd.
+    let mut rd = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    let mut buf = [0u8; 16];
+    let read = rd.read_exact(&mut buf);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    read.context("reading the storm child's result")?;
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&buf[..8]);
+    let d = Duration::from_nanos(u64::from_le_bytes(n));
+    n.copy_from_slice(&buf[8..]);
+    let ops = u64::from_le_bytes(n);
+    if ops == 0 {
+        bail!("the storm child failed");
+    }
+    Ok((d, ops))
 }
 
 /// `socket(AF_UNIX, <invalid type>, 0)` at `rate` calls per second for `secs`: each call fails at
@@ -443,6 +518,79 @@ impl Audit {
     }
 }
 
+/// auditd's log file, from `log_file` in /etc/audit/auditd.conf (default /var/log/audit/audit.log).
+fn audit_log_path() -> std::path::PathBuf {
+    std::fs::read_to_string("/etc/audit/auditd.conf")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "log_file").then(|| std::path::PathBuf::from(v.trim()))
+            })
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/log/audit/audit.log"))
+}
+
+/// Where auditd's log ends now: (inode, size).
+fn audit_log_mark(log: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(log).map_or((0, 0), |m| (m.ino(), m.len()))
+}
+
+/// Occurrences of `needle` in `path` from byte `from` on.
+fn count_from(path: &Path, from: u64, needle: &[u8]) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return 0;
+    }
+    let mut data = Vec::new();
+    if f.read_to_end(&mut data).is_err() {
+        return 0;
+    }
+    memchr::memmem::find_iter(&data, needle).count() as u64
+}
+
+/// Records with the bench's key that auditd's log gained since `mark`, once auditd has finished
+/// writing them (the count holds still for a second, or 15 s have passed). A rotation during the
+/// run is followed into `<log>.1`.
+fn audit_recorded_since(log: &Path, mark: (u64, u64)) -> u64 {
+    const KEY: &[u8] = b"key=\"sensor-bench\"";
+    let count = || {
+        let (ino, _) = audit_log_mark(log);
+        if ino == mark.0 {
+            count_from(log, mark.1, KEY)
+        } else {
+            let mut old = log.as_os_str().to_owned();
+            old.push(".1");
+            count_from(Path::new(&old), mark.1, KEY) + count_from(log, 0, KEY)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = count();
+    let mut still = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let n = count();
+        if n != last {
+            last = n;
+            still = Instant::now();
+        } else if still.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+    }
+    last
+}
+
+/// Whether an auditd run recorded its storm: `None` when valid, else why not.
+fn audit_run_invalid(storm: Storm, ops: u64, recorded: u64, lost: u64) -> Option<String> {
+    let expected = ops * storm.audit_records_per_op();
+    (recorded + lost < expected)
+        .then(|| format!("recorded {recorded} keyed records (+{lost} lost) of {expected} expected"))
+}
+
 /// The fastest run: machine noise only ever adds time, so the minimum is the steadiest estimate of
 /// a configuration's own cost (reported beside the median).
 fn fastest(v: &[f64]) -> f64 {
@@ -470,6 +618,7 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
         "| storm | configuration | ns/op (median) | overhead | ns/op (fastest run) | overhead (fastest) | events/s | lost |\n",
     );
     report.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let mut invalid_notes: Vec<String> = Vec::new();
     for storm in [Storm::Socket, Storm::Fifo, Storm::Exec] {
         // The floor probe hooks `sys_enter_socket` only.
         let configs: Vec<Config> = all
@@ -480,6 +629,8 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         let mut lost = vec![0u64; configs.len()];
         let mut rate = vec![0f64; configs.len()];
+        // Why auditd runs are invalid, per run.
+        let mut invalid: Vec<String> = Vec::new();
         for run in 0..a.runs {
             for (ci, c) in configs.iter().enumerate() {
                 eprintln!("bench: {} / {} / run {}", storm.name(), c.name(), run + 1);
@@ -506,10 +657,23 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
                     Config::Auditd => {
                         let before = Audit::lost();
                         let au = Audit::start(storm)?;
-                        let r = run_storm(storm, a, &dir);
-                        lost[ci] += Audit::lost().saturating_sub(before);
+                        let log = audit_log_path();
+                        let mark = audit_log_mark(&log);
+                        let r = run_storm_forked(storm, a, &dir);
+                        let recorded = audit_recorded_since(&log, mark);
+                        let run_lost = Audit::lost().saturating_sub(before);
+                        lost[ci] += run_lost;
                         au.stop();
-                        r?
+                        let (d, ops) = r?;
+                        eprintln!(
+                            "bench: auditd recorded {recorded} records with key sensor-bench in {}",
+                            log.display()
+                        );
+                        if let Some(why) = audit_run_invalid(storm, ops, recorded, run_lost) {
+                            eprintln!("bench: auditd run {} INVALID: {why}", run + 1);
+                            invalid.push(format!("run {}: {why}", run + 1));
+                        }
+                        (d, ops)
                     }
                 };
                 times[ci].push(ns_per_op(d, ops));
@@ -534,12 +698,33 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
             } else {
                 format!("{:.0}", rate[ci])
             };
+            let (over, over_min) = if *c == Config::Auditd && !invalid.is_empty() {
+                (format!("INVALID ({over})"), format!("INVALID ({over_min})"))
+            } else {
+                (over, over_min)
+            };
             report.push_str(&format!(
                 "| {} | {} | {m:.0} | {over} | {f:.0} | {over_min} | {ev} | {} |\n",
                 storm.name(),
                 c.name(),
                 lost[ci]
             ));
+        }
+        if !invalid.is_empty() {
+            invalid_notes.push(format!(
+                "- {} / auditd: {} of {} runs did not record the storm ({}): its overhead is not a measurement of auditd doing the work.",
+                storm.name(),
+                invalid.len(),
+                a.runs,
+                invalid.join("; ")
+            ));
+        }
+    }
+    if !invalid_notes.is_empty() {
+        report.push_str("\nInvalid rows:\n");
+        for n in &invalid_notes {
+            report.push_str(n);
+            report.push('\n');
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -563,4 +748,46 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
     println!("{text}");
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auditd_run_is_valid_only_when_its_records_cover_the_storm() {
+        assert_eq!(audit_run_invalid(Storm::Socket, 1000, 1000, 0), None);
+        assert_eq!(audit_run_invalid(Storm::Socket, 1000, 990, 10), None);
+        assert_eq!(
+            audit_run_invalid(Storm::Socket, 1000, 3, 0).as_deref(),
+            Some("recorded 3 keyed records (+0 lost) of 1000 expected")
+        );
+        assert!(audit_run_invalid(Storm::Fifo, 1000, 1000, 0).is_some());
+        assert_eq!(audit_run_invalid(Storm::Fifo, 1000, 2000, 0), None);
+    }
+
+    #[test]
+    fn keyed_records_are_counted_from_the_mark_and_across_a_rotation() {
+        let d = std::env::temp_dir().join(format!("xtask-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let log = d.join("audit.log");
+        let line = "type=SYSCALL msg=audit(1.0:1): syscall=41 key=\"sensor-bench\"\n";
+        std::fs::write(&log, line.repeat(3)).unwrap();
+        let mark = audit_log_mark(&log);
+        let mut more = std::fs::read_to_string(&log).unwrap();
+        more.push_str(&line.repeat(5));
+        more.push_str("type=SYSCALL key=\"other\"\n");
+        std::fs::write(&log, more).unwrap();
+        assert_eq!(audit_recorded_since(&log, mark), 5);
+        // Rotated: the old file's tail after the mark, plus the whole new file.
+        let mark = audit_log_mark(&log);
+        let mut tail = std::fs::read_to_string(&log).unwrap();
+        tail.push_str(line);
+        std::fs::write(&log, tail).unwrap();
+        std::fs::rename(&log, d.join("audit.log.1")).unwrap();
+        std::fs::write(&log, line.repeat(2)).unwrap();
+        assert_eq!(audit_recorded_since(&log, mark), 3);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

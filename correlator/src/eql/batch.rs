@@ -161,6 +161,7 @@ pub fn run(q: &Query, events: &[Arc<Event>]) -> Vec<Output> {
     let mut out: Vec<Output> = Vec::new();
     let limits = SeqLimits {
         max_pending: usize::MAX,
+        max_pending_bytes: usize::MAX,
     };
     let mut seq = SequenceEngine::new(&q.kind, limits);
     let mut sample = SampleEngine::new(&q.kind, limits);

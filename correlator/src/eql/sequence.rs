@@ -3,8 +3,9 @@
 //! Events must arrive in event-time order (the runner's reorder buffer sees to that). State is
 //! partitioned by join key; each key holds at most one partial match per stage (a newer partial at a
 //! stage replaces the older one, as in both reference implementations), so memory per key is bounded by
-//! the number of stages, and the total number of partials is bounded by [`SeqLimits::max_pending`]:
-//! past it the oldest partials are evicted and counted.
+//! the number of stages, and the total number of partials is bounded by [`SeqLimits::max_pending`],
+//! the bytes of the events they hold by [`SeqLimits::max_pending_bytes`]: past either the oldest
+//! partials are evicted and counted (`SeqStats::evicted`, `SeqStats::evicted_bytes`).
 
 use std::cell::OnceCell;
 /// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
@@ -198,14 +199,42 @@ pub struct SeqMatch {
 pub struct SeqLimits {
     /// Most partial matches held at once (per rule); past it the oldest are evicted.
     pub max_pending: usize,
+    /// Most bytes of events held by partial matches (per rule, each event counted once per partial
+    /// that holds it, see [`event_bytes`]); past it the oldest partials are evicted.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for SeqLimits {
     fn default() -> SeqLimits {
         SeqLimits {
             max_pending: 100_000,
+            max_pending_bytes: 64 << 20,
         }
     }
+}
+
+/// What an event costs held in memory, approximately: the event, its field table, the heap bytes
+/// of its values and its original record. Cheap (no allocation); an upper bound for shared strings.
+pub fn event_bytes(ev: &Event) -> usize {
+    fn value_bytes(v: &Value) -> usize {
+        match v {
+            Value::Str(s) if !s.is_inline() => s.as_bytes().len(),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| std::mem::size_of::<Value>() + value_bytes(x))
+                .sum(),
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, x)| std::mem::size_of::<(Arc<str>, Value)>() + k.len() + value_bytes(x))
+                .sum(),
+            _ => 0,
+        }
+    }
+    std::mem::size_of::<Event>()
+        + ev.raw.as_ref().map_or(0, |r| r.len())
+        + ev.fields()
+            .map(|(_, v)| std::mem::size_of::<(crate::event::Field, Value)>() + value_bytes(v))
+            .sum::<usize>()
 }
 
 /// Counters a sequence engine keeps.
@@ -216,11 +245,15 @@ pub struct SeqStats {
     pub expired: u64,
     pub cancelled_until: u64,
     pub cancelled_missing: u64,
+    /// Partials evicted because the rule's pending bytes passed `max_pending_bytes` (also in `evicted`).
+    pub evicted_bytes: u64,
 }
 
 #[derive(Clone)]
 struct Partial {
     events: Vec<Arc<Event>>,
+    /// [`event_bytes`] of `events`, summed.
+    bytes: usize,
     start: i64,
     /// Time of the last leading-missing event seen for the key when this partial started.
     lead_seen: Option<i64>,
@@ -239,6 +272,15 @@ impl KeyState {
     fn count(&self) -> usize {
         self.stages.iter().filter(|s| s.is_some()).count() + self.waiting.len()
     }
+
+    fn bytes(&self) -> usize {
+        self.stages
+            .iter()
+            .flatten()
+            .chain(self.waiting.iter().map(|(p, _)| p))
+            .map(|p| p.bytes)
+            .sum()
+    }
 }
 
 /// The streaming sequence matcher for one query.
@@ -254,6 +296,8 @@ pub struct SequenceEngine {
     limits: SeqLimits,
     state: HashMap<Key, KeyState>,
     pending: usize,
+    /// Bytes of the events pending partials hold (the sum of their `bytes`).
+    bytes: usize,
     last_sweep: i64,
     pub stats: SeqStats,
 }
@@ -286,6 +330,7 @@ impl SequenceEngine {
             limits,
             state: HashMap::default(),
             pending: 0,
+            bytes: 0,
             last_sweep: i64::MIN,
             stats: SeqStats::default(),
         })
@@ -293,6 +338,11 @@ impl SequenceEngine {
 
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// Bytes of the events held by pending partials (what `max_pending_bytes` bounds).
+    pub fn pending_event_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Approximate bytes held by pending state (keys, partials and their event references).
@@ -341,6 +391,7 @@ impl SequenceEngine {
                 if let Some(st) = removed {
                     let n = st.count();
                     self.pending -= n;
+                    self.bytes -= st.bytes();
                     self.stats.cancelled_until += n as u64;
                     // Trailing-missing matches whose window already closed are not affected by until.
                 }
@@ -364,12 +415,21 @@ impl SequenceEngine {
                 st.last_lead = Some(ts);
             } else if stage == npos {
                 let before = st.waiting.len();
-                st.waiting.retain(|(_, deadline)| ts > *deadline);
+                let mut freed = 0;
+                st.waiting.retain(|(p, deadline)| {
+                    let keep = ts > *deadline;
+                    if !keep {
+                        freed += p.bytes;
+                    }
+                    keep
+                });
                 let n = before - st.waiting.len();
                 self.pending -= n;
+                self.bytes -= freed;
                 self.stats.cancelled_missing += n as u64;
-            } else if st.stages[stage - 1].take().is_some() {
+            } else if let Some(p) = st.stages[stage - 1].take() {
                 self.pending -= 1;
+                self.bytes -= p.bytes;
                 self.stats.cancelled_missing += 1;
             }
         }
@@ -389,6 +449,7 @@ impl SequenceEngine {
                 }
                 let p = Partial {
                     events: vec![sh.arc()],
+                    bytes: event_bytes(ev),
                     start: ts,
                     lead_seen: st.last_lead,
                 };
@@ -396,8 +457,10 @@ impl SequenceEngine {
                     self.complete(key, p, ts, out);
                     continue;
                 }
-                if st.stages[0].replace(p).is_none() {
-                    self.pending += 1;
+                self.bytes += p.bytes;
+                match st.stages[0].replace(p) {
+                    None => self.pending += 1,
+                    Some(old) => self.bytes -= old.bytes,
                 }
                 continue;
             }
@@ -413,20 +476,36 @@ impl SequenceEngine {
             let Some(mut p) = taken else { continue };
             if !fork {
                 self.pending -= 1;
+                self.bytes -= p.bytes;
             }
             if self.maxspan.is_some_and(|m| ts.saturating_sub(p.start) > m) {
                 self.stats.expired += 1;
                 continue;
             }
             p.events.push(sh.arc());
+            p.bytes += event_bytes(ev);
             if stage + 1 == npos {
                 self.complete(key, p, ts, out);
-            } else if st.stages[stage].replace(p).is_none() {
-                self.pending += 1;
+            } else {
+                self.bytes += p.bytes;
+                match st.stages[stage].replace(p) {
+                    None => self.pending += 1,
+                    Some(old) => self.bytes -= old.bytes,
+                }
             }
         }
         if self.pending > self.limits.max_pending {
-            self.evict();
+            let excess = self.pending - self.limits.max_pending;
+            self.evict((self.limits.max_pending / 8).max(excess));
+        }
+        while self.bytes > self.limits.max_pending_bytes {
+            let before = self.stats.evicted;
+            self.evict(self.pending / 8);
+            let n = self.stats.evicted - before;
+            if n == 0 {
+                break;
+            }
+            self.stats.evicted_bytes += n;
         }
         if let Some(m) = self.maxspan {
             if self.last_sweep == i64::MIN {
@@ -455,6 +534,7 @@ impl SequenceEngine {
         {
             let deadline = p.start.saturating_add(self.maxspan.unwrap_or(0));
             let st = self.state.entry(key).or_default();
+            self.bytes += p.bytes;
             st.waiting.push((p, deadline));
             self.pending += 1;
             return;
@@ -487,6 +567,7 @@ impl SequenceEngine {
         ready.sort_by_key(|(_, p)| p.events.last().map_or(0, |e| e.timestamp_ns));
         for (k, p) in ready {
             self.pending -= 1;
+            self.bytes -= p.bytes;
             self.emit(&k, p, out);
         }
         if self.maxspan.is_some() {
@@ -498,10 +579,11 @@ impl SequenceEngine {
         let Some(m) = self.maxspan else { return };
         let cutoff = now.saturating_sub(m);
         let mut removed = 0usize;
+        let mut freed = 0usize;
         self.state.retain(|_, st| {
             for s in &mut st.stages {
                 if s.as_ref().is_some_and(|p| p.start < cutoff) {
-                    *s = None;
+                    freed += s.take().map_or(0, |p| p.bytes);
                     removed += 1;
                 }
             }
@@ -511,11 +593,12 @@ impl SequenceEngine {
             st.count() > 0 || st.last_lead.is_some()
         });
         self.pending -= removed;
+        self.bytes -= freed;
         self.stats.expired += removed as u64;
     }
 
-    /// Evicts the oldest eighth of the partials (at least enough to get back under the bound).
-    fn evict(&mut self) {
+    /// Evicts the `n` oldest partials (at least one).
+    fn evict(&mut self, n: usize) {
         let mut starts: Vec<i64> = Vec::with_capacity(self.pending);
         for st in self.state.values() {
             starts.extend(st.stages.iter().flatten().map(|p| p.start));
@@ -523,19 +606,16 @@ impl SequenceEngine {
         if starts.is_empty() {
             return;
         }
-        let excess = self.pending.saturating_sub(self.limits.max_pending);
-        let n = (self.limits.max_pending / 8)
-            .max(excess)
-            .max(1)
-            .min(starts.len());
+        let n = n.max(1).min(starts.len());
         let (_, cutoff, _) = starts.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         let mut removed = 0usize;
+        let mut freed = 0usize;
         let mut budget = n;
         self.state.retain(|_, st| {
             for s in &mut st.stages {
                 if budget > 0 && s.as_ref().is_some_and(|p| p.start <= cutoff) {
-                    *s = None;
+                    freed += s.take().map_or(0, |p| p.bytes);
                     removed += 1;
                     budget -= 1;
                 }
@@ -543,6 +623,7 @@ impl SequenceEngine {
             st.count() > 0 || st.last_lead.is_some()
         });
         self.pending -= removed;
+        self.bytes -= freed;
         self.stats.evicted += removed as u64;
     }
 
@@ -550,6 +631,7 @@ impl SequenceEngine {
     pub fn clear(&mut self) {
         self.state.clear();
         self.pending = 0;
+        self.bytes = 0;
     }
 }
 

@@ -1,4 +1,5 @@
-//! Interned field paths: a per-thread cache in front of one shared table, bounded by [`MAX_FIELDS`].
+//! Interned field paths: a per-thread cache in front of one shared table, bounded by [`MAX_FIELDS`]
+//! paths, [`MAX_FIELD_BYTES`] bytes of names, and [`MAX_FIELD_PATH_BYTES`] per path.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +13,8 @@ pub struct Field(pub(super) u32);
 struct Interner {
     ids: HashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
+    /// Bytes of the names in `names`.
+    bytes: usize,
 }
 
 static INTERNER: LazyLock<RwLock<Interner>> = LazyLock::new(|| RwLock::new(Interner::default()));
@@ -21,6 +24,13 @@ static INTERNER: LazyLock<RwLock<Interner>> = LazyLock::new(|| RwLock::new(Inter
 /// path is interned as [`Field::OVERFLOW_NAME`] instead (the record's original text still holds it)
 /// and counted ([`Field::overflowed`]). About 100 bytes per entry: ~25 MiB at the limit.
 pub const MAX_FIELDS: usize = 262_144;
+
+/// Longest field path interned; a longer one is [`Field::OVERFLOW_NAME`] (and counted), so that
+/// neither the table nor the per-thread caches ever hold an outsider's 100 kB key.
+pub const MAX_FIELD_PATH_BYTES: usize = 512;
+
+/// Most bytes of field names the table holds; past it new paths are [`Field::OVERFLOW_NAME`].
+pub const MAX_FIELD_BYTES: usize = 16 << 20;
 
 static OVERFLOWED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -33,6 +43,9 @@ impl Field {
         thread_local! {
             static CACHE: std::cell::RefCell<HashMap<Box<str>, u32, ahash::RandomState>> =
                 std::cell::RefCell::new(HashMap::default());
+        }
+        if path.len() > MAX_FIELD_PATH_BYTES {
+            return Field::overflow(path, "field name too long: kept as `_overflow`");
         }
         if let Some(id) = CACHE.with(|c| c.borrow().get(path).copied()) {
             return Field(id);
@@ -64,19 +77,43 @@ impl Field {
         if let Some(&id) = guard.ids.get(path) {
             return Field(id);
         }
-        if guard.names.len() + 1 >= MAX_FIELDS {
-            let n = OVERFLOWED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_multiple_of(10_000) {
-                tracing::warn!(
-                    message = "field table full: new field names are kept as `_overflow`",
-                    limit = MAX_FIELDS,
-                    field = path,
-                    overflowed = n + 1
-                );
-            }
+        if guard.names.len() + 1 >= MAX_FIELDS || guard.bytes + path.len() > MAX_FIELD_BYTES {
+            Field::count_overflow(
+                path,
+                "field table full: new field names are kept as `_overflow`",
+            );
             return Field::push(&mut guard, Field::OVERFLOW_NAME);
         }
         Field::push(&mut guard, path)
+    }
+
+    /// Counts a path turned into [`Field::OVERFLOW_NAME`], with a warning now and then.
+    fn count_overflow(path: &str, why: &'static str) {
+        let n = OVERFLOWED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(10_000) {
+            let shown: String = path.chars().take(64).collect();
+            tracing::warn!(
+                message = why,
+                max_fields = MAX_FIELDS,
+                max_bytes = MAX_FIELD_BYTES,
+                max_path_bytes = MAX_FIELD_PATH_BYTES,
+                field_start = %shown,
+                field_bytes = path.len(),
+                overflowed = n + 1
+            );
+        }
+    }
+
+    /// The overflow field, for `path` refused before the table is looked at.
+    fn overflow(path: &str, why: &'static str) -> Field {
+        static OVERFLOW: std::sync::OnceLock<Field> = std::sync::OnceLock::new();
+        Field::count_overflow(path, why);
+        *OVERFLOW.get_or_init(|| {
+            let mut guard = INTERNER
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Field::push(&mut guard, Field::OVERFLOW_NAME)
+        })
     }
 
     /// Adds `path` to the table (or finds it, for the overflow name).
@@ -86,12 +123,14 @@ impl Field {
         }
         let id = u32::try_from(guard.names.len()).unwrap_or(u32::MAX);
         let name: Arc<str> = Arc::from(path);
+        guard.bytes += path.len();
         guard.names.push(name.clone());
         guard.ids.insert(name, id);
         Field(id)
     }
 
-    /// The path new fields get once the table holds [`MAX_FIELDS`] paths.
+    /// The path new fields get once the table is full ([`MAX_FIELDS`], [`MAX_FIELD_BYTES`]) and
+    /// paths longer than [`MAX_FIELD_PATH_BYTES`] get.
     pub const OVERFLOW_NAME: &'static str = "_overflow";
 
     /// How many times a new field path was turned into [`Field::OVERFLOW_NAME`].

@@ -24,7 +24,9 @@ pub fn tls_acceptor(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, IngestEr
             t.cert.display()
         )));
     }
-    let key = rustls_pemfile::private_key(&mut read_pem(&t.key)?.as_slice())
+    let key_pem = crate::secret::read_secret("ingest TLS key", &t.key)
+        .map_err(|e| IngestError::Tls(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| IngestError::Tls(format!("{}: {e}", t.key.display())))?
         .ok_or_else(|| IngestError::Tls(format!("{}: no private key found", t.key.display())))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())

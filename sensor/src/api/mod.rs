@@ -34,7 +34,9 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::store::{AlertFilter, Status, StoreError};
-pub(crate) use state::{Control, DaemonInfo, Shared};
+pub(crate) use state::{
+    accepts_released, hold_accepts, release_accepts, Control, DaemonInfo, Shared,
+};
 pub use state::{ReloadReport, SourceInfo};
 
 /// Who is calling (already authenticated).
@@ -256,11 +258,13 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "pid": std::process::id(),
         "uptime_secs": s.info.started.elapsed().as_secs(),
         "config": s.info.config_path.as_ref().map(|p| p.display().to_string()),
+        "privileges": s.info.privileges.lock().map_or(serde_json::Value::Null, |p| p.clone()),
         "sources": sources,
         "refused": s.info.refused,
         "rules_loaded": m.rules_loaded.load(Relaxed),
         "rules": s.info.rules(),
         "pending": m.pending.load(Relaxed),
+        "pending_shed": m.pending_shed.load(Relaxed),
         "ingest_clients": ingest::agents::activity().connected_count(),
         "ingest_agents": ingest::agents::activity().snapshot(),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
@@ -371,6 +375,13 @@ pub fn remove_socket(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// An `accept` error (EMFILE, ENFILE, ENOBUFS...) persists until something is freed: say so and
+/// wait a little rather than retry at once, which would spin a core.
+async fn accept_failed(listener: &str, e: &std::io::Error) {
+    tracing::warn!(listener, error = %e, "accept failed; pausing 100 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
 pub(crate) async fn serve(
@@ -409,11 +420,12 @@ pub(crate) async fn serve(
     let r = router.clone();
     let mut sd = shutdown.clone();
     set.spawn(async move {
+        state::accepts_released().await;
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(x) => x,
-                    Err(e) => { tracing::warn!(error = %e, "control socket accept failed"); continue; }
+                    Err(e) => { accept_failed("control socket", &e).await; continue; }
                 },
                 _ = sd.changed() => return,
             };
@@ -433,7 +445,9 @@ pub(crate) async fn serve(
     });
 
     if let Some(tcp) = &cfg.api.tcp {
-        let token: Arc<str> = crate::client::read_token(&tcp.token_file)?.into();
+        let token: Arc<str> = crate::secret::read_token("[api.tcp] token_file", &tcp.token_file)
+            .map_err(|e| e.to_string())?
+            .into();
         let acceptor = tls_acceptor(&tcp.cert, &tcp.key)?;
         let listener = tokio::net::TcpListener::bind(&tcp.listen)
             .await
@@ -442,9 +456,10 @@ pub(crate) async fn serve(
         let r = router.clone();
         let mut sd = shutdown.clone();
         set.spawn(async move {
+            state::accepts_released().await;
             loop {
                 let (stream, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("control API (TCP)", &e).await; continue } },
                     _ = sd.changed() => return,
                 };
                 let acceptor = acceptor.clone();
@@ -487,9 +502,10 @@ pub(crate) async fn serve(
             .with_state(shared);
         let mut sd = shutdown;
         set.spawn(async move {
+            state::accepts_released().await;
             loop {
                 let (stream, _) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("metrics", &e).await; continue } },
                     _ = sd.changed() => return,
                 };
                 tokio::spawn(serve_conn(
@@ -508,8 +524,7 @@ pub(crate) async fn serve(
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
     let cert_pem =
         std::fs::read(cert).map_err(|e| format!("[api.tcp] cert {}: {e}", cert.display()))?;
-    let key_pem =
-        std::fs::read(key).map_err(|e| format!("[api.tcp] key {}: {e}", key.display()))?;
+    let key_pem = crate::secret::read_secret("[api.tcp] key", key).map_err(|e| e.to_string())?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("[api.tcp] cert {}: {e}", cert.display()))?;

@@ -7,10 +7,31 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{AlertUpdate, StoreHandle};
+
+/// Open (true) unless a privilege drop is pending (`daemon::privilege`): every listener, the
+/// control API's and network ingest's, waits on it before its first `accept`.
+static ACCEPT_GATE: std::sync::LazyLock<watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| watch::Sender::new(true));
+
+/// Returns once listeners may accept (at once unless a privilege drop is pending).
+pub(crate) async fn accepts_released() {
+    let mut rx = ACCEPT_GATE.subscribe();
+    let _ = rx.wait_for(|open| *open).await;
+}
+
+/// Closes the gate: a privilege drop is coming.
+pub(crate) fn hold_accepts() {
+    ACCEPT_GATE.send_replace(false);
+}
+
+/// Opens the gate.
+pub(crate) fn release_accepts() {
+    ACCEPT_GATE.send_replace(true);
+}
 
 /// Requests from the control API to the main loop.
 #[derive(Debug)]
@@ -46,6 +67,8 @@ pub(crate) struct DaemonInfo {
     pub(crate) rules: Mutex<Vec<String>>,
     pub(crate) rates: Mutex<BTreeMap<String, f64>>,
     pub(crate) config_path: Option<PathBuf>,
+    /// Who the daemon runs as after start-up (`sensor status`).
+    pub(crate) privileges: Mutex<serde_json::Value>,
 }
 
 impl DaemonInfo {

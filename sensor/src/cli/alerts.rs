@@ -36,12 +36,7 @@ impl Conn {
             Some(url) => {
                 let (ep, _) = Endpoint::from_url(url, self.ca_file.as_deref())?;
                 let token = match &self.token_file {
-                    Some(p) => Some(
-                        std::fs::read_to_string(p)
-                            .with_context(|| format!("reading token file {}", p.display()))?
-                            .trim()
-                            .to_string(),
-                    ),
+                    Some(p) => Some(sensor::secret::read_token("--token-file", p)?),
                     None => None,
                 };
                 Ok((ep, token))

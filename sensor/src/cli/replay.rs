@@ -55,6 +55,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         lateness_ns: args.lateness_ms.saturating_mul(1_000_000),
         limits: SeqLimits {
             max_pending: args.max_pending,
+            ..SeqLimits::default()
         },
     });
     let report = set.reload(

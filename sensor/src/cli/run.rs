@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::ExitCode;
 
 use sensor::config::Config;
@@ -18,6 +20,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Config::embedded()
         }
     };
+    // Before any thread exists, so that every thread has it: nothing this process ever executes can
+    // gain privileges (setuid binaries, file capabilities). The flag is per thread and inherited.
+    nix::sys::prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sensor")

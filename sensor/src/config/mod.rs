@@ -195,6 +195,21 @@ pub struct Config {
     pub outputs: OutputsConfig,
     pub metrics: MetricsConfig,
     pub sources: SourcesConfig,
+    pub privileges: PrivilegesConfig,
+}
+
+/// `[privileges]`: the user the daemon becomes once the kernel programs are attached and every
+/// listener is bound (see `sensor::daemon::privilege` and docs/operations.md, "Security model").
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivilegesConfig {
+    /// A user name or numeric uid. Unset: `sensor` when that user exists, else the daemon stays root
+    /// and says so. `"root"` (or `"0"`): never drop (not recommended with network ingest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group (name or gid); unset: the user's primary group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Default for Config {
@@ -217,6 +232,7 @@ impl Default for Config {
             outputs: OutputsConfig::default(),
             metrics: MetricsConfig::default(),
             sources: SourcesConfig::default(),
+            privileges: PrivilegesConfig::default(),
         }
     }
 }
@@ -228,6 +244,9 @@ pub struct RulesConfig {
     pub paths: Vec<PathBuf>,
     pub disabled: Vec<String>,
     pub lateness: Duration,
+    /// Bytes of events one EQL sequence rule may hold in pending partial matches; past it the
+    /// oldest partials are dropped and counted (`sensor_pending_shed`).
+    pub max_pending_bytes: ByteSize,
     /// Per-analytic settings, passed to the rule loader as they are.
     pub settings: toml::Table,
     /// Where detector state (learned baselines) is kept: `<state_dir>/analytics-state.json`.
@@ -242,6 +261,7 @@ impl Default for RulesConfig {
             paths: Vec::new(),
             disabled: Vec::new(),
             lateness: Duration(std::time::Duration::from_secs(2)),
+            max_pending_bytes: ByteSize(64 << 20),
             settings: toml::Table::new(),
             state_file: None,
         }
@@ -619,6 +639,15 @@ impl Config {
         };
         let listeners = ingest::IngestConfig::deserialize(toml::Value::Table(t))
             .map_err(|e| format!("[ingest] {e}"))?;
+        let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for a in &listeners.agents {
+            if let Some(other) = seen.insert(a.token_sha256.trim().to_ascii_lowercase(), &a.id) {
+                return Err(format!(
+                    "[[ingest.agents]] `{other}` and `{}` have the same token (token_sha256): each agent needs a token of its own, or records could not be told apart",
+                    a.id
+                ));
+            }
+        }
         Ok(IngestSection {
             listeners,
             spool_dir,

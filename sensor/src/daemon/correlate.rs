@@ -311,6 +311,8 @@ impl Stage {
         self.metrics
             .pending
             .store(i64::try_from(pending).unwrap_or(i64::MAX), Relaxed);
+        let shed: u64 = self.rules.iter().map(|r| r.detector.shed()).sum();
+        self.metrics.pending_shed.store(shed, Relaxed);
     }
 
     fn reload(&mut self, new: Vec<LoadedRule>, lateness_ns: i64) -> ReloadReport {

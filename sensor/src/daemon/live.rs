@@ -120,17 +120,17 @@ impl SourceStarter for IngestStarter {
         let (tx, events) = mpsc::channel(8192);
         let http = sec.listeners.http.as_ref().map(|h| h.listen.to_string());
         let auditd = sec.listeners.auditd.as_ref().map(|a| a.listen.to_string());
-        let server = tokio::spawn(ingest::serve(
-            sec.listeners.clone(),
-            spool.clone(),
-            stop_rx.clone(),
-        ));
+        // Bound here, while the daemon may still be privileged (a port below 1024, root-only key
+        // files); connections are accepted only once the privileges are dropped.
+        let handle = tokio::runtime::Handle::current();
+        let bound = tokio::task::block_in_place(|| {
+            handle.block_on(ingest::bind(sec.listeners.clone(), spool.clone()))
+        })
+        .map_err(|e| e.to_string())?;
+        let serve_stop = stop_rx.clone();
         tokio::spawn(async move {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "network ingest stopped"),
-                Err(e) => tracing::error!(error = %e, "network ingest task failed"),
-            }
+            crate::api::accepts_released().await;
+            bound.serve(serve_stop).await;
         });
         let idle = Duration::from_secs(sec.group_idle_secs);
         let m = metrics.clone();

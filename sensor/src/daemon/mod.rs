@@ -27,6 +27,7 @@
 mod correlate;
 mod housekeeping;
 pub mod live;
+pub mod privilege;
 mod sources;
 
 use std::collections::BTreeMap;
@@ -141,6 +142,8 @@ pub enum DaemonError {
     StoreGone,
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
 }
 
 /// What a run did, logged at exit.
@@ -189,6 +192,10 @@ pub async fn run_with_metrics(
     seams: Seams,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, DaemonError> {
+    // Decided before anything starts, so a bad `[privileges]` fails at once; listeners bound from
+    // here on wait for the drop before accepting (see privilege.rs).
+    let privilege_plan =
+        privilege::plan(&cfg, config_path.as_deref()).map_err(DaemonError::Privileges)?;
     let store = crate::store::Store::open(&cfg.store_config())?;
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
@@ -237,6 +244,7 @@ pub async fn run_with_metrics(
         rules: Mutex::new(rule_ids),
         rates: Mutex::new(BTreeMap::new()),
         config_path: config_path.clone(),
+        privileges: Mutex::new(serde_json::Value::Null),
     });
 
     let (corr_ctl_tx, corr_ctl_rx) = mpsc::channel(4);
@@ -263,6 +271,30 @@ pub async fn run_with_metrics(
     let api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await
         .map_err(DaemonError::Api)?;
+    // Everything privileged is done: programs attached, listeners bound, key files read.
+    if let Some(plan) = &privilege_plan {
+        let d = privilege::apply(plan).map_err(DaemonError::Privileges)?;
+        tracing::info!(
+            user = %d.user,
+            uid = d.uid,
+            gid = d.gid,
+            threads = d.threads,
+            "privileges dropped: no capabilities, no_new_privs; listeners now accept"
+        );
+        *info
+            .privileges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = serde_json::json!({"user": d.user, "uid": d.uid, "gid": d.gid, "capabilities": [], "no_new_privs": true});
+    } else {
+        *info
+            .privileges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = serde_json::json!({
+            "uid": nix::unistd::Uid::effective().as_raw(),
+            "dropped": false,
+        });
+    }
+    privilege::release();
     let housekeeping = tokio::spawn(housekeeping::run(
         store_handle.clone(),
         metrics.clone(),
@@ -562,6 +594,7 @@ async fn reload(
         ("outputs", current.outputs != new.outputs),
         ("metrics", current.metrics != new.metrics),
         ("sources", current.sources != new.sources),
+        ("privileges", current.privileges != new.privileges),
     ] {
         if changed {
             report.restart_needed.push(name.to_string());

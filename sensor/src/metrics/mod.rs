@@ -86,6 +86,8 @@ pub struct Metrics {
     rules: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// Partial matches held by all detectors.
     pub pending: AtomicI64,
+    /// Partial matches the loaded detectors dropped to stay within their bounds.
+    pub pending_shed: AtomicU64,
     pub rules_loaded: AtomicI64,
     /// Alerts written as new rows / folded into an existing alert.
     pub alerts_new: AtomicU64,
@@ -190,6 +192,12 @@ impl Metrics {
             "gauge",
             "Partial matches held by the detectors (pending sequences, open windows).",
             one(self.pending.load(Relaxed).to_string()),
+        );
+        family(
+            "sensor_pending_shed",
+            "gauge",
+            "Partial matches the loaded detectors dropped to stay within [rules] max_pending / max_pending_bytes (since each was loaded).",
+            one(self.pending_shed.load(Relaxed).to_string()),
         );
         family(
             "sensor_field_overflow_total",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::OutputError;
-use crate::client::{self, read_token, Endpoint};
+use crate::client::{self, Endpoint};
 use crate::config::WebhookOutputConfig;
 use crate::metrics::Metrics;
 use crate::store::AlertUpdate;
@@ -30,8 +30,19 @@ impl Webhook {
         let token = if cfg.token_file.as_os_str().is_empty() {
             None
         } else {
-            Some(read_token(&cfg.token_file).map_err(OutputError::Webhook)?)
+            Some(
+                crate::secret::read_token("[outputs.webhook] token_file", &cfg.token_file)
+                    .map_err(|e| OutputError::Webhook(e.to_string()))?,
+            )
         };
+        if let (Some(_), Endpoint::Http { authority }) = (&token, &endpoint) {
+            if !is_loopback_authority(authority) {
+                return Err(OutputError::Webhook(format!(
+                    "[outputs.webhook] a bearer token is never sent over plain http except to loopback; {} is not a loopback address: use https://",
+                    authority
+                )));
+            }
+        }
         Ok(Webhook {
             endpoint,
             path,
@@ -51,12 +62,13 @@ impl Webhook {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            let call = client::call(
+            let call = client::call_limited(
                 &self.endpoint,
                 "POST",
                 &self.path,
                 Some(doc),
                 self.token.as_deref(),
+                MAX_ANSWER_BYTES,
             );
             match tokio::time::timeout(self.timeout, call).await {
                 Ok(Ok((s, _))) if (200..300).contains(&s) => return Ok(()),
@@ -81,6 +93,21 @@ impl Webhook {
         Err(last)
     }
 }
+
+/// Whether `host:port` names this machine by a loopback address (or `localhost`), never resolved.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The most of a webhook's answer that is read (it is only quoted in an error message).
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 pub(crate) async fn run(
     hook: Webhook,
