@@ -50,7 +50,7 @@ pub enum Format {
     MobileEdr,
     /// Apple MDM protocol messages: XML plists, NanoMDM/MicroMDM webhook JSON, DEP device records.
     AppleMdm,
-    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune), vendor recognised per record.
+    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune, Harmony Mobile), vendor recognised per record.
     Mtd,
 }
 
