@@ -7,6 +7,7 @@ pub mod alert;
 pub mod analytics;
 pub mod attack;
 pub mod detect;
+pub mod ecs;
 pub mod eql;
 pub mod event;
 pub mod rules;
@@ -35,6 +36,11 @@ pub trait Detector: Send {
     /// How many partial matches (pending sequences, open windows) this detector holds.
     fn pending(&self) -> usize {
         0
+    }
+    /// True when the detector decides each alert's severity and risk score itself (the analytic then
+    /// keeps them instead of stamping its own; escalations still apply).
+    fn sets_severity(&self) -> bool {
+        false
     }
     /// Learned state worth keeping across restarts (baselines), as JSON; `None` when there is none.
     /// The daemon stores it per detector id and hands it back to [`Detector::restore_state`] on start.

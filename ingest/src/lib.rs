@@ -10,6 +10,8 @@ pub mod decode;
 pub mod server;
 pub mod spool;
 
-pub use decode::{decode_reader, decoder, DecodeError, Decoder, Format};
+pub use decode::{
+    decode_reader, decoder, lacks_ecs_category, uncategorized_warning, DecodeError, Decoder, Format,
+};
 pub use server::{serve, IngestConfig, IngestError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

@@ -92,6 +92,10 @@ pub struct Lineage {
     /// Parent's process id (`real_parent->tgid`), 0 when the offsets were not found.
     pub ppid: u32,
     pub _pad: u32,
+    /// `bpf_get_current_cgroup_id()`: the acting task's cgroup in the cgroup v2 (unified)
+    /// hierarchy, the inode number of its directory there. Userspace resolves it to a cgroup path
+    /// and a container. Only in the lifecycle records: the others take it from the process table.
+    pub cgroup_id: u64,
     /// `task->comm` of the acting task.
     pub comm: [u8; COMM_LEN],
 }
@@ -375,20 +379,20 @@ pin!(
     gid = 16,
     ktime_ns = 24
 );
-pin!(Lineage, 24, ppid = 0, comm = 8);
+pin!(Lineage, 32, ppid = 0, cgroup_id = 8, comm = 16);
 pin!(
     ExecRecord,
-    1352,
+    1360,
     hdr = 0,
     lin = 32,
-    old_pid = 56,
-    args_len = 60,
-    args_total = 64,
-    filename = 72,
-    args = 328
+    old_pid = 64,
+    args_len = 68,
+    args_total = 72,
+    filename = 80,
+    args = 336
 );
-pin!(ForkRecord, 64, hdr = 0, lin = 32, child_pid = 56);
-pin!(ExitRecord, 64, hdr = 0, lin = 32, exit_code = 56);
+pin!(ForkRecord, 72, hdr = 0, lin = 32, child_pid = 64);
+pin!(ExitRecord, 72, hdr = 0, lin = 32, exit_code = 64);
 pin!(
     SocketRecord,
     48,

@@ -16,7 +16,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_ktime_get_boot_ns,
+        bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -179,8 +180,8 @@ unsafe fn fill_header(h: *mut Header, k: u16) {
     }
 }
 
-/// Fills the parent pid (`real_parent->tgid`) and the command name of the current task: exec, fork
-/// and exit records carry them, and the process table is kept from those.
+/// Fills the parent pid (`real_parent->tgid`), the cgroup v2 id and the command name of the current
+/// task: exec, fork and exit records carry them, and the process table is kept from those.
 #[inline(always)]
 unsafe fn fill_lineage(l: *mut Lineage) {
     let task = unsafe { bpf_get_current_task() };
@@ -192,6 +193,8 @@ unsafe fn fill_lineage(l: *mut Lineage) {
     unsafe {
         (*l).ppid = ppid;
         (*l)._pad = 0;
+        // The cgroup v2 id (container identity): one cheap helper, in the lifecycle records only.
+        (*l).cgroup_id = bpf_get_current_cgroup_id();
         (*l).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
 }

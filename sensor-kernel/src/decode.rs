@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use correlator::{Event, Field, Value};
+use correlator::{ecs, Event, Field, Value};
 use sensor_common::{
     flags, kind, op, ExecRecord, ExitRecord, FifoRecord, ForkRecord, Header, Lineage, SocketRecord,
     TcpRecord, UnixAddrRecord,
@@ -81,17 +81,20 @@ macro_rules! fld {
 
 /// A constant string value, built once per call site (cloning it is one reference count).
 macro_rules! cs {
-    ($s:literal) => {{
+    ($s:expr) => {{
         static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
         V.get_or_init(|| s($s)).clone()
     }};
 }
 
-/// A constant array of strings, built once per call site.
-macro_rules! ca {
-    ($($s:literal),+) => {{
-        static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-        V.get_or_init(|| strs(&[$($s),+])).clone()
+/// The `(event.category, event.type, event.action)` values of an `ecs` action, built once per call
+/// site.
+macro_rules! act {
+    ($a:expr) => {{
+        static V: std::sync::OnceLock<(Value, Value, Value)> = std::sync::OnceLock::new();
+        let a: correlator::ecs::Action = $a;
+        V.get_or_init(|| (strs(a.category), strs(a.kind), s(a.name)))
+            .clone()
     }};
 }
 
@@ -108,36 +111,23 @@ fn int(v: impl Into<i64>) -> Value {
 }
 
 /// Socket family names (the ones a rule is likely to name; others print as numbers).
+/// `socket.family` (`ecs::socket_family`, else `AF_<n>`).
 fn family_value(f: u32) -> Value {
-    match f {
-        1 => cs!("AF_UNIX"),
-        2 => cs!("AF_INET"),
-        10 => cs!("AF_INET6"),
-        16 => cs!("AF_NETLINK"),
-        17 => cs!("AF_PACKET"),
-        40 => cs!("AF_VSOCK"),
-        n => s(format!("AF_{n}")),
-    }
+    ecs::socket_family(u64::from(f)).map_or_else(|| s(format!("AF_{f}")), s)
 }
 
+/// `socket.type` (`ecs::socket_type`, else `SOCK_<n>`).
 fn socket_type_value(t: u32) -> Value {
-    match t & 0xf {
-        1 => cs!("SOCK_STREAM"),
-        2 => cs!("SOCK_DGRAM"),
-        3 => cs!("SOCK_RAW"),
-        4 => cs!("SOCK_RDM"),
-        5 => cs!("SOCK_SEQPACKET"),
-        n => s(format!("SOCK_{n}")),
-    }
+    ecs::socket_type(u64::from(t)).map_or_else(|| s(format!("SOCK_{}", t & 0xf)), s)
 }
 
 /// The fields of one event under construction, in any order (sorted once by [`Event::from_fields`]).
-struct Fields {
+struct EventDraft {
     ts: i64,
     f: Vec<(Field, Value)>,
 }
 
-impl Fields {
+impl EventDraft {
     fn set(&mut self, f: Field, v: Value) {
         self.f.push((f, v));
     }
@@ -161,9 +151,8 @@ impl TimestampFormatter {
         let secs = ts.div_euclid(1_000_000_000);
         let nanos = ts.rem_euclid(1_000_000_000);
         if self.second != Some(secs) {
-            let dt = chrono::DateTime::from_timestamp(secs, 0)?;
-            self.prefix.clear();
-            let _ = write!(self.prefix, "{}.", dt.format("%Y-%m-%dT%H:%M:%S"));
+            self.prefix = correlator::ecs::rfc3339_seconds(secs);
+            self.prefix.push('.');
             self.second = Some(secs);
         }
         let mut text = String::with_capacity(self.prefix.len() + 10);
@@ -301,14 +290,12 @@ impl Decoder {
         &mut self,
         h: &Header,
         lin: Option<&Lineage>,
-        category: Value,
-        ty: Value,
-        action: Value,
-    ) -> Fields {
+        (category, ty, action): (Value, Value, Value),
+    ) -> EventDraft {
         let ts = i64::try_from(h.ktime_ns)
             .unwrap_or(i64::MAX)
             .saturating_add(self.wall_offset_ns);
-        let mut e = Fields {
+        let mut e = EventDraft {
             ts,
             f: Vec::with_capacity(40),
         };
@@ -350,6 +337,10 @@ impl Decoder {
                 }
                 started = p.start_ns;
                 put_process(&mut e, false, p);
+                if let Some(c) = &p.container {
+                    // Prebuilt once per container: clones of inline strings and reference counts.
+                    e.f.extend(c.fields.iter().cloned());
+                }
             }
             None => {
                 if let Some(l) = lin {
@@ -368,7 +359,7 @@ impl Decoder {
         e
     }
 
-    fn exec(&mut self, r: &ExecRecord) -> Option<Fields> {
+    fn exec(&mut self, r: &ExecRecord) -> Option<EventDraft> {
         let h = r.hdr;
         let file = cstr(&r.filename);
         let n = (r.args_len as usize).min(r.args.len());
@@ -387,9 +378,15 @@ impl Decoder {
             std::fs::read_link(format!("/proc/{}/exe", h.pid))
                 .map_or(file.clone(), |p| p.to_string_lossy().into_owned())
         };
-        self.table
-            .exec(h.pid, r.lin.ppid, &executable, args, h.ktime_ns);
-        let mut e = self.base(&h, Some(&r.lin), ca!("process"), ca!("start"), cs!("exec"));
+        self.table.exec(
+            h.pid,
+            r.lin.ppid,
+            &executable,
+            args,
+            h.ktime_ns,
+            r.lin.cgroup_id,
+        );
+        let mut e = self.base(&h, Some(&r.lin), act!(ecs::EXEC));
         if truncated {
             e.set(fld!("process.args_truncated"), Value::Bool(true));
             e.set(fld!("process.args_total_bytes"), int(r.args_total));
@@ -400,10 +397,15 @@ impl Decoder {
         Some(e)
     }
 
-    fn fork(&mut self, r: &ForkRecord) -> Option<Fields> {
+    fn fork(&mut self, r: &ForkRecord) -> Option<EventDraft> {
         let h = r.hdr;
-        self.table
-            .fork(h.pid, r.child_pid, h.ktime_ns, &cstr(&r.lin.comm));
+        self.table.fork(
+            h.pid,
+            r.child_pid,
+            h.ktime_ns,
+            &cstr(&r.lin.comm),
+            r.lin.cgroup_id,
+        );
         // The event is about the child; the actor (the parent) is its process.parent.
         let mut child_hdr = h;
         child_hdr.pid = r.child_pid;
@@ -412,19 +414,13 @@ impl Decoder {
             ppid: h.pid,
             ..r.lin
         };
-        let e = self.base(
-            &child_hdr,
-            Some(&child_lin),
-            ca!("process"),
-            ca!("start"),
-            cs!("fork"),
-        );
+        let e = self.base(&child_hdr, Some(&child_lin), act!(ecs::FORK));
         Some(e)
     }
 
-    fn exit(&mut self, r: &ExitRecord) -> Option<Fields> {
+    fn exit(&mut self, r: &ExitRecord) -> Option<EventDraft> {
         let h = r.hdr;
-        let mut e = self.base(&h, Some(&r.lin), ca!("process"), ca!("end"), cs!("exit"));
+        let mut e = self.base(&h, Some(&r.lin), act!(ecs::EXIT));
         // Wait status: exit code in bits 8..16, terminating signal in bits 0..7.
         let code = r.exit_code;
         if code & 0x7f == 0 {
@@ -437,29 +433,29 @@ impl Decoder {
         Some(e)
     }
 
-    fn socket(&mut self, r: &SocketRecord) -> Option<Fields> {
-        let action = if r.op == op::SOCKETPAIR {
-            cs!("socketpair_created")
+    fn socket(&mut self, r: &SocketRecord) -> Option<EventDraft> {
+        let kind = if r.op == op::SOCKETPAIR {
+            act!(ecs::SOCKETPAIR_CREATED)
         } else {
-            cs!("socket_created")
+            act!(ecs::SOCKET_CREATED)
         };
-        let mut e = self.base(&r.hdr, None, ca!("network"), ca!("creation"), action);
+        let mut e = self.base(&r.hdr, None, kind);
         e.set(fld!("socket.family"), family_value(r.family));
         e.set(fld!("socket.type"), socket_type_value(r.sock_type));
         e.set(fld!("socket.protocol"), int(r.protocol));
         if r.family == 1 {
-            e.set(fld!("network.transport"), cs!("unix"));
+            e.set(fld!("network.transport"), cs!(ecs::TRANSPORT_UNIX));
         }
         Some(e)
     }
 
-    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<Fields> {
-        let (action, ty) = if r.op == op::BIND {
-            (cs!("unix_bind"), ca!("creation"))
+    fn unix_addr(&mut self, r: &UnixAddrRecord) -> Option<EventDraft> {
+        let kind = if r.op == op::BIND {
+            act!(ecs::UNIX_BIND)
         } else {
-            (cs!("unix_connect"), ca!("connection", "start"))
+            act!(ecs::UNIX_CONNECT)
         };
-        let mut e = self.base(&r.hdr, None, ca!("network"), ty, action);
+        let mut e = self.base(&r.hdr, None, kind);
         let n = (r.path_len as usize).min(r.path.len());
         let raw = &r.path[..n];
         let abstract_ns = raw.first() == Some(&0) && n > 0;
@@ -471,7 +467,7 @@ impl Decoder {
             cstr(raw)
         };
         e.set(fld!("socket.family"), cs!("AF_UNIX"));
-        e.set(fld!("network.transport"), cs!("unix"));
+        e.set(fld!("network.transport"), cs!(ecs::TRANSPORT_UNIX));
         e.set(fld!("socket.path"), s(&path));
         e.set(fld!("socket.abstract"), Value::Bool(abstract_ns));
         e.set(fld!("socket.fd"), int(r.fd));
@@ -509,21 +505,15 @@ impl Decoder {
         }
     }
 
-    fn fifo(&mut self, r: &FifoRecord) -> Option<Fields> {
+    fn fifo(&mut self, r: &FifoRecord) -> Option<EventDraft> {
         let raw = cstr(&r.path);
         let path = Self::resolve(r.hdr.pid, r.dfd, &raw);
         let mut e = if r.op == op::FIFO_CREATE {
-            let mut e = self.base(
-                &r.hdr,
-                None,
-                ca!("file"),
-                ca!("creation"),
-                cs!("fifo_create"),
-            );
+            let mut e = self.base(&r.hdr, None, act!(ecs::FIFO_CREATE));
             e.set(fld!("file.mode"), s(format!("{:o}", r.flags & 0o7777)));
             e
         } else {
-            let mut e = self.base(&r.hdr, None, ca!("file"), ca!("access"), cs!("fifo_open"));
+            let mut e = self.base(&r.hdr, None, act!(ecs::FIFO_OPEN));
             let access = match r.flags & 3 {
                 0 => cs!("read"),
                 1 => cs!("write"),
@@ -549,13 +539,13 @@ impl Decoder {
         Some(e)
     }
 
-    fn tcp(&mut self, r: &TcpRecord) -> Option<Fields> {
-        let (action, ty) = match r.op {
-            op::TCP_CONNECT => (cs!("tcp_connect"), ca!("connection", "start")),
-            op::TCP_ACCEPT => (cs!("tcp_accept"), ca!("connection", "start")),
-            _ => (cs!("tcp_close"), ca!("connection", "end")),
+    fn tcp(&mut self, r: &TcpRecord) -> Option<EventDraft> {
+        let kind = match r.op {
+            op::TCP_CONNECT => act!(ecs::TCP_CONNECT),
+            op::TCP_ACCEPT => act!(ecs::TCP_ACCEPT),
+            _ => act!(ecs::TCP_CLOSE),
         };
-        let mut e = self.base(&r.hdr, None, ca!("network"), ty, action);
+        let mut e = self.base(&r.hdr, None, kind);
         let ip = |a: &[u8; 16]| -> IpAddr {
             if r.family == 2 {
                 IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
@@ -606,7 +596,7 @@ impl Decoder {
     }
 }
 
-fn put_process(e: &mut Fields, parent: bool, p: &ProcessInfo) {
+fn put_process(e: &mut EventDraft, parent: bool, p: &ProcessInfo) {
     let [pid, eid, name, exe, args, argc, cl] = if parent {
         [
             fld!("process.parent.pid"),
@@ -680,6 +670,7 @@ mod tests {
         Lineage {
             ppid: 0,
             _pad: 0,
+            cgroup_id: 0,
             comm: *b"comm\0\0\0\0\0\0\0\0\0\0\0\0",
         }
     }
@@ -781,8 +772,8 @@ mod tests {
             protocol: 0,
         };
         let mut d = decoder();
-        d.table.fork(PID, PARENT, SECOND, "sh");
-        d.table.fork(PARENT, CHILD, 5 * SECOND, "sh");
+        d.table.fork(PID, PARENT, SECOND, "sh", 0);
+        d.table.fork(PARENT, CHILD, 5 * SECOND, "sh", 0);
         let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
         assert_eq!(
             e.get_path("process.parent.pid"),
@@ -792,7 +783,7 @@ mod tests {
 
         // The parent exits; a new process gets its pid, later than the child started.
         d.table.exit(PARENT);
-        d.table.fork(PID, PARENT, 9 * SECOND, "sh");
+        d.table.fork(PID, PARENT, 9 * SECOND, "sh", 0);
         let (_, e) = d.decode(&bytes(&socket)).unwrap().unwrap();
         assert_eq!(
             e.get_path("process.parent.pid"),

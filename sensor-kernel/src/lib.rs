@@ -5,6 +5,7 @@
 //! ABI; everything downstream sees ECS events only.
 
 pub mod btf;
+pub mod container;
 mod decode;
 mod proctable;
 mod ring;
@@ -39,13 +40,17 @@ pub struct KernelConfig {
     pub wakeup_bytes: u32,
     /// How often the reader drains the ring buffer without being woken, in milliseconds.
     pub poll_interval_ms: u64,
-    /// Capacity of the event queue towards the consumer; a full queue drops (and counts) events.
+    /// Capacity of the event queue towards the consumer. A full queue applies backpressure: the
+    /// reader stops reading the ring buffer until there is room, so overload becomes ring-buffer
+    /// reserve failures counted in the kernel (`lost_kernel`); nothing is dropped from the queue.
     pub queue_capacity: usize,
     /// Interval of the status log line in seconds (0: never).
     pub status_log_interval_s: u64,
     /// Attach only these programs (names as in `KernelStatus::attached`, or the program name such as
     /// `sys_enter_socket`); empty: all of them.
     pub programs: Vec<String>,
+    /// Container identity (`[kernel.containers]`).
+    pub containers: container::ContainerConfig,
 }
 
 impl Default for KernelConfig {
@@ -57,6 +62,7 @@ impl Default for KernelConfig {
             queue_capacity: 65_536,
             status_log_interval_s: 60,
             programs: Vec::new(),
+            containers: container::ContainerConfig::default(),
         }
     }
 }
@@ -98,12 +104,51 @@ pub struct KernelStatus {
     pub events: BTreeMap<String, u64>,
     /// Ring buffer reserve failures in the kernel (the buffer was full), per record kind.
     pub lost_kernel: BTreeMap<String, u64>,
-    /// Events dropped because the consumer queue was full, per record kind.
+    /// Records read at shutdown (the final drain) that the consumer queue could not take, per
+    /// record kind; while running, a full queue stops the reader instead (backpressure).
     pub lost_queue: BTreeMap<String, u64>,
     /// Records that could not be decoded (too short, unknown kind).
     pub decode_errors: u64,
     /// Processes in the process table.
     pub processes: usize,
+    /// Container identity: cgroups resolved, runtimes that could not be reached.
+    pub containers: container::ContainerStatus,
+    /// Kernel run time per program, when `kernel.bpf_stats_enabled` is 1 (empty otherwise).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub program_stats: BTreeMap<String, ProgramStats>,
+}
+
+/// What the kernel counts for one program while `kernel.bpf_stats_enabled` is 1.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// `run_time_ns / run_count`.
+    pub ns_per_run: u64,
+}
+
+/// Per-program run counts and times from the kernel (BPF_OBJ_GET_INFO_BY_FD).
+fn program_stats(ebpf: &Ebpf) -> BTreeMap<String, ProgramStats> {
+    let mut out = BTreeMap::new();
+    for (name, _) in PROGRAMS {
+        let Some(info) = ebpf.program(name).and_then(|p| p.info().ok()) else {
+            continue;
+        };
+        let run_count = info.run_count();
+        if run_count == 0 {
+            continue;
+        }
+        let run_time_ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        out.insert(
+            (*name).to_string(),
+            ProgramStats {
+                run_count,
+                run_time_ns,
+                ns_per_run: run_time_ns / run_count,
+            },
+        );
+    }
+    out
 }
 
 #[derive(Default)]
@@ -112,6 +157,7 @@ pub(crate) struct Counters {
     lost_queue: [AtomicU64; kind::COUNT as usize],
     decode_errors: AtomicU64,
     processes: AtomicU64,
+    containers: container::SharedStatus,
 }
 
 /// Offsets passed to the programs as the global `OFFSETS`.
@@ -370,7 +416,9 @@ impl KernelSensor {
             })?;
 
         let host = HostInfo::from_system();
-        let table = ProcessTable::seed_from_proc(&host.id);
+        let counters = Arc::new(Counters::default());
+        let containers = container::Containers::new(&cfg.containers, counters.containers.clone());
+        let table = ProcessTable::seed_from_proc(&host.id, containers);
         tracing::info!(
             message = "kernel sensor attached",
             programs = attached.len(),
@@ -378,7 +426,6 @@ impl KernelSensor {
             processes = table.len(),
             ring_buffer_bytes = rb
         );
-        let counters = Arc::new(Counters::default());
         let ebpf = Arc::new(Mutex::new(ebpf));
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -409,16 +456,18 @@ impl KernelSensor {
 
     /// Attached and refused programs, events and losses per kind.
     pub fn status(&self) -> KernelStatus {
-        let lost = lock(&self.ebpf)
-            .map(|e| lost_kernel(&e))
+        let (lost, stats) = lock(&self.ebpf)
+            .map(|e| (lost_kernel(&e), program_stats(&e)))
             .unwrap_or_default();
-        status_from(
+        let mut s = status_from(
             &self.counters,
             &lost,
             self.attached.clone(),
             self.refused.clone(),
             self.ring_buffer_bytes,
-        )
+        );
+        s.program_stats = stats;
+        s
     }
 
     /// Asks the reader to stop once it has handed every record still in the ring buffer to the
@@ -576,6 +625,7 @@ fn status_from(
         ring_buffer_bytes,
         decode_errors: c.decode_errors.load(Ordering::Relaxed),
         processes: usize::try_from(c.processes.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+        containers: c.containers.lock().map(|g| g.clone()).unwrap_or_default(),
         ..KernelStatus::default()
     };
     for (k, &lost_k) in lost.iter().enumerate().skip(1) {

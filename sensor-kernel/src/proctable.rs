@@ -6,6 +6,8 @@ use std::sync::Arc;
 use correlator::Value;
 use sha2::{Digest, Sha256};
 
+use super::container::{Container, Containers};
+
 /// What the table knows about one process.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessInfo {
@@ -21,6 +23,10 @@ pub struct ProcessInfo {
     /// once per image rather than once per event.
     pub args_value: Value,
     pub command_line: Value,
+    /// The cgroup v2 id the process was last seen in (0: unknown).
+    pub cgroup_id: u64,
+    /// The container the process runs in (None: the host), with its event fields prebuilt.
+    pub container: Option<Arc<Container>>,
 }
 
 /// The `process.args` and `process.command_line` values of `args`.
@@ -42,6 +48,7 @@ pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     host_id: String,
     ns_per_tick: u64,
+    containers: Containers,
 }
 
 /// `process.entity_id`: stable across pid reuse because the start time is part of it.
@@ -63,7 +70,13 @@ fn basename(p: &str) -> &str {
 }
 
 impl ProcessTable {
+    /// A table that resolves no containers (see [`ProcessTable::with_containers`]).
     pub fn new(host_id: &str) -> ProcessTable {
+        ProcessTable::with_containers(host_id, Containers::disabled())
+    }
+
+    /// An empty table whose processes are resolved to containers by `containers`.
+    pub fn with_containers(host_id: &str, containers: Containers) -> ProcessTable {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
@@ -71,12 +84,14 @@ impl ProcessTable {
             procs: HashMap::new(),
             host_id: host_id.to_string(),
             ns_per_tick: 1_000_000_000 / hz,
+            containers,
         }
     }
 
-    /// A table holding every process in /proc now.
-    pub fn seed_from_proc(host_id: &str) -> ProcessTable {
-        let mut t = ProcessTable::new(host_id);
+    /// A table holding every process in /proc now (each with its container, from
+    /// `/proc/<pid>/cgroup`: processes already running in a container are identified).
+    pub fn seed_from_proc(host_id: &str, containers: Containers) -> ProcessTable {
+        let mut t = ProcessTable::with_containers(host_id, containers);
         if let Ok(all) = procfs::process::all_processes() {
             for p in all.flatten() {
                 if let Some(info) = t.read_proc(p.pid) {
@@ -88,7 +103,7 @@ impl ProcessTable {
     }
 
     /// Reads one process from /proc (None when it is gone or is a thread of another process).
-    pub fn read_proc(&self, pid_i: i32) -> Option<ProcessInfo> {
+    pub fn read_proc(&mut self, pid_i: i32) -> Option<ProcessInfo> {
         let p = procfs::process::Process::new(pid_i).ok()?;
         let stat = p.stat().ok()?;
         if let Ok(status) = p.status() {
@@ -115,6 +130,7 @@ impl ProcessTable {
         let pid = u32::try_from(pid_i).ok()?;
         let start_ns = stat.starttime.saturating_mul(self.ns_per_tick);
         let (args_value, command_line) = arg_values(&args);
+        let (container, cgroup_id) = self.containers.for_pid(pid, 0);
         Some(ProcessInfo {
             pid,
             ppid: u32::try_from(stat.ppid).unwrap_or(0),
@@ -125,6 +141,8 @@ impl ProcessTable {
             start_ns,
             args_value,
             command_line,
+            cgroup_id,
+            container,
         })
     }
 
@@ -152,24 +170,39 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
-    /// A fork: the child starts as a copy of its parent (same image until it execs).
-    pub fn fork(&mut self, parent: u32, child: u32, start_ns: u64, parent_comm: &str) {
-        let (name, executable, args, args_value, command_line) = match self.get_or_load(parent) {
-            Some(p) => (
-                p.name.clone(),
-                p.executable.clone(),
-                p.args.clone(),
-                p.args_value.clone(),
-                p.command_line.clone(),
-            ),
-            None => (
-                Arc::from(parent_comm),
-                Arc::from(""),
-                Arc::from(Vec::new()),
-                Value::Null,
-                Value::Null,
-            ),
-        };
+    /// A fork: the child starts as a copy of its parent (same image until it execs, same
+    /// container). `cgroup_id`: the parent's cgroup as the fork record says it (0: unknown).
+    pub fn fork(
+        &mut self,
+        parent: u32,
+        child: u32,
+        start_ns: u64,
+        parent_comm: &str,
+        cgroup_id: u64,
+    ) {
+        let (name, executable, args, args_value, command_line, inherited) =
+            match self.get_or_load(parent) {
+                Some(p) => (
+                    p.name.clone(),
+                    p.executable.clone(),
+                    p.args.clone(),
+                    p.args_value.clone(),
+                    p.command_line.clone(),
+                    (cgroup_id == 0 || p.cgroup_id == cgroup_id)
+                        .then(|| (p.container.clone(), p.cgroup_id)),
+                ),
+                None => (
+                    Arc::from(parent_comm),
+                    Arc::from(""),
+                    Arc::from(Vec::new()),
+                    Value::Null,
+                    Value::Null,
+                    None,
+                ),
+            };
+        // The parent's container, unless the record says the parent is in another cgroup now.
+        let (container, cgroup_id) =
+            inherited.unwrap_or_else(|| self.containers.for_pids(&[child, parent], cgroup_id));
         // The start time as /proc shows it (clock ticks since boot), so that a daemon restarted later
         // (which seeds from /proc) computes the same entity id; the fork time when the child is gone.
         let start_ns = i32::try_from(child)
@@ -190,11 +223,15 @@ impl ProcessTable {
             start_ns,
             args_value,
             command_line,
+            cgroup_id,
+            container,
         };
         self.procs.insert(child, info);
     }
 
-    /// An exec: same process instance (same entity id), new image.
+    /// An exec: same process instance (same entity id), new image. `cgroup_id`: the cgroup the
+    /// record says the process is in; a process that changed cgroup (a container's first process,
+    /// moved into its cgroup by the runtime before it execs) is resolved again.
     pub fn exec(
         &mut self,
         pid: u32,
@@ -202,8 +239,14 @@ impl ProcessTable {
         executable: &str,
         args: Vec<Arc<str>>,
         ktime_ns: u64,
+        cgroup_id: u64,
     ) -> &ProcessInfo {
         let host_id = self.host_id.clone();
+        let known = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| cgroup_id == 0 || p.cgroup_id == cgroup_id);
+        let resolved = (!known).then(|| self.containers.for_pid(pid, cgroup_id));
         let e = self.procs.entry(pid).or_insert_with(|| ProcessInfo {
             pid,
             ppid,
@@ -214,7 +257,13 @@ impl ProcessTable {
             start_ns: ktime_ns,
             args_value: Value::Null,
             command_line: Value::Null,
+            cgroup_id: 0,
+            container: None,
         });
+        if let Some((container, id)) = resolved {
+            e.container = container;
+            e.cgroup_id = id;
+        }
         if ppid != 0 {
             e.ppid = ppid;
         }

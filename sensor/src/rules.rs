@@ -230,8 +230,16 @@ pub fn shipped_analytics(cfg: &RulesConfig) -> Result<Vec<LoadedRule>, RulesErro
             k.hash(&mut h);
             v.to_json().to_string().hash(&mut h);
         }
+        for (sel, values) in &e.scopes {
+            sel.label().hash(&mut h);
+            for (k, v) in values {
+                k.hash(&mut h);
+                v.to_json().to_string().hash(&mut h);
+            }
+        }
         let version = h.finish();
-        for detector in e.analytic.build(&e.values, &correlator::analytics::Eql)? {
+        // Scoped settings (`[[rules.settings.ID.scoped]]`) give detectors of their own.
+        for detector in correlator::analytics::scope::build(e, &correlator::analytics::Eql)? {
             out.push(LoadedRule { detector, version });
         }
     }

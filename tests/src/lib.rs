@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub mod process;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

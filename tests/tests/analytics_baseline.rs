@@ -110,7 +110,7 @@ fn daemon_rule_loader_versions_follow_settings() {
             .collect::<Vec<_>>()
     };
     let base = sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap();
-    assert_eq!(base.len(), 10);
+    assert_eq!(base.len(), 25);
     assert_eq!(
         ids(&base),
         ids(&sensor::rules::shipped_analytics(&RulesConfig::default()).unwrap()),
@@ -124,7 +124,7 @@ fn daemon_rule_loader_versions_follow_settings() {
     t.insert("InspectionFailureThreshold".into(), toml::Value::Integer(5));
     cfg.settings.insert("AN1726".into(), toml::Value::Table(t));
     let changed = sensor::rules::shipped_analytics(&cfg).unwrap();
-    assert_eq!(changed.len(), 8);
+    assert_eq!(changed.len(), 16, "AN1357's two detectors disabled");
     let v = |rules: &[sensor::rules::LoadedRule], id: &str| {
         rules
             .iter()

@@ -1,5 +1,5 @@
 //! False-positive check: the benign third-party corpora (Elastic beats and integrations auditd logs, the
-//! WRCCDC 2018 Zeek ssl log) decoded by `sensor ingest` and replayed through every shipped detection with
+//! WRCCDC 2018 Zeek ssl log, the Jamf Protect macOS telemetry sample raw and as ECS) decoded by `sensor ingest` and replayed through every shipped detection with
 //! default settings. Alert counts are printed per analytic and must match the counts explained in the
 //! rules' notes (all zero).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -78,6 +78,29 @@ fn benign_corpora_raise_no_alerts() {
     .map(|f| corpora.join("auditd/integrations").join(f))
     .collect();
     let zeek = vec![corpora.join("zeek/wrccdc2018-ssl.json.gz")];
+    // Jamf Protect telemetry (Apple Endpoint Security layout) as sent, and Elastic's ECS rendering of the
+    // same 32 records (the integration's expected output, one document per line).
+    let jamf = vec![corpora.join("macos/jamf-protect-telemetry.log")];
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(corpora.join("macos/jamf-protect-telemetry-expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let jamf_ecs_file = std::env::temp_dir().join(format!(
+        "sensor-analytics-fp-{}-jamf-ecs.ndjson",
+        std::process::id()
+    ));
+    std::fs::write(
+        &jamf_ecs_file,
+        expected["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| format!("{d}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let jamf_ecs = vec![jamf_ecs_file];
     let analytics = [
         "AN1358",
         "AN1357",
@@ -92,6 +115,8 @@ fn benign_corpora_raise_no_alerts() {
         ("beats-auditd", "auditd", beats),
         ("integrations-auditd", "auditd", integrations),
         ("wrccdc-zeek-ssl", "zeek", zeek),
+        ("jamf-protect-eslogger", "eslogger", jamf),
+        ("jamf-protect-ecs", "ecs", jamf_ecs),
     ] {
         let (events, counts) = replay_corpus(name, format, &files);
         println!(

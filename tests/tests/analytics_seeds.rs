@@ -114,6 +114,33 @@ fn an1358_kernel_fifo_reverse_shell() {
         serde_json::json!(["/tmp/*", "/dev/shm/*", "/var/tmp/*"])
     );
     assert_eq!(a["severity"], "high");
+    let reason = a["reason"].as_str().unwrap();
+    for want in [
+        "lets a network peer drive a shell",
+        "`sh -i` [902] sits in one pipeline with `cat /tmp/f` [901], which reads it",
+        "`nc 10.0.0.9 4444` [903] writes it and connected to 10.0.0.9:4444",
+        "created by `mkfifo /tmp/f` [900]",
+    ] {
+        assert!(reason.contains(want), "{want:?} not in {reason}");
+    }
+}
+
+#[test]
+fn an1358_kernel_script_fifo_is_low() {
+    let alerts = replay(
+        &data("AN1358/kernel-negative-script-fifo.ndjson"),
+        None,
+        &[],
+    );
+    let a = one_alert(&alerts, "AN1358", Some("AN1358"), Some("DET0493"), "T1559");
+    assert_eq!(a["severity"], "low", "{a}");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("FIFO /tmp/build-log passes data between local processes"),
+        "{a}"
+    );
 }
 
 #[test]
@@ -130,7 +157,7 @@ fn an1358_negatives() {
     silent("AN1358/kernel-negative-allowlisted.ndjson", None);
     silent("AN1358/kernel-negative-learning.ndjson", None);
     // Control: without the allowlists, the allow-listed case fires (tmux FIFO and tmux socket).
-    let cfg = "[analytics.AN1358.settings]\nFIFOAccessPatterns = []\nSocketPathBaseline = { allow = [] }\n";
+    let cfg = "[analytics.AN1358.settings]\nFIFOAccessPatterns = []\nSocketPathBaseline = { allow = [] }\nDecisionDelay = \"0s\"\n";
     let alerts = replay(
         &data("AN1358/kernel-negative-allowlisted.ndjson"),
         Some(cfg),

@@ -109,6 +109,18 @@ fn an1358_on_raw_auditd() {
     );
     let a = one(&alerts, "AN1358");
     assert!(a["reason"].as_str().unwrap().contains("FIFO /tmp/f"), "{a}");
+    // The same wiring as the kernel sensor shows, from clone/execve/openat flags/connect records.
+    assert_eq!(a["severity"], "high", "{a}");
+    for want in [
+        "`bash -i` [902] sits in one pipeline with `cat /tmp/f` [901], which reads it",
+        "`nc 10.0.0.9 4444` [903] writes it and connected to 10.0.0.9:4444",
+        "created by `mkfifo /tmp/f` [900]",
+    ] {
+        assert!(
+            a["reason"].as_str().unwrap().contains(want),
+            "{want:?}: {a}"
+        );
+    }
     assert!(
         originals(a)[0].contains("syscall=259"),
         "the raw mknodat record is the evidence: {:?}",
@@ -144,6 +156,28 @@ fn an1358_on_raw_auditd() {
         None
     )
     .is_empty());
+}
+
+#[test]
+fn an1358_on_execve_only_auditd() {
+    // The commonest audit setup records execve alone: the FIFO is known from `mkfifo /tmp/f` and
+    // `cat /tmp/f` command lines, the pipeline from parent pids and start times, nc by name.
+    let alerts = run(
+        "1358x",
+        &[("auditd", "AN1358/auditd-positive-fifo-execve-only.log")],
+        None,
+    );
+    let a = one(&alerts, "AN1358");
+    assert_eq!(a["severity"], "high", "{a}");
+    let reason = a["reason"].as_str().unwrap();
+    for want in [
+        "FIFO /tmp/f lets a network tool drive a shell",
+        "`bash -i` [902] sits in one pipeline with `cat /tmp/f` [901], which names it on its command line",
+        "is the network tool nc.openbsd (its connection was not seen)",
+        "created by `mkfifo /tmp/f` [900]",
+    ] {
+        assert!(reason.contains(want), "{want:?}: {reason}");
+    }
 }
 
 #[test]

@@ -8,38 +8,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use tests::process::{wait_until, Process};
 use tests::{free_port, sha256_hex};
 
 const TOKEN: &str = "daemon-ingest-test-token";
 
-/// One call on the control socket (None when it cannot connect).
+/// A GET on the control socket: the JSON body of a 200, else None.
 fn api(socket: &Path, path: &str) -> Option<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
-    let (status, bytes) = rt
-        .block_on(sensor::client::call(&ep, "GET", path, None, None))
-        .ok()?;
-    if status != 200 {
-        return None;
+    match tests::process::api(socket, "GET", path, None)? {
+        (200, v) => Some(v),
+        _ => None,
     }
-    Some(
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-    )
 }
 
 struct Daemon {
-    child: Option<Child>,
+    process: Option<Process>,
     config: PathBuf,
     socket: PathBuf,
     log: PathBuf,
@@ -77,7 +67,7 @@ token_sha256 = "{sha}"
         )
         .unwrap();
         Daemon {
-            child: None,
+            process: None,
             socket: dir.join("control.sock"),
             log: dir.join("daemon.log"),
             config,
@@ -91,64 +81,30 @@ token_sha256 = "{sha}"
 
     /// Starts the daemon and waits for its control socket and its HTTP listener.
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_daemon_harness"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("SENSOR_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while api(&self.socket, "/healthz").is_none()
-            || TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon exited with {st} during start-up:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_daemon_harness"));
+        cmd.arg("--config").arg(&self.config);
+        let mut p = Process::spawn(cmd, &self.log);
+        let (socket, port) = (self.socket.clone(), self.port);
+        p.wait_ready(Duration::from_secs(30), "the daemon to come up", || {
+            api(&socket, "/healthz").is_some() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.process = Some(p);
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
+        if let Some(mut p) = self.process.take() {
+            p.kill9();
         }
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(st) = c.try_wait().unwrap() {
-                    assert!(st.success(), "daemon exit {st}:\n{}", self.log_text());
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "daemon did not stop on SIGTERM:\n{}",
-                    self.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut p) = self.process.take() {
+            let st = p.stop(Duration::from_secs(60));
+            assert!(
+                st.is_some_and(|s| s.success()),
+                "daemon exit {st:?}:\n{}",
+                self.log_text()
+            );
         }
     }
 
@@ -160,22 +116,18 @@ token_sha256 = "{sha}"
 
     /// Waits until the store holds more than `n` alerts.
     fn wait_alerts_above(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.stored_alerts() <= n {
-            assert!(
-                Instant::now() < deadline,
-                "the store stayed at {} alerts (waiting for more than {n}):\n{}",
-                self.stored_alerts(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
+        wait_until(
+            Duration::from_secs(60),
+            &format!("more than {n} alerts in the store"),
+            || (self.stored_alerts() > n).then_some(()),
+            || {
+                format!(
+                    "store at {} alerts:\n{}",
+                    self.stored_alerts(),
+                    self.log_text()
+                )
+            },
+        );
     }
 }
 
@@ -257,28 +209,22 @@ fn kill_9_while_a_client_streams_keeps_every_acknowledged_record_as_exactly_one_
     // Everything acknowledged is in the spool; wait until the store has made the alerts of every
     // spooled record durable (`store_acked` reaches `spool_durable`), then stop.
     let want: BTreeSet<u64> = acked.iter().copied().collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let st = api(&d.socket, "/v1/status").unwrap_or(Value::Null);
-        let ingest = st["sources"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == "ingest"))
-            .map(|s| s["status"].clone())
-            .unwrap_or(Value::Null);
-        let (acked_seq, durable) = (
-            ingest["store_acked"].as_u64(),
-            ingest["spool_durable"].as_u64(),
-        );
-        if acked_seq.is_some() && acked_seq == durable {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the store did not catch up with the spool: {ingest}\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(120),
+        "the store to catch up with the spool (store_acked == spool_durable)",
+        || {
+            let st = api(&d.socket, "/v1/status")?;
+            let ingest = st["sources"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "ingest")?
+                .get("status")?
+                .clone();
+            let acked_seq = ingest["store_acked"].as_u64()?;
+            (Some(acked_seq) == ingest["spool_durable"].as_u64()).then_some(())
+        },
+        || d.log_text(),
+    );
     // `sensor status` lists the agent with its protocol, records and last-record time.
     let st = api(&d.socket, "/v1/status").unwrap();
     let row = st["ingest_agents"]
@@ -350,4 +296,46 @@ fn kill_9_while_a_client_streams_keeps_every_acknowledged_record_as_exactly_one_
         "records processed more than once, (rows, count) (first 20): {:?}",
         &duplicated[..duplicated.len().min(20)]
     );
+}
+
+/// Raw Windows event log records (NXLog's Sysmon fields) posted as `ecs` are accepted, and the daemon
+/// counts them (metric, `/v1/status`, `sensor status`) as records without an ECS `event.category`,
+/// while a real ECS record is not counted.
+#[test]
+fn raw_sysmon_posted_as_ecs_is_reported_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::new(dir.path());
+    d.spawn();
+    let raw = r#"{"EventID":17,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"WS1.corp.local","UtcTime":"2020-09-18 19:00:21.120","PipeName":"\\msagent_12","Image":"C:\\x.exe"}"#;
+    let ecs = r#"{"@timestamp":"2020-09-18T19:00:22Z","event":{"category":["process"],"type":["start"]},"process":{"name":"a"}}"#;
+    let body = format!("{raw}\n{raw}\n{raw}\n{ecs}\n");
+    assert_eq!(post(d.port, &body), Some(4));
+    // Three raw records counted (the ECS one is not): wait for exactly that count.
+    let n = wait_until(
+        Duration::from_secs(30),
+        "three uncategorized records counted in /v1/status",
+        || {
+            let n = api(&d.socket, "/v1/status")?["ingest_ecs_uncategorized"].as_u64()?;
+            (n >= 3).then_some(n)
+        },
+        || d.log_text(),
+    );
+    assert_eq!(n, 3, "{}", d.log_text());
+    let out = Command::new(tests::sensor_bin())
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3 records carry no ECS event.category; wrong format?"),
+        "{text}"
+    );
+    let metrics = api(&d.socket, "/metrics").unwrap_or(Value::Null);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("sensor_ingest_ecs_uncategorized_total 3"),
+        "{metrics}"
+    );
+    d.stop();
 }

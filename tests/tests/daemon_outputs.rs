@@ -43,6 +43,7 @@ fn update(id: i64) -> Arc<AlertUpdate> {
             reason: "fifo opened by an unexpected process".into(),
             settings: serde_json::Map::new(),
             join_keys: vec![],
+            container: None,
             created_ns: 1_780_000_002_000_000_000,
             updated_ns: 1_780_000_002_000_000_000,
         },

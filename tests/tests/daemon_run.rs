@@ -5,19 +5,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use tests::process::{api, wait_until, Process};
 
 fn harness() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_daemon_harness"))
 }
 
 struct Daemon {
-    child: Child,
+    process: Process,
     socket: PathBuf,
-    log: PathBuf,
 }
 
 impl Daemon {
@@ -29,59 +29,31 @@ impl Daemon {
                 .unwrap()
                 .as_nanos()
         ));
-        let child = Command::new(harness())
-            .arg("--config")
-            .arg(config)
-            .env("SENSOR_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(harness());
+        cmd.arg("--config").arg(config);
+        let mut process = Process::spawn(cmd, &log);
         let socket = dir.join("control.sock");
-        let mut d = Daemon { child, socket, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while api(&d.socket, "GET", "/healthz", None).is_none() {
-            if let Some(st) = d.child.try_wait().unwrap() {
-                panic!("daemon exited with {st} during start-up:\n{}", d.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
+        process.wait_ready(Duration::from_secs(20), "the daemon to come up", || {
+            api(&socket, "GET", "/healthz", None).is_some()
+        });
+        Daemon { process, socket }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill on our own child's pid.
-        assert_eq!(
-            unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), sig) },
-            0
-        );
+        self.process.signal(sig);
     }
 
     /// SIGTERM and wait; returns the exit status and the log.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st, self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop on SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let st = self
+            .process
+            .stop(Duration::from_secs(30))
+            .expect("the daemon was running");
+        (st, self.process.log())
     }
 
     fn status(&self) -> Value {
@@ -89,42 +61,16 @@ impl Daemon {
     }
 
     fn wait_for(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.status();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; status: {s:#}\nlog:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(30),
+            what,
+            || {
+                let s = self.status();
+                f(&s).then_some(s)
+            },
+            || format!("status: {:#}\nlog:\n{}", self.status(), self.log_text()),
+        )
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One call on the control socket (None when it cannot connect).
-fn api(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ep = sensor::client::Endpoint::Unix(socket.to_path_buf());
-    let (status, bytes) = rt
-        .block_on(sensor::client::call(&ep, method, path, body, None))
-        .ok()?;
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    Some((status, v))
 }
 
 fn config(dir: &Path, extra: &str) -> PathBuf {

@@ -264,7 +264,7 @@ fn alerts_and_history_survive_reopen() {
     assert_eq!(d.alert.status, Status::Acknowledged);
     assert_eq!(d.history.len(), 2);
     assert_eq!(d.evidence.len(), 1);
-    assert_eq!(s.schema_version().unwrap(), 3);
+    assert_eq!(s.schema_version().unwrap(), 4);
 }
 
 #[test]
@@ -290,8 +290,10 @@ fn an_old_schema_is_migrated_and_a_newer_one_refused() {
     }
     {
         let mut s = Store::open(&c).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), 4);
         assert_eq!(s.get(7).unwrap().alert.reason, "why");
+        // v4's columns are there (empty for an alert stored before them).
+        assert_eq!(s.get(7).unwrap().alert.container, None);
         // v2's table works.
         s.record_batch(
             &[],
@@ -423,4 +425,58 @@ fn source_positions_commit_with_their_alerts_and_survive_a_reopen() {
         Some(serde_json::json!({"seq": 9}))
     );
     assert_eq!(s.source_position("other").unwrap(), None);
+}
+
+/// An alert whose evidence names a container keeps it (columns of v4): `alerts list --container`
+/// (name, full id, 12-digit prefix) and `--namespace` find it; the same detection in two
+/// containers is two alerts, repeats in one container fold.
+#[test]
+fn container_of_an_alert_is_kept_filtered_on_and_part_of_the_dedup_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&cfg(&dir)).unwrap();
+    let in_ctr = |id: &str, name: &str, ns: &str, ts: i64| {
+        let mut a = alert("r1", "k1", ts);
+        a.evidence = vec![serde_json::json!({
+            "event": {"action": "fifo_create"},
+            "container": {"id": id, "name": name, "image": {"name": "localhost/bb", "tag": ["1"]}},
+            "kubernetes": {"namespace": ns, "pod": {"name": format!("{name}-pod")}},
+        })];
+        a
+    };
+    let id_a = "a".repeat(64);
+    let id_b = "b".repeat(64);
+    let a1 = s.record(&in_ctr(&id_a, "web", "shop", T0), T0).unwrap();
+    let a2 = s
+        .record(&in_ctr(&id_a, "web", "shop", T0 + SEC), T0)
+        .unwrap();
+    assert!(a1.new && !a2.new, "a repeat in one container folds");
+    let b = s
+        .record(&in_ctr(&id_b, "db", "data", T0 + SEC), T0)
+        .unwrap();
+    assert!(b.new, "the same key in another container is another alert");
+    let host = s.record(&alert("r1", "k1", T0 + SEC), T0).unwrap();
+    assert!(host.new);
+    let stored = s.get(a1.id).unwrap().alert.container.unwrap();
+    assert_eq!(stored.id, id_a);
+    assert_eq!(stored.name.as_deref(), Some("web"));
+    assert_eq!(stored.image.as_deref(), Some("localhost/bb:1"));
+    assert_eq!(stored.namespace.as_deref(), Some("shop"));
+    assert_eq!(stored.pod.as_deref(), Some("web-pod"));
+    let ids = |f: AlertFilter| -> Vec<i64> { s.list(&f).unwrap().iter().map(|a| a.id).collect() };
+    let by = |c: Option<&str>, ns: Option<&str>| AlertFilter {
+        container: c.map(str::to_string),
+        namespace: ns.map(str::to_string),
+        ..AlertFilter::default()
+    };
+    assert_eq!(ids(by(Some("web"), None)), vec![a1.id]);
+    assert_eq!(ids(by(Some(&id_b), None)), vec![b.id]);
+    assert_eq!(ids(by(Some(&id_b[..12]), None)), vec![b.id]);
+    assert_eq!(
+        ids(by(Some(&id_b[..8]), None)),
+        Vec::<i64>::new(),
+        "short prefixes are not ids"
+    );
+    assert_eq!(ids(by(None, Some("data"))), vec![b.id]);
+    assert_eq!(ids(by(Some("web"), Some("data"))), Vec::<i64>::new());
+    assert!(s.get(host.id).unwrap().alert.container.is_none());
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use correlator::Event;
 use ingest::{decode_reader, DecodeError, Format};
-use serde_json::Value as J;
+use serde_json::Value;
 
 struct Outcome {
     events: Vec<Event>,
@@ -90,9 +90,9 @@ fn files(dir: &Path, pred: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
 }
 
 /// Flattens a JSON document into dotted paths.
-fn flatten(prefix: &str, v: &J, out: &mut BTreeMap<String, J>) {
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
-        J::Object(m) => {
+        Value::Object(m) => {
             for (k, inner) in m {
                 let p = if prefix.is_empty() {
                     k.clone()
@@ -108,14 +108,14 @@ fn flatten(prefix: &str, v: &J, out: &mut BTreeMap<String, J>) {
     }
 }
 
-fn norm(v: &J) -> Vec<String> {
+fn norm(v: &Value) -> Vec<String> {
     match v {
-        J::Array(a) => {
+        Value::Array(a) => {
             let mut s: Vec<String> = a.iter().flat_map(norm).collect();
             s.sort();
             s
         }
-        J::String(s) => {
+        Value::String(s) => {
             if let Some(ns) = correlator::event::parse_rfc3339_ns(s) {
                 vec![ns.to_string()]
             } else {
@@ -136,8 +136,8 @@ struct Agreement {
 impl Agreement {
     fn compare(
         &mut self,
-        expected: &BTreeMap<String, J>,
-        ours: &BTreeMap<String, J>,
+        expected: &BTreeMap<String, Value>,
+        ours: &BTreeMap<String, Value>,
         skip: &[&str],
     ) {
         for (k, ev) in expected {
@@ -184,7 +184,7 @@ impl Agreement {
     }
 }
 
-fn ours_by_sequence(events: &[Event]) -> BTreeMap<i64, BTreeMap<String, J>> {
+fn ours_by_sequence(events: &[Event]) -> BTreeMap<i64, BTreeMap<String, Value>> {
     let mut m = BTreeMap::new();
     for ev in events {
         if let Some(seq) = ev
@@ -294,14 +294,14 @@ fn auditd_agreement_with_beats_and_integrations_expected() {
     for (log, expected) in pairs {
         let out = decode_file(Format::Auditd, &dir.join(log));
         let ours = ours_by_sequence(&out.events);
-        let exp: J =
+        let exp: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(expected)).unwrap()).unwrap();
         let docs = exp.get("expected").cloned().unwrap_or(exp);
         let mut a = Agreement::default();
         for doc in docs.as_array().unwrap() {
             let mut flat = BTreeMap::new();
             flatten("", doc, &mut flat);
-            let Some(seq) = flat.get("auditd.log.sequence").and_then(J::as_i64) else {
+            let Some(seq) = flat.get("auditd.log.sequence").and_then(Value::as_i64) else {
                 continue;
             };
             let Some(mine) = ours.get(&seq) else { continue };
@@ -363,10 +363,10 @@ fn auditd_agreement_with_go_libaudit_goldens() {
         let log = PathBuf::from(golden.to_str().unwrap().trim_end_matches(".golden"));
         let out = decode_file(Format::Auditd, &log);
         let ours = ours_by_sequence(&out.events);
-        let exp: J = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+        let exp: Value = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
         let mut a = Agreement::default();
         for rec in exp.as_array().unwrap() {
-            let Some(seq) = rec.get("sequence").and_then(J::as_i64) else {
+            let Some(seq) = rec.get("sequence").and_then(Value::as_i64) else {
                 continue;
             };
             let Some(mine) = ours.get(&seq) else { continue };
@@ -408,7 +408,7 @@ fn macos_jamf_eslogger_layout() {
         println!("  rejected {r}");
     }
     assert_eq!(out.events.len() + out.rejects.len(), 32);
-    let exp: J = serde_json::from_str(
+    let exp: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("jamf-protect-telemetry-expected.json")).unwrap(),
     )
     .unwrap();
@@ -416,7 +416,7 @@ fn macos_jamf_eslogger_layout() {
     for ev in &out.events {
         let mut flat = BTreeMap::new();
         flatten("", &ev.to_json(), &mut flat);
-        if let Some(J::String(id)) = flat.get("event.id") {
+        if let Some(Value::String(id)) = flat.get("event.id") {
             by_id.insert(id.clone(), flat);
         }
     }
@@ -425,7 +425,7 @@ fn macos_jamf_eslogger_layout() {
     for doc in exp["expected"].as_array().unwrap() {
         let mut flat = BTreeMap::new();
         flatten("", doc, &mut flat);
-        let Some(J::String(id)) = flat.get("event.id") else {
+        let Some(Value::String(id)) = flat.get("event.id") else {
             continue;
         };
         let Some(mine) = by_id.get(id) else { continue };

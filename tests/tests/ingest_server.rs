@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use serde_json::Value as J;
+use serde_json::Value;
 
+use tests::process::{wait_until, Process};
 use tests::{free_port, sha256_hex};
 
 const TOKEN: &str = "test-token-4f1c9a";
 
 struct Server {
-    child: Option<Child>,
+    process: Option<Process>,
     config: PathBuf,
     output: PathBuf,
     port: u16,
@@ -33,7 +34,7 @@ impl Server {
         );
         std::fs::write(&config, cfg).unwrap();
         let mut s = Server {
-            child: None,
+            process: None,
             config,
             output,
             port,
@@ -43,60 +44,36 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_extension("log"))
-            .unwrap();
-        let child = Command::new(tests::sensor_bin())
-            .args(["ingest-server", "--config"])
+        let mut cmd = Command::new(tests::sensor_bin());
+        cmd.args(["ingest-server", "--config"])
             .arg(&self.config)
             .arg("--output")
-            .arg(&self.output)
-            .env("SENSOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ingest-server did not listen; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .arg(&self.output);
+        let mut p = Process::spawn(cmd, &self.config.with_extension("log"));
+        let port = self.port;
+        p.wait_ready(Duration::from_secs(20), "ingest-server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.process = Some(p);
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+        self.process.as_ref().map(Process::log).unwrap_or_default()
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
+        if let Some(mut p) = self.process.take() {
+            p.kill9();
         }
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while c.try_wait().unwrap().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "ingest-server did not stop on SIGTERM"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(15));
         }
     }
 
-    fn events(&self) -> Vec<J> {
+    fn events(&self) -> Vec<Value> {
         let Ok(f) = std::fs::File::open(&self.output) else {
             return Vec::new();
         };
@@ -107,27 +84,16 @@ impl Server {
             .collect()
     }
 
-    fn wait_events(&self, pred: &dyn Fn(&[J]) -> bool, what: &str) -> Vec<J> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ev = self.events();
-            if pred(&ev) {
-                return ev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; have {} events; log:\n{}",
-                ev.len(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
+    fn wait_events(&self, pred: &dyn Fn(&[Value]) -> bool, what: &str) -> Vec<Value> {
+        wait_until(
+            Duration::from_secs(30),
+            what,
+            || {
+                let ev = self.events();
+                pred(&ev).then_some(ev)
+            },
+            || format!("have {} events; log:\n{}", self.events().len(), self.log()),
+        )
     }
 }
 
@@ -174,7 +140,7 @@ fn http_token_auth_bad_lines_and_gzip() {
     let good = b"{\"@timestamp\":\"2024-05-01T10:00:00Z\",\"process\":{\"name\":\"a\"},\"n\":1}\n{\"@timestamp\":\"2024-05-01T10:00:01Z\",\"process\":{\"name\":\"b\"},\"n\":2}\n";
     let (code, body) = curl(&["-H", &auth, &url], good);
     assert_eq!(code, 200, "{body}");
-    let reply: J = serde_json::from_str(&body).unwrap();
+    let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["accepted"], 2);
     assert_eq!(reply["rejected"], serde_json::json!([]));
 
@@ -186,7 +152,7 @@ fn http_token_auth_bad_lines_and_gzip() {
     let mixed = b"{\"n\":3}\n{\"n\": oops}\n{\"n\":4}\n";
     let (code, body) = curl(&["-H", &auth, &url], mixed);
     assert_eq!(code, 200, "{body}");
-    let reply: J = serde_json::from_str(&body).unwrap();
+    let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["accepted"], 2, "{body}");
     assert_eq!(reply["rejected"][0]["line"], 2, "{body}");
     assert!(
@@ -417,7 +383,7 @@ fn audisp_remote_delivers(format: &str) {
     assert_eq!(connect["destination"]["port"], 11211);
     assert!(evs
         .iter()
-        .any(|e| e["event"]["action"] == "execve" && e["process"]["args"].is_array()));
+        .any(|e| e["event"]["action"] == "exec" && e["process"]["args"].is_array()));
     println!(
         "audisp-remote ({format}): {} events for {} audit serials",
         evs.len(),
@@ -555,5 +521,45 @@ fn zeek_tsv_rows_after_a_restart_still_have_their_header() {
         "rows were rejected after the restart:\n{}",
         server.log()
     );
+    server.stop();
+}
+
+/// `POST /v1/ingest/windows`: rendered event XML as `wevtutil qe /f:xml /e:Events` prints it (a
+/// wrapper, events back to back on one line, one spanning lines) beside an NXLog JSON line; each
+/// event is one record, a broken one is rejected with the line it starts on.
+#[test]
+fn windows_event_xml_and_nxlog_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(
+        dir.path(),
+        port,
+        &format!("[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n"),
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/ingest/windows");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let ev = |id: u32, pipe: &str| {
+        format!("<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>{id}</EventID><TimeCreated SystemTime='2024-05-01T10:00:00.5Z'/><Computer>DC01.corp.example</Computer></System><EventData><Data Name='PipeName'>{pipe}</Data><Data Name='Image'>C:\\x.exe</Data></EventData></Event>")
+    };
+    let body = format!(
+        "<?xml version='1.0' encoding='UTF-8'?>\n<Events>{}{}\n{}\n<Event><System><EventID>1</Event>\n</Events>\n{}\n",
+        ev(17, "\\a"),
+        ev(18, "&lt;Anonymous Pipe&gt;"),
+        ev(17, "\\b").replace("<EventData>", "\n<EventData>\n"),
+        r#"{"EventID":18,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"dc01","UtcTime":"2024-05-01 10:00:01.000","PipeName":"\\c"}"#
+    );
+    let (code, reply) = curl(&["-H", &auth, &url], body.as_bytes());
+    assert_eq!(code, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["accepted"], 4, "{reply}");
+    assert_eq!(reply["rejected"][0]["line"], 6, "{reply}");
+    let evs = server.wait_events(&|e| e.len() >= 4, "4 windows events");
+    let mut pipes: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| e["file"]["name"].as_str())
+        .collect();
+    pipes.sort_unstable();
+    assert_eq!(pipes, ["<Anonymous Pipe>", "\\a", "\\b", "\\c"]);
+    assert!(evs.iter().all(|e| e["host"]["name"] == "dc01"));
     server.stop();
 }

@@ -28,7 +28,12 @@ fn user_layouts() -> Vec<Layout> {
             _pad,
             ktime_ns
         }),
-        layout!(Lineage { ppid, _pad, comm }),
+        layout!(Lineage {
+            ppid,
+            _pad,
+            cgroup_id,
+            comm
+        }),
         layout!(ExecRecord {
             hdr,
             lin,

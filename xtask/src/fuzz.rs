@@ -246,7 +246,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
 /// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from
 /// its first byte's low bits as an index into that array (and the encoding from the top two bits,
 /// 0 = identity).
-const FORMATS: [&str; 11] = [
+const FORMATS: [&str; 12] = [
     "ecs",
     "auditd",
     "eslogger",
@@ -256,6 +256,7 @@ const FORMATS: [&str; 11] = [
     "suricata",
     "mdm",
     "mobile-edr",
+    "windows",
     "apple-mdm",
     "mtd",
 ];
@@ -277,6 +278,10 @@ fn classify(rel: &str) -> Option<(&'static str, bool)> {
         "eql/test_data.json" | "macos/jamf-protect-telemetry-expected.json" => Some(("ecs", true)),
         "macos/jamf-protect-telemetry.log" => Some(("eslogger", false)),
         "macos/osquery-results.log" => Some(("osquery", false)),
+        // NXLog JSON of Windows event log records, zipped (`unzip -p`, part of `cargo xtask setup`).
+        _ if rel.starts_with("real/windows-sysmon/") && name.ends_with(".zip") => {
+            Some(("windows", false))
+        }
         _ if rel.starts_with("real/apple-mdm/")
             && (name.ends_with(".plist") || name.ends_with(".json")) =>
         {
@@ -336,6 +341,19 @@ fn collect_seeds(corpora: &Path) -> Result<Seeds> {
             let _ = flate2::read::GzDecoder::new(f)
                 .take(GZ_BYTES)
                 .read_to_end(&mut data);
+        } else if rel.ends_with(".zip") {
+            let out = std::process::Command::new("unzip")
+                .arg("-p")
+                .arg(&p)
+                .output()
+                .with_context(|| {
+                    format!(
+                        "unzip -p {} (cargo xtask setup installs unzip)",
+                        p.display()
+                    )
+                })?;
+            data = out.stdout;
+            data.truncate(GZ_BYTES as usize);
         } else {
             data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         }

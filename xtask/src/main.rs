@@ -27,11 +27,12 @@ enum Cmd {
     Setup,
     /// Build the eBPF object with Debian's BPF-capable rustc (sensor-ebpf -> bpfel-unknown-none).
     BuildEbpf,
-    /// Set up if needed, build the eBPF object and the sensor, then `sensor run` with the given args.
+    /// Set up if needed, build the eBPF object and the sensor (release, unless `--debug`), then
+    /// `sensor run` with the given args.
     Run {
-        /// Build the sensor in release mode.
+        /// Run a debug build instead of the optimised (release) one.
         #[arg(long)]
-        release: bool,
+        debug: bool,
         /// Arguments passed to `sensor run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -77,6 +78,12 @@ const PACKAGES: &[&str] = &[
     // unzip: the real-recordings test unpacks the Windows recordings in ../shared/corpora/real.
     "unzip",
     "util-linux",
+    // Real containers for the container-identity tests (tests/tests/kernel_containers.rs): podman
+    // with runc (crun refuses hybrid cgroups), busybox-static to build an image with no registry.
+    "podman",
+    "runc",
+    // busybox's `nc` is the network tool of the live AN1358 reverse-shell test.
+    "busybox-static",
 ];
 /// PyPI tools the tests use: offline validation of the Kubernetes manifests.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
@@ -91,7 +98,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::BuildEbpf => build_ebpf().map(|_| ()),
-        Cmd::Run { release, args } => run(release, &args),
+        Cmd::Run { debug, args } => run(!debug, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { targets } => {
             setup_if_missing()?;

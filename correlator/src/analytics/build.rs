@@ -55,6 +55,7 @@ impl Analytic {
                 DetectDef::Baseline(x) => b.baseline(&did, x)?,
                 DetectDef::Flow(f) => b.flow(&did, f)?,
                 DetectDef::Join(j) => b.join(&did, j)?,
+                DetectDef::IpcWiring(w) => w.build(&did, &b)?,
             };
             let lineage = self
                 .meta
@@ -97,10 +98,10 @@ impl Analytic {
 
 /// Builds one detector of an analytic: setting values substituted, EQL compiled, errors naming the
 /// analytic and the detector.
-struct Builder<'a> {
-    values: &'a BTreeMap<String, SettingValue>,
+pub(super) struct Builder<'a> {
+    pub(super) values: &'a BTreeMap<String, SettingValue>,
     eql: &'a dyn EqlCompiler,
-    err: &'a dyn Fn(String) -> AnalyticError,
+    pub(super) err: &'a dyn Fn(String) -> AnalyticError,
 }
 
 impl Builder<'_> {
@@ -218,7 +219,7 @@ impl Builder<'_> {
         substitute(t, self.values).map_err(self.err)
     }
 
-    fn filter(&self, t: &str) -> Result<Filter, AnalyticError> {
+    pub(super) fn filter(&self, t: &str) -> Result<Filter, AnalyticError> {
         let q = self.text(t)?;
         self.eql
             .filter(&q)
@@ -236,7 +237,7 @@ impl Builder<'_> {
     }
 
     /// An integer parameter; `duration` parses `"5m"` style text into nanoseconds.
-    fn int(&self, p: &Param, duration: bool) -> Result<i64, AnalyticError> {
+    pub(super) fn int(&self, p: &Param, duration: bool) -> Result<i64, AnalyticError> {
         match p {
             Param::Int(i) if !duration => Ok(*i),
             Param::Int(i) => Err((self.err)(format!(
@@ -313,12 +314,15 @@ struct AnalyticDetector {
 
 impl AnalyticDetector {
     fn finish(&mut self, out: &mut Vec<Alert>) {
+        let own_severity = self.inner.sets_severity();
         for mut a in self.scratch.drain(..) {
             let sub = self.id.rsplit('/').next().unwrap_or_default().to_string();
             a.rule_id = self.meta.rule_id.clone();
             a.rule_name = self.meta.name.clone();
-            a.severity = self.meta.severity;
-            a.risk_score = self.meta.risk_score;
+            if !own_severity {
+                a.severity = self.meta.severity;
+                a.risk_score = self.meta.risk_score;
+            }
             a.attack = self.meta.attack.clone();
             a.settings = self.meta.settings.clone();
             a.reason = if a.reason.is_empty() {

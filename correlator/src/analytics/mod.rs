@@ -10,7 +10,9 @@
 //! are compiled in with `include_str!`; the CLI reads override files and the config and passes their text.
 
 mod build;
+mod ipc_wiring;
 mod overrides;
+pub mod scope;
 mod set;
 pub mod settings;
 
@@ -198,6 +200,7 @@ enum DetectDef {
     Baseline(BaselineDef),
     Flow(FlowDef),
     Join(JoinDef),
+    IpcWiring(ipc_wiring::IpcWiringDef),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -272,6 +275,7 @@ impl DetectDef {
             | DetectDef::Baseline(BaselineDef { id, .. })
             | DetectDef::Flow(FlowDef { id, .. })
             | DetectDef::Join(JoinDef { id, .. }) => id,
+            DetectDef::IpcWiring(w) => &w.id,
         }
     }
 
@@ -282,6 +286,7 @@ impl DetectDef {
             DetectDef::Baseline(_) => "baseline",
             DetectDef::Flow(_) => "flow",
             DetectDef::Join(_) => "join",
+            DetectDef::IpcWiring(_) => "ipc_wiring",
         }
     }
 }
@@ -498,6 +503,7 @@ impl DetectDef {
                 v.extend(params(&[&f.max_duration, &f.max_bytes_out]));
                 v
             }
+            DetectDef::IpcWiring(w) => w.texts(),
             DetectDef::Join(j) => {
                 let mut v = params(&[&j.window]);
                 for s in &j.stages {

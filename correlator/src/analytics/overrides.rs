@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::AnalyticError;
+use super::{scope, AnalyticError};
 
 /// Per-analytic overrides from the daemon config's `[analytics]` table.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +17,8 @@ pub struct AnalyticOverride {
     pub settings: BTreeMap<String, toml::Value>,
     /// Only named by a `disabled` list, which may also name EQL rules: no error when no analytic has the id.
     pub lenient: bool,
+    /// Setting values for one namespace, image or container (`[[...scoped]]`, see [`scope`]).
+    pub scoped: Vec<scope::Scope>,
 }
 
 impl Overrides {
@@ -41,9 +43,10 @@ impl Overrides {
                         o.settings = s.clone().into_iter().collect()
                     }
                     ("settings", _) => return Err(cfg("`settings` must be a table".into())),
+                    ("scoped", v) => o.scoped = scope::Scope::list_from_toml(id, v)?,
                     (other, _) => {
                         return Err(cfg(format!(
-                            "unknown key `{other}` (expected `enabled` or `settings`)"
+                            "unknown key `{other}` (expected `enabled`, `settings` or `scoped`)"
                         )))
                     }
                 }
@@ -75,10 +78,16 @@ impl Overrides {
                     .remove(id)
                     .unwrap_or_default()
             } else {
+                let mut t = t.clone();
+                let scoped = match t.remove("scoped") {
+                    Some(v) => scope::Scope::list_from_toml(id, &v)?,
+                    None => Vec::new(),
+                };
                 AnalyticOverride {
                     enabled: None,
-                    settings: t.clone().into_iter().collect(),
+                    settings: t.into_iter().collect(),
                     lenient: false,
+                    scoped,
                 }
             };
             out.analytics.insert(id.clone(), o);
@@ -136,6 +145,7 @@ impl Overrides {
                 };
                 slot.enabled = o.enabled.or(slot.enabled);
                 slot.settings.extend(o.settings);
+                slot.scoped.extend(o.scoped);
             }
         }
         Ok(out)

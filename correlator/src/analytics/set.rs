@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Analytic, AnalyticError, EqlCompiler, Overrides, SettingValue, BUNDLED};
+use super::{scope, Analytic, AnalyticError, EqlCompiler, Overrides, SettingValue, BUNDLED};
 use crate::detect::StateError;
 use crate::Detector;
 
@@ -18,6 +18,8 @@ pub struct Entry {
     pub values: BTreeMap<String, SettingValue>,
     /// Names of the settings whose value came from the config.
     pub overridden: Vec<String>,
+    /// Per scope: which events, and the values there (`values` overlaid by the scope's).
+    pub scopes: Vec<scope::ScopedValues>,
 }
 
 impl AnalyticSet {
@@ -85,11 +87,16 @@ impl AnalyticSet {
                     overridden.push(name.clone());
                 }
             }
+            let scopes = match overrides.analytics.get(&analytic.meta.id) {
+                Some(o) => scope::resolve(&analytic, &values, &o.scoped)?,
+                None => Vec::new(),
+            };
             entries.push(Entry {
                 analytic,
                 enabled,
                 values,
                 overridden,
+                scopes,
             });
         }
         Ok(AnalyticSet { entries })
@@ -102,7 +109,7 @@ impl AnalyticSet {
     ) -> Result<Vec<Box<dyn Detector>>, AnalyticError> {
         let mut out = Vec::new();
         for e in self.entries.iter().filter(|e| e.enabled) {
-            out.extend(e.analytic.build(&e.values, eql)?);
+            out.extend(scope::build(e, eql)?);
         }
         Ok(out)
     }

@@ -137,6 +137,29 @@ pub const SOURCE_DATA_COMPONENTS: &[(&str, &[&str])] = &[
             "Process Access",
         ],
     ),
+    (
+        "windows",
+        &[
+            "Process Creation",
+            "Process Termination",
+            "Command Execution",
+            "File Creation",
+            "File Access",
+            "File Deletion",
+            "Network Connection Creation",
+            "Named Pipe Metadata",
+            "Process Access",
+            "Module Load",
+            "Windows Registry Key Creation",
+            "Windows Registry Key Modification",
+            "Service Creation",
+            "Logon Session Creation",
+            "User Account Authentication",
+            "Network Share Access",
+            "Script Execution",
+            "Scheduled Job Creation",
+        ],
+    ),
 ];
 
 /// Every known source name.
@@ -196,6 +219,29 @@ pub struct Coverage {
     pub sources: Vec<String>,
     /// Data component names the configured sources provide.
     pub provided_data_components: Vec<String>,
+}
+
+/// The sources that deliver a data component *to this rule*: when the rule's own log sources name that data
+/// component, only the source formats they list (AN1359 reads Process Access from the unified log alone, so
+/// `ecs` does not provide it to that rule even though ECS events carry other Process Access records).
+fn restrict_to_declared(
+    m: &crate::analytics::Meta,
+    dc: Option<&str>,
+    providers: Vec<String>,
+) -> Vec<String> {
+    let declared: Vec<&String> = m
+        .log_sources
+        .iter()
+        .filter(|l| dc.is_some() && l.data_component.as_deref() == dc)
+        .flat_map(|l| l.sources.iter())
+        .collect();
+    if declared.is_empty() {
+        return providers;
+    }
+    providers
+        .into_iter()
+        .filter(|s| declared.contains(&s))
+        .collect()
 }
 
 /// Computes what `rules` (with their enabled flag) cover in `catalog`, given the configured sources.
@@ -265,11 +311,14 @@ pub fn coverage(catalog: &Catalog, rules: &[(&Analytic, bool)], sources: &[Strin
                     name: l.data_component_name.clone(),
                     log_source: l.name.clone(),
                     channel: l.channel.clone(),
-                    provided_by: l
-                        .data_component_name
-                        .as_deref()
-                        .map(providers)
-                        .unwrap_or_default(),
+                    provided_by: restrict_to_declared(
+                        m,
+                        l.data_component.as_deref(),
+                        l.data_component_name
+                            .as_deref()
+                            .map(providers)
+                            .unwrap_or_default(),
+                    ),
                 })
                 .collect(),
             None => m

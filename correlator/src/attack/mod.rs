@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value as J;
+use serde_json::Value;
 
 mod coverage;
 mod navigator;
@@ -80,7 +80,7 @@ pub struct Catalog {
     pub data_components: BTreeMap<String, String>,
 }
 
-fn attack_id(o: &J) -> Option<String> {
+fn attack_id(o: &Value) -> Option<String> {
     o.get("external_references")?
         .as_array()?
         .iter()
@@ -94,16 +94,21 @@ fn attack_id(o: &J) -> Option<String> {
         })
 }
 
-fn strs(o: &J, key: &str) -> Vec<String> {
+fn strs(o: &Value, key: &str) -> Vec<String> {
     o.get(key)
-        .and_then(J::as_array)
-        .map(|a| a.iter().filter_map(J::as_str).map(str::to_string).collect())
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn text(o: &J, key: &str) -> String {
+fn text(o: &Value, key: &str) -> String {
     o.get(key)
-        .and_then(J::as_str)
+        .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
 }
@@ -111,33 +116,34 @@ fn text(o: &J, key: &str) -> String {
 impl Catalog {
     /// Parses STIX JSON text and adds its objects to the catalog.
     pub fn add_json(&mut self, text_in: &str) -> Result<(), AttackError> {
-        let doc: J = serde_json::from_str(text_in).map_err(|e| AttackError::Json(e.to_string()))?;
-        let objects: Vec<J> = match doc {
-            J::Object(ref m) if m.get("type").and_then(J::as_str) == Some("bundle") => m
+        let doc: Value =
+            serde_json::from_str(text_in).map_err(|e| AttackError::Json(e.to_string()))?;
+        let objects: Vec<Value> = match doc {
+            Value::Object(ref m) if m.get("type").and_then(Value::as_str) == Some("bundle") => m
                 .get("objects")
-                .and_then(J::as_array)
+                .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default(),
-            J::Object(_) => vec![doc],
-            J::Array(a) => a,
-            J::Null => return Err(AttackError::Shape("null")),
-            J::Bool(_) => return Err(AttackError::Shape("a boolean")),
-            J::Number(_) => return Err(AttackError::Shape("a number")),
-            J::String(_) => return Err(AttackError::Shape("a string")),
+            Value::Object(_) => vec![doc],
+            Value::Array(a) => a,
+            Value::Null => return Err(AttackError::Shape("null")),
+            Value::Bool(_) => return Err(AttackError::Shape("a boolean")),
+            Value::Number(_) => return Err(AttackError::Shape("a number")),
+            Value::String(_) => return Err(AttackError::Shape("a string")),
         };
         let mut by_stix: BTreeMap<String, (String, String)> = BTreeMap::new(); // stix id -> (type, attack id)
-        let live = |o: &J| {
-            !o.get("revoked").and_then(J::as_bool).unwrap_or(false)
+        let live = |o: &Value| {
+            !o.get("revoked").and_then(Value::as_bool).unwrap_or(false)
                 && !o
                     .get("x_mitre_deprecated")
-                    .and_then(J::as_bool)
+                    .and_then(Value::as_bool)
                     .unwrap_or(false)
         };
         let mut found = false;
         for (index, o) in objects.iter().enumerate() {
             let (Some(ty), Some(sid)) = (
-                o.get("type").and_then(J::as_str),
-                o.get("id").and_then(J::as_str),
+                o.get("type").and_then(Value::as_str),
+                o.get("id").and_then(Value::as_str),
             ) else {
                 return Err(AttackError::Object { index });
             };
@@ -156,7 +162,7 @@ impl Catalog {
                 "attack-pattern" => {
                     let tactics = o
                         .get("kill_chain_phases")
-                        .and_then(J::as_array)
+                        .and_then(Value::as_array)
                         .map(|a| {
                             a.iter()
                                 .filter_map(|p| p.get("phase_name")?.as_str().map(str::to_string))
@@ -187,7 +193,7 @@ impl Catalog {
             if !live(o) {
                 continue;
             }
-            let ty = o.get("type").and_then(J::as_str).unwrap_or_default();
+            let ty = o.get("type").and_then(Value::as_str).unwrap_or_default();
             let domain = strs(o, "x_mitre_domains")
                 .into_iter()
                 .next()
@@ -197,13 +203,13 @@ impl Catalog {
                     let Some(aid) = attack_id(o) else { continue };
                     let log_sources = o
                         .get("x_mitre_log_source_references")
-                        .and_then(J::as_array)
+                        .and_then(Value::as_array)
                         .map(|a| {
                             a.iter()
                                 .map(|r| {
                                     let dc = r
                                         .get("x_mitre_data_component_ref")
-                                        .and_then(J::as_str)
+                                        .and_then(Value::as_str)
                                         .and_then(|s| by_stix.get(s))
                                         .map(|(_, id)| id.clone());
                                     LogSourceRef {
@@ -220,7 +226,7 @@ impl Catalog {
                         .unwrap_or_default();
                     let mutable_elements = o
                         .get("x_mitre_mutable_elements")
-                        .and_then(J::as_array)
+                        .and_then(Value::as_array)
                         .map(|a| {
                             a.iter()
                                 .filter_map(|m| m.get("field")?.as_str().map(str::to_string))
@@ -263,18 +269,18 @@ impl Catalog {
             }
         }
         for o in &objects {
-            if o.get("type").and_then(J::as_str) != Some("relationship")
-                || o.get("relationship_type").and_then(J::as_str) != Some("detects")
+            if o.get("type").and_then(Value::as_str) != Some("relationship")
+                || o.get("relationship_type").and_then(Value::as_str) != Some("detects")
                 || !live(o)
             {
                 continue;
             }
             let (Some(src), Some(dst)) = (
                 o.get("source_ref")
-                    .and_then(J::as_str)
+                    .and_then(Value::as_str)
                     .and_then(|s| by_stix.get(s)),
                 o.get("target_ref")
-                    .and_then(J::as_str)
+                    .and_then(Value::as_str)
                     .and_then(|s| by_stix.get(s)),
             ) else {
                 continue;
@@ -368,6 +374,35 @@ mod tests {
             Err(AttackError::Empty)
         ));
         assert!(Catalog::from_json("{").is_err());
+    }
+
+    #[test]
+    fn a_rule_is_provided_only_by_the_sources_it_declares() {
+        let c = Catalog::from_json(MINI).unwrap();
+        let set = crate::analytics::AnalyticSet::load(&[], &crate::analytics::Overrides::default())
+            .unwrap();
+        let rules: Vec<(&Analytic, bool)> = set
+            .entries
+            .iter()
+            .map(|e| (&e.analytic, e.enabled))
+            .collect();
+        let dc0032 = |sources: &[&str]| -> Vec<String> {
+            let sources: Vec<String> = sources.iter().map(|s| (*s).to_string()).collect();
+            let cov = coverage(&c, &rules, &sources);
+            let a = cov
+                .analytics
+                .iter()
+                .find(|a| a.rule_id == "AN1358")
+                .unwrap();
+            a.data_components[0].provided_by.clone()
+        };
+        // ECS delivers Process Creation records, but AN1358 reads them only from auditd and the kernel sensor.
+        assert!(SOURCE_DATA_COMPONENTS
+            .iter()
+            .any(|(s, dcs)| *s == "ecs" && dcs.contains(&"Process Creation")));
+        assert_eq!(dc0032(&["ecs"]), Vec::<String>::new());
+        assert_eq!(dc0032(&["ecs", "auditd"]), ["auditd"]);
+        assert_eq!(dc0032(&["kernel", "auditd"]), ["kernel", "auditd"]);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! ATT&CK Navigator layers (format 4.5): writing one from a coverage, and checking one.
 
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 
 use super::{AnalyticCoverage, Coverage};
 
 /// An ATT&CK Navigator layer (layer format 4.5) for one domain, one technique entry per covered technique
 /// (and tactic), scored by the number of enabled rules covering it.
-pub fn navigator_layer(cov: &Coverage, domain: &str, attack_version: &str) -> J {
+pub fn navigator_layer(cov: &Coverage, domain: &str, attack_version: &str) -> Value {
     let mut techniques = Vec::new();
     let mut max = 1usize;
     for t in cov
@@ -28,7 +28,7 @@ pub fn navigator_layer(cov: &Coverage, domain: &str, attack_version: &str) -> J 
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let metadata: Vec<J> = rules
+        let metadata: Vec<Value> = rules
             .iter()
             .map(|a| json!({"name": a.analytic.as_deref().map_or("rule", |_| "analytic"), "value": a.analytic.clone().unwrap_or_else(|| a.rule_id.clone())}))
             .collect();
@@ -48,8 +48,8 @@ pub fn navigator_layer(cov: &Coverage, domain: &str, attack_version: &str) -> J 
                 "links": [],
                 "showSubtechniques": false,
             });
-            if let (Some(tac), J::Object(m)) = (tactic, &mut e) {
-                m.insert("tactic".into(), J::String(tac.clone()));
+            if let (Some(tac), Value::Object(m)) = (tactic, &mut e) {
+                m.insert("tactic".into(), Value::String(tac.clone()));
             }
             techniques.push(e);
         }
@@ -78,16 +78,16 @@ pub fn navigator_layer(cov: &Coverage, domain: &str, attack_version: &str) -> J 
 
 /// Checks a layer against the required fields and types of the Navigator layer format 4.5. Returns every
 /// problem found (empty: valid).
-pub fn validate_layer(layer: &J) -> Vec<String> {
+pub fn validate_layer(layer: &Value) -> Vec<String> {
     let mut p = Vec::new();
     let Some(o) = layer.as_object() else {
         return vec!["layer is not a JSON object".into()];
     };
     let want_str = |p: &mut Vec<String>,
-                    o: &serde_json::Map<String, J>,
+                    o: &serde_json::Map<String, Value>,
                     k: &str,
                     required: bool| match o.get(k) {
-        Some(J::String(_)) => {}
+        Some(Value::String(_)) => {}
         None if !required => {}
         None => p.push(format!("missing required string `{k}`")),
         Some(_) => p.push(format!("`{k}` must be a string")),
@@ -95,16 +95,16 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
     want_str(&mut p, o, "name", true);
     want_str(&mut p, o, "domain", true);
     want_str(&mut p, o, "description", false);
-    match o.get("domain").and_then(J::as_str) {
+    match o.get("domain").and_then(Value::as_str) {
         Some("enterprise-attack" | "mobile-attack" | "ics-attack") | None => {}
         Some(d) => p.push(format!(
             "`domain` {d:?} is not enterprise-attack, mobile-attack or ics-attack"
         )),
     }
-    match o.get("versions").and_then(J::as_object) {
+    match o.get("versions").and_then(Value::as_object) {
         None => p.push("missing required object `versions`".into()),
         Some(v) => {
-            if v.get("layer").and_then(J::as_str) != Some("4.5") {
+            if v.get("layer").and_then(Value::as_str) != Some("4.5") {
                 p.push("`versions.layer` must be \"4.5\"".into());
             }
             for k in ["attack", "navigator"] {
@@ -132,13 +132,13 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
     }
     match o.get("techniques") {
         None => {}
-        Some(J::Array(ts)) => {
+        Some(Value::Array(ts)) => {
             for (i, t) in ts.iter().enumerate() {
                 let Some(t) = t.as_object() else {
                     p.push(format!("techniques[{i}] is not an object"));
                     continue;
                 };
-                match t.get("techniqueID").and_then(J::as_str) {
+                match t.get("techniqueID").and_then(Value::as_str) {
                     Some(id) if is_technique_id(id) => {}
                     Some(id) => p.push(format!(
                         "techniques[{i}].techniqueID {id:?} is not a technique id"
@@ -168,8 +168,8 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
                 if let Some(m) = t.get("metadata") {
                     let ok = m.as_array().is_some_and(|a| {
                         a.iter().all(|x| {
-                            x.get("name").is_some_and(J::is_string)
-                                && x.get("value").is_some_and(J::is_string)
+                            x.get("name").is_some_and(Value::is_string)
+                                && x.get("value").is_some_and(Value::is_string)
                         })
                     });
                     if !ok {
@@ -185,10 +185,10 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
     if let Some(g) = o.get("gradient") {
         let ok = g
             .get("colors")
-            .and_then(J::as_array)
-            .is_some_and(|c| c.len() >= 2 && c.iter().all(J::is_string))
-            && g.get("minValue").is_some_and(J::is_number)
-            && g.get("maxValue").is_some_and(J::is_number);
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.len() >= 2 && c.iter().all(Value::is_string))
+            && g.get("minValue").is_some_and(Value::is_number)
+            && g.get("maxValue").is_some_and(Value::is_number);
         if !ok {
             p.push(
                 "`gradient` needs colors (>= 2 strings), minValue and maxValue (numbers)".into(),
@@ -198,7 +198,8 @@ pub fn validate_layer(layer: &J) -> Vec<String> {
     if let Some(l) = o.get("legendItems") {
         if !l.as_array().is_some_and(|a| {
             a.iter().all(|x| {
-                x.get("label").is_some_and(J::is_string) && x.get("color").is_some_and(J::is_string)
+                x.get("label").is_some_and(Value::is_string)
+                    && x.get("color").is_some_and(Value::is_string)
             })
         }) {
             p.push("`legendItems` must be an array of {label, color}".into());

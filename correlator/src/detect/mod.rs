@@ -6,6 +6,9 @@
 //! - [`flow::FlowMonitor`]: connections open longer than D or moving more than B bytes out, checked while the
 //!   flow is still open (on the watermark) and when it closes, joined to the owning process.
 //! - [`join::Join`]: cross-source correlation of several event kinds on an identity key within a window.
+//! - [`wiring::IpcWiring`]: FIFOs and AF_UNIX sockets in shared directories followed with the processes
+//!   around them (creator, readers, writers, pipeline siblings, network activity): high when a network
+//!   peer or a program from a writable directory drives a shell through one, low otherwise.
 //!
 //! Every detector decides on event time only (`Event::timestamp_ns` and the watermark), never on the clock,
 //! so a replay gives the same alerts as the live run. Event filters are plain predicates ([`Filter`]); the
@@ -19,6 +22,7 @@ pub mod flow;
 pub mod join;
 pub mod lineage;
 pub mod threshold;
+pub mod wiring;
 
 use std::fmt;
 use std::sync::Arc;
@@ -171,7 +175,10 @@ pub fn evidence_json(ev: &Event) -> serde_json::Value {
         if !map.contains_key("@timestamp") {
             map.insert(
                 "@timestamp".into(),
-                serde_json::Value::String(format_rfc3339(ev.timestamp_ns)),
+                serde_json::Value::String(crate::ecs::rfc3339(
+                    ev.timestamp_ns,
+                    crate::ecs::Fraction::Nanos,
+                )),
             );
         }
     }
@@ -319,30 +326,6 @@ pub fn format_duration(ns: i64) -> String {
     }
 }
 
-/// Formats epoch nanoseconds as RFC 3339 UTC (civil-from-days, no date library).
-pub fn format_rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -374,7 +357,10 @@ mod tests {
     fn rfc3339_roundtrip() {
         for ns in [0i64, 1_704_164_645_500_000_000, 951_782_400_000_000_001] {
             assert_eq!(
-                crate::event::parse_rfc3339_ns(&format_rfc3339(ns)),
+                crate::event::parse_rfc3339_ns(&crate::ecs::rfc3339(
+                    ns,
+                    crate::ecs::Fraction::Nanos
+                )),
                 Some(ns)
             );
         }

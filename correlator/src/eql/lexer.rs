@@ -96,6 +96,7 @@ pub(crate) fn line_col(src: &str, pos: usize) -> (usize, usize) {
     (line, col)
 }
 
+// Long by design: one match over what may start a token, each arm a few lines.
 pub(crate) fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
     let b = src.as_bytes();
     let mut i = 0;

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use correlator::{Event, Field, Value};
+use correlator::{ecs, Event, Field, Value};
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -377,42 +377,13 @@ fn id(v: &str) -> Value {
     s(v)
 }
 
-fn file_type(mode: u64) -> Option<&'static str> {
-    Some(match mode & 0o170_000 {
-        0o010_000 => "fifo",
-        0o020_000 => "char_device",
-        0o040_000 => "dir",
-        0o060_000 => "block_device",
-        0o100_000 => "file",
-        0o120_000 => "symlink",
-        0o140_000 => "socket",
-        _ => return None,
-    })
-}
-
-/// Socket family names as the kernel sensor writes them (docs/events.md), so that one rule reads
-/// both sources.
-fn family_name(f: u64) -> Option<&'static str> {
-    Some(match f {
-        1 => "AF_UNIX",
-        2 => "AF_INET",
-        10 => "AF_INET6",
-        16 => "AF_NETLINK",
-        17 => "AF_PACKET",
-        40 => "AF_VSOCK",
-        _ => return None,
-    })
-}
-
-fn socket_type_name(t: u64) -> Option<&'static str> {
-    Some(match t & 0xf {
-        1 => "SOCK_STREAM",
-        2 => "SOCK_DGRAM",
-        3 => "SOCK_RAW",
-        4 => "SOCK_RDM",
-        5 => "SOCK_SEQPACKET",
-        _ => return None,
-    })
+/// `O_ACCMODE` of open flags, named as the kernel sensor names it.
+fn access_mode_name(flags: u64) -> &'static str {
+    match flags & 0o3 {
+        0 => "read",
+        1 => "write",
+        _ => "read_write",
+    }
 }
 
 /// A PATH record's name, nametype, mode, inode and owner.
@@ -438,7 +409,11 @@ fn decode_sockaddr(hexstr: &str) -> Option<SockAddr> {
     }
     let le = u64::from(u16::from_le_bytes([b[0], b[1]]));
     let be = u64::from(u16::from_be_bytes([b[0], b[1]]));
-    let family = if family_name(le).is_some() { le } else { be };
+    let family = if ecs::socket_family(le).is_some() {
+        le
+    } else {
+        be
+    };
     match family {
         1 => {
             let p = &b[2..];
@@ -634,7 +609,7 @@ impl<'a> Records<'a> {
             ev.insert("file.path", s(&full));
         }
         if let Some(m) = mode.as_deref().and_then(|m| parse_u64_radix(m, 8)) {
-            ftype = file_type(m);
+            ftype = ecs::file_type(m);
             ev.insert("file.mode", s(&format!("{:04o}", m & 0o7777)));
         }
         if let Some(i) = inode {
@@ -699,10 +674,10 @@ fn syscall_category(
         "socket" | "socketpair" => {
             category = &["network"];
             etype = &["start"];
-            if let Some(fam) = args[0].and_then(family_name) {
+            if let Some(fam) = args[0].and_then(ecs::socket_family) {
                 ev.insert("socket.family", s(fam));
             }
-            if let Some(t) = args[1].and_then(socket_type_name) {
+            if let Some(t) = args[1].and_then(ecs::socket_type) {
                 ev.insert("socket.type", s(t));
             }
         }
@@ -724,7 +699,7 @@ fn syscall_category(
             category = &["file"];
             etype = &["creation"];
             let mode = if name == "mknod" { args[1] } else { args[2] };
-            if let Some(t) = mode.and_then(file_type) {
+            if let Some(t) = mode.and_then(ecs::file_type) {
                 *ftype = Some(t);
             }
         }
@@ -758,8 +733,9 @@ fn sockaddr_fields(ev: &mut Out, sockaddr: Option<SockAddr>, syscall: Option<&st
     match sockaddr {
         Some(SockAddr::Unix(path)) => {
             ev.insert("socket.family", s("AF_UNIX"));
-            ev.insert("network.transport", s("unix"));
+            ev.insert("network.transport", s(ecs::TRANSPORT_UNIX));
             ev.insert("socket.path", s(&path));
+            ev.insert("socket.abstract", Value::Bool(path.starts_with('@')));
             ev.insert("file.path", s(&path));
             ev.insert("file.name", s(util::basename(&path)));
             ev.insert("file.type", s("socket"));
@@ -783,7 +759,7 @@ fn sockaddr_fields(ev: &mut Out, sockaddr: Option<SockAddr>, syscall: Option<&st
             ev.insert(&format!("{side}.port"), Value::Int(i64::from(port)));
         }
         Some(SockAddr::Other(fam)) => {
-            if let Some(n) = family_name(fam) {
+            if let Some(n) = ecs::socket_family(fam) {
                 ev.insert("socket.family", s(n));
             }
         }
@@ -823,6 +799,18 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
             "CWD" => rec.cwd(&kv),
             "SOCKADDR" => rec.sockaddr(&kv),
             "PROCTITLE" => rec.proctitle(&kv),
+            // The kernel audit container id (`contid=`) of the event's task, where the kernel
+            // and the orchestrator set one: the event's `container.id`.
+            "CONTAINER_ID" => {
+                if let Some(id) = kv
+                    .iter()
+                    .find(|(k, _)| *k == "contid")
+                    .and_then(|&(k, v)| text(k, v))
+                    .filter(|c| !c.is_empty() && c.as_ref() != "18446744073709551615")
+                {
+                    ev.insert("container.id", s(&id));
+                }
+            }
             // Records after the SYSCALL add nothing of their own.
             _ if rec.syscall.is_none() => generic(&mut ev, keys, &kv),
             _ => {}
@@ -845,8 +833,48 @@ fn build(ctx: &Ctx, keys: &mut KeyFields, g: &Group) -> Event {
     };
     if let Some(t) = ftype {
         ev.insert("file.type", s(t));
+        // A FIFO open's access mode, as the kernel sensor's `file.access_mode`: the flags are a
+        // syscall argument (openat2 passes them in a struct the record does not show).
+        let flags = match (&sc, sc_name) {
+            (Some(sc), Some("open")) => sc.args[1],
+            (Some(sc), Some("openat")) => sc.args[2],
+            (Some(_), Some("creat")) => Some(0o1),
+            _ => None,
+        };
+        if let (Some(flags), "fifo") = (flags, t) {
+            ev.insert("file.access_mode", s(access_mode_name(flags)));
+            ev.insert(
+                "file.open_flags",
+                Value::Int(i64::try_from(flags).unwrap_or(i64::MAX)),
+            );
+        }
+    }
+    // The behaviours the vocabulary names (correlator::ecs) get its action, category and type,
+    // whichever source saw them.
+    let unix = matches!(rec.sockaddr, Some(SockAddr::Unix(_)));
+    let vocab = match sc_name {
+        Some("execve" | "execveat") => Some(ecs::EXEC),
+        Some("socket") => Some(ecs::SOCKET_CREATED),
+        Some("socketpair") => Some(ecs::SOCKETPAIR_CREATED),
+        Some("bind") if unix => Some(ecs::UNIX_BIND),
+        Some("connect") if unix => Some(ecs::UNIX_CONNECT),
+        Some("mknod" | "mknodat") if ftype == Some("fifo") => Some(ecs::FIFO_CREATE),
+        Some("open" | "openat" | "openat2") if ftype == Some("fifo") => Some(ecs::FIFO_OPEN),
+        _ => None,
+    };
+    if unix && matches!(sc_name, Some("bind" | "connect")) {
+        if let Some(fd) = sc.as_ref().and_then(|sc| sc.args[0]) {
+            ev.insert(
+                "socket.fd",
+                Value::Int(i64::try_from(fd).unwrap_or(i64::MAX)),
+            );
+        }
     }
     sockaddr_fields(&mut ev, rec.sockaddr.take(), sc_name);
+    let (action, category, etype) = match vocab {
+        Some(a) => (a.name.to_string(), a.category, a.kind),
+        None => (action, category, etype),
+    };
     ev.set(f.event_action, s(&action));
     if !category.is_empty() {
         ev.set(f.event_category, strs(category));

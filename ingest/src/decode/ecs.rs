@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use correlator::{Event, Field, Value};
-use serde_json::Value as J;
 
 use super::util::{self, fields, s};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -63,7 +62,8 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
             ev.has_path_under("winlog.event_data")
                 .then(|| SysmonInput::from_event(&ev))
         } else {
-            let doc: J = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
             util::get(&doc, "winlog.event_data").map(|data| SysmonInput::from_doc(&doc, data))
         };
         if let Some(input) = input {
@@ -112,7 +112,7 @@ fn value_int(v: &Value) -> Option<i64> {
 }
 
 impl SysmonInput {
-    fn from_doc(doc: &J, data: &J) -> SysmonInput {
+    fn from_doc(doc: &serde_json::Value, data: &serde_json::Value) -> SysmonInput {
         let event_id = util::get(doc, "winlog.event_id")
             .and_then(util::as_int)
             .or_else(|| util::get(doc, "event.code").and_then(util::as_int));
@@ -233,7 +233,8 @@ mod tests {
     /// The decoder as it was before the streaming parser: serde's tree, `Event::from_json`, and
     /// the Sysmon mapping read from the tree.
     fn reference(ctx: &Ctx, line: &str) -> Result<Event, String> {
-        let doc: J = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
         let mut ev = Event::from_json(&doc).map_err(|e| e.to_string())?;
         let f = fields();
         if let Some(Value::Str(reported)) = ev.get(f.agent_id).cloned() {

@@ -3,7 +3,7 @@
 //! with `audit_token`, `executable`, code signing, `time`. The event name is the single key of
 //! `event`. The mapping is in docs/formats/eslogger.md.
 
-use correlator::{Event, Value};
+use correlator::{ecs, Event, Value};
 use serde_json::Value as J;
 
 use super::util::{self, fields, s, strs};
@@ -95,26 +95,16 @@ fn set_entity(ev: &mut Event, tok: &J, dst: &str) {
     }
 }
 
-fn file_type(mode: i64) -> Option<&'static str> {
-    Some(match mode & 0o170_000 {
-        0o010_000 => "fifo",
-        0o020_000 => "char_device",
-        0o040_000 => "dir",
-        0o060_000 => "block_device",
-        0o100_000 => "file",
-        0o120_000 => "symlink",
-        0o140_000 => "socket",
-        _ => return None,
-    })
-}
-
-fn file(ev: &mut Event, f: &J) {
+/// `file.*` of an ES file object; returns its `file.type`.
+fn file(ev: &mut Event, f: &J) -> Option<&'static str> {
+    let mut ftype = None;
     if let Some(path) = util::get_str(f, "path") {
         ev.insert("file.path", s(path));
         ev.insert("file.name", s(util::basename(path)));
     }
     if let Some(mode) = util::get(f, "stat.st_mode").and_then(util::as_int) {
-        if let Some(t) = file_type(mode) {
+        ftype = u64::try_from(mode).ok().and_then(ecs::file_type);
+        if let Some(t) = ftype {
             ev.insert("file.type", s(t));
         }
         ev.insert("file.mode", s(&format!("{:04o}", mode & 0o7777)));
@@ -123,6 +113,7 @@ fn file(ev: &mut Event, f: &J) {
     if let Some(ino) = util::get(f, "stat.st_ino").and_then(util::as_int) {
         ev.insert("file.inode", s(&ino.to_string()));
     }
+    ftype
 }
 
 fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
@@ -171,6 +162,8 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
             ev.insert("group.id", s(&egid.to_string()));
         }
     }
+    // A behaviour the one vocabulary names (correlator::ecs) takes its action, category and type.
+    let mut vocab: Option<ecs::Action> = None;
     let (category, etype): (&[&str], &[&str]) = match name.as_str() {
         "exec" => {
             if let Some(target) = body.get("target") {
@@ -192,7 +185,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
                 ev.insert("process.command_line", s(&cmd));
             }
             util::copy(&mut ev, body, "cwd.path", "process.working_directory");
-            (&["process"], &["start"])
+            (ecs::EXEC.category, ecs::EXEC.kind)
         }
         "fork" => {
             if let Some(child) = body.get("child") {
@@ -201,15 +194,17 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
                 }
                 process(&mut ev, child, "process");
             }
-            (&["process"], &["start"])
+            (ecs::FORK.category, ecs::FORK.kind)
         }
         "exit" => {
             util::copy_int(&mut ev, body, "stat", "process.exit_code");
-            (&["process"], &["end"])
+            (ecs::EXIT.category, ecs::EXIT.kind)
         }
         "open" => {
             if let Some(fl) = body.get("file") {
-                file(&mut ev, fl);
+                if file(&mut ev, fl) == Some("fifo") {
+                    vocab = Some(ecs::FIFO_OPEN);
+                }
             }
             util::copy_int(&mut ev, body, "fflag", "file.open_flags");
             (&["file"], &["access"])
@@ -217,15 +212,25 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
         "create" => {
             if let Some(dest) = body.get("destination") {
                 if let Some(existing) = dest.get("existing_file") {
-                    file(&mut ev, existing);
+                    if file(&mut ev, existing) == Some("fifo") {
+                        vocab = Some(ecs::FIFO_CREATE);
+                    }
                 } else if let Some(np) = dest.get("new_path") {
                     let dir = util::get_str(np, "dir.path").unwrap_or("");
                     let fname = util::get_str(np, "filename").unwrap_or("");
                     let path = format!("{}/{}", dir.trim_end_matches('/'), fname);
                     ev.insert("file.path", s(&path));
                     ev.insert("file.name", s(fname));
-                    if let Some(t) = np.get("mode").and_then(util::as_int).and_then(file_type) {
+                    if let Some(t) = np
+                        .get("mode")
+                        .and_then(util::as_int)
+                        .and_then(|m| u64::try_from(m).ok())
+                        .and_then(ecs::file_type)
+                    {
                         ev.insert("file.type", s(t));
+                        if t == "fifo" {
+                            vocab = Some(ecs::FIFO_CREATE);
+                        }
                     }
                 }
             }
@@ -275,6 +280,13 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
             (&["authentication"], &["info"])
         }
         _ => (&[], &[]),
+    };
+    let (category, etype) = match vocab {
+        Some(a) => {
+            ev.set(f.event_action, s(a.name));
+            (a.category, a.kind)
+        }
+        None => (category, etype),
     };
     if !category.is_empty() {
         ev.set(f.event_category, strs(category));

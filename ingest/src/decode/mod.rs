@@ -21,6 +21,7 @@ mod osquery;
 mod suricata;
 mod unifiedlog;
 mod util;
+mod windows;
 mod zeek;
 
 pub use auditd::{syscall_name, AuditdDecoder};
@@ -48,6 +49,8 @@ pub enum Format {
     Mdm,
     /// The product's own mobile EDR telemetry JSON (schemas/mobile-edr.schema.json).
     MobileEdr,
+    /// Windows event log records (Sysmon, Security...) as NXLog, Winlogbeat or event XML ship them.
+    Windows,
     /// Apple MDM protocol messages: XML plists, NanoMDM/MicroMDM webhook JSON, DEP device records.
     AppleMdm,
     /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune, Harmony Mobile), vendor recognised per record.
@@ -56,7 +59,7 @@ pub enum Format {
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Ecs,
         Format::Auditd,
         Format::Eslogger,
@@ -66,6 +69,7 @@ impl Format {
         Format::Suricata,
         Format::Mdm,
         Format::MobileEdr,
+        Format::Windows,
         Format::AppleMdm,
         Format::Mtd,
     ];
@@ -81,6 +85,7 @@ impl Format {
             Format::Suricata => "suricata",
             Format::Mdm => "mdm",
             Format::MobileEdr => "mobile-edr",
+            Format::Windows => "windows",
             Format::AppleMdm => "apple-mdm",
             Format::Mtd => "mtd",
         }
@@ -98,7 +103,7 @@ impl Format {
             Format::Suricata => 7,
             Format::Mdm => 8,
             Format::MobileEdr => 9,
-            // 10 and 11 are left to the formats being added beside these (windows).
+            Format::Windows => 10,
             Format::AppleMdm => 12,
             Format::Mtd => 13,
         }
@@ -121,6 +126,12 @@ impl Format {
             | Format::Suricata
             | Format::Mdm
             | Format::MobileEdr => Framing::Lines,
+            // Rendered event XML (WEF, `wevtutil qe /f:xml` with or without `/e:Events`,
+            // `Get-WinEvent ... ToXml()`), beside NXLog/Winlogbeat JSON lines.
+            Format::Windows => Framing::Xml {
+                end: "</Event>",
+                wrappers: &["Events"],
+            },
             // Plists span lines; DEP and MTD API responses are often indented JSON.
             Format::AppleMdm => Framing::XmlAndJson {
                 end: "</plist>",
@@ -139,7 +150,7 @@ impl fmt::Display for Format {
 
 /// An unknown format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, apple-mdm, mtd)")]
+#[error("unknown format `{0}` (expected one of: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows, apple-mdm, mtd)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -155,6 +166,7 @@ impl FromStr for Format {
             "suricata" | "eve" => Ok(Format::Suricata),
             "mdm" => Ok(Format::Mdm),
             "mobile-edr" | "mobile_edr" | "mobileedr" => Ok(Format::MobileEdr),
+            "windows" | "winevent" | "nxlog" | "evtx-xml" => Ok(Format::Windows),
             "apple-mdm" | "apple_mdm" | "applemdm" => Ok(Format::AppleMdm),
             "mtd" => Ok(Format::Mtd),
             _ => Err(UnknownFormat(s.to_string())),
@@ -216,6 +228,7 @@ pub fn decoder(format: Format, agent_id: &str) -> Box<dyn Decoder> {
         Format::Suricata => Box::new(suricata::SuricataDecoder { ctx }),
         Format::Mdm => Box::new(mobile::MdmDecoder { ctx }),
         Format::MobileEdr => Box::new(mobile::MobileEdrDecoder { ctx }),
+        Format::Windows => Box::new(windows::WindowsDecoder::new(ctx)),
         Format::AppleMdm => Box::new(apple_mdm::AppleMdmDecoder { ctx }),
         Format::Mtd => Box::new(mtd::MtdDecoder { ctx }),
     }
@@ -357,6 +370,24 @@ pub fn validate_line(format: Format, raw: &[u8]) -> Option<Result<(), String>> {
     })
 }
 
+/// True when an ECS event carries neither `event.category` nor `event.kind`: what a record sent as
+/// `ecs` looks like when it is not ECS at all (raw Sysmon or NXLog fields such as `EventID`,
+/// `Image`), which the `ecs` format accepts as it is but no analytic reads.
+pub fn lacks_ecs_category(ev: &Event) -> bool {
+    let f = util::fields();
+    ev.get(f.event_category).is_none_or(Value::is_null)
+        && ev.get(f.event_kind).is_none_or(Value::is_null)
+}
+
+/// The warning shown for `n` such records ([`lacks_ecs_category`]), the same in the CLI and the
+/// daemon's status.
+pub fn uncategorized_warning(n: u64) -> String {
+    format!(
+        "{n} records carry no ECS event.category; wrong format? (raw Windows event log records, \
+         Sysmon or Security as NXLog, Winlogbeat or event XML ship them, go in as `windows`)"
+    )
+}
+
 /// What every decoder stamps on its events.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -410,6 +441,24 @@ mod tests {
         (ok, bad)
     }
 
+    /// An auditd event with a CONTAINER_ID record names its container; one without names none.
+    #[test]
+    fn auditd_container_id_record() {
+        let mut evs = Vec::new();
+        let data = "type=SYSCALL msg=audit(1.5:7): arch=c000003e syscall=133 a0=1 exe=\"/usr/bin/mkfifo\" comm=\"mkfifo\"\ntype=CONTAINER_ID msg=audit(1.5:7): contid=4242\ntype=EOE msg=audit(1.5:7):\ntype=SYSCALL msg=audit(1.6:8): arch=c000003e syscall=133 a0=1 exe=\"/usr/bin/mkfifo\"\ntype=EOE msg=audit(1.6:8):\n";
+        decode_reader(Format::Auditd, "t", data.as_bytes(), &mut |r| {
+            evs.push(r.unwrap())
+        });
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            evs[0]
+                .get_path("container.id")
+                .and_then(correlator::Value::as_str),
+            Some("4242")
+        );
+        assert!(evs[1].get_path("container.id").is_none());
+    }
+
     /// Lines that look like each format, with bytes mutated: the decoders never panic and every
     /// reject names a line within the input.
     fn seeds() -> Vec<(Format, &'static str)> {
@@ -423,6 +472,7 @@ mod tests {
             (Format::Suricata, r#"{"timestamp":"2024-01-01T00:00:00.000000+0000","event_type":"tls","src_ip":"1.2.3.4","tls":{"sni":"a","version":"TLS 1.2"}}"#),
             (Format::Mdm, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d","platform":"ios"},"kind":"policy_state","policy":{"state":"compliant"}}"#),
             (Format::MobileEdr, r#"{"timestamp":"2024-01-01T00:00:00Z","device":{"id":"d"},"kind":"tls","tls":{"outcome":"rejected","failure_reason":"certificate_pinning"}}"#),
+            (Format::Windows, "{\"EventID\":1,\"SourceName\":\"Microsoft-Windows-Sysmon\",\"Hostname\":\"H.corp\",\"UtcTime\":\"2020-01-01 00:00:00.1\",\"Image\":\"C:\\\\a.exe\",\"CommandLine\":\"a \\\"b c\\\"\"}\n<Event xmlns='x'><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>17</EventID><TimeCreated SystemTime='2020-01-01T00:00:00Z'/><Computer>H</Computer></System>\n<EventData><Data Name='PipeName'>\\\\p&amp;</Data></EventData></Event>"),
             (Format::AppleMdm, "<?xml version=\"1.0\"?>\n<plist version=\"1.0\">\n<dict>\n<key>CommandUUID</key><string>c</string>\n<key>ProfileList</key><array><dict><key>IsManaged</key><false/><key>PayloadIdentifier</key><string>p</string><key>PayloadContent</key><array><dict><key>PayloadType</key><string>com.apple.security.root</string></dict></array></dict></array>\n<key>Status</key><string>Acknowledged</string><key>UDID</key><string>U</string>\n</dict>\n</plist>\n{\"topic\":\"mdm.Authenticate\",\"checkin_event\":{\"udid\":\"U\",\"raw_payload\":\"PHBsaXN0PjxkaWN0PjxrZXk+TWVzc2FnZVR5cGU8L2tleT48c3RyaW5nPkNoZWNrT3V0PC9zdHJpbmc+PGtleT5VRElEPC9rZXk+PHN0cmluZz5VPC9zdHJpbmc+PC9kaWN0PjwvcGxpc3Q+\"}}\n{\n  \"devices\": [{\"serial_number\": \"C02\", \"os\": \"OSX\"}]\n}"),
             (Format::Mtd, "{\n \"content\": [{\"threatTypeName\":\"SYSTEM TAMPERING\",\"timestamp\":1702393165000,\"severity\":3,\"device\":{\"zdeviceId\":\"59\",\"os\":{\"name\":\"ANDROID\"}}}]\n}\n{\"events\":[{\"id\":\"2\",\"created_time\":\"2025-03-24T11:13:28.375+00:00\",\"type\":\"THREAT\",\"change_type\":\"CREATED\",\"threat\":{\"severity\":\"LOW\",\"classifications\":[\"X\"]},\"actor\":{\"guid\":\"g\",\"type\":\"DEVICE\"}}]}\n{\"event\":{\"metadata\":{\"vendor\":\"Jamf\"},\"timestamp\":\"2024-01-10T12:20:37.059Z\",\"alertId\":\"a\",\"eventType\":{\"name\":\"ACCESS_BAD_HOST\"},\"device\":{\"deviceId\":\"d\"},\"severity\":8}}"),
         ]
@@ -473,7 +523,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn never_panics_on_mutations(which in 0usize..11, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+        fn never_panics_on_mutations(which in 0usize..12, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
             let (f, s) = seeds()[which];
             let mut data = s.as_bytes().to_vec();
             for (pos, b) in edits {
@@ -489,7 +539,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_bytes(which in 0usize..11, data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn never_panics_on_bytes(which in 0usize..12, data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = run(Format::ALL[which], &data);
         }
     }

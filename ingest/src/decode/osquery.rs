@@ -3,7 +3,6 @@
 //! `snapshot`). One event per row. The mapping is in docs/formats/osquery.md.
 
 use correlator::{Event, Value};
-use serde_json::Value as J;
 
 use super::util::{self, fields, s};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -15,7 +14,7 @@ pub(crate) struct OsqueryDecoder {
 impl Decoder for OsqueryDecoder {
     fn line(&mut self, line_no: u64, line: &str, sink: &mut Sink<'_>) {
         let doc = match util::parse_object(line) {
-            Ok(m) => J::Object(m),
+            Ok(m) => serde_json::Value::Object(m),
             Err(e) => return sink(Err(DecodeError::new(line_no, e))),
         };
         let name = util::get_str(&doc, "name");
@@ -32,14 +31,14 @@ impl Decoder for OsqueryDecoder {
         let Some(ts) = ts else {
             return sink(Err(DecodeError::new(line_no, "missing or bad `unixTime`")));
         };
-        let mut rows: Vec<(&str, &J)> = Vec::new();
+        let mut rows: Vec<(&str, &serde_json::Value)> = Vec::new();
         if let Some(cols) = doc.get("columns").filter(|c| c.is_object()) {
             rows.push((util::get_str(&doc, "action").unwrap_or("added"), cols));
-        } else if let Some(snap) = doc.get("snapshot").and_then(J::as_array) {
+        } else if let Some(snap) = doc.get("snapshot").and_then(serde_json::Value::as_array) {
             rows.extend(snap.iter().map(|r| ("snapshot", r)));
         } else if let Some(diff) = doc.get("diffResults") {
             for action in ["added", "removed"] {
-                if let Some(list) = diff.get(action).and_then(J::as_array) {
+                if let Some(list) = diff.get(action).and_then(serde_json::Value::as_array) {
                     rows.extend(list.iter().map(|r| (action, r)));
                 }
             }
@@ -62,7 +61,15 @@ impl Decoder for OsqueryDecoder {
     }
 }
 
-fn event(ctx: &Ctx, line: &str, doc: &J, name: &str, ts: i64, action: &str, row: &J) -> Event {
+fn event(
+    ctx: &Ctx,
+    line: &str,
+    doc: &serde_json::Value,
+    name: &str,
+    ts: i64,
+    action: &str,
+    row: &serde_json::Value,
+) -> Event {
     let f = fields();
     let mut ev = ctx.event("osquery.result", line);
     util::set_time(&mut ev, ts);
@@ -81,14 +88,14 @@ fn event(ctx: &Ctx, line: &str, doc: &J, name: &str, ts: i64, action: &str, row:
     util::copy(&mut ev, doc, "calendarTime", "osquery.result.calendar_time");
     util::copy(&mut ev, doc, "decorations.host_uuid", "host.id");
     util::copy(&mut ev, doc, "decorations.username", "user.name");
-    if let Some(J::Object(dec)) = doc.get("decorations") {
+    if let Some(serde_json::Value::Object(dec)) = doc.get("decorations") {
         for (k, v) in dec {
             if let Some(v) = util::scalar(v) {
                 ev.insert(&format!("osquery.result.decorations.{k}"), v);
             }
         }
     }
-    if let J::Object(cols) = row {
+    if let serde_json::Value::Object(cols) = row {
         for (k, v) in cols {
             if let Some(v) = util::scalar(v) {
                 ev.insert(&format!("osquery.result.columns.{k}"), v);

@@ -2,7 +2,6 @@
 //! types are kept under `suricata.eve.<type>.*`. The mapping is in docs/formats/suricata.md.
 
 use correlator::{Event, Value};
-use serde_json::Value as J;
 
 use super::unifiedlog::parse_log_time;
 use super::util::{self, fields, s, strs};
@@ -19,7 +18,7 @@ impl Decoder for SuricataDecoder {
 }
 
 fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
-    let doc = J::Object(util::parse_object(line)?);
+    let doc = serde_json::Value::Object(util::parse_object(line)?);
     let etype =
         util::get_str(&doc, "event_type").ok_or("missing `event_type`: not an eve.json record")?;
     let ts = util::get_str(&doc, "timestamp").ok_or("missing `timestamp`")?;
@@ -122,7 +121,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
             ev.set(f.event_category, strs(&["network", "intrusion_detection"]));
         }
         other => {
-            if let Some(J::Object(m)) = doc.get(other) {
+            if let Some(serde_json::Value::Object(m)) = doc.get(other) {
                 for (k, v) in m {
                     if let Some(v) = util::scalar(v) {
                         ev.insert(&format!("suricata.eve.{other}.{k}"), v);

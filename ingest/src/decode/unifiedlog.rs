@@ -2,7 +2,6 @@
 //! ndjson`). The mapping is in docs/formats/unifiedlog.md.
 
 use correlator::{Event, Value};
-use serde_json::Value as J;
 
 use super::util::{self, fields, s};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -40,7 +39,7 @@ pub(crate) fn parse_log_time(t: &str) -> Option<i64> {
 }
 
 fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
-    let doc = J::Object(util::parse_object(line)?);
+    let doc = serde_json::Value::Object(util::parse_object(line)?);
     let f = fields();
     let ts = util::get_str(&doc, "timestamp").ok_or("missing `timestamp`")?;
     let ts = parse_log_time(ts).ok_or_else(|| format!("bad `timestamp` `{ts}`"))?;

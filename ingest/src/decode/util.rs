@@ -3,10 +3,9 @@
 use std::sync::LazyLock;
 
 use correlator::{Event, Field, Value};
-use serde_json::Value as J;
 
 /// Frequently used fields, interned once.
-pub(crate) struct Fields {
+pub(crate) struct KnownFields {
     pub(crate) agent_id: Field,
     pub(crate) event_module: Field,
     pub(crate) event_dataset: Field,
@@ -19,7 +18,7 @@ pub(crate) struct Fields {
     pub(crate) timestamp: Field,
 }
 
-static FIELDS: LazyLock<Fields> = LazyLock::new(|| Fields {
+static FIELDS: LazyLock<KnownFields> = LazyLock::new(|| KnownFields {
     agent_id: Field::intern("agent.id"),
     event_module: Field::intern("event.module"),
     event_dataset: Field::intern("event.dataset"),
@@ -32,7 +31,7 @@ static FIELDS: LazyLock<Fields> = LazyLock::new(|| Fields {
     timestamp: Field::intern("@timestamp"),
 });
 
-pub(crate) fn fields() -> &'static Fields {
+pub(crate) fn fields() -> &'static KnownFields {
     &FIELDS
 }
 
@@ -55,45 +54,17 @@ pub(crate) fn rfc3339_value(ns: i64) -> Value {
     Value::Str(format_rfc3339(ns).into())
 }
 
-/// Epoch nanoseconds as `YYYY-MM-DDTHH:MM:SS.fffffffffZ` (trailing zeros of the fraction trimmed
-/// to milliseconds at least).
+/// Epoch nanoseconds as `@timestamp` text (the fraction trimmed to the source's precision, at least
+/// milliseconds).
 pub(crate) fn format_rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut frac = format!("{nanos:09}");
-    while frac.len() > 3 && frac.ends_with('0') {
-        frac.pop();
-    }
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's inverse civil algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    correlator::ecs::rfc3339(ns, correlator::ecs::Fraction::Trimmed)
 }
 
 /// Seconds (possibly fractional, possibly a string) since the epoch, as nanoseconds.
-pub(crate) fn epoch_secs_ns(v: &J) -> Option<i64> {
+pub(crate) fn epoch_secs_ns(v: &serde_json::Value) -> Option<i64> {
     let f = match v {
-        J::Number(n) => n.as_f64()?,
-        J::String(s) => {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => {
             if let Ok(f) = s.trim().parse::<f64>() {
                 f
             } else {
@@ -110,27 +81,29 @@ pub(crate) fn epoch_secs_ns(v: &J) -> Option<i64> {
 }
 
 /// Parses a JSON object line, naming the problem when it is not one.
-pub(crate) fn parse_object(line: &str) -> Result<serde_json::Map<String, J>, String> {
-    match serde_json::from_str::<J>(line) {
-        Ok(J::Object(m)) => Ok(m),
+pub(crate) fn parse_object(
+    line: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
         Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
         Err(e) => Err(format!("invalid JSON: {e}")),
     }
 }
 
-pub(crate) fn kind(v: &J) -> &'static str {
+pub(crate) fn kind(v: &serde_json::Value) -> &'static str {
     match v {
-        J::Null => "null",
-        J::Bool(_) => "a boolean",
-        J::Number(_) => "a number",
-        J::String(_) => "a string",
-        J::Array(_) => "an array",
-        J::Object(_) => "an object",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
 /// Walks a dotted path through nested objects.
-pub(crate) fn get<'a>(v: &'a J, path: &str) -> Option<&'a J> {
+pub(crate) fn get<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     let mut cur = v;
     for part in path.split('.') {
         cur = cur.as_object()?.get(part)?;
@@ -138,46 +111,46 @@ pub(crate) fn get<'a>(v: &'a J, path: &str) -> Option<&'a J> {
     Some(cur)
 }
 
-pub(crate) fn get_str<'a>(v: &'a J, path: &str) -> Option<&'a str> {
-    get(v, path).and_then(J::as_str)
+pub(crate) fn get_str<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a str> {
+    get(v, path).and_then(serde_json::Value::as_str)
 }
 
 /// A JSON scalar as a Value (strings stay strings, numbers numbers); nulls and objects give None.
-pub(crate) fn scalar(v: &J) -> Option<Value> {
+pub(crate) fn scalar(v: &serde_json::Value) -> Option<Value> {
     match v {
-        J::Null | J::Object(_) => None,
-        J::Array(a) => Some(Value::Array(a.iter().filter_map(scalar).collect())),
+        serde_json::Value::Null | serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(a) => Some(Value::Array(a.iter().filter_map(scalar).collect())),
         other => Some(Value::from_json(other)),
     }
 }
 
 /// Copies `src` (a dotted path in `doc`) to ECS `dst` when present and scalar.
-pub(crate) fn copy(ev: &mut Event, doc: &J, src: &str, dst: &str) {
+pub(crate) fn copy(ev: &mut Event, doc: &serde_json::Value, src: &str, dst: &str) {
     if let Some(v) = get(doc, src).and_then(scalar) {
         ev.insert(dst, v);
     }
 }
 
 /// Copies a value that should be an integer (accepting numeric strings).
-pub(crate) fn copy_int(ev: &mut Event, doc: &J, src: &str, dst: &str) {
+pub(crate) fn copy_int(ev: &mut Event, doc: &serde_json::Value, src: &str, dst: &str) {
     if let Some(v) = get(doc, src).and_then(as_int) {
         ev.insert(dst, Value::Int(v));
     }
 }
 
-pub(crate) fn as_int(v: &J) -> Option<i64> {
+pub(crate) fn as_int(v: &serde_json::Value) -> Option<i64> {
     match v {
-        J::Number(n) => n
+        serde_json::Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())),
-        J::String(s) => s.trim().parse().ok(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
 /// Copies a string field, also filling `ip` fields as IP values when they parse.
-pub(crate) fn copy_ip(ev: &mut Event, doc: &J, src: &str, dst: &str) {
-    if let Some(J::String(s)) = get(doc, src) {
+pub(crate) fn copy_ip(ev: &mut Event, doc: &serde_json::Value, src: &str, dst: &str) {
+    if let Some(serde_json::Value::String(s)) = get(doc, src) {
         match s.parse::<std::net::IpAddr>() {
             Ok(ip) => ev.insert(dst, Value::Ip(ip)),
             Err(_) => ev.insert(dst, s_owned(s)),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use correlator::{Event, Value};
-use serde_json::{Map, Value as J};
+use serde_json::Map;
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -82,7 +82,10 @@ impl ZeekDecoder {
         }
     }
 
-    fn tsv_row(&self, line: &str) -> Result<(Map<String, J>, Option<String>), String> {
+    fn tsv_row(
+        &self,
+        line: &str,
+    ) -> Result<(Map<String, serde_json::Value>, Option<String>), String> {
         let Some(tsv) = self.tsv.as_ref().filter(|t| !t.fields.is_empty()) else {
             return Err("a TSV row before any `#fields` header (and not JSON)".into());
         };
@@ -102,28 +105,32 @@ impl ZeekDecoder {
             let ty = tsv.types.get(i).map_or("string", String::as_str);
             let jv = if v == tsv.empty {
                 if ty.starts_with("set[") || ty.starts_with("vector[") {
-                    J::Array(Vec::new())
+                    serde_json::Value::Array(Vec::new())
                 } else {
-                    J::String(String::new())
+                    serde_json::Value::String(String::new())
                 }
             } else if ty.starts_with("set[") || ty.starts_with("vector[") {
-                J::Array(
+                serde_json::Value::Array(
                     v.split(tsv.set_separator.as_str())
-                        .map(|x| J::String(x.to_string()))
+                        .map(|x| serde_json::Value::String(x.to_string()))
                         .collect(),
                 )
             } else {
                 match ty {
-                    "count" | "port" | "int" => v
-                        .parse::<i64>()
-                        .map_or_else(|_| J::String(v.to_string()), J::from),
+                    "count" | "port" | "int" => v.parse::<i64>().map_or_else(
+                        |_| serde_json::Value::String(v.to_string()),
+                        serde_json::Value::from,
+                    ),
                     "time" | "interval" | "double" => v
                         .parse::<f64>()
                         .ok()
                         .and_then(serde_json::Number::from_f64)
-                        .map_or_else(|| J::String(v.to_string()), J::Number),
-                    "bool" => J::Bool(v == "T"),
-                    _ => J::String(v.to_string()),
+                        .map_or_else(
+                            || serde_json::Value::String(v.to_string()),
+                            serde_json::Value::Number,
+                        ),
+                    "bool" => serde_json::Value::Bool(v == "T"),
+                    _ => serde_json::Value::String(v.to_string()),
                 }
             };
             m.insert(name.clone(), jv);
@@ -156,7 +163,7 @@ impl Decoder for ZeekDecoder {
                 Ok(m) => match m
                     .get("result")
                     .and_then(|r| r.get("_raw"))
-                    .and_then(J::as_str)
+                    .and_then(serde_json::Value::as_str)
                 {
                     // A Splunk export wrapper around a Zeek JSON record.
                     Some(raw) => match util::parse_object(raw) {
@@ -179,13 +186,13 @@ impl Decoder for ZeekDecoder {
             }
         };
         sink(
-            decode(&self.ctx, line, &J::Object(map), path)
+            decode(&self.ctx, line, &serde_json::Value::Object(map), path)
                 .map_err(|m| DecodeError::new(line_no, m)),
         );
     }
 }
 
-fn guess_path(doc: &J) -> &'static str {
+fn guess_path(doc: &serde_json::Value) -> &'static str {
     let has = |k: &str| doc.get(k).is_some();
     if has("conn_state") || (has("proto") && has("history")) || has("orig_bytes") {
         "conn"
@@ -221,10 +228,15 @@ fn tls_version(v: &str) -> Option<(&'static str, String)> {
     Some((rest.0, ver))
 }
 
-fn decode(ctx: &Ctx, line: &str, doc: &J, path: Option<String>) -> Result<Event, String> {
+fn decode(
+    ctx: &Ctx,
+    line: &str,
+    doc: &serde_json::Value,
+    path: Option<String>,
+) -> Result<Event, String> {
     let path = doc
         .get("_path")
-        .and_then(J::as_str)
+        .and_then(serde_json::Value::as_str)
         .map(str::to_string)
         .or(path)
         .unwrap_or_else(|| guess_path(doc).to_string());
@@ -241,14 +253,14 @@ fn decode(ctx: &Ctx, line: &str, doc: &J, path: Option<String>) -> Result<Event,
     util::copy(&mut ev, doc, "uid", "zeek.session_id");
     util::copy(&mut ev, doc, "uid", "event.id");
     let flat = |k: &str| doc.get(k).or_else(|| util::get(doc, k));
-    if let Some(v) = flat("id.orig_h").and_then(J::as_str) {
+    if let Some(v) = flat("id.orig_h").and_then(serde_json::Value::as_str) {
         ev.insert("source.address", s(v));
         ev.insert("source.ip", v.parse().map_or_else(|_| s(v), Value::Ip));
     }
     if let Some(v) = flat("id.orig_p").and_then(util::as_int) {
         ev.insert("source.port", Value::Int(v));
     }
-    if let Some(v) = flat("id.resp_h").and_then(J::as_str) {
+    if let Some(v) = flat("id.resp_h").and_then(serde_json::Value::as_str) {
         ev.insert("destination.address", s(v));
         ev.insert("destination.ip", v.parse().map_or_else(|_| s(v), Value::Ip));
     }
@@ -259,7 +271,7 @@ fn decode(ctx: &Ctx, line: &str, doc: &J, path: Option<String>) -> Result<Event,
         "conn" => {
             util::copy(&mut ev, doc, "proto", "network.transport");
             util::copy(&mut ev, doc, "service", "network.protocol");
-            if let Some(d) = doc.get("duration").and_then(J::as_f64) {
+            if let Some(d) = doc.get("duration").and_then(serde_json::Value::as_f64) {
                 #[allow(clippy::cast_possible_truncation)]
                 ev.insert("event.duration", Value::Int((d * 1e9) as i64));
             }
@@ -294,7 +306,7 @@ fn decode(ctx: &Ctx, line: &str, doc: &J, path: Option<String>) -> Result<Event,
             ev.set(f.event_action, s("connection"));
         }
         "ssl" => {
-            if let Some(v) = doc.get("version").and_then(J::as_str) {
+            if let Some(v) = doc.get("version").and_then(serde_json::Value::as_str) {
                 if let Some((proto, ver)) = tls_version(v) {
                     ev.insert("tls.version_protocol", s(proto));
                     ev.insert("tls.version", s(&ver));
@@ -334,13 +346,13 @@ fn decode(ctx: &Ctx, line: &str, doc: &J, path: Option<String>) -> Result<Event,
             ev.set(f.event_category, strs(&["network"]));
             ev.set(f.event_type, strs(&["connection", "protocol"]));
             ev.set(f.event_action, s("tls"));
-            let established = doc.get("established").and_then(J::as_bool);
+            let established = doc.get("established").and_then(serde_json::Value::as_bool);
             if let Some(e) = established {
                 ev.set(f.event_outcome, s(if e { "success" } else { "failure" }));
             }
         }
         other => {
-            if let J::Object(m) = doc {
+            if let serde_json::Value::Object(m) = doc {
                 for (k, v) in m {
                     if let Some(v) = util::scalar(v) {
                         ev.insert(&format!("zeek.{other}.{k}"), v);

@@ -2,7 +2,7 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/alerts?status=&severity=&rule=&host=&since=&after_id=&limit=` | list alerts (newest first) |
+//! | `GET /v1/alerts?status=&severity=&rule=&host=&container=&namespace=&since=&after_id=&limit=` | list alerts (newest first) |
 //! | `GET /v1/alerts/{id}` | one alert with evidence and history |
 //! | `POST /v1/alerts/{id}/status` `{"status","reason","user"}` | ack, close, suppress, reopen |
 //! | `GET /v1/alerts/stream` | new alerts as NDJSON, as they are stored |
@@ -115,6 +115,8 @@ fn filter_from(q: &HashMap<String, String>) -> Result<AlertFilter, ApiError> {
             }
             "rule" => f.rule = Some(v.clone()),
             "host" => f.host = Some(v.clone()),
+            "container" => f.container = Some(v.clone()),
+            "namespace" => f.namespace = Some(v.clone()),
             "since" => f.since_ns = Some(parse_since(v, crate::clock::wall_ns()).map_err(bad)?),
             "after_id" => {
                 f.after_id = Some(
@@ -262,6 +264,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "ingest_clients": ingest::agents::activity().connected_count(),
         "ingest_agents": ingest::agents::activity().snapshot(),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
+        "ingest_ecs_uncategorized": m.ingest_ecs_uncategorized.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
         "store": store,

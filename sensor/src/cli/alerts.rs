@@ -90,6 +90,12 @@ pub(crate) enum Command {
         rule: Option<String>,
         #[arg(long)]
         host: Option<String>,
+        /// Container id (or a prefix of at least 12 hex digits) or name.
+        #[arg(long)]
+        container: Option<String>,
+        /// Kubernetes namespace.
+        #[arg(long)]
+        namespace: Option<String>,
         /// Seen since: RFC 3339 time or a span back from now (15m, 2h, 7d).
         #[arg(long)]
         since: Option<String>,
@@ -199,6 +205,8 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             severity,
             rule,
             host,
+            container,
+            namespace,
             since,
             limit,
             json,
@@ -208,6 +216,8 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 ("severity", severity),
                 ("rule", rule),
                 ("host", host),
+                ("container", container),
+                ("namespace", namespace),
                 ("since", since),
                 ("limit", Some(limit.to_string())),
             ]);
@@ -293,6 +303,23 @@ fn print_detail(out: &mut impl Write, d: &AlertDetail) -> anyhow::Result<()> {
     ] {
         if let Some(v) = v {
             writeln!(out, "{k:<11} {v}")?;
+        }
+    }
+    if let Some(c) = &a.container {
+        writeln!(
+            out,
+            "container:  {}  image {}  id {}",
+            c.name.as_deref().unwrap_or("-"),
+            c.image.as_deref().unwrap_or("-"),
+            c.id
+        )?;
+        if c.namespace.is_some() || c.pod.is_some() {
+            writeln!(
+                out,
+                "pod:        {}/{}",
+                c.namespace.as_deref().unwrap_or("-"),
+                c.pod.as_deref().unwrap_or("-")
+            )?;
         }
     }
     if !a.reason.is_empty() {

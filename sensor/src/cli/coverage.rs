@@ -23,7 +23,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) attack_version: Option<String>,
     /// Sources this deployment receives (comma separated); default: all the sensor knows
-    /// (kernel, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, ecs).
+    /// (kernel, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, ecs, windows).
     #[arg(long, value_delimiter = ',')]
     pub(crate) sources: Vec<String>,
     /// Print the report as JSON.

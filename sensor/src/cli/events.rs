@@ -30,6 +30,9 @@ pub(crate) struct Args {
     /// Only print events of these process ids (actor or, for fork, parent); repeatable.
     #[arg(long = "pid")]
     pub(crate) pids: Vec<i64>,
+    /// Podman's API socket, where container labels are read (default /run/podman/podman.sock).
+    #[arg(long)]
+    pub(crate) podman_socket: Option<std::path::PathBuf>,
     /// Benchmarks only: attach the reference probe (`floor_socket`) instead of the sensor and
     /// count its records; prints nothing on stdout.
     #[arg(long, hide = true)]
@@ -80,6 +83,9 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     cfg.programs.clone_from(&args.programs);
     if let Some(q) = args.queue_capacity {
         cfg.queue_capacity = q;
+    }
+    if let Some(p) = &args.podman_socket {
+        cfg.containers.podman_socket.clone_from(p);
     }
     use tokio::signal::unix::{signal, SignalKind};
     // Registered once, before the "attached" line, so that no SIGINT/SIGTERM is missed.

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use ingest::{decode_reader, Format};
+use ingest::{decode_reader, lacks_ecs_category, uncategorized_warning, Format};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr.
+    /// Source format: ecs, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, windows.
     #[arg(long)]
     pub(crate) format: Format,
     /// Input file (`-` for stdin); a `.gz` file is decompressed.
@@ -39,12 +39,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let (mut ok, mut bad) = (0u64, 0u64);
+    let (mut ok, mut bad, mut uncategorized) = (0u64, 0u64, 0u64);
+    let check_ecs = args.format == Format::Ecs;
     let mut write_err: Option<std::io::Error> = None;
     let mut stderr = std::io::stderr().lock();
     decode_reader(args.format, &args.agent_id, reader, &mut |r| match r {
         Ok(ev) => {
             ok += 1;
+            if check_ecs && lacks_ecs_category(&ev) {
+                uncategorized += 1;
+            }
             if write_err.is_none() {
                 if let Err(e) = serde_json::to_writer(&mut out, &ev.to_json())
                     .map_err(std::io::Error::from)
@@ -68,6 +72,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} events decoded, {} records rejected ({})",
         ok, bad, args.format
     );
+    if uncategorized > 0 {
+        let _ = writeln!(stderr, "warning: {}", uncategorized_warning(uncategorized));
+    }
     Ok(if args.strict && bad > 0 {
         ExitCode::from(1)
     } else {

@@ -24,7 +24,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) state: Option<PathBuf>,
     /// Input format: ecs (JSON array or NDJSON), auditd, eslogger, unifiedlog, osquery, zeek,
-    /// suricata, mdm, mobile-edr (the network ingest decoders; `.gz` inputs are decompressed).
+    /// suricata, mdm, mobile-edr, windows (the network ingest decoders; `.gz` inputs are decompressed).
     #[arg(long, default_value = "ecs")]
     pub(crate) format: ingest::Format,
     /// Agent id recorded on decoded events (`agent.id`) for non-ECS formats.
@@ -66,6 +66,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(rule = %id, error = %err, "rule skipped: does not compile");
     }
     let events = read_input(&args)?;
+    if args.format == ingest::Format::Ecs {
+        let n = events
+            .iter()
+            .filter(|e| ingest::lacks_ecs_category(e))
+            .count() as u64;
+        if n > 0 {
+            eprintln!("warning: {}", ingest::uncategorized_warning(n));
+        }
+    }
     let progress = sensor::metrics::progress::Progress::items("replay", events.len() as u64);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());

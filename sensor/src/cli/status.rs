@@ -7,7 +7,7 @@ use serde_json::Value;
 pub(crate) struct Args {
     #[command(flatten)]
     conn: super::alerts::Conn,
-    /// The raw JSON status.
+    /// The whole status as JSON (every detail of every source).
     #[arg(long)]
     json: bool,
 }
@@ -40,7 +40,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             s(&src["detail"])
         )?;
         if let Some(st) = src.get("status") {
-            writeln!(out, "    {st}")?;
+            detail_lines(&mut out, st, 4)?;
+            let containers = st.get("containers").filter(|c| c["enabled"] == true);
+            for (sock, why) in containers
+                .and_then(|c| c["unreachable"].as_object())
+                .into_iter()
+                .flatten()
+            {
+                writeln!(
+                    out,
+                    "    container runtime not reachable: {sock}: {} (events carry the container id alone)",
+                    s(why)
+                )?;
+            }
         }
     }
     for r in v["refused"].as_array().into_iter().flatten() {
@@ -53,6 +65,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "ingest clients: {} (rejected records {})",
         v["ingest_clients"], v["ingest_rejects"]
     )?;
+    if let Some(n) = v["ingest_ecs_uncategorized"].as_u64().filter(|n| *n > 0) {
+        writeln!(out, "ingest warning: {}", ingest::uncategorized_warning(n))?;
+    }
     print_agents(&mut out, &v["ingest_agents"])?;
     let st = &v["store"];
     writeln!(
@@ -69,6 +84,85 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A JSON scalar as text (strings without quotes).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some("-".into()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// `a=1 b=2` for an object of scalars, `a, b` for an array of scalars (`none` when empty).
+fn flat(v: &Value) -> Option<String> {
+    let parts: Option<Vec<String>> = match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| scalar(v).map(|s| format!("{k}={s}")))
+            .collect(),
+        Value::Array(a) => a.iter().map(scalar).collect(),
+        _ => return scalar(v),
+    };
+    let parts = parts?;
+    Some(if parts.is_empty() {
+        "none".into()
+    } else if v.is_object() {
+        parts.join(" ")
+    } else {
+        parts.join(", ")
+    })
+}
+
+/// A source's status detail (the kernel sensor's programs, losses per kind...) as readable lines,
+/// one per key, indented by nesting; `--json` prints it whole.
+fn detail_lines(out: &mut impl Write, v: &Value, indent: usize) -> std::io::Result<()> {
+    let pad = " ".repeat(indent);
+    let Value::Object(m) = v else {
+        return writeln!(out, "{pad}{}", flat(v).unwrap_or_else(|| v.to_string()));
+    };
+    for (k, v) in m {
+        if let Some(line) = flat(v) {
+            writeln!(out, "{pad}{k}: {line}")?;
+        } else if let Value::Array(items) = v {
+            writeln!(out, "{pad}{k}:")?;
+            for item in items {
+                match flat(item) {
+                    Some(line) => writeln!(out, "{pad}  - {line}")?,
+                    None => detail_lines(out, item, indent + 4)?,
+                }
+            }
+        } else {
+            writeln!(out, "{pad}{k}:")?;
+            detail_lines(out, v, indent + 2)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn kernel_detail_is_readable_lines() {
+        let st = serde_json::json!({
+            "attached": ["sys_enter_socket", "sched_process_exec"],
+            "refused": [{"program": "floor_socket", "reason": "not requested"}],
+            "events": {"socket": 12, "exec": 3},
+            "lost_kernel": {},
+            "decode_errors": 0,
+        });
+        let mut out = Vec::new();
+        detail_lines(&mut out, &st, 4).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "    attached: sys_enter_socket, sched_process_exec\n    refused:\n      - program=floor_socket reason=not requested\n    events: socket=12 exec=3\n    lost_kernel: none\n    decode_errors: 0\n"
+        );
+    }
+}
 /// One line per remote agent and protocol: connections, records, last record (seconds ago).
 fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
     let now_ms = std::time::SystemTime::now()

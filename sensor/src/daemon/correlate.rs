@@ -22,12 +22,12 @@ use crate::rules::LoadedRule;
 use crate::store::{AckFn, StoreHandle};
 use crate::store::{SourceOffset, SourcePosition};
 
-pub(crate) enum Ctl {
-    Reload {
-        rules: Vec<LoadedRule>,
-        lateness_ns: i64,
-        reply: oneshot::Sender<ReloadReport>,
-    },
+/// The main loop's request to the correlator stage: swap in new rules (the API's and SIGHUP's
+/// [`crate::api::Control::Reload`] ends here).
+pub(crate) struct Reload {
+    pub(crate) rules: Vec<LoadedRule>,
+    pub(crate) lateness_ns: i64,
+    pub(crate) reply: oneshot::Sender<ReloadReport>,
 }
 
 pub(crate) struct Setup {
@@ -37,7 +37,7 @@ pub(crate) struct Setup {
     /// Per source: told once a position it sent is durable in the store.
     pub(crate) acks: Vec<Option<AckFn>>,
     pub(crate) input: mpsc::Receiver<Input>,
-    pub(crate) control: mpsc::Receiver<Ctl>,
+    pub(crate) control: mpsc::Receiver<Reload>,
     pub(crate) store: StoreHandle,
     pub(crate) metrics: Arc<Metrics>,
     /// Where detector state (learned baselines) is saved: every [`STATE_EVERY`] and at shutdown.
@@ -128,7 +128,7 @@ pub(crate) async fn run(setup: Setup) {
         tokio::select! {
             biased;
             ctl = control.recv(), if control_open => match ctl {
-                Some(Ctl::Reload { rules, lateness_ns, reply }) => {
+                Some(Reload { rules, lateness_ns, reply }) => {
                     let _ = reply.send(st.reload(rules, lateness_ns));
                 }
                 None => control_open = false,

@@ -237,6 +237,11 @@ impl Sink for ChannelSink<'_> {
     fn emit(&mut self, e: Emitted) {
         match e.result {
             Ok(ev) => {
+                if e.format == ingest::Format::Ecs && ingest::lacks_ecs_category(&ev) {
+                    self.metrics
+                        .ingest_ecs_uncategorized
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if !self.closed && self.tx.blocking_send(SourceItem::Event(ev)).is_err() {
                     self.closed = true;
                 }

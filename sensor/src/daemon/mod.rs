@@ -420,7 +420,7 @@ async fn serve_until_stopped(
     mut current: Config,
     config_path: Option<&std::path::Path>,
     rules: &dyn RuleProvider,
-    correlator: &mpsc::Sender<correlate::Ctl>,
+    correlator: &mpsc::Sender<correlate::Reload>,
     mut control: mpsc::Receiver<Control>,
     info: &DaemonInfo,
     metrics: &Metrics,
@@ -466,7 +466,7 @@ async fn serve_until_stopped(
 struct Running {
     shutdown: watch::Sender<bool>,
     sources: Sources,
-    correlator_control: mpsc::Sender<correlate::Ctl>,
+    correlator_control: mpsc::Sender<correlate::Reload>,
     correlator: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinSet<()>,
@@ -530,7 +530,7 @@ async fn reload(
     current: &mut Config,
     path: Option<&std::path::Path>,
     provider: &dyn RuleProvider,
-    correlator: &mpsc::Sender<correlate::Ctl>,
+    correlator: &mpsc::Sender<correlate::Reload>,
     info: &DaemonInfo,
 ) -> Result<ReloadReport, String> {
     let new = match path {
@@ -543,7 +543,7 @@ async fn reload(
     let ids: Vec<String> = rules.iter().map(|r| r.detector.id().to_string()).collect();
     let (tx, rx) = oneshot::channel();
     correlator
-        .send(correlate::Ctl::Reload {
+        .send(correlate::Reload {
             rules,
             lateness_ns: new.rules.lateness.as_nanos_i64(),
             reply: tx,

@@ -63,6 +63,7 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    // Long by design: one block per exported metric family, in exposition order.
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
@@ -96,6 +97,8 @@ pub struct Metrics {
     pub output_dropped: AtomicU64,
     pub ingest_rejects: AtomicU64,
     pub ingest_clients: AtomicI64,
+    /// Records accepted as `ecs` that carry no `event.category` nor `event.kind`.
+    pub ingest_ecs_uncategorized: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// Event time of the closing event -> alert committed to the store.
@@ -241,6 +244,12 @@ impl Metrics {
             "counter",
             "Records rejected by network ingest.",
             one(self.ingest_rejects.load(Relaxed).to_string()),
+        );
+        family(
+            "sensor_ingest_ecs_uncategorized_total",
+            "counter",
+            "Records accepted as ECS that carry no event.category nor event.kind (wrong format?).",
+            one(self.ingest_ecs_uncategorized.load(Relaxed).to_string()),
         );
         family(
             "sensor_ingest_clients",

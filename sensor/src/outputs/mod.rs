@@ -20,7 +20,7 @@ use crate::store::AlertUpdate;
 
 /// RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    correlator::ecs::rfc3339(ns, correlator::ecs::Fraction::Micros)
 }
 
 /// The alert as an ECS document: `event.kind: alert`, `rule.*`, `threat.*` (MITRE ATT&CK), `host`,
@@ -83,6 +83,22 @@ pub fn ecs_document(u: &AlertUpdate) -> Value {
     }
     if let Some(p) = &a.process {
         doc["process"] = json!({ "executable": p });
+    }
+    // Where: the container, orchestrator and Kubernetes objects of the evidence that names a
+    // container (the kernel sensor's fields, or a remote source's as sent).
+    if a.container.is_some() {
+        if let Some(ev) = u
+            .evidence
+            .iter()
+            .rev()
+            .find(|e| e.get("container").is_some())
+        {
+            for k in ["container", "orchestrator", "kubernetes"] {
+                if let Some(v) = ev.get(k) {
+                    doc[k] = v.clone();
+                }
+            }
+        }
     }
     doc
 }

@@ -12,8 +12,11 @@
 //! clock, so a replay deduplicates the same way as the live run. Only bookkeeping columns
 //! (`created_ns`, `updated_ns`, history `at_ns`) and age retention read the clock, passed in by the caller.
 
+mod container;
 mod schema;
 mod task;
+
+pub use container::{container_of, ContainerSummary};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -170,6 +173,9 @@ pub struct StoredAlert {
     pub settings: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub join_keys: Vec<serde_json::Value>,
+    /// The container (and Kubernetes pod) the evidence names, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSummary>,
     pub created_ns: i64,
     pub updated_ns: i64,
 }
@@ -216,6 +222,12 @@ pub struct AlertFilter {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Only alerts in this container: its id (or a prefix of 12 or more characters) or its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Only alerts in this Kubernetes namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Only alerts seen at or after this event time (ns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ns: Option<i64>,
@@ -289,7 +301,8 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 
 const ALERT_COLUMNS: &str =
     "id, rule_id, rule_name, severity, risk_score, status, first_seen_ns, last_seen_ns, \
-     count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns";
+     count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns, \
+     container_id, container_name, container_image, k8s_namespace, k8s_pod";
 
 fn severity_code(s: Severity) -> i64 {
     match s {
@@ -310,13 +323,17 @@ fn severity_from_code(c: i64) -> Option<Severity> {
     }
 }
 
-/// The key repeats are folded on: the match's join keys when it has them, else who and where.
+/// The key repeats are folded on: the match's join keys when it has them, else who and where; in
+/// a container, its id too (the same thing in two containers is two alerts).
 pub fn dedup_key(alert: &Alert) -> String {
-    let v = if alert.join_keys.is_empty() {
+    let mut v = if alert.join_keys.is_empty() {
         serde_json::json!([alert.host, alert.user, alert.process])
     } else {
         serde_json::json!([alert.host, alert.join_keys])
     };
+    if let (Some(c), serde_json::Value::Array(a)) = (container_of(alert), &mut v) {
+        a.push(serde_json::Value::String(c.id));
+    }
     v.to_string()
 }
 
@@ -564,6 +581,22 @@ impl Store {
         if let Some(h) = &filter.host {
             sql.push_str(" AND host = ?");
             args.push(h.clone().into());
+        }
+        if let Some(c) = &filter.container {
+            if c.len() >= 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                sql.push_str(" AND (container_name = ? OR substr(container_id, 1, ?) = ?)");
+                args.push(c.clone().into());
+                args.push(i64::try_from(c.len()).unwrap_or(i64::MAX).into());
+                args.push(c.clone().into());
+            } else {
+                sql.push_str(" AND (container_name = ? OR container_id = ?)");
+                args.push(c.clone().into());
+                args.push(c.clone().into());
+            }
+        }
+        if let Some(n) = &filter.namespace {
+            sql.push_str(" AND k8s_namespace = ?");
+            args.push(n.clone().into());
         }
         if let Some(t) = filter.since_ns {
             sql.push_str(" AND last_seen_ns >= ?");
@@ -823,6 +856,7 @@ fn record_in(
     now_ns: i64,
 ) -> rusqlite::Result<Recorded> {
     let key = dedup_key(a);
+    let ctr = container_of(a);
     let window_start = a.timestamp_ns.saturating_sub(cfg.dedup_window_ns);
     let existing: Option<(i64, String, i64)> = tx
         .prepare_cached(
@@ -859,8 +893,10 @@ fn record_in(
     }
     tx.prepare_cached(
         "INSERT INTO alerts (rule_id, rule_name, dedup_key, severity, risk_score, status, first_seen_ns, last_seen_ns,
-         created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?8, 1, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys,
+         container_id, container_name, container_image, k8s_namespace, k8s_pod)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?8, 1, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+         ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
         a.rule_id,
@@ -878,6 +914,11 @@ fn record_in(
         a.reason,
         json(&a.settings),
         json(&a.join_keys),
+        ctr.as_ref().map(|c| c.id.clone()),
+        ctr.as_ref().and_then(|c| c.name.clone()),
+        ctr.as_ref().and_then(|c| c.image.clone()),
+        ctr.as_ref().and_then(|c| c.namespace.clone()),
+        ctr.as_ref().and_then(|c| c.pod.clone()),
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached(
@@ -931,6 +972,7 @@ struct RawAlert {
     join_keys: String,
     created_ns: i64,
     updated_ns: i64,
+    container: [Option<String>; 5],
 }
 
 fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
@@ -953,6 +995,7 @@ fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
         join_keys: r.get(15)?,
         created_ns: r.get(16)?,
         updated_ns: r.get(17)?,
+        container: [r.get(18)?, r.get(19)?, r.get(20)?, r.get(21)?, r.get(22)?],
     })
 }
 
@@ -984,6 +1027,16 @@ impl RawAlert {
                 .map_err(|e| bad(format!("settings: {e}")))?,
             join_keys: serde_json::from_str(&self.join_keys)
                 .map_err(|e| bad(format!("join_keys: {e}")))?,
+            container: {
+                let [id, name, image, namespace, pod] = self.container;
+                id.map(|id| ContainerSummary {
+                    id,
+                    name,
+                    image,
+                    namespace,
+                    pod,
+                })
+            },
             created_ns: self.created_ns,
             updated_ns: self.updated_ns,
         })

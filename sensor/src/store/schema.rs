@@ -63,6 +63,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         position TEXT NOT NULL
     );
     ",
+    // v4: the container and Kubernetes pod an alert's evidence names (`alerts list --container,
+    // --namespace`).
+    r"
+    ALTER TABLE alerts ADD COLUMN container_id TEXT;
+    ALTER TABLE alerts ADD COLUMN container_name TEXT;
+    ALTER TABLE alerts ADD COLUMN container_image TEXT;
+    ALTER TABLE alerts ADD COLUMN k8s_namespace TEXT;
+    ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
+    CREATE INDEX alerts_container ON alerts (container_id);
+    CREATE INDEX alerts_namespace ON alerts (k8s_namespace);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -293,6 +293,7 @@ fn write_batch(
 }
 
 fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
+    let container = crate::store::container_of(&a);
     AlertUpdate {
         new: r.new,
         alert: StoredAlert {
@@ -312,6 +313,7 @@ fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
             reason: a.reason,
             settings: a.settings,
             join_keys: a.join_keys,
+            container,
             created_ns: now,
             updated_ns: now,
         },

@@ -36,6 +36,7 @@ impl Node {
         }
     }
 
+    // Long by design: one match arm per node kind (three-valued logic).
     /// Three-valued truth: `None` is null (which a `where` treats as false).
     #[inline]
     pub(crate) fn test(&self, ev: &Event, env: &Env<'_>) -> Option<bool> {

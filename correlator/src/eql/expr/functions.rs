@@ -84,6 +84,7 @@ fn str_arg(v: &Value) -> Option<&str> {
     v.as_str()
 }
 
+// Long by design: one match arm per EQL function of the library.
 pub(super) fn call(f: Func, args: &[Node], ci: bool, ev: &Event, env: &Env<'_>) -> Value {
     let vals: Vec<V<'_>> = args.iter().map(|a| a.eval(ev, env)).collect();
     let s = |i: usize| vals.get(i).and_then(|v| str_arg(v));
