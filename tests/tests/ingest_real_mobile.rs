@@ -285,6 +285,18 @@ fn vendors_are_recognised_and_mapped() {
     assert_eq!(s(&i.events[0], "event.kind"), Some("alert"));
     assert_eq!(s(&i.events[0], "host.id"), Some("9b2c"));
 
+    // Check Point Harmony Mobile, one event in the field set its event export documents (written here).
+    let harmony = br#"{"attack_vector":"NetworkSecurity","backend_last_updated":"02/02/2025 02:22:20","details":"Domain:phish[.]example","device_id":"2","device_rooted":false,"email":"user@example.com","event":"Info","event_timestamp":"02/22/2023 02:22:20","id":22,"mdm_uuid":"00000000-0000-0000-0000-000000000001","name":"TestDevice","severity":"Critical","threat_factors":"Phishing","device_model":"Android","client_version":"2.73"}"#;
+    let h = decode(Format::Mtd, harmony);
+    assert!(h.rejects.is_empty(), "{:?}", h.rejects);
+    let ev = &h.events[0];
+    assert_eq!(s(ev, "observer.vendor"), Some("Check Point"));
+    assert_eq!(s(ev, "rule.name"), Some("Phishing"));
+    assert_eq!(s(ev, "destination.domain"), Some("phish.example"));
+    assert_eq!(s(ev, "mtd.severity"), Some("critical"));
+    assert_eq!(s(ev, "host.id"), Some("2"));
+    assert_eq!(s(ev, "@timestamp"), Some("2023-02-22T02:22:20.000Z"));
+
     let unknown = decode(Format::Mtd, br#"{"vendor":"Other","x":1}"#);
     assert_eq!(unknown.rejects.len(), 1);
     assert!(

@@ -53,7 +53,7 @@ pub enum Format {
     Windows,
     /// Apple MDM protocol messages: XML plists, NanoMDM/MicroMDM webhook JSON, DEP device records.
     AppleMdm,
-    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune), vendor recognised per record.
+    /// Mobile-threat-defence vendor events (Zimperium, Lookout, Jamf, Intune, Harmony Mobile), vendor recognised per record.
     Mtd,
 }
 

@@ -7,6 +7,8 @@
 //!   `created_time`, `type` (`THREAT`, `DEVICE`, `AUDIT`, `SMISHING_ALERT`), `change_type`.
 //! - Jamf (Security Cloud "Threat Events Stream"): `event.metadata.vendor` `Jamf` or
 //!   `event.metadata.product` `Threat Events Stream`, `event.eventType`, `event.alertId`.
+//! - Check Point Harmony Mobile (event API / SIEM export): `attack_vector` with `threat_factors` or
+//!   `device_rooted`.
 //! - Microsoft Intune (diagnostic settings export of `Devices` / `DeviceComplianceOrg` logs, one
 //!   record or a batch `{"records": [...]}`): `category`, `operationName`, `properties`.
 //!
@@ -45,6 +47,7 @@ enum Vendor {
     Lookout,
     Jamf,
     Intune,
+    Harmony,
 }
 
 fn vendor(d: &J) -> Option<Vendor> {
@@ -65,6 +68,8 @@ fn vendor(d: &J) -> Option<Vendor> {
         && d.get("type").is_some_and(J::is_string)
     {
         Some(Vendor::Lookout)
+    } else if has("attack_vector") && (has("threat_factors") || has("device_rooted")) {
+        Some(Vendor::Harmony)
     } else if has("operationName")
         && has("category")
         && d.get("properties").is_some_and(J::is_object)
@@ -75,7 +80,7 @@ fn vendor(d: &J) -> Option<Vendor> {
     }
 }
 
-const KNOWN: &str = "Zimperium (threatTypeName / zappInstance), Lookout Mobile Risk API v2 (created_time, type, change_type), Jamf Threat Events Stream (event.metadata, event.eventType), Intune diagnostic logs (category, operationName, properties)";
+const KNOWN: &str = "Zimperium (threatTypeName / zappInstance), Lookout Mobile Risk API v2 (created_time, type, change_type), Jamf Threat Events Stream (event.metadata, event.eventType), Intune diagnostic logs (category, operationName, properties), Check Point Harmony Mobile (attack_vector, threat_factors)";
 
 pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
     let doc = J::Object(util::parse_object(record.trim())?);
@@ -105,6 +110,7 @@ fn one(ctx: &Ctx, record: &str, d: &J, v: Vendor) -> Result<Event, String> {
         Vendor::Lookout => lookout(ctx, record, d),
         Vendor::Jamf => jamf(ctx, record, d),
         Vendor::Intune => intune(ctx, record, d),
+        Vendor::Harmony => harmony(ctx, record, d),
     }
 }
 
@@ -525,6 +531,76 @@ fn jamf(ctx: &Ctx, record: &str, outer: &J) -> Result<Event, String> {
         ev.insert("source.ip", Value::Ip(ip));
     }
     util::copy_int(&mut ev, d, "source.port", "source.port");
+    Ok(ev)
+}
+
+/// Harmony Mobile's `MM/DD/YYYY HH:MM:SS` (UTC).
+fn harmony_time(t: &str) -> Option<i64> {
+    let dt = chrono::NaiveDateTime::parse_from_str(t.trim(), "%m/%d/%Y %H:%M:%S").ok()?;
+    dt.and_utc().timestamp_nanos_opt()
+}
+
+fn harmony(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
+    let t = util::get_str(d, "event_timestamp")
+        .or_else(|| util::get_str(d, "backend_last_updated"))
+        .ok_or("Harmony Mobile event without `event_timestamp` or `backend_last_updated`")?;
+    let ts = harmony_time(t)
+        .ok_or_else(|| format!("Harmony Mobile time `{t}` is not MM/DD/YYYY HH:MM:SS"))?;
+    let mut ev = new_event(ctx, record, "mtd.harmony", "Check Point", "Harmony Mobile");
+    util::set_time(&mut ev, ts);
+    let vector = nonempty(d, "attack_vector").unwrap_or("");
+    let cat: &[&str] = match vector {
+        "NetworkSecurity" | "Network" => &["network", "threat"],
+        "App" | "Apps" | "Application" => &["package", "threat"],
+        _ => &["host", "threat"],
+    };
+    alert(&mut ev, cat);
+    ev.set(fields().event_action, s("threat_detected"));
+    let factors = nonempty(d, "threat_factors").unwrap_or(vector);
+    ev.insert("rule.name", s(factors));
+    ev.insert("rule.category", s(vector));
+    let details = nonempty(d, "details");
+    ev.insert("event.reason", s(details.unwrap_or(factors)));
+    if let Some(dom) = details.and_then(|x| x.strip_prefix("Domain:")) {
+        // Defanged in the feed (`bb[.]example`): the domain itself, for joins.
+        set_destination(&mut ev, Some(&dom.trim().replace("[.]", ".")), None, None);
+    }
+    util::copy(&mut ev, d, "id", "event.id");
+    util::copy(&mut ev, d, "event", "mtd.harmony.event");
+    util::copy(&mut ev, d, "client_version", "observer.version");
+    let label = match nonempty(d, "severity")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("critical") => "critical",
+        Some("high") => "high",
+        Some("medium") => "medium",
+        _ => "low",
+    };
+    let num = match label {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        _ => 1,
+    };
+    set_severity(&mut ev, Some(num), label);
+    let dev = match util::get(d, "device_id") {
+        Some(J::String(x)) if !x.is_empty() => Some(x.clone()),
+        Some(J::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Some(id) = dev {
+        set_device(&mut ev, &id);
+    }
+    util::copy(&mut ev, d, "name", "host.name");
+    util::copy(&mut ev, d, "device_model", "device.model.identifier");
+    util::copy(&mut ev, d, "device_rooted", "mtd.device.rooted");
+    if let Some(m) = nonempty(d, "mdm_uuid") {
+        ev.insert("mtd.device.mdm_id", s(m));
+    }
+    if let Some(e) = nonempty(d, "email").filter(|e| e.contains('@')) {
+        ev.insert("user.email", s(e));
+    }
     Ok(ev)
 }
 

@@ -140,29 +140,6 @@ fn detail_lines(out: &mut impl Write, v: &Value, indent: usize) -> std::io::Resu
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn kernel_detail_is_readable_lines() {
-        let st = serde_json::json!({
-            "attached": ["sys_enter_socket", "sched_process_exec"],
-            "refused": [{"program": "floor_socket", "reason": "not requested"}],
-            "events": {"socket": 12, "exec": 3},
-            "lost_kernel": {},
-            "decode_errors": 0,
-        });
-        let mut out = Vec::new();
-        detail_lines(&mut out, &st, 4).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            "    attached: sys_enter_socket, sched_process_exec\n    refused:\n      - program=floor_socket reason=not requested\n    events: socket=12 exec=3\n    lost_kernel: none\n    decode_errors: 0\n"
-        );
-    }
-}
 /// One line per remote agent and protocol: connections, records, last record (seconds ago).
 fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
     let now_ms = std::time::SystemTime::now()
@@ -188,4 +165,28 @@ fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn kernel_detail_is_readable_lines() {
+        let st = serde_json::json!({
+            "attached": ["sys_enter_socket", "sched_process_exec"],
+            "refused": [{"program": "floor_socket", "reason": "not requested"}],
+            "events": {"socket": 12, "exec": 3},
+            "lost_kernel": {},
+            "decode_errors": 0,
+        });
+        let mut out = Vec::new();
+        detail_lines(&mut out, &st, 4).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "    attached: sys_enter_socket, sched_process_exec\n    refused:\n      - program=floor_socket reason=not requested\n    events: socket=12 exec=3\n    lost_kernel: none\n    decode_errors: 0\n"
+        );
+    }
 }
