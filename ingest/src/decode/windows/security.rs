@@ -1,0 +1,153 @@
+//! The Security log (`Microsoft-Windows-Security-Auditing`): event kinds and the ECS mapping.
+
+use correlator::Event;
+
+use super::super::util::{self, fields, s};
+use super::ecs::{k, logon_type, put, put_file, put_int, put_ip, put_process, transport, Kind};
+use super::Record;
+
+pub(super) fn security_kind(id: i64) -> Option<Kind> {
+    match id {
+        4688 => k(&["process"], &["start"], "created-process"),
+        4689 => k(&["process"], &["end"], "exited-process"),
+        4624 => k(&["authentication"], &["start"], "logged-in"),
+        4625 => k(&["authentication"], &["start"], "logon-failed"),
+        4634 | 4647 => k(&["authentication"], &["end"], "logged-out"),
+        4648 => k(&["authentication"], &["start"], "logged-in-explicit"),
+        4672 => k(&["iam"], &["admin"], "logged-in-special"),
+        4697 => k(
+            &["iam", "configuration"],
+            &["admin", "change"],
+            "service-installed",
+        ),
+        4698 => k(
+            &["iam", "configuration"],
+            &["creation", "admin"],
+            "scheduled-task-created",
+        ),
+        4702 => k(
+            &["iam", "configuration"],
+            &["change", "admin"],
+            "scheduled-task-updated",
+        ),
+        4720 => k(&["iam"], &["user", "creation"], "added-user-account"),
+        4726 => k(&["iam"], &["user", "deletion"], "deleted-user-account"),
+        4728 | 4732 | 4756 => k(&["iam"], &["group", "change"], "added-member-to-group"),
+        4768 | 4769 | 4771 | 4776 => k(&["authentication"], &["start"], "credential-validated"),
+        4663 => k(&["file"], &["access"], "object-access-attempt"),
+        5140 => k(
+            &["network", "file"],
+            &["info", "access"],
+            "network-share-object-accessed",
+        ),
+        5145 => k(
+            &["network", "file"],
+            &["info", "access"],
+            "network-share-object-access-checked",
+        ),
+        5156 => k(
+            &["network"],
+            &["connection", "allowed"],
+            "windows-firewall-connection-allowed",
+        ),
+        5157 => k(
+            &["network"],
+            &["connection", "denied"],
+            "windows-firewall-connection-blocked",
+        ),
+        1102 => k(&["iam"], &["admin", "change"], "audit-log-cleared"),
+        _ => None,
+    }
+}
+
+pub(super) fn map_security(ev: &mut Event, rec: &Record, event_id: i64) {
+    let d = |k: &str| rec.get(k);
+    let subject = |ev: &mut Event| {
+        put(ev, "user.name", d("SubjectUserName"));
+        put(ev, "user.domain", d("SubjectDomainName"));
+        put(ev, "user.id", d("SubjectUserSid"));
+    };
+    let target = |ev: &mut Event| {
+        put(ev, "user.name", d("TargetUserName"));
+        put(ev, "user.domain", d("TargetDomainName"));
+        put(ev, "user.id", d("TargetUserSid"));
+    };
+    match event_id {
+        4688 => {
+            put_process(
+                ev,
+                "process",
+                d("NewProcessName"),
+                d("NewProcessId"),
+                None,
+                d("CommandLine"),
+            );
+            put_int(ev, "process.parent.pid", d("ProcessId"));
+            if let Some(p) = d("ParentProcessName") {
+                ev.insert("process.parent.executable", s(p));
+                ev.insert("process.parent.name", s(util::basename(p)));
+            }
+            subject(ev);
+        }
+        4689 => {
+            put_process(ev, "process", d("ProcessName"), d("ProcessId"), None, None);
+            subject(ev);
+        }
+        4624 | 4625 | 4634 | 4647 | 4648 => {
+            target(ev);
+            put_ip(ev, "source.ip", d("IpAddress"));
+            put_int(ev, "source.port", d("IpPort"));
+            put(ev, "source.domain", d("WorkstationName"));
+            if let Some(t) = d("LogonType").and_then(logon_type) {
+                ev.insert("winlog.logon.type", s(t));
+            }
+            put(ev, "winlog.logon.id", d("TargetLogonId"));
+            if d("ProcessName").is_some() {
+                put_process(ev, "process", d("ProcessName"), d("ProcessId"), None, None);
+            }
+            let outcome = if event_id == 4625 {
+                "failure"
+            } else {
+                "success"
+            };
+            ev.set(fields().event_outcome, s(outcome));
+        }
+        4697 => {
+            subject(ev);
+            put(ev, "service.name", d("ServiceName"));
+            put(ev, "service.type", d("ServiceType"));
+        }
+        5140 | 5145 => {
+            subject(ev);
+            put_ip(ev, "source.ip", d("IpAddress"));
+            put_int(ev, "source.port", d("IpPort"));
+            if let Some(t) = d("RelativeTargetName") {
+                ev.insert("file.name", s(util::basename(t)));
+                ev.insert("file.path", s(t));
+            }
+            put(ev, "file.directory", d("ShareName"));
+        }
+        5156 | 5157 => {
+            put_ip(ev, "source.ip", d("SourceAddress"));
+            put_int(ev, "source.port", d("SourcePort"));
+            put_ip(ev, "destination.ip", d("DestAddress"));
+            put_int(ev, "destination.port", d("DestPort"));
+            if let Some(p) = d("Protocol") {
+                ev.insert("network.transport", s(&transport(p)));
+            }
+            if let Some(a) = d("Application") {
+                ev.insert("process.executable", s(a));
+                ev.insert("process.name", s(util::basename(a)));
+            }
+            put_int(ev, "process.pid", d("ProcessID").or(d("ProcessId")));
+        }
+        4663 | 4656 | 4658 => {
+            subject(ev);
+            if d("ObjectType") == Some("File") {
+                put_file(ev, d("ObjectName"));
+            }
+            put_process(ev, "process", d("ProcessName"), d("ProcessId"), None, None);
+        }
+        _ => subject(ev),
+    }
+}

@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used)]
+use super::super::util::strs;
+use super::super::{decode_reader, Format};
+use super::ecs::split_command_line;
+use super::*;
+use correlator::Value;
+
+fn decode(text: &str) -> (Vec<Event>, Vec<DecodeError>) {
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    decode_reader(Format::Windows, "w", text.as_bytes(), &mut |r| match r {
+        Ok(e) => ok.push(e),
+        Err(e) => bad.push(e),
+    });
+    (ok, bad)
+}
+
+fn get<'a>(ev: &'a Event, p: &str) -> Option<&'a str> {
+    ev.get_path(p).and_then(Value::as_str)
+}
+
+const NXLOG_PIPE: &str = r#"{"EventID":17,"SourceName":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Hostname":"WORKSTATION5.theshire.local","host":"wec.internal.cloudapp.net","EventTime":"2020-09-18 15:00:21","@timestamp":"2020-09-18T19:00:21.633Z","@version":"1","tags":["mordorDataset"],"UtcTime":"2020-09-18 19:00:21.120","PipeName":"&lt;Anonymous Pipe&gt;","Image":"C:\\Users\\p\\GruntHTTP.exe","ProcessId":"5780","ProcessGuid":"{a}","RuleName":"-","RecordNumber":7}"#;
+
+#[test]
+fn nxlog_sysmon_pipe() {
+    let (ok, bad) = decode(NXLOG_PIPE);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(get(ev, "file.name"), Some("<Anonymous Pipe>"));
+    assert_eq!(get(ev, "file.path"), None);
+    assert_eq!(get(ev, "host.name"), Some("workstation5"));
+    assert_eq!(
+        get(ev, "host.hostname"),
+        Some("workstation5.theshire.local")
+    );
+    assert_eq!(get(ev, "host.domain"), Some("theshire.local"));
+    assert_eq!(get(ev, "event.code"), Some("17"));
+    assert_eq!(get(ev, "event.action"), Some("Pipe Created"));
+    assert_eq!(get(ev, "process.name"), Some("GruntHTTP.exe"));
+    assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(5780)));
+    assert_eq!(get(ev, "@timestamp"), Some("2020-09-18T19:00:21.120Z"));
+    assert!(ev.get_path("winlog.event_data.host").is_none());
+    assert!(ev.get_path("rule.name").is_none());
+}
+
+#[test]
+fn local_event_time_is_shifted_by_the_learnt_offset() {
+    let sec = r#"{"EventID":4688,"SourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","Hostname":"WORKSTATION5.theshire.local","EventTime":"2020-09-18 15:00:30","@timestamp":"2020-09-18T19:00:33.000Z","NewProcessName":"C:\\Windows\\System32\\cmd.exe","NewProcessId":"0x1a2c","ProcessId":"0x10","CommandLine":"cmd.exe /c \"a b\" c","SubjectUserName":"pgustavo","SubjectDomainName":"THESHIRE"}"#;
+    // Before any Sysmon record: Logstash's arrival time.
+    let (ok, _) = decode(sec);
+    assert_eq!(get(&ok[0], "@timestamp"), Some("2020-09-18T19:00:33.000Z"));
+    // After one: EventTime + 4 h.
+    let (ok, bad) = decode(&format!("{NXLOG_PIPE}\n{sec}"));
+    assert!(bad.is_empty());
+    let ev = &ok[1];
+    assert_eq!(get(ev, "@timestamp"), Some("2020-09-18T19:00:30.000Z"));
+    assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(0x1a2c)));
+    assert_eq!(ev.get_path("process.parent.pid"), Some(&Value::Int(16)));
+    assert_eq!(get(ev, "event.action"), Some("created-process"));
+    let args: Vec<&str> = match ev.get_path("process.args") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    assert_eq!(args, ["cmd.exe", "/c", "a b", "c"]);
+}
+
+const XML: &str = r#"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='Microsoft-Windows-Sysmon' Guid='{5770385f-c22a-43e0-bf4c-06f5698ffbd9}'/><EventID>18</EventID><Version>1</Version><Level>4</Level><Task>18</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords><TimeCreated SystemTime='2020-09-20T06:57:49.5837000Z'/><EventRecordID>12</EventRecordID><Correlation/><Execution ProcessID='3012' ThreadID='4000'/><Channel>Microsoft-Windows-Sysmon/Operational</Channel><Computer>WORKSTATION6.theshire.local</Computer><Security UserID='S-1-5-18'/></System><EventData><Data Name='RuleName'>-</Data><Data Name='EventType'>ConnectPipe</Data><Data Name='UtcTime'>2020-09-20 06:57:49.583</Data><Data Name='ProcessGuid'>{b}</Data><Data Name='ProcessId'>4</Data><Data Name='PipeName'>\PSEXESVC</Data><Data Name='Image'>C:\Windows\PSEXESVC.exe &amp; co</Data></EventData></Event>"#;
+
+#[test]
+fn xml_one_line_several_events_and_multi_line() {
+    let two = format!("<?xml version='1.0'?><Events>{XML}{XML}</Events>");
+    let (ok, bad) = decode(&two);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(ok.len(), 2);
+    assert_eq!(get(&ok[0], "file.name"), Some(r"\PSEXESVC"));
+    assert_eq!(get(&ok[0], "file.path"), Some(r"\\.\pipe\PSEXESVC"));
+    assert_eq!(
+        get(&ok[0], "process.executable"),
+        Some(r"C:\Windows\PSEXESVC.exe & co")
+    );
+    assert_eq!(get(&ok[0], "host.name"), Some("workstation6"));
+    assert_eq!(get(&ok[0], "@timestamp"), Some("2020-09-20T06:57:49.583Z"));
+    assert_eq!(get(&ok[0], "event.original"), Some(XML));
+    let multi = XML.replace("><", ">\n  <");
+    let (ok, bad) = decode(&format!("{multi}\n{NXLOG_PIPE}\n"));
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(ok.len(), 2);
+    assert_eq!(get(&ok[0], "file.name"), Some(r"\PSEXESVC"));
+}
+
+#[test]
+fn winlogbeat_raw_event_data() {
+    let doc = r#"{"@timestamp":"2024-05-01T10:00:01.5Z","winlog":{"event_id":"1","provider_name":"Microsoft-Windows-Sysmon","channel":"Microsoft-Windows-Sysmon/Operational","computer_name":"HOST1","event_data":{"Image":"C:\\Windows\\System32\\cmd.exe","ParentImage":"C:\\Windows\\System32\\services.exe","CommandLine":"cmd.exe /c echo a > \\\\.\\pipe\\a","User":"NT AUTHORITY\\SYSTEM","ProcessId":"42"}}}"#;
+    let (ok, bad) = decode(doc);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(get(ev, "process.parent.name"), Some("services.exe"));
+    assert_eq!(get(ev, "user.name"), Some("SYSTEM"));
+    assert_eq!(get(ev, "host.name"), Some("host1"));
+    assert_eq!(get(ev, "event.category").or(None), None); // an array
+    assert_eq!(ev.get_path("event.category"), Some(&strs(&["process"])));
+}
+
+#[test]
+fn rejects_name_the_problem() {
+    let (ok, bad) = decode("{\"a\":1}\n<Event><System></Event>\nnot json\n<Event>\n");
+    assert!(ok.is_empty());
+    assert_eq!(bad.len(), 4, "{bad:?}");
+    assert_eq!(bad[0].line, 1);
+    assert!(bad[0].message.contains("not a Windows event record"));
+    assert!(bad[1].message.contains("invalid XML"), "{}", bad[1].message);
+    assert_eq!(bad[2].line, 3);
+    assert_eq!(bad[3].line, 4);
+    assert!(!bad[3].message.is_empty());
+}
+
+#[test]
+fn command_lines_split_like_windows() {
+    assert_eq!(
+        split_command_line(r#""C:\a b\x.exe" /c "q\"r" s\\"t u""#),
+        [r"C:\a b\x.exe", "/c", "q\"r", r"s\t u"]
+    );
+    assert_eq!(
+        split_command_line(r"cmd.exe /c echo x > \\.\pipe\x"),
+        ["cmd.exe", "/c", "echo", "x", ">", r"\\.\pipe\x"]
+    );
+    assert!(split_command_line("").is_empty());
+}
+
+#[test]
+fn unescapes_entities() {
+    assert_eq!(
+        unescape("&lt;a&gt; &amp;amp; &#65;&#x42; &bogus; &"),
+        "<a> &amp; AB &bogus; &"
+    );
+}
+
+proptest::proptest! {
+    /// A value survives either shape: XML-escaped in `<Data>`, or a JSON string in an NXLog
+    /// record (values with `&` aside: NXLog's escapes are undone there by design).
+    #[test]
+    fn values_survive_xml_and_json(v in "[ -~\u{e9}\u{4e2d}]{1,40}", id in 1u32..30) {
+        proptest::prop_assume!(v.trim() != "-" && !v.trim().is_empty());
+        let esc = v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let xml = format!("<Event><System><Provider Name='Microsoft-Windows-Sysmon'/><EventID>{id}</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/><Computer>h</Computer></System><EventData><Data Name='Image'>{esc}</Data></EventData></Event>");
+        let (ok, bad) = decode(&xml);
+        proptest::prop_assert!(bad.is_empty(), "{:?}", bad);
+        proptest::prop_assert_eq!(get(&ok[0], "winlog.event_data.Image"), Some(v.as_str()));
+        if !v.contains('&') && !matches!(id, 8 | 10) {
+            let json = serde_json::json!({"EventID": id, "SourceName": "Microsoft-Windows-Sysmon", "UtcTime": "2024-01-01 00:00:00", "Image": v}).to_string();
+            let (ok, bad) = decode(&json);
+            proptest::prop_assert!(bad.is_empty(), "{:?}", bad);
+            proptest::prop_assert_eq!(get(&ok[0], "process.executable"), Some(v.as_str()));
+        }
+    }
+}
