@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use correlator::{Alert, AttackRef, Severity};
-use sensor::store::{AlertFilter, Status, Store, StoreConfig, StoreError};
+use sensor::store::{AlertFilter, ResumePoint, Status, Store, StoreConfig, StoreError};
 
 const SEC: i64 = 1_000_000_000;
 const T0: i64 = 1_780_000_000 * SEC;
@@ -297,15 +297,23 @@ fn an_old_schema_is_migrated_and_a_newer_one_refused() {
         // v2's table works.
         s.record_batch(
             &[],
-            &[sensor::store::SourceOffset {
-                name: "f".into(),
-                inode: 1,
-                offset: 10,
-            }],
+            &[(
+                "f".into(),
+                ResumePoint::File {
+                    inode: 1,
+                    offset: 10,
+                },
+            )],
             T0,
         )
         .unwrap();
-        assert_eq!(s.source_offset("f").unwrap().unwrap().offset, 10);
+        assert_eq!(
+            s.file_resume_point("f").unwrap(),
+            Some(ResumePoint::File {
+                inode: 1,
+                offset: 10
+            })
+        );
         s.close().unwrap();
     }
     {
@@ -391,21 +399,24 @@ fn a_store_in_use_is_locked_with_a_clear_error() {
 fn source_positions_commit_with_their_alerts_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let c = cfg(&dir);
-    let pos = |seq: u64| sensor::store::SourcePosition {
-        name: "ingest".into(),
-        position: serde_json::json!({"seq": seq}),
+    let pos = |seq: u64| {
+        (
+            "ingest".to_string(),
+            ResumePoint::Spool(ingest::consumer::Position {
+                seq,
+                decoders: Vec::new(),
+                contexts: Vec::new(),
+            }),
+        )
     };
     {
         let mut s = Store::open(&c).unwrap();
-        assert_eq!(s.source_position("ingest").unwrap(), None);
-        s.record_batch_at(&[alert("r1", "k1", T0)], &[], &[pos(7)], T0)
+        assert_eq!(s.spool_resume_point("ingest").unwrap(), None);
+        s.record_batch(&[alert("r1", "k1", T0)], &[pos(7)], T0)
             .unwrap();
-        s.record_batch_at(&[alert("r1", "k2", T0)], &[], &[pos(9)], T0)
+        s.record_batch(&[alert("r1", "k2", T0)], &[pos(9)], T0)
             .unwrap();
-        assert_eq!(
-            s.source_position("ingest").unwrap(),
-            Some(serde_json::json!({"seq": 9}))
-        );
+        assert_eq!(s.spool_resume_point("ingest").unwrap(), Some(pos(9).1));
         s.close().unwrap();
     }
     // The store file as another process finds it after a crash: positions and alerts agree.
@@ -420,11 +431,8 @@ fn source_positions_commit_with_their_alerts_and_survive_a_reopen() {
     assert_eq!((alerts, position.as_str()), (2, r#"{"seq":9}"#));
     drop(conn);
     let s = Store::open(&c).unwrap();
-    assert_eq!(
-        s.source_position("ingest").unwrap(),
-        Some(serde_json::json!({"seq": 9}))
-    );
-    assert_eq!(s.source_position("other").unwrap(), None);
+    assert_eq!(s.spool_resume_point("ingest").unwrap(), Some(pos(9).1));
+    assert_eq!(s.spool_resume_point("other").unwrap(), None);
 }
 
 /// An alert whose evidence names a container keeps it (columns of v4): `alerts list --container`

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use correlator::Alert;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Input, Pos};
+use super::{Cover, Input};
 use crate::api::ReloadReport;
 use crate::clock::wall_ns;
 use crate::metrics::{Metrics, SourceCounters};
 use crate::rules::LoadedRule;
-use crate::store::{AckFn, StoreHandle};
-use crate::store::{SourceOffset, SourcePosition};
+use crate::store::{AckFn, ResumePoint, StoreHandle};
 
 /// The main loop's request to the correlator stage: swap in new rules (the API's and SIGHUP's
 /// [`crate::api::Control::Reload`] ends here).
@@ -52,13 +51,6 @@ const WATERMARK_STEP_NS: i64 = 100_000_000;
 /// Source positions are committed at least this often while events flow without alerts.
 const OFFSET_EVERY: Duration = Duration::from_secs(1);
 
-/// Where a source stands, as committed to the store.
-#[derive(Clone)]
-enum Resume {
-    File(u64, u64),
-    Position(serde_json::Value),
-}
-
 struct Stage {
     rules: Vec<LoadedRule>,
     lateness_ns: i64,
@@ -72,11 +64,11 @@ struct Stage {
     watermark: i64,
     last_arrival: Instant,
     /// Positions that cover every alert in `out[..covered]`.
-    positions: BTreeMap<usize, Resume>,
+    positions: BTreeMap<usize, ResumePoint>,
     positions_dirty: bool,
     /// Positions that arrived while some positioned source was uncovered: they go to `positions`
     /// once none is.
-    held: BTreeMap<usize, Resume>,
+    held: BTreeMap<usize, ResumePoint>,
     /// Positioned sources with events processed after their last position.
     uncovered: BTreeSet<usize>,
     /// `out[..covered]` may be committed with `positions`; the rest waits for positions that cover
@@ -184,17 +176,17 @@ impl Stage {
                     c.events_out.fetch_add(1, Relaxed);
                 }
             }
-            match inp.pos {
-                Pos::None => {}
-                Pos::File(inode, offset) => self.note(inp.src, Resume::File(inode, offset)),
-                Pos::Uncovered => {
+            match inp.cover {
+                Cover::None => {}
+                Cover::Uncovered => {
                     self.uncovered.insert(inp.src);
                 }
-                Pos::Mark(p) => {
+                Cover::Mark(p) => {
+                    // A file source is never uncovered: only a positioned source's mark covers.
                     self.uncovered.remove(&inp.src);
-                    self.note(inp.src, Resume::Position(p));
+                    self.note(inp.src, p);
                 }
-                Pos::Closed => {
+                Cover::Closed => {
                     self.uncovered.remove(&inp.src);
                     self.note_covered();
                 }
@@ -208,7 +200,7 @@ impl Stage {
     }
 
     /// A source's new position: in force at once, or held until no positioned source is uncovered.
-    fn note(&mut self, src: usize, r: Resume) {
+    fn note(&mut self, src: usize, r: ResumePoint) {
         if self.uncovered.is_empty() {
             self.positions.insert(src, r);
             self.positions_dirty = true;
@@ -278,30 +270,22 @@ impl Stage {
         }
         // Positions go with the alerts of the events before them, in one transaction: after a crash a
         // source resumes exactly after the last event whose alerts are stored.
-        let mut offsets = Vec::new();
-        let mut positions = Vec::new();
+        let mut points = Vec::new();
         if self.positions_dirty {
             self.positions_dirty = false;
             self.last_offsets = Instant::now();
             for (src, r) in &self.positions {
                 let name = self.sources.get(*src).cloned().unwrap_or_default();
-                match r {
-                    Resume::File(inode, offset) => offsets.push(SourceOffset {
-                        name,
-                        inode: *inode,
-                        offset: *offset,
-                    }),
-                    Resume::Position(p) => positions.push((
-                        SourcePosition {
-                            name,
-                            position: p.clone(),
-                        },
-                        self.acks.get(*src).cloned().flatten(),
-                    )),
-                }
+                // Only positioned sources hear that their point is durable (a file source has
+                // nothing to drop).
+                let ack = match r {
+                    ResumePoint::File { .. } => None,
+                    ResumePoint::Spool(_) => self.acks.get(*src).cloned().flatten(),
+                };
+                points.push((name, r.clone(), ack));
             }
         }
-        if !self.store.record(alerts, offsets, positions).await {
+        if !self.store.record(alerts, points).await {
             tracing::error!("the alert store has stopped; alerts cannot be kept");
         }
     }

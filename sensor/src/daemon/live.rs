@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::{SourceEvents, SourceItem, SourceStarter, StartedSource};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::ResumePoint;
 use ingest::consumer::{drive, Consumer, Emitted, Position, Sink};
 use ingest::Spool;
 use sensor_kernel::KernelSensor;
@@ -84,7 +85,7 @@ impl SourceStarter for KernelStarter {
 /// deleted) only up to a position the store has made durable.
 #[derive(Default)]
 pub struct IngestStarter {
-    resume: Option<serde_json::Value>,
+    resume: Option<ResumePoint>,
 }
 
 impl IngestStarter {
@@ -98,8 +99,8 @@ impl SourceStarter for IngestStarter {
         "ingest".into()
     }
 
-    fn resume_from(&mut self, position: serde_json::Value) {
-        self.resume = Some(position);
+    fn resume_from(&mut self, point: ResumePoint) {
+        self.resume = Some(point);
     }
 
     fn start(
@@ -173,8 +174,8 @@ impl SourceStarter for IngestStarter {
             stop: Some(Box::new(move || {
                 let _ = stop_tx.send(true);
             })),
-            acked: Some(Arc::new(move |p: &serde_json::Value| {
-                if let Some(seq) = p.get("seq").and_then(serde_json::Value::as_u64) {
+            acked: Some(Arc::new(move |p: &ResumePoint| {
+                if let Some(seq) = p.spool_seq() {
                     acked.fetch_max(seq, Ordering::AcqRel);
                 }
             })),
@@ -183,8 +184,9 @@ impl SourceStarter for IngestStarter {
 }
 
 /// Where the consumer starts: the position the store committed, when it belongs to this spool;
-/// else the spool's own checkpoint (a first start, or a store from before positions were kept).
-fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
+/// else the spool's own checkpoint (a first start, a store from before positions were kept, or one
+/// whose position was unreadable: [`crate::store::Store::spool_resume_point`] logs that).
+fn resume_point(stored: Option<&ResumePoint>, spool: &Spool) -> Position {
     let Some(v) = stored else {
         return Position {
             seq: spool.committed(),
@@ -192,16 +194,16 @@ fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
             contexts: Vec::new(),
         };
     };
-    match serde_json::from_value::<Position>(v.clone()) {
-        Ok(p) if p.seq <= spool.durable() && p.seq >= spool.committed() => {
+    match v {
+        ResumePoint::Spool(p) if p.seq <= spool.durable() && p.seq >= spool.committed() => {
             tracing::info!(
                 seq = p.seq,
                 decoders_ahead = p.decoders.len(),
                 "network ingest resumes where the alert store says it stopped"
             );
-            p
+            p.clone()
         }
-        Ok(p) => {
+        ResumePoint::Spool(p) => {
             // The spool was replaced or reset (its records do not go as far), or the store was
             // replaced by an older copy: the stored position does not describe this spool.
             tracing::warn!(stored = p.seq, spool_committed = spool.committed(), spool_durable = spool.durable(), "the alert store's ingest position does not match the spool; resuming from the spool's checkpoint");
@@ -211,8 +213,8 @@ fn resume_point(stored: Option<&serde_json::Value>, spool: &Spool) -> Position {
                 contexts: Vec::new(),
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "the alert store's ingest position is unreadable; resuming from the spool's checkpoint");
+        ResumePoint::File { .. } => {
+            tracing::warn!("the alert store holds a file offset, not a spool position, for network ingest; resuming from the spool's checkpoint");
             Position {
                 seq: spool.committed(),
                 decoders: Vec::new(),
@@ -259,17 +261,16 @@ impl Sink for ChannelSink<'_> {
         if self.closed || *at == self.sent {
             return Ok(());
         }
-        match serde_json::to_value(at) {
-            Ok(v) => {
-                if self.tx.blocking_send(SourceItem::Position(v)).is_err() {
-                    self.closed = true;
-                } else {
-                    self.sent = at.clone();
-                }
-                Ok(())
-            }
-            Err(e) => Err(std::io::Error::other(e)),
+        if self
+            .tx
+            .blocking_send(SourceItem::Resume(ResumePoint::Spool(at.clone())))
+            .is_err()
+        {
+            self.closed = true;
+        } else {
+            self.sent = at.clone();
         }
+        Ok(())
     }
 
     /// The spool keeps everything the store has not made durable with its alerts.

@@ -18,11 +18,12 @@
 //!
 //! Architecture Invariant: a source's resume point moves only with what its events produced. File
 //! offsets ride on each event; a positioned source ([`SourceEvents::Positioned`], network ingest)
-//! sends [`SourceItem::Position`] after the events it covers. The correlator commits alerts only up
+//! sends [`SourceItem::Resume`] after the events it covers. The correlator commits alerts only up
 //! to the last point where every positioned source is covered, in the same SQLite transaction as the
-//! positions; a source hears that a position is durable ([`StartedSource::acked`]) only after the
-//! store has made that transaction durable, and only then may it drop the data behind it. A
-//! `kill -9` anywhere replays exactly the events whose alerts are not stored.
+//! resume points ([`ResumePoint`]); a source hears that a resume point is durable
+//! ([`StartedSource::acked`]) only after the store has made that transaction durable, and only then
+//! may it drop the data behind it. A `kill -9` anywhere replays exactly the events whose alerts are
+//! not stored.
 
 mod correlate;
 mod housekeeping;
@@ -44,7 +45,7 @@ use crate::api::{Control, DaemonInfo, ReloadReport, Shared, SourceInfo};
 use crate::config::{Config, RulesConfig};
 use crate::metrics::Metrics;
 use crate::rules::LoadedRule;
-use crate::store::{AckFn, AlertUpdate};
+use crate::store::{AckFn, AlertUpdate, ResumePoint};
 
 /// A boxed error from a seam (rule loader, source).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -71,9 +72,9 @@ where
 pub trait SourceStarter: Send {
     /// The name used in start-up messages when it is refused.
     fn name(&self) -> String;
-    /// Called before [`SourceStarter::start`] with the last position of this source (by
+    /// Called before [`SourceStarter::start`] with the last resume point of this source (by
     /// [`SourceStarter::name`]) that the store committed, if any: what a positioned source resumes from.
-    fn resume_from(&mut self, _position: serde_json::Value) {}
+    fn resume_from(&mut self, _point: ResumePoint) {}
     /// `Ok(None)`: disabled by config. `Err(reason)`: refused (logged, the daemon goes on without it).
     fn start(
         self: Box<Self>,
@@ -88,7 +89,7 @@ pub enum SourceItem {
     Event(Event),
     /// Where the source stands once every event sent before this one is processed: committed with
     /// their alerts, and given back through [`SourceStarter::resume_from`] at the next start.
-    Position(serde_json::Value),
+    Resume(ResumePoint),
 }
 
 /// A source's stream.
@@ -155,24 +156,23 @@ pub struct RunSummary {
     pub alerts_repeated: u64,
 }
 
-/// One event (or a position) on its way from a source to the correlator.
+/// One event (or a resume point) on its way from a source to the correlator.
 pub(crate) struct Input {
     pub(crate) src: usize,
     pub(crate) event: Option<Event>,
-    pub(crate) pos: Pos,
+    pub(crate) cover: Cover,
 }
 
-/// Where an [`Input`] leaves its source.
-pub(crate) enum Pos {
+/// Whether an [`Input`] is covered by a resume point of its source.
+pub(crate) enum Cover {
     /// Nothing to resume (kernel events).
     None,
-    /// A file source: (inode, offset after this event).
-    File(u64, u64),
-    /// An event of a positioned source: covered by a later [`Pos::Mark`].
+    /// An event of a positioned source: covered by a later [`Cover::Mark`].
     Uncovered,
-    /// A positioned source's position, covering its events before it.
-    Mark(serde_json::Value),
-    /// A positioned source ended without a last position.
+    /// The source's resume point, covering its events up to this input (a file source's comes
+    /// with each event: the offset after it; a positioned source's on its own, after its events).
+    Mark(ResumePoint),
+    /// A positioned source ended without a last resume point.
     Closed,
 }
 
@@ -203,14 +203,14 @@ pub async fn run_with_metrics(
     let rules = load_rules(seams.rules.as_ref(), &cfg.rules, &metrics)?;
     let rule_ids: Vec<String> = rules.iter().map(|r| r.detector.id().to_string()).collect();
 
-    // File offsets and source positions are read before the store moves to its thread.
+    // Resume points (file offsets, source positions) are read before the store moves to its thread.
     let mut file_offsets = Vec::new();
     for f in &cfg.sources.file {
-        file_offsets.push(store.source_offset(&f.source_name())?);
+        file_offsets.push(store.file_resume_point(&f.source_name())?);
     }
     let mut starters = seams.sources;
     for starter in &mut starters {
-        if let Some(p) = store.source_position(&starter.name())? {
+        if let Some(p) = store.spool_resume_point(&starter.name())? {
             starter.resume_from(p);
         }
     }
@@ -416,7 +416,7 @@ impl Sources {
     fn attach_file(
         &mut self,
         f: &crate::config::FileSourceConfig,
-        offset: Option<crate::store::SourceOffset>,
+        offset: Option<ResumePoint>,
         metrics: &Metrics,
         input: &mpsc::Sender<Input>,
         shutdown: &watch::Receiver<bool>,
@@ -430,7 +430,7 @@ impl Sources {
             f.path.display(),
             if f.follow { "following" } else { "to the end" }
         );
-        tracing::info!(source = %name, %detail, resume_at = offset.as_ref().map_or(0, |o| o.offset), "file source attached");
+        tracing::info!(source = %name, %detail, resume_at = match &offset { Some(ResumePoint::File { offset, .. }) => *offset, _ => 0 }, "file source attached");
         self.infos.push(SourceInfo {
             name: name.clone(),
             detail,

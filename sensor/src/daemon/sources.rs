@@ -10,10 +10,10 @@ use correlator::Event;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
-use super::{Input, Pos, SourceEvents, SourceItem};
+use super::{Cover, Input, SourceEvents, SourceItem};
 use crate::config::FileSourceConfig;
 use crate::metrics::SourceCounters;
-use crate::store::SourceOffset;
+use crate::store::ResumePoint;
 
 /// Moves events from a seam's channel to the correlator. At shutdown a plain source's queue is drained;
 /// a positioned source is followed until it closes its channel, so that the position it sends last
@@ -30,7 +30,7 @@ pub(crate) async fn forward(
             let wrap = |event| Input {
                 src,
                 event: Some(event),
-                pos: Pos::None,
+                cover: Cover::None,
             };
             pump(rx, wrap, tx, &counters, shutdown).await;
         }
@@ -39,12 +39,12 @@ pub(crate) async fn forward(
                 SourceItem::Event(event) => Input {
                     src,
                     event: Some(event),
-                    pos: Pos::Uncovered,
+                    cover: Cover::Uncovered,
                 },
-                SourceItem::Position(p) => Input {
+                SourceItem::Resume(p) => Input {
                     src,
                     event: None,
-                    pos: Pos::Mark(p),
+                    cover: Cover::Mark(p),
                 },
             };
             let mut rx = rx;
@@ -67,7 +67,7 @@ pub(crate) async fn forward(
                     .send(Input {
                         src,
                         event: None,
-                        pos: Pos::Closed,
+                        cover: Cover::Closed,
                     })
                     .await;
             }
@@ -120,7 +120,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) async fn file_source(
     cfg: FileSourceConfig,
     src: usize,
-    resume: Option<SourceOffset>,
+    resume: Option<ResumePoint>,
     tx: mpsc::Sender<Input>,
     counters: Arc<SourceCounters>,
     mut shutdown: watch::Receiver<bool>,
@@ -159,12 +159,14 @@ pub(crate) async fn file_source(
             Err(_) => (0, 0),
         };
         let mut start = 0;
-        if let Some(r) = resume.take() {
-            if r.inode == inode && r.offset <= size {
-                start = r.offset;
-            } else {
+        match resume.take() {
+            Some(ResumePoint::File { inode: at, offset }) if at == inode && offset <= size => {
+                start = offset;
+            }
+            Some(_) => {
                 tracing::info!(source = %name, "event file was replaced since the last run; reading it from the start");
             }
+            None => {}
         }
         let mut reader = BufReader::new(file);
         if start > 0 {
@@ -310,11 +312,13 @@ async fn emit(
     match parsed {
         Ok(event) => {
             counters.events_in.fetch_add(1, Relaxed);
-            let pos = pos.map_or(Pos::None, |(inode, offset)| Pos::File(inode, offset));
+            let cover = pos.map_or(Cover::None, |(inode, offset)| {
+                Cover::Mark(ResumePoint::File { inode, offset })
+            });
             tx.send(Input {
                 src,
                 event: Some(event),
-                pos,
+                cover,
             })
             .await
             .is_ok()

@@ -13,6 +13,7 @@
 //! (`created_ns`, `updated_ns`, history `at_ns`) and age retention read the clock, passed in by the caller.
 
 mod container;
+mod resume;
 mod row;
 mod schema;
 mod task;
@@ -27,6 +28,7 @@ use correlator::{Alert, AttackRef, Severity};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use resume::ResumePoint;
 use row::{raw_alert, record_in, severity_code, ALERT_COLUMNS};
 pub(crate) use task::spawn;
 pub use task::{AckFn, StoreHandle};
@@ -451,26 +453,15 @@ impl Store {
         out.pop().ok_or(StoreError::NotFound(0))
     }
 
-    /// Records alerts and source offsets in one transaction: either all of them are durable or none.
-    /// A repeat of an open or acknowledged alert (same rule and [`dedup_key`]) whose last sighting is
+    /// Records alerts and the sources' resume points in one transaction: either all of them are
+    /// durable or none, so after a crash the resume points read back ([`Store::file_resume_point`],
+    /// [`Store::spool_resume_point`]) are exactly those of the events whose alerts are stored. A
+    /// repeat of an open or acknowledged alert (same rule and [`dedup_key`]) whose last sighting is
     /// within the dedup window, or of a suppressed alert at any distance, is folded into it.
     pub fn record_batch(
         &mut self,
         alerts: &[Alert],
-        offsets: &[SourceOffset],
-        now_ns: i64,
-    ) -> Result<Vec<Recorded>, StoreError> {
-        self.record_batch_at(alerts, offsets, &[], now_ns)
-    }
-
-    /// [`Store::record_batch`] that also commits source positions, in the same transaction: after a
-    /// crash, the positions read back ([`Store::source_position`]) are exactly those of the events
-    /// whose alerts are stored.
-    pub fn record_batch_at(
-        &mut self,
-        alerts: &[Alert],
-        offsets: &[SourceOffset],
-        positions: &[SourcePosition],
+        points: &[(String, ResumePoint)],
         now_ns: i64,
     ) -> Result<Vec<Recorded>, StoreError> {
         let path = self.cfg.path.clone();
@@ -480,29 +471,56 @@ impl Store {
         for a in alerts {
             out.push(record_in(&tx, &cfg, a, now_ns).map_err(|e| classify(&path, e))?);
         }
-        for o in offsets {
-            tx.execute(
-                "INSERT INTO source_offsets (name, inode, offset) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET inode = excluded.inode, offset = excluded.offset",
-                params![o.name, o.inode as i64, o.offset as i64],
-            )
-            .map_err(|e| classify(&path, e))?;
-        }
-        for p in positions {
-            tx.execute(
-                "INSERT INTO source_positions (name, position) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                params![p.name, p.position.to_string()],
-            )
+        for (name, point) in points {
+            match point {
+                ResumePoint::File { inode, offset } => tx.execute(
+                    "INSERT INTO source_offsets (name, inode, offset) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET inode = excluded.inode, offset = excluded.offset",
+                    params![name, *inode as i64, *offset as i64],
+                ),
+                // The same JSON text as when this column held an untyped value (field order kept).
+                ResumePoint::Spool(p) => {
+                    let text = serde_json::to_string(p).map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        detail: format!("position of source `{name}` cannot be written: {e}"),
+                    })?;
+                    tx.execute(
+                        "INSERT INTO source_positions (name, position) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                        params![name, text],
+                    )
+                }
+            }
             .map_err(|e| classify(&path, e))?;
         }
         tx.commit().map_err(|e| classify(&path, e))?;
         Ok(out)
     }
 
-    /// Where a source with a position of its own stopped (committed together with the alerts its
-    /// events produced), as the source wrote it.
-    pub fn source_position(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    /// Where a file source stopped (committed together with the alerts its events produced): its
+    /// row of `source_offsets`. File sources and positioned sources have a table each, so a file
+    /// source may share a name with one ([`Store::spool_resume_point`]).
+    pub fn file_resume_point(&self, name: &str) -> Result<Option<ResumePoint>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT inode, offset FROM source_offsets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(ResumePoint::File {
+                        inode: r.get::<_, i64>(0)? as u64,
+                        offset: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Where a positioned source (network ingest) stopped (committed together with the alerts its
+    /// events produced): its row of `source_positions`. A position that is JSON but not a spool
+    /// consumer's position is logged and skipped (the source starts from its own checkpoint); one
+    /// that is not JSON is a corrupt store.
+    pub fn spool_resume_point(&self, name: &str) -> Result<Option<ResumePoint>, StoreError> {
         let text: Option<String> = self
             .conn
             .query_row(
@@ -512,31 +530,21 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
                 path: self.cfg.path.clone(),
                 detail: format!("position of source `{name}` is not JSON: {e}"),
-            })
-        })
-        .transpose()
-    }
-
-    /// Where a file source stopped (committed together with the alerts its events produced).
-    pub fn source_offset(&self, name: &str) -> Result<Option<SourceOffset>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT inode, offset FROM source_offsets WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(SourceOffset {
-                        name: name.to_string(),
-                        inode: r.get::<_, i64>(0)? as u64,
-                        offset: r.get::<_, i64>(1)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+            })?;
+        match serde_json::from_value(value) {
+            Ok(p) => Ok(Some(ResumePoint::Spool(p))),
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "the alert store's position of this source is unreadable; it resumes from its own checkpoint");
+                Ok(None)
+            }
+        }
     }
 
     /// Alerts matching `filter`, newest first (by id).
@@ -810,19 +818,4 @@ impl Store {
         let path = self.cfg.path.clone();
         self.conn.close().map_err(|(_, e)| classify(&path, e))
     }
-}
-
-/// How far a file source has read, stored with the alerts its events produced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceOffset {
-    pub name: String,
-    pub inode: u64,
-    pub offset: u64,
-}
-
-/// Where a source with a resume point of its own stopped (opaque to the store).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SourcePosition {
-    pub name: String,
-    pub position: serde_json::Value,
 }

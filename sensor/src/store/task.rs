@@ -9,23 +9,25 @@ use correlator::Alert;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    AlertUpdate, Recorded, SourceOffset, SourcePosition, Status, Store, StoreError, StoreStats,
-    StoredAlert,
+    AlertUpdate, Recorded, ResumePoint, Status, Store, StoreError, StoreStats, StoredAlert,
 };
 use crate::clock::wall_ns;
 use crate::metrics::Metrics;
 
-/// Called with a source position once the store has made it durable (the daemon's
+/// Called with a source's resume point once the store has made it durable (the daemon's
 /// `StartedSource::acked`).
-pub type AckFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+pub type AckFn = Arc<dyn Fn(&ResumePoint) + Send + Sync>;
+
+/// A source's resume point on its way to the store: the source's name, the point, and whom to tell
+/// once it is durable.
+pub(crate) type PointToCommit = (String, ResumePoint, Option<AckFn>);
 
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
 
 pub(crate) enum StoreMsg {
     Alerts {
         alerts: Vec<Alert>,
-        offsets: Vec<SourceOffset>,
-        positions: Vec<(SourcePosition, Option<AckFn>)>,
+        points: Vec<PointToCommit>,
     },
     Call(Call),
     Shutdown(oneshot::Sender<Result<StoreStats, StoreError>>),
@@ -52,21 +54,12 @@ impl StoreHandle {
         rx.await.ok()
     }
 
-    /// Queues alerts, file offsets and source positions for the store, to be committed in one
-    /// transaction (false if the store has stopped). Each position's ack is called once that
+    /// Queues alerts and the sources' resume points for the store, to be committed in one
+    /// transaction (false if the store has stopped). Each point's ack is called once that
     /// transaction is durable.
-    pub(crate) async fn record(
-        &self,
-        alerts: Vec<Alert>,
-        offsets: Vec<SourceOffset>,
-        positions: Vec<(SourcePosition, Option<AckFn>)>,
-    ) -> bool {
+    pub(crate) async fn record(&self, alerts: Vec<Alert>, points: Vec<PointToCommit>) -> bool {
         self.tx
-            .send(StoreMsg::Alerts {
-                alerts,
-                offsets,
-                positions,
-            })
+            .send(StoreMsg::Alerts { alerts, points })
             .await
             .is_ok()
     }
@@ -109,7 +102,7 @@ fn store_loop(
     // Positions committed but not yet known to be on disk, by source: with `synchronous=NORMAL` a
     // commit survives a crash of the process at once, a power loss only once the WAL is synced,
     // which every checkpoint does first. Sources hear of them after the next checkpoint.
-    let mut unsynced: std::collections::BTreeMap<String, (serde_json::Value, AckFn)> =
+    let mut unsynced: std::collections::BTreeMap<String, (ResumePoint, AckFn)> =
         std::collections::BTreeMap::new();
     loop {
         let Some(msg) = held.take().or_else(|| rx.blocking_recv()) else {
@@ -127,20 +120,17 @@ fn store_loop(
         match msg {
             StoreMsg::Alerts {
                 mut alerts,
-                mut offsets,
-                mut positions,
+                mut points,
             } => {
                 // Fold whatever else is queued into the same transaction.
                 while alerts.len() < BATCH {
                     match rx.try_recv() {
                         Ok(StoreMsg::Alerts {
                             alerts: a,
-                            offsets: o,
-                            positions: p,
+                            points: p,
                         }) => {
                             alerts.extend(a);
-                            offsets.extend(o);
-                            positions.extend(p);
+                            points.extend(p);
                         }
                         Ok(other) => {
                             held = Some(other);
@@ -149,12 +139,14 @@ fn store_loop(
                         Err(_) => break,
                     }
                 }
-                let (positions, acks): (Vec<SourcePosition>, Vec<Option<AckFn>>) =
-                    positions.into_iter().unzip();
-                if write_batch(&mut store, alerts, &offsets, &positions, metrics, bus) {
-                    for (p, ack) in positions.into_iter().zip(acks) {
+                let (points, acks): (Vec<(String, ResumePoint)>, Vec<Option<AckFn>>) = points
+                    .into_iter()
+                    .map(|(name, point, ack)| ((name, point), ack))
+                    .unzip();
+                if write_batch(&mut store, alerts, &points, metrics, bus) {
+                    for ((name, point), ack) in points.into_iter().zip(acks) {
                         if let Some(ack) = ack {
-                            unsynced.insert(p.name, (p.position, ack));
+                            unsynced.insert(name, (point, ack));
                         }
                     }
                 }
@@ -182,7 +174,7 @@ fn store_loop(
 }
 
 /// Tells each source the last position of it that is now durable.
-fn ack_all(unsynced: &mut std::collections::BTreeMap<String, (serde_json::Value, AckFn)>) {
+fn ack_all(unsynced: &mut std::collections::BTreeMap<String, (ResumePoint, AckFn)>) {
     for (_, (p, ack)) in std::mem::take(unsynced) {
         ack(&p);
     }
@@ -249,14 +241,13 @@ impl Checkpointer {
 fn write_batch(
     store: &mut Store,
     alerts: Vec<Alert>,
-    offsets: &[SourceOffset],
-    positions: &[SourcePosition],
+    points: &[(String, ResumePoint)],
     metrics: &Metrics,
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
 ) -> bool {
     let mut attempt = 0;
     let recorded = loop {
-        match store.record_batch_at(&alerts, offsets, positions, wall_ns()) {
+        match store.record_batch(&alerts, points, wall_ns()) {
             Ok(r) => break r,
             Err(e) if attempt < 5 => {
                 attempt += 1;
