@@ -321,9 +321,10 @@ fn an1358_live_fifo_reverse_shell_is_high_with_creator_reader_shell_and_connecto
         busybox.exists(),
         "busybox (Debian busybox-static) is needed for its nc: run `cargo xtask setup`"
     );
-    // The network tool lives outside the writable directories, so only its connection can make it
-    // the driver.
-    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("an1358-bin");
+    // The network tool lives outside the writable directories (WritableExecDirs: /tmp, /dev/shm,
+    // /var/tmp), so only its connection can make it the driver. Not under the target directory: a
+    // checkout under /tmp (as a CI clone may be) would put it in a writable directory.
+    let bin = PathBuf::from("/run").join(format!("sensor-test-an1358-{}", std::process::id()));
     std::fs::create_dir_all(&bin).unwrap();
     let nc = bin.join("nc");
     let _ = std::fs::remove_file(&nc);
@@ -447,6 +448,7 @@ fn an1358_live_fifo_reverse_shell_is_high_with_creator_reader_shell_and_connecto
         .collect();
     assert_eq!(about.len(), 1, "{about:#?}");
     d.stop();
+    let _ = std::fs::remove_dir_all(&bin);
 }
 
 /// A script's FIFO: `mkfifo F; seq 1 5000 > F & wc -l < F`: no shell driven through it, no network
