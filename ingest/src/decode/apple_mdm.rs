@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use correlator::{Event, Value};
 use plist::{Dictionary, Value as P};
-use serde_json::Value as J;
+use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -64,7 +64,7 @@ pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
         let p = parse_plist(t.as_bytes())?;
         from_plist(ctx, record, &p, &Meta::default())
     } else if t.starts_with('{') {
-        let doc = J::Object(util::parse_object(t)?);
+        let doc = JsonValue::Object(util::parse_object(t)?);
         if doc.get("checkin_event").is_some() || doc.get("acknowledge_event").is_some() {
             webhook(ctx, record, &doc)
         } else if doc.get("devices").is_some() || doc.get("serial_number").is_some() {
@@ -92,13 +92,13 @@ struct Meta {
     command_uuid: Option<String>,
 }
 
-fn webhook(ctx: &Ctx, record: &str, doc: &J) -> Result<Vec<Event>, String> {
+fn webhook(ctx: &Ctx, record: &str, doc: &JsonValue) -> Result<Vec<Event>, String> {
     let (key, inner) = if let Some(c) = doc.get("checkin_event") {
         ("checkin_event", c)
     } else {
         (
             "acknowledge_event",
-            doc.get("acknowledge_event").unwrap_or(&J::Null),
+            doc.get("acknowledge_event").unwrap_or(&JsonValue::Null),
         )
     };
     if !inner.is_object() {
@@ -107,10 +107,10 @@ fn webhook(ctx: &Ctx, record: &str, doc: &J) -> Result<Vec<Event>, String> {
             util::kind(inner)
         ));
     }
-    let str_of = |v: &J, k: &str| v.get(k).and_then(J::as_str).map(str::to_string);
+    let str_of = |v: &JsonValue, k: &str| v.get(k).and_then(JsonValue::as_str).map(str::to_string);
     let ts = match doc.get("created_at") {
-        None | Some(J::Null) => None,
-        Some(J::String(t)) => match correlator::event::parse_rfc3339_ns(t) {
+        None | Some(JsonValue::Null) => None,
+        Some(JsonValue::String(t)) => match correlator::event::parse_rfc3339_ns(t) {
             // Go's zero time (`0001-01-01T00:00:00Z`) means "not set".
             Some(ns) if ns > 0 => Some(ns),
             Some(_) => None,
@@ -135,14 +135,14 @@ fn webhook(ctx: &Ctx, record: &str, doc: &J) -> Result<Vec<Event>, String> {
         command_uuid: str_of(inner, "command_uuid"),
     };
     match inner.get("raw_payload") {
-        Some(J::String(b64)) if !b64.is_empty() => {
+        Some(JsonValue::String(b64)) if !b64.is_empty() => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| format!("`{key}.raw_payload` is not base64: {e}"))?;
             let p = parse_plist(&bytes).map_err(|e| format!("`{key}.raw_payload`: {e}"))?;
             from_plist(ctx, record, &p, &meta)
         }
-        None | Some(J::Null | J::String(_)) => {
+        None | Some(JsonValue::Null | JsonValue::String(_)) => {
             // No payload (e.g. an Idle acknowledgement): the webhook's own fields.
             let mut ev = base(ctx, record, &meta);
             if key == "acknowledge_event" {
@@ -711,10 +711,10 @@ fn application(ev: &mut Event, a: &Dictionary) {
 }
 
 /// Apple Automated Device Enrollment device records (`devices` list or map, or one record).
-fn dep(ctx: &Ctx, record: &str, doc: &J) -> Result<Vec<Event>, String> {
-    let devices: Vec<&J> = match doc.get("devices") {
-        Some(J::Array(a)) => a.iter().collect(),
-        Some(J::Object(m)) => m.values().collect(),
+fn dep(ctx: &Ctx, record: &str, doc: &JsonValue) -> Result<Vec<Event>, String> {
+    let devices: Vec<&JsonValue> = match doc.get("devices") {
+        Some(JsonValue::Array(a)) => a.iter().collect(),
+        Some(JsonValue::Object(m)) => m.values().collect(),
         Some(other) => {
             return Err(format!(
                 "`devices` is {}, expected an array or an object",

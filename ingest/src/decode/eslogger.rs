@@ -4,7 +4,7 @@
 //! `event`. The mapping is in docs/formats/eslogger.md.
 
 use correlator::{ecs, Event, Value};
-use serde_json::Value as J;
+use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -23,7 +23,7 @@ impl Decoder for EsloggerDecoder {
 const CS_VALID: i64 = 0x1;
 
 /// Maps an ES `es_process_t` (as JSON) to `prefix` (`process`, `process.parent`, ...).
-fn process(ev: &mut Event, p: &J, prefix: &str) {
+fn process(ev: &mut Event, p: &JsonValue, prefix: &str) {
     let key = |k: &str| format!("{prefix}.{k}");
     if let Some(tok) = p.get("audit_token") {
         util::copy_int(ev, tok, "pid", &key("pid"));
@@ -64,7 +64,7 @@ fn process(ev: &mut Event, p: &J, prefix: &str) {
     if let Some(v) = util::get_str(p, "cdhash").filter(|v| !v.is_empty()) {
         ev.insert(&key("code_signature.cdhash"), s(v));
     }
-    if let Some(b) = p.get("is_platform_binary").and_then(J::as_bool) {
+    if let Some(b) = p.get("is_platform_binary").and_then(JsonValue::as_bool) {
         ev.insert(&key("code_signature.platform_binary"), Value::Bool(b));
     }
     let flags = p.get("codesigning_flags").and_then(util::as_int);
@@ -84,7 +84,7 @@ fn process(ev: &mut Event, p: &J, prefix: &str) {
     }
 }
 
-fn set_entity(ev: &mut Event, tok: &J, dst: &str) {
+fn set_entity(ev: &mut Event, tok: &JsonValue, dst: &str) {
     if let Some(uuid) = util::get_str(tok, "uuid") {
         ev.insert(dst, s(uuid));
     } else if let (Some(pid), Some(ver)) = (
@@ -96,7 +96,7 @@ fn set_entity(ev: &mut Event, tok: &J, dst: &str) {
 }
 
 /// `file.*` of an ES file object; returns its `file.type`.
-fn file(ev: &mut Event, f: &J) -> Option<&'static str> {
+fn file(ev: &mut Event, f: &JsonValue) -> Option<&'static str> {
     let mut ftype = None;
     if let Some(path) = util::get_str(f, "path") {
         ev.insert("file.path", s(path));
@@ -117,10 +117,10 @@ fn file(ev: &mut Event, f: &J) -> Option<&'static str> {
 }
 
 fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
-    let doc = J::Object(util::parse_object(line)?);
+    let doc = JsonValue::Object(util::parse_object(line)?);
     let event = doc
         .get("event")
-        .and_then(J::as_object)
+        .and_then(JsonValue::as_object)
         .ok_or("missing `event` object (not an Endpoint Security record)")?;
     let (name, body) = event
         .iter()
@@ -170,11 +170,11 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
                 // The new image becomes `process`; the caller's parent stays the parent.
                 process(&mut ev, target, "process");
             }
-            if let Some(args) = body.get("args").and_then(J::as_array) {
-                let list: Vec<Value> = args.iter().filter_map(J::as_str).map(s).collect();
+            if let Some(args) = body.get("args").and_then(JsonValue::as_array) {
+                let list: Vec<Value> = args.iter().filter_map(JsonValue::as_str).map(s).collect();
                 let cmd = args
                     .iter()
-                    .filter_map(J::as_str)
+                    .filter_map(JsonValue::as_str)
                     .collect::<Vec<_>>()
                     .join(" ");
                 ev.insert(
@@ -273,7 +273,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
         | "su"
         | "screensharing_attach" => {
             for k in ["username", "user_name", "to_username"] {
-                if let Some(u) = body.get(k).and_then(J::as_str) {
+                if let Some(u) = body.get(k).and_then(JsonValue::as_str) {
                     ev.insert("user.name", s(u));
                 }
             }
@@ -297,7 +297,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
         "exec" | "fork" | "exit" | "open" | "create" | "xpc_connect" | "signal" | "mmap"
     ) {
         // Keep the other events' bodies reachable, one level deep.
-        if let J::Object(m) = body {
+        if let JsonValue::Object(m) = body {
             for (k, v) in m {
                 if let Some(v) = util::scalar(v) {
                     ev.insert(&format!("macos.es.{name}.{k}"), v);

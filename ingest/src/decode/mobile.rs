@@ -4,7 +4,7 @@
 //! names the first violation. The mapping is in docs/formats/mdm.md and docs/formats/mobile-edr.md.
 
 use correlator::{Event, Value};
-use serde_json::Value as J;
+use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -30,16 +30,16 @@ impl Decoder for MobileEdrDecoder {
 }
 
 fn enum_field<'a>(
-    doc: &'a J,
+    doc: &'a JsonValue,
     path: &str,
     allowed: &[&str],
     required: bool,
 ) -> Result<Option<&'a str>, String> {
     match util::get(doc, path) {
-        None | Some(J::Null) if !required => Ok(None),
-        None | Some(J::Null) => Err(format!("missing required `{path}`")),
-        Some(J::String(v)) if allowed.contains(&v.as_str()) => Ok(Some(v)),
-        Some(J::String(v)) => Err(format!(
+        None | Some(JsonValue::Null) if !required => Ok(None),
+        None | Some(JsonValue::Null) => Err(format!("missing required `{path}`")),
+        Some(JsonValue::String(v)) if allowed.contains(&v.as_str()) => Ok(Some(v)),
+        Some(JsonValue::String(v)) => Err(format!(
             "`{path}` is `{v}`, expected one of: {}",
             allowed.join(", ")
         )),
@@ -50,9 +50,9 @@ fn enum_field<'a>(
     }
 }
 
-fn opt_type(doc: &J, path: &str, want: &str) -> Result<(), String> {
+fn opt_type(doc: &JsonValue, path: &str, want: &str) -> Result<(), String> {
     let ok = match util::get(doc, path) {
-        None | Some(J::Null) => true,
+        None | Some(JsonValue::Null) => true,
         Some(v) => match want {
             "string" => v.is_string(),
             "boolean" => v.is_boolean(),
@@ -69,8 +69,8 @@ fn opt_type(doc: &J, path: &str, want: &str) -> Result<(), String> {
 }
 
 /// Fields common to both schemas: timestamp, device, user, app.
-fn common(ctx: &Ctx, line: &str, dataset: &str) -> Result<(Event, J), String> {
-    let doc = J::Object(util::parse_object(line)?);
+fn common(ctx: &Ctx, line: &str, dataset: &str) -> Result<(Event, JsonValue), String> {
+    let doc = JsonValue::Object(util::parse_object(line)?);
     let ts = util::get_str(&doc, "timestamp").ok_or("missing required `timestamp`")?;
     let ts = correlator::event::parse_rfc3339_ns(ts)
         .ok_or_else(|| format!("`timestamp` `{ts}` is not RFC 3339"))?;

@@ -19,7 +19,7 @@
 //! original record. The mapping is in docs/formats/mtd.md.
 
 use correlator::{Event, Value};
-use serde_json::Value as J;
+use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
@@ -50,7 +50,7 @@ enum Vendor {
     Harmony,
 }
 
-fn vendor(d: &J) -> Option<Vendor> {
+fn vendor(d: &JsonValue) -> Option<Vendor> {
     let has = |k: &str| d.get(k).is_some();
     if util::get_str(d, "event.metadata.vendor").is_some_and(|v| v.eq_ignore_ascii_case("jamf"))
         || util::get_str(d, "event.metadata.product") == Some("Threat Events Stream")
@@ -65,14 +65,14 @@ fn vendor(d: &J) -> Option<Vendor> {
         Some(Vendor::Zimperium)
     } else if has("created_time")
         && (has("change_type") || has("actor") || has("target"))
-        && d.get("type").is_some_and(J::is_string)
+        && d.get("type").is_some_and(JsonValue::is_string)
     {
         Some(Vendor::Lookout)
     } else if has("attack_vector") && (has("threat_factors") || has("device_rooted")) {
         Some(Vendor::Harmony)
     } else if has("operationName")
         && has("category")
-        && d.get("properties").is_some_and(J::is_object)
+        && d.get("properties").is_some_and(JsonValue::is_object)
     {
         Some(Vendor::Intune)
     } else {
@@ -83,10 +83,10 @@ fn vendor(d: &J) -> Option<Vendor> {
 const KNOWN: &str = "Zimperium (threatTypeName / zappInstance), Lookout Mobile Risk API v2 (created_time, type, change_type), Jamf Threat Events Stream (event.metadata, event.eventType), Intune diagnostic logs (category, operationName, properties), Check Point Harmony Mobile (attack_vector, threat_factors)";
 
 pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
-    let doc = J::Object(util::parse_object(record.trim())?);
+    let doc = JsonValue::Object(util::parse_object(record.trim())?);
     // Batches as the APIs return them.
     for key in ["content", "events", "records"] {
-        if let Some(J::Array(items)) = doc.get(key) {
+        if let Some(JsonValue::Array(items)) = doc.get(key) {
             let mut out = Vec::with_capacity(items.len());
             for (i, it) in items.iter().enumerate() {
                 let v = vendor(it).ok_or_else(|| {
@@ -104,7 +104,7 @@ pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
     Ok(vec![one(ctx, record, &doc, v)?])
 }
 
-fn one(ctx: &Ctx, record: &str, d: &J, v: Vendor) -> Result<Event, String> {
+fn one(ctx: &Ctx, record: &str, d: &JsonValue, v: Vendor) -> Result<Event, String> {
     match v {
         Vendor::Zimperium => zimperium(ctx, record, d),
         Vendor::Lookout => lookout(ctx, record, d),
@@ -172,7 +172,7 @@ fn set_device(ev: &mut Event, id: &str) {
     ev.insert("device.id", s(id));
 }
 
-fn nonempty<'a>(d: &'a J, path: &str) -> Option<&'a str> {
+fn nonempty<'a>(d: &'a JsonValue, path: &str) -> Option<&'a str> {
     util::get_str(d, path).filter(|x| !x.is_empty())
 }
 
@@ -195,11 +195,11 @@ fn set_destination(ev: &mut Event, host: Option<&str>, ip: Option<&str>, port: O
     }
 }
 
-fn epoch_ms(v: &J) -> Option<i64> {
+fn epoch_ms(v: &JsonValue) -> Option<i64> {
     util::as_int(v).map(|ms| ms.saturating_mul(1_000_000))
 }
 
-fn zimperium(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
+fn zimperium(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let ts = d
         .get("timestamp")
         .and_then(epoch_ms)
@@ -306,7 +306,7 @@ fn zimperium(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     Ok(ev)
 }
 
-fn lookout(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
+fn lookout(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "created_time").ok_or("Lookout event without `created_time`")?;
     let ts = correlator::event::parse_rfc3339_ns(t)
         .ok_or_else(|| format!("Lookout `created_time` `{t}` is not RFC 3339"))?;
@@ -372,11 +372,11 @@ fn lookout(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
             let th = d
                 .get("threat")
                 .or_else(|| d.get("smishing_alert"))
-                .unwrap_or(&J::Null);
+                .unwrap_or(&JsonValue::Null);
             let classes: Vec<&str> = th
                 .get("classifications")
-                .and_then(J::as_array)
-                .map(|a| a.iter().filter_map(J::as_str).collect())
+                .and_then(JsonValue::as_array)
+                .map(|a| a.iter().filter_map(JsonValue::as_str).collect())
                 .unwrap_or_default();
             let threat_ty = nonempty(th, "type").unwrap_or(ty);
             let cat: &[&str] = match threat_ty {
@@ -459,7 +459,7 @@ fn lookout(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     Ok(ev)
 }
 
-fn jamf(ctx: &Ctx, record: &str, outer: &J) -> Result<Event, String> {
+fn jamf(ctx: &Ctx, record: &str, outer: &JsonValue) -> Result<Event, String> {
     let d = outer
         .get("event")
         .filter(|e| e.is_object())
@@ -540,7 +540,7 @@ fn harmony_time(t: &str) -> Option<i64> {
     dt.and_utc().timestamp_nanos_opt()
 }
 
-fn harmony(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
+fn harmony(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "event_timestamp")
         .or_else(|| util::get_str(d, "backend_last_updated"))
         .ok_or("Harmony Mobile event without `event_timestamp` or `backend_last_updated`")?;
@@ -585,8 +585,8 @@ fn harmony(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     };
     set_severity(&mut ev, Some(num), label);
     let dev = match util::get(d, "device_id") {
-        Some(J::String(x)) if !x.is_empty() => Some(x.clone()),
-        Some(J::Number(n)) => Some(n.to_string()),
+        Some(JsonValue::String(x)) if !x.is_empty() => Some(x.clone()),
+        Some(JsonValue::Number(n)) => Some(n.to_string()),
         _ => None,
     };
     if let Some(id) = dev {
@@ -604,14 +604,14 @@ fn harmony(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
     Ok(ev)
 }
 
-fn intune(ctx: &Ctx, record: &str, d: &J) -> Result<Event, String> {
+fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "time")
         .or_else(|| util::get_str(d, "TimeGenerated"))
         .ok_or("Intune record without `time`")?;
     let ts = correlator::event::parse_rfc3339_ns(t)
         .ok_or_else(|| format!("Intune `time` `{t}` is not RFC 3339"))?;
     let category = util::get_str(d, "category").unwrap_or("");
-    let p = d.get("properties").unwrap_or(&J::Null);
+    let p = d.get("properties").unwrap_or(&JsonValue::Null);
     let mut ev = new_event(
         ctx,
         record,

@@ -1,7 +1,7 @@
 //! The JSON shapes: NXLog `im_msvistalog` (with or without Logstash's envelope), Winlogbeat /
 //! Elastic Agent documents, and event XML rendered as JSON.
 
-use serde_json::Value as J;
+use serde_json::Value as JsonValue;
 
 use super::super::util;
 use super::{parse_int, parse_time, unescape, Record};
@@ -61,20 +61,20 @@ pub(super) const ENVELOPE: &[&str] = &[
 ];
 
 pub(super) fn parse_json(line: &str) -> Result<Record, String> {
-    let doc = J::Object(util::parse_object(line)?);
+    let doc = JsonValue::Object(util::parse_object(line)?);
     parse_doc(&doc, 0)
 }
 
-pub(super) fn json_str(v: &J) -> Option<String> {
+pub(super) fn json_str(v: &JsonValue) -> Option<String> {
     match v {
-        J::String(s) => Some(unescape(s).into_owned()),
-        J::Number(n) => Some(n.to_string()),
-        J::Bool(b) => Some(b.to_string()),
+        JsonValue::String(s) => Some(unescape(s).into_owned()),
+        JsonValue::Number(n) => Some(n.to_string()),
+        JsonValue::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
-pub(super) fn parse_doc(doc: &J, depth: u8) -> Result<Record, String> {
+pub(super) fn parse_doc(doc: &JsonValue, depth: u8) -> Result<Record, String> {
     let obj = doc.as_object().ok_or("expected a JSON object")?;
     if let Some(winlog) = obj.get("winlog").filter(|w| w.is_object()) {
         return Ok(parse_winlogbeat(doc, winlog));
@@ -92,7 +92,7 @@ pub(super) fn parse_doc(doc: &J, depth: u8) -> Result<Record, String> {
             .map(str::trim)
             .filter(|m| m.starts_with('{'));
         if let Some(inner) = inner {
-            let inner: J = serde_json::from_str(inner)
+            let inner: JsonValue = serde_json::from_str(inner)
                 .map_err(|e| format!("invalid JSON in `message`: {e}"))?;
             let mut rec = parse_doc(&inner, 1)?;
             if rec.envelope_time.is_none() {
@@ -108,7 +108,7 @@ pub(super) fn parse_doc(doc: &J, depth: u8) -> Result<Record, String> {
     )
 }
 
-pub(super) fn parse_nxlog(doc: &J) -> Result<Record, String> {
+pub(super) fn parse_nxlog(doc: &JsonValue) -> Result<Record, String> {
     let obj = doc.as_object().ok_or("expected a JSON object")?;
     let get = |k: &str| obj.get(k).and_then(json_str).filter(|v| !v.is_empty());
     let event_id = match obj.get("EventID") {
@@ -162,8 +162,8 @@ pub(super) fn parse_nxlog(doc: &J) -> Result<Record, String> {
     Ok(rec)
 }
 
-pub(super) fn parse_winlogbeat(doc: &J, w: &J) -> Record {
-    let st = |v: &J, k: &str| util::get(v, k).and_then(json_str).filter(|v| !v.is_empty());
+pub(super) fn parse_winlogbeat(doc: &JsonValue, w: &JsonValue) -> Record {
+    let st = |v: &JsonValue, k: &str| util::get(v, k).and_then(json_str).filter(|v| !v.is_empty());
     let mut rec = Record {
         event_id: util::get(w, "event_id")
             .and_then(util::as_int)
@@ -181,7 +181,9 @@ pub(super) fn parse_winlogbeat(doc: &J, w: &J) -> Record {
         opcode: st(w, "opcode"),
         level: st(doc, "log.level"),
         keywords: util::get(w, "keywords").and_then(|k| match k {
-            J::Array(a) => Some(a.iter().filter_map(json_str).collect::<Vec<_>>().join(", ")),
+            JsonValue::Array(a) => {
+                Some(a.iter().filter_map(json_str).collect::<Vec<_>>().join(", "))
+            }
             other => json_str(other),
         }),
         message: st(doc, "message"),
@@ -190,10 +192,10 @@ pub(super) fn parse_winlogbeat(doc: &J, w: &J) -> Record {
         ..Record::default()
     };
     for part in ["event_data", "user_data"] {
-        if let Some(J::Object(m)) = w.get(part) {
+        if let Some(JsonValue::Object(m)) = w.get(part) {
             for (k, v) in m {
                 match v {
-                    J::Array(a) => {
+                    JsonValue::Array(a) => {
                         let vals: Vec<String> = a.iter().filter_map(json_str).collect();
                         rec.data.push((k.clone(), vals.join(", ")));
                     }
@@ -211,9 +213,9 @@ pub(super) fn parse_winlogbeat(doc: &J, w: &J) -> Record {
 
 /// `{"Event": {"System": {...}, "EventData": {...}}}`: the XML rendered as JSON (evtx_dump's
 /// `#attributes` form, or `Data` as a list of `{"@Name", "#text"}`).
-pub(super) fn parse_evtx_json(ev: &J) -> Result<Record, String> {
+pub(super) fn parse_evtx_json(ev: &JsonValue) -> Result<Record, String> {
     let sys = ev.get("System").ok_or("`Event` without `System`")?;
-    let attr = |v: &J, node: &str, a: &str| -> Option<String> {
+    let attr = |v: &JsonValue, node: &str, a: &str| -> Option<String> {
         let n = v.get(node)?;
         n.get("#attributes")
             .and_then(|x| x.get(a))
@@ -221,10 +223,10 @@ pub(super) fn parse_evtx_json(ev: &J) -> Result<Record, String> {
             .or_else(|| n.get(a))
             .and_then(json_str)
     };
-    let text = |v: &J, node: &str| -> Option<String> {
+    let text = |v: &JsonValue, node: &str| -> Option<String> {
         let n = v.get(node)?;
         match n {
-            J::Object(o) => o.get("#text").or_else(|| o.get("$")).and_then(json_str),
+            JsonValue::Object(o) => o.get("#text").or_else(|| o.get("$")).and_then(json_str),
             other => json_str(other),
         }
     };
@@ -243,7 +245,7 @@ pub(super) fn parse_evtx_json(ev: &J) -> Result<Record, String> {
     };
     if let Some(data) = ev.get("EventData").or_else(|| ev.get("UserData")) {
         match data.get("Data") {
-            Some(J::Array(items)) => {
+            Some(JsonValue::Array(items)) => {
                 for (i, it) in items.iter().enumerate() {
                     let name = it
                         .get("@Name")
@@ -256,7 +258,7 @@ pub(super) fn parse_evtx_json(ev: &J) -> Result<Record, String> {
                 }
             }
             _ => {
-                if let J::Object(m) = data {
+                if let JsonValue::Object(m) = data {
                     for (k, v) in m {
                         if k.starts_with('#') || k.starts_with('@') {
                             continue;
