@@ -24,7 +24,7 @@ use plist::{Dictionary, Value as P};
 use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
-use super::{Ctx, DecodeError, Decoder, Sink};
+use super::{emit_all, Ctx, Decoder, Sink};
 
 pub(crate) struct AppleMdmDecoder {
     pub(crate) ctx: Ctx,
@@ -32,14 +32,7 @@ pub(crate) struct AppleMdmDecoder {
 
 impl Decoder for AppleMdmDecoder {
     fn line(&mut self, line_no: u64, record: &str, sink: &mut Sink<'_>) {
-        match decode(&self.ctx, record) {
-            Ok(evs) => {
-                for ev in evs {
-                    sink(Ok(ev));
-                }
-            }
-            Err(m) => sink(Err(DecodeError::new(line_no, m))),
-        }
+        emit_all(line_no, decode(&self.ctx, record), sink);
     }
 }
 

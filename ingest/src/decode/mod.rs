@@ -388,6 +388,15 @@ pub fn uncategorized_warning(n: u64) -> String {
     )
 }
 
+/// Hands a record's events to `sink`, or its one rejection (named by the line it starts on), for
+/// decoders that turn one record into several events or none.
+pub(crate) fn emit_all(line_no: u64, decoded: Result<Vec<Event>, String>, sink: &mut Sink<'_>) {
+    match decoded {
+        Ok(evs) => evs.into_iter().for_each(|ev| sink(Ok(ev))),
+        Err(m) => sink(Err(DecodeError::new(line_no, m))),
+    }
+}
+
 /// What every decoder stamps on its events.
 #[derive(Clone)]
 pub(crate) struct Ctx {

@@ -22,7 +22,7 @@ use correlator::{Event, Value};
 use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
-use super::{Ctx, DecodeError, Decoder, Sink};
+use super::{emit_all, Ctx, Decoder, Sink};
 
 pub(crate) struct MtdDecoder {
     pub(crate) ctx: Ctx,
@@ -30,14 +30,7 @@ pub(crate) struct MtdDecoder {
 
 impl Decoder for MtdDecoder {
     fn line(&mut self, line_no: u64, record: &str, sink: &mut Sink<'_>) {
-        match decode(&self.ctx, record) {
-            Ok(evs) => {
-                for ev in evs {
-                    sink(Ok(ev));
-                }
-            }
-            Err(m) => sink(Err(DecodeError::new(line_no, m))),
-        }
+        emit_all(line_no, decode(&self.ctx, record), sink);
     }
 }
 
