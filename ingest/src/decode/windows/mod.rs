@@ -76,6 +76,9 @@ impl Record {
     }
 }
 
+/// The farthest a host's clock zone is from UTC (UTC-12 to UTC+14), with a margin.
+const MAX_UTC_OFFSET_NS: u64 = 26 * 3600 * 1_000_000_000;
+
 pub(crate) struct WindowsDecoder {
     pub(crate) ctx: Ctx,
     /// Per host (normalised name): UTC minus local time, in seconds, learnt from Sysmon records.
@@ -116,10 +119,17 @@ impl WindowsDecoder {
         let utc = rec
             .get("UtcTime")
             .and_then(|t| parse_time(t).map(|(ns, _)| ns));
-        if let (Some(u), Some(l)) = (utc, rec.local_time) {
+        // The local stamp's offset from UTC, when both stamps are there and differ by no more than a
+        // time zone can (a record with absurd stamps teaches nothing, and its difference may not
+        // even fit in an i64).
+        let offset = utc
+            .zip(rec.local_time)
+            .and_then(|(u, l)| u.checked_sub(l))
+            .filter(|d| d.unsigned_abs() <= MAX_UTC_OFFSET_NS);
+        if let Some(d) = offset {
             // Whole quarter hours: time zones are, the two stamps' seconds are not.
             #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-            let off = ((u - l) as f64 / 1e9 / 900.0).round() as i64 * 900;
+            let off = (d as f64 / 1e9 / 900.0).round() as i64 * 900;
             if let Some(h) = &host {
                 self.offsets.insert(h.short.clone(), off);
             }
@@ -131,7 +141,10 @@ impl WindowsDecoder {
         };
         let ts = utc
             .or(rec.system_time)
-            .or_else(|| Some(rec.local_time? + learnt? * 1_000_000_000))
+            .or_else(|| {
+                rec.local_time?
+                    .checked_add(learnt?.checked_mul(1_000_000_000)?)
+            })
             .or(rec.local_time.filter(|_| rec.local_zoned))
             .or(rec.envelope_time)
             .or(rec.local_time)

@@ -153,3 +153,12 @@ proptest::proptest! {
         }
     }
 }
+
+/// A UtcTime near the end of i64 nanoseconds (1681) beside an ordinary local stamp: the two are
+/// not a time zone apart, so nothing is learnt and nothing overflows (a fuzzer found the panic).
+#[test]
+fn absurd_stamps_teach_no_offset_and_do_not_overflow() {
+    let rec = r#"{"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"H","UtcTime":"1681-09-18 18:59:58.557","EventTime":"2020-09-18 14:59:58","Image":"C:\\a.exe"}"#;
+    let (evs, errs) = decode(&format!("{rec}\n{rec}\n"));
+    assert_eq!(evs.len() + errs.len(), 2, "{errs:?}");
+}
