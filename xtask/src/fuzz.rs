@@ -10,6 +10,8 @@
 //!   nothing a panic does not report, while it instruments every crate and slows every run. The
 //!   coverage instrumentation (sancov) that guides libFuzzer stays on, and so do debug assertions.
 //! - one `cargo fuzz build` for every target: the dependency graph is compiled once.
+//! - the targets then run side by side, one per core (each libFuzzer process is single-threaded,
+//!   so every target still gets a whole core for its time budget).
 //! - the fuzz crate's `release` profile (fuzz/Cargo.toml) trades peak speed for build time:
 //!   `opt-level = 1`, no debug info, 16 codegen units.
 //! - the targets' own `target/` directory (under `$CARGO_TARGET_DIR` when it is set): the
@@ -165,67 +167,20 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
     let corpora = root().join("../shared/corpora");
     let seeds = collect_seeds(&corpora)?;
     let work = dir.join("xtask-fuzz");
+    // Targets run side by side, one per core: each fuzzer is single-threaded, so a target gets
+    // the same CPU for its `secs` as when they ran one after another, and the phase takes
+    // 1/cores of the wall time.
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
     let mut failures = Vec::new();
-    for t in &targets {
-        let bin = dir.join(&triple).join("release").join(t);
-        let n = write_seeds(&work.join("seeds").join(t), t, &seeds)?;
-        let corpus = work.join("corpus").join(t);
-        let artifacts = work.join("artifacts").join(t);
-        // A crash file of an earlier run must not be taken for one of this run.
-        let _ = std::fs::remove_dir_all(&artifacts);
-        for d in [&corpus, &artifacts] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    for batch in targets.chunks(jobs) {
+        let mut running = Vec::with_capacity(batch.len());
+        for t in batch {
+            running.push(start_target(t, &dir, &triple, &work, &seeds, secs)?);
         }
-        let log = work.join(format!("{t}.log"));
-        let t0 = Instant::now();
-        let status = Command::new(&bin)
-            .arg(&corpus)
-            .arg(work.join("seeds").join(t))
-            .arg(format!("-max_total_time={secs}"))
-            .arg(format!("-max_len={MAX_LEN}"))
-            .arg("-timeout=10")
-            .arg("-rss_limit_mb=2048")
-            .arg("-print_final_stats=1")
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .with_context(|| format!("creating {}", log.display()))?,
-            )
-            .status()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let execs = text
-            .lines()
-            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-            .map_or("?", str::trim);
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&artifacts)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        found.sort();
-        if status.success() && found.is_empty() {
-            eprintln!(
-                "fuzz: {t}: ok, {execs} runs in {:.0} s from {n} seeds",
-                t0.elapsed().as_secs_f64()
-            );
-        } else {
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!(
-                "fuzz: {t}: FAILED ({status}); log {}\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-            let inputs = if found.is_empty() {
-                "no input saved".to_string()
-            } else {
-                found
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            failures.push(format!("{t}: {inputs}"));
+        for run in running {
+            if let Some(failure) = run.finish()? {
+                failures.push(failure);
+            }
         }
     }
     if !failures.is_empty() {
@@ -241,6 +196,103 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One fuzz target running: what `finish` needs to judge it.
+struct Running {
+    target: String,
+    child: std::process::Child,
+    log: PathBuf,
+    artifacts: PathBuf,
+    seeds: usize,
+    started: Instant,
+}
+
+/// Writes the target's seeds, clears its old crash files and starts its fuzzer.
+fn start_target(
+    t: &str,
+    dir: &Path,
+    triple: &str,
+    work: &Path,
+    seeds: &Seeds,
+    secs: u64,
+) -> Result<Running> {
+    let bin = dir.join(triple).join("release").join(t);
+    let n = write_seeds(&work.join("seeds").join(t), t, seeds)?;
+    let corpus = work.join("corpus").join(t);
+    let artifacts = work.join("artifacts").join(t);
+    // A crash file of an earlier run must not be taken for one of this run.
+    let _ = std::fs::remove_dir_all(&artifacts);
+    for d in [&corpus, &artifacts] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let log = work.join(format!("{t}.log"));
+    let child = Command::new(&bin)
+        .arg(&corpus)
+        .arg(work.join("seeds").join(t))
+        .arg(format!("-max_total_time={secs}"))
+        .arg(format!("-max_len={MAX_LEN}"))
+        .arg("-timeout=10")
+        .arg("-rss_limit_mb=2048")
+        .arg("-print_final_stats=1")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Running {
+        target: t.to_string(),
+        child,
+        log,
+        artifacts,
+        seeds: n,
+        started: Instant::now(),
+    })
+}
+
+impl Running {
+    /// Waits for the fuzzer; `Some(description)` when it crashed or saved an input.
+    fn finish(mut self) -> Result<Option<String>> {
+        let t = &self.target;
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for fuzz target {t}"))?;
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let execs = text
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map_or("?", str::trim);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.artifacts)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        if status.success() && found.is_empty() {
+            eprintln!(
+                "fuzz: {t}: ok, {execs} runs in {:.0} s from {} seeds",
+                self.started.elapsed().as_secs_f64(),
+                self.seeds
+            );
+            return Ok(None);
+        }
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        eprintln!(
+            "fuzz: {t}: FAILED ({status}); log {}\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        let inputs = if found.is_empty() {
+            "no input saved".to_string()
+        } else {
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(Some(format!("{t}: {inputs}")))
+    }
 }
 
 /// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from
