@@ -118,9 +118,9 @@ fn all_targets() -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Builds every target and runs each for `SENSOR_FUZZ_SECS` (default 20) seconds.
-pub(crate) fn fuzz(only: &[String]) -> Result<()> {
-    let secs = match std::env::var("SENSOR_FUZZ_SECS") {
+/// The seconds each target runs: `SENSOR_FUZZ_SECS`, default 20.
+fn secs_per_target() -> Result<u64> {
+    match std::env::var("SENSOR_FUZZ_SECS") {
         Ok(s) => s
             .trim()
             .parse::<u64>()
@@ -128,42 +128,157 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
             .filter(|&n| n > 0)
             .with_context(|| {
                 format!("SENSOR_FUZZ_SECS must be a positive number of seconds, found `{s}`")
-            })?,
-        Err(_) => DEFAULT_SECS,
-    };
-    if !cargo_fuzz_ok() {
-        install_cargo_fuzz()?;
+            }),
+        Err(_) => Ok(DEFAULT_SECS),
     }
+}
+
+/// The targets asked for (all when `only` is empty), checked against `fuzz/fuzz_targets`.
+fn chosen_targets(only: &[String]) -> Result<Vec<String>> {
     let all = all_targets()?;
     for t in only {
         if !all.contains(t) {
             bail!("no fuzz target `{t}` (targets: {})", all.join(", "));
         }
     }
-    let targets: Vec<String> = if only.is_empty() { all } else { only.to_vec() };
-    let dir = fuzz_target_dir();
-    let triple = host_triple()?;
+    Ok(if only.is_empty() { all } else { only.to_vec() })
+}
 
-    let started = Instant::now();
+/// `cargo fuzz build` of the chosen targets (one build for all of them).
+fn build_command(only: &[String], dir: &Path, triple: &str) -> Command {
     let mut build = Command::new(cargo_bin());
     build
         .current_dir(root())
         .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])
-        .args(["--target", &triple])
+        .args(["--target", triple])
         .arg("--target-dir")
-        .arg(&dir)
+        .arg(dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("CARGO_TARGET_DIR");
     if only.len() == 1 {
         build.arg(&only[0]);
     }
-    check(&mut build, "cargo fuzz build")?;
+    build
+}
+
+/// Builds every target and runs each for `SENSOR_FUZZ_SECS` (default 20) seconds.
+pub(crate) fn fuzz(only: &[String]) -> Result<()> {
+    let secs = secs_per_target()?;
+    if !cargo_fuzz_ok() {
+        install_cargo_fuzz()?;
+    }
+    let targets = chosen_targets(only)?;
+    let dir = fuzz_target_dir();
+    let triple = host_triple()?;
+    let started = Instant::now();
+    check(&mut build_command(only, &dir, &triple), "cargo fuzz build")?;
     eprintln!(
         "fuzz: built {} targets in {:.0} s",
         targets.len(),
         started.elapsed().as_secs_f64()
     );
+    run_targets(&targets, &dir, &triple, secs, started)
+}
 
+/// The fuzz build of every target, started at the lowest CPU priority while something else
+/// runs (`cargo xtask test` starts it before the test binaries, which spend most of their
+/// time waiting on daemons, servers and the kernel: the build takes the idle CPU and yields
+/// it whenever a test wants it).
+pub(crate) struct BackgroundBuild {
+    child: std::process::Child,
+    log: PathBuf,
+    dir: PathBuf,
+    triple: String,
+    started: Instant,
+}
+
+impl BackgroundBuild {
+    pub(crate) fn start() -> Result<Self> {
+        secs_per_target()?;
+        if !cargo_fuzz_ok() {
+            install_cargo_fuzz()?;
+        }
+        let dir = fuzz_target_dir();
+        let triple = host_triple()?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = dir.join("xtask-fuzz-build.log");
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("opening {}", log.display()))?;
+        let build = build_command(&[], &dir, &triple);
+        // The same command under `nice -n 19`; rustc and the linker inherit the priority.
+        let mut niced = Command::new("nice");
+        niced.current_dir(root()).args(["-n", "19"]);
+        niced.arg(build.get_program()).args(build.get_args());
+        for (k, v) in build.get_envs() {
+            match v {
+                Some(v) => niced.env(k, v),
+                None => niced.env_remove(k),
+            };
+        }
+        let child = niced
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting `nice -n 19 cargo fuzz build`")?;
+        eprintln!(
+            "fuzz: building the targets in the background (log {})",
+            log.display()
+        );
+        Ok(Self {
+            child,
+            log,
+            dir,
+            triple,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the build, then runs every target.
+    pub(crate) fn run_all(mut self) -> Result<()> {
+        let status = self.child.wait().context("waiting for cargo fuzz build")?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            bail!(
+                "cargo fuzz build failed ({status}); log {}:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let targets = chosen_targets(&[])?;
+        eprintln!(
+            "fuzz: {} targets built in the background, ready {:.0} s after it started",
+            targets.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        run_targets(
+            &targets,
+            &self.dir,
+            &self.triple,
+            secs_per_target()?,
+            Instant::now(),
+        )
+    }
+
+    /// Stops the build (the tests failed: no fuzzing follows).
+    pub(crate) fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs each built target for `secs` seconds, side by side, and fails naming every target that
+/// crashed and the input it saved.
+fn run_targets(
+    targets: &[String],
+    dir: &Path,
+    triple: &str,
+    secs: u64,
+    started: Instant,
+) -> Result<()> {
     let corpora = root().join("../shared/corpora");
     let seeds = collect_seeds(&corpora)?;
     let work = dir.join("xtask-fuzz");
@@ -175,7 +290,7 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
     for batch in targets.chunks(jobs) {
         let mut running = Vec::with_capacity(batch.len());
         for t in batch {
-            running.push(start_target(t, &dir, &triple, &work, &seeds, secs)?);
+            running.push(start_target(t, dir, triple, &work, &seeds, secs)?);
         }
         for run in running {
             if let Some(failure) = run.finish()? {
