@@ -754,6 +754,7 @@ impl Reader {
             counters,
             ..
         } = self;
+        decoder.table_mut().refresh_containers();
         let mut outcome = Drained::Empty;
         let r = fd.get_mut().drain(|rec| {
             let permit = match tx.try_reserve() {

@@ -62,6 +62,16 @@ pub(crate) struct Plan {
     reads: Vec<(&'static str, PathBuf)>,
 }
 
+impl Plan {
+    pub(crate) fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub(crate) fn gid(&self) -> Gid {
+        self.gid
+    }
+}
+
 /// What the daemon does about privileges, decided before anything starts: `None` when it is not
 /// root, when `[privileges] user` is root, or when the default user does not exist (warned). Errors
 /// name the setting.
