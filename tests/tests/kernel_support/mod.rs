@@ -58,6 +58,32 @@ pub(crate) fn start(extra: &[&str]) -> Capture {
 }
 
 impl Capture {
+    /// Waits until a line of the sensor's stderr contains every one of `needles`; false after
+    /// `timeout`.
+    pub(crate) fn wait_stderr(&self, needles: &[&str], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .stderr_rest
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The stderr lines so far.
+    pub(crate) fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr_rest.lock().unwrap().clone()
+    }
+
     /// Lets the reader catch up, stops the sensor with SIGINT and returns (events, stderr lines).
     pub(crate) fn stop(mut self) -> (Vec<Value>, Vec<String>) {
         std::thread::sleep(Duration::from_millis(500));
