@@ -32,6 +32,11 @@ use sensor_common::{
 #[no_mangle]
 static OFFSETS: Offsets = Offsets::missing();
 
+/// Whether lifecycle records carry the cgroup id (container identity on), written by the loader;
+/// 0 makes the verifier drop the helper call (a constant read from .rodata).
+#[no_mangle]
+static CGROUP_IDS: u32 = 1;
+
 /// Every record type in one never-read global, so that the object's BTF describes them all: the
 /// `kernel_layout` test compares that BTF with `sensor-common` as the daemon compiles it.
 #[repr(C)]
@@ -194,7 +199,11 @@ unsafe fn fill_lineage(l: *mut Lineage) {
         (*l).ppid = ppid;
         (*l)._pad = 0;
         // The cgroup v2 id (container identity): one cheap helper, in the lifecycle records only.
-        (*l).cgroup_id = bpf_get_current_cgroup_id();
+        (*l).cgroup_id = if core::ptr::read_volatile(&raw const CGROUP_IDS) != 0 {
+            bpf_get_current_cgroup_id()
+        } else {
+            0
+        };
         (*l).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
 }
