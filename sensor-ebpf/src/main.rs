@@ -20,7 +20,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
     },
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -72,7 +72,32 @@ static FLOOR: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-/// Syscall entry state (openat/bind/connect), by thread id.
+/// An open(at/at2) between its entry and its exit: slot `tid & (OPEN_SLOTS_N - 1)` of
+/// [`OPEN_SLOTS`]. Kernel-internal (never in a record).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenSlot {
+    /// The thread the slot holds an open for (0: free).
+    tid: u32,
+    flags: u32,
+    dfd: i32,
+    _pad: u32,
+    /// User pointer to the path.
+    ptr: u64,
+}
+
+/// Slots of [`OPEN_SLOTS`] (a power of two).
+const OPEN_SLOTS_N: u32 = 1 << 16;
+
+/// Open entry state, indexed by thread id: an array slot (the verifier inlines the lookup, no
+/// hashing, no lock, no element allocation) rather than a hash map entry, because every open on
+/// the host passes here. Two threads whose ids are equal modulo the size and which are inside an
+/// open at the same moment share a slot: the exit sees another thread's id and still reports a
+/// FIFO open, without the path (see probes/fifo.rs).
+#[map]
+static OPEN_SLOTS: Array<OpenSlot> = Array::with_max_entries(OPEN_SLOTS_N, 0);
+
+/// Syscall entry state (bind/connect), by thread id.
 #[map]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
