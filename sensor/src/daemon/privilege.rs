@@ -24,6 +24,8 @@
 //! `status`, `cmdline` and `cgroup` stay readable. What does not: `/proc/<pid>/exe` of another user's
 //! process loaded lazily after the drop (the table is seeded before it, and exec records carry the
 //! path), and root-only files (a 0600 config file cannot be re-read on SIGHUP; the error says so).
+//! Container runtimes' root-only files and sockets are read by a separate, confined helper process
+//! started before the drop (`meta_helper.rs`), not by a thread of this one.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
