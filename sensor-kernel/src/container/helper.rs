@@ -315,7 +315,7 @@ mod tests {
         assert_eq!((named.id.as_str(), named.pod_uid), ("deb12", None));
         for (line, want) in [
             (
-                format!("podman\t../../etc/shadow\t\n"),
+                "podman\t../../etc/shadow\t\n".to_string(),
                 "is not valid for runtime podman",
             ),
             (format!("docker\t{}\t\n", &ID[..63]), "is not valid"),

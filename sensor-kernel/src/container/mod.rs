@@ -687,6 +687,57 @@ mod tests {
         assert_eq!(disabled, (None, 5));
     }
 
+    /// A new container is given at once (id only), its metadata comes from the worker thread and
+    /// replaces it for later lookups; the same container is asked for once.
+    #[test]
+    fn metadata_arrives_after_the_id() {
+        let cfg = ContainerConfig {
+            docker_socket: "/nonexistent/docker.sock".into(),
+            podman_socket: "/nonexistent/podman.sock".into(),
+            ..ContainerConfig::default()
+        };
+        let status = SharedStatus::default();
+        let mut c = Containers::new(&cfg, status.clone());
+        let m = CgroupMatch {
+            id: ID.into(),
+            runtime: "docker",
+            pod_uid: Some("0c9f2a1e-55f5-4b8e-9d7c-2a8a9d1f4e11".into()),
+        };
+        let first = c.container_of(&m);
+        assert_eq!(first.id, ID);
+        assert!(first.name.is_none());
+        assert!(first
+            .fields
+            .iter()
+            .any(|(f, v)| *f == Field::intern("kubernetes.pod.uid")
+                && *v == Value::Str("0c9f2a1e-55f5-4b8e-9d7c-2a8a9d1f4e11".into())));
+        // Asked once, however often it is met before the answer.
+        assert!(Arc::ptr_eq(&c.container_of(&m), &first));
+        assert_eq!(c.asked.len(), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let described = loop {
+            let got = c.poll();
+            if let Some(d) = got.into_iter().find(|d| d.id == ID) {
+                break d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer from the worker"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(!Arc::ptr_eq(&described, &first));
+        assert!(Arc::ptr_eq(&c.container_of(&m), &described));
+        assert!(c.asked.is_empty());
+        // The unreachable Docker socket is in the status (the worker asked it).
+        assert!(status
+            .lock()
+            .unwrap()
+            .unreachable
+            .contains_key("/nonexistent/docker.sock"));
+        assert_eq!(status.lock().unwrap().containers_seen, 1);
+    }
+
     #[test]
     fn image_references() {
         assert_eq!(

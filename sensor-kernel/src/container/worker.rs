@@ -5,7 +5,7 @@
 //! unreachable runtime therefore never holds up the ring buffer's consumer.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 
 use super::helper::HelperConn;
 use super::meta::MetaReader;
@@ -80,10 +80,7 @@ impl Worker {
 
     /// An answer that arrived, if any.
     pub fn answer(&self) -> Option<Container> {
-        match self.answers.try_recv() {
-            Ok(a) => Some(a),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.answers.try_recv().ok()
     }
 }
 

@@ -126,7 +126,8 @@ pub(crate) fn confine(uid: Uid, gid: Gid) -> Result<Vec<Capability>, String> {
         ),
     }
     let keep_set: HashSet<Capability> = keep.iter().copied().collect();
-    for c in caps::all() {
+    // The capabilities this kernel knows (an older kernel refuses to drop one it does not).
+    for c in caps::runtime::thread_all_supported() {
         if !keep_set.contains(&c) {
             caps::drop(None, CapSet::Bounding, c)
                 .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
