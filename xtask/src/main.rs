@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_identity;
 mod fuzz;
 
 #[derive(Parser)]
