@@ -116,9 +116,9 @@ pub(crate) fn confine(uid: Uid, gid: Gid) -> Result<Vec<Capability>, String> {
     let landlock = landlock::restrict();
     let mut keep = vec![Capability::CAP_DAC_READ_SEARCH];
     match &landlock {
-        Ok(abi) => {
+        Ok(status) => {
             keep.push(Capability::CAP_DAC_OVERRIDE);
-            tracing::debug!(abi, "landlock domain in force");
+            tracing::debug!(?status, "landlock domain in force");
         }
         Err(e) => tracing::warn!(
             message = "Landlock is not available: the container metadata helper keeps CAP_DAC_READ_SEARCH only (root-only runtime API sockets are then not reachable)",
@@ -163,96 +163,36 @@ pub(crate) fn confine(uid: Uid, gid: Gid) -> Result<Vec<Capability>, String> {
     Ok(keep)
 }
 
-/// Landlock through its three system calls (the uapi is small and stable; `libc` names them).
+/// The Landlock domain, through the `landlock` crate (the uapi's maintained Rust binding), best
+/// effort: a kernel with an older ABI enforces what it knows.
 mod landlock {
-    const CREATE_RULESET_VERSION: u32 = 1;
-    // Filesystem rights (ABI 1: bits 0-12; ABI 2: REFER; ABI 3: TRUNCATE; ABI 5: IOCTL_DEV).
-    const FS_EXECUTE: u64 = 1 << 0;
-    const FS_READ_FILE: u64 = 1 << 2;
-    const FS_READ_DIR: u64 = 1 << 3;
-    const FS_ABI1: u64 = (1 << 13) - 1;
-    const FS_REFER: u64 = 1 << 13;
-    const FS_TRUNCATE: u64 = 1 << 14;
-    const FS_IOCTL_DEV: u64 = 1 << 15;
-    // ABI 4: TCP bind and connect. ABI 6: scopes.
-    const NET_TCP: u64 = 0b11;
-    const SCOPE_ABSTRACT_UNIX: u64 = 1 << 0;
-    const SCOPE_SIGNAL: u64 = 1 << 1;
+    use ::landlock::{
+        Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetStatus, Scope, ABI,
+    };
 
-    #[repr(C)]
-    struct RulesetAttr {
-        handled_access_fs: u64,
-        handled_access_net: u64,
-        scoped: u64,
-    }
+    /// The newest ABI asked for (6: TCP bind/connect since 4, abstract-socket and signal scopes).
+    const ABI_WANTED: ABI = ABI::V6;
 
     /// Restricts this process (and what it may ever start): reading files and directories is
-    /// all the filesystem allows. Returns the Landlock ABI version in force.
-    pub(super) fn restrict() -> Result<i64, String> {
-        // SAFETY: the version query takes no attribute.
-        let abi = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_create_ruleset,
-                std::ptr::null::<RulesetAttr>(),
-                0usize,
-                CREATE_RULESET_VERSION,
-            )
-        };
-        if abi < 1 {
-            return Err(format!(
-                "landlock_create_ruleset: {}",
-                std::io::Error::last_os_error()
-            ));
+    /// all the filesystem allows (no write, create, remove, exec); no TCP bind or connect; no
+    /// signal or abstract socket outside the domain. Returns how fully that is enforced.
+    pub(super) fn restrict() -> Result<RulesetStatus, String> {
+        let err = |e: ::landlock::RulesetError| format!("landlock: {e}");
+        let fs = AccessFs::from_all(ABI_WANTED) & !(AccessFs::ReadFile | AccessFs::ReadDir);
+        let status = Ruleset::default()
+            .handle_access(fs)
+            .map_err(err)?
+            .handle_access(AccessNet::from_all(ABI_WANTED))
+            .map_err(err)?
+            .scope(Scope::from_all(ABI_WANTED))
+            .map_err(err)?
+            .create()
+            .map_err(err)?
+            .restrict_self()
+            .map_err(err)?;
+        match status.ruleset {
+            RulesetStatus::NotEnforced => Err("this kernel does not enforce Landlock".into()),
+            enforced => Ok(enforced),
         }
-        let mut fs = FS_ABI1 & !(FS_READ_FILE | FS_READ_DIR);
-        if abi >= 2 {
-            fs |= FS_REFER;
-        }
-        if abi >= 3 {
-            fs |= FS_TRUNCATE;
-        }
-        if abi >= 5 {
-            fs |= FS_IOCTL_DEV;
-        }
-        debug_assert!(fs & FS_EXECUTE != 0);
-        let attr = RulesetAttr {
-            handled_access_fs: fs,
-            handled_access_net: if abi >= 4 { NET_TCP } else { 0 },
-            scoped: if abi >= 6 {
-                SCOPE_ABSTRACT_UNIX | SCOPE_SIGNAL
-            } else {
-                0
-            },
-        };
-        let size = match abi {
-            1..=3 => 8usize,
-            4 | 5 => 16,
-            _ => std::mem::size_of::<RulesetAttr>(),
-        };
-        // SAFETY: `attr` is a valid ruleset attribute of at least `size` bytes.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_create_ruleset,
-                std::ptr::from_ref(&attr),
-                size,
-                0u32,
-            )
-        };
-        if fd < 0 {
-            return Err(format!(
-                "landlock_create_ruleset: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let fd = i32::try_from(fd).map_err(|_| "landlock ruleset fd out of range".to_string())?;
-        // SAFETY: `fd` is the ruleset just created; no_new_privs is set.
-        let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: closing the ruleset fd we own.
-        unsafe { libc::close(fd) };
-        if r != 0 {
-            return Err(format!("landlock_restrict_self: {err}"));
-        }
-        Ok(abi)
     }
 }
