@@ -88,7 +88,9 @@ impl ListenerStats {
 
     /// Refusals for `why` since start.
     pub fn refused_count(&self, why: Refusal) -> u64 {
-        self.refused.get(why as usize).map_or(0, |c| c.load(Relaxed))
+        self.refused
+            .get(why as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// True at most once per [`LOG_EVERY`]: a flood is logged as a line every few seconds with

@@ -30,16 +30,16 @@ mod config;
 mod envelope;
 mod tls;
 
+use crate::edge::{ConnLimit, Refusal};
 pub use auditd::{
-    parse_auditd_frames, rmw_header, AuditdFrame, AuditdFraming, RMW_HEADER, RMW_MAGIC, RMW_TYPE_ACK,
-    RMW_TYPE_DISKERROR, RMW_TYPE_DISKFULL, RMW_TYPE_HEARTBEAT, RMW_TYPE_MESSAGE,
+    parse_auditd_frames, rmw_header, AuditdFrame, AuditdFraming, RMW_HEADER, RMW_MAGIC,
+    RMW_TYPE_ACK, RMW_TYPE_DISKERROR, RMW_TYPE_DISKFULL, RMW_TYPE_HEARTBEAT, RMW_TYPE_MESSAGE,
 };
 use bucket::Bucket;
 pub use config::{
     AgentConfig, AuditdConfig, AuditdPeer, HttpConfig, IngestConfig, IngestError, IngestLimits,
     PeerAddr, TlsConfig,
 };
-use crate::edge::{ConnLimit, Refusal};
 pub use envelope::{decode_record, encode_record, record_header};
 pub use tls::tls_acceptor;
 

@@ -164,12 +164,16 @@ token_sha256 = "{b}"
         api,
         tls,
     };
-    daemon.wait_for("the daemon to serve its control socket", Duration::from_secs(90), |d| {
-        if let Some(st) = d.child.try_wait().unwrap() {
-            panic!("the daemon exited with {st}:\n{}", d.log());
-        }
-        d.text("/healthz").is_some() && d.log().contains("privileges dropped")
-    });
+    daemon.wait_for(
+        "the daemon to serve its control socket",
+        Duration::from_secs(90),
+        |d| {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                panic!("the daemon exited with {st}:\n{}", d.log());
+            }
+            d.text("/healthz").is_some() && d.log().contains("privileges dropped")
+        },
+    );
     daemon
 }
 
@@ -424,8 +428,15 @@ fn the_process_holding_the_listeners_lacks_cap_sys_admin() {
             let eff = u64::from_str_radix(status_field(&st, "CapEff:"), 16).unwrap();
             let prm = u64::from_str_radix(status_field(&st, "CapPrm:"), 16).unwrap();
             assert_eq!(eff & CAP_SYS_ADMIN, 0, "thread {name} has CAP_SYS_ADMIN");
-            assert_eq!((eff, prm), (0, 0), "thread {name}: CapEff {eff:x} CapPrm {prm:x}");
-            assert_eq!(status_field(&st, "Uid:").split_whitespace().next(), Some("65534"));
+            assert_eq!(
+                (eff, prm),
+                (0, 0),
+                "thread {name}: CapEff {eff:x} CapPrm {prm:x}"
+            );
+            assert_eq!(
+                status_field(&st, "Uid:").split_whitespace().next(),
+                Some("65534")
+            );
         }
         assert!(threads > 1, "{threads} threads");
     }
@@ -464,19 +475,28 @@ fn five_thousand_idle_tls_connections_do_not_block_a_real_client() {
         per_peer + timed_out + open >= 5_000.0,
         "held {open}, refused {per_peer}, timed out {timed_out}"
     );
-    assert!(per_peer >= 4_000.0, "{per_peer} refused over the per-peer cap");
+    assert!(
+        per_peer >= 4_000.0,
+        "{per_peer} refused over the per-peer cap"
+    );
     // Those it held are closed at the handshake timeout.
     let mut d = d;
-    d.wait_for("the idle connections' handshake timeout", Duration::from_secs(30), |d| {
-        d.refused("ingest-http", "handshake_timeout") >= 250.0
-            && d.open_connections("ingest-http") <= 1.0
-    });
+    d.wait_for(
+        "the idle connections' handshake timeout",
+        Duration::from_secs(30),
+        |d| {
+            d.refused("ingest-http", "handshake_timeout") >= 250.0
+                && d.open_connections("ingest-http") <= 1.0
+        },
+    );
     drop(idle);
 }
 
 #[test]
 fn a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout() {
-    if !require_root("a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout") {
+    if !require_root(
+        "a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout",
+    ) {
         return;
     }
     let d = start("handshake_timeout_secs = 2", "");
@@ -515,7 +535,10 @@ fn a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout
     let (status, resp) = d.post(TOKEN_A, "", ecs_lines(5).as_bytes());
     assert_eq!(status, 200, "{resp}");
     let took = t1.elapsed();
-    assert!(took < Duration::from_secs(2), "the real client waited {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the real client waited {took:?}"
+    );
     let closed_at = dripper.join().unwrap();
     let open = closed_at.iter().filter(|c| c.is_none()).count();
     assert_eq!(open, 0, "{open} slow handshakes still open after 8 s");
@@ -550,9 +573,11 @@ fn beyond_max_connections_new_connections_are_closed_at_once_and_counted() {
     // Freed slots are used again.
     drop(held);
     let mut d = d;
-    d.wait_for("the held connections to be gone", Duration::from_secs(10), |d| {
-        d.open_connections("ingest-http") < 1.0
-    });
+    d.wait_for(
+        "the held connections to be gone",
+        Duration::from_secs(10),
+        |d| d.open_connections("ingest-http") < 1.0,
+    );
     let (status, resp) = d.post(TOKEN_A, "", ecs_lines(3).as_bytes());
     assert_eq!(status, 200, "{resp}");
 }
@@ -611,12 +636,15 @@ fn half_a_header_on_the_control_api_is_closed_after_the_header_timeout() {
 
 #[test]
 fn a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout() {
-    if !require_root("a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout") {
+    if !require_root(
+        "a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout",
+    ) {
         return;
     }
     let d = start("", "");
     let mut s = TcpStream::connect(("127.0.0.1", d.api)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let t = closed_within(&mut s, Duration::from_secs(12));
     assert!(
         t.is_some_and(|t| t >= Duration::from_millis(1500) && t < Duration::from_secs(5)),
@@ -647,13 +675,14 @@ fn bomb_gets_413(encoding: &str, bomb: &[u8]) {
     let d = start("", "");
     let before = d.rss();
     let t0 = Instant::now();
-    let (status, resp) = d.post(
-        TOKEN_A,
-        &format!("Content-Encoding: {encoding}\r\n"),
-        bomb,
-    );
+    let (status, resp) = d.post(TOKEN_A, &format!("Content-Encoding: {encoding}\r\n"), bomb);
     let took = t0.elapsed();
-    assert_eq!(status, 413, "{encoding} bomb of {} bytes: {resp}", bomb.len());
+    assert_eq!(
+        status,
+        413,
+        "{encoding} bomb of {} bytes: {resp}",
+        bomb.len()
+    );
     assert!(resp.contains("exceeds the limit"), "{resp}");
     let grew = d.rss().saturating_sub(before);
     assert!(
@@ -709,7 +738,10 @@ fn one_agent_cannot_take_every_in_flight_slot() {
     let (status, resp) = d.post(TOKEN_A, "", ecs_lines(2).as_bytes());
     assert_eq!(status, 503, "{resp}");
     assert!(resp.contains("max_inflight_per_agent"), "{resp}");
-    assert!(resp.contains("Retry-After") || resp.contains("retry-after"), "{resp}");
+    assert!(
+        resp.contains("Retry-After") || resp.contains("retry-after"),
+        "{resp}"
+    );
     // Agent B is served meanwhile.
     let (status, resp) = d.post(TOKEN_B, "", ecs_lines(2).as_bytes());
     assert_eq!(status, 200, "{resp}");
@@ -736,13 +768,17 @@ fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
         Some(NOFILE),
     );
     let pid = d.pid();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
     // Enough to take every free descriptor, plus 100 left waiting in the listen backlog.
     let n = usize::try_from(NOFILE - fds + 100).unwrap();
     let flood = Instant::now();
     let conns = connect_from(SocketAddr::from(([127, 0, 0, 6], 0)), d.http_addr(), n);
     std::thread::sleep(Duration::from_millis(500));
-    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
     assert!(
         open_fds + 2 >= NOFILE,
         "the file table did not fill: {open_fds} fds of {NOFILE} ({fds} at start, {n} connections)"
@@ -759,9 +795,11 @@ fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
     // Recovery: the connections go, descriptors are free again, a real client is served.
     drop(conns);
     let mut d = d;
-    d.wait_for("a real client served after EMFILE", Duration::from_secs(30), |d| {
-        d.post(TOKEN_A, "", ecs_lines(1).as_bytes()).0 == 200
-    });
+    d.wait_for(
+        "a real client served after EMFILE",
+        Duration::from_secs(30),
+        |d| d.post(TOKEN_A, "", ecs_lines(1).as_bytes()).0 == 200,
+    );
     let since = flood.elapsed();
     let errors = d.metric("sensor_listener_accept_errors_total{listener=\"ingest-http\"}");
     assert!(errors >= 1.0, "no accept error was counted");
@@ -771,7 +809,8 @@ fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
         "{errors} accept errors in {since:?}: retried without a pause"
     );
     assert!(
-        d.log().contains("accept failed; pausing before the next one"),
+        d.log()
+            .contains("accept failed; pausing before the next one"),
         "{}",
         d.log()
     );
@@ -806,18 +845,33 @@ fn an_auditd_connection_from_an_unprivileged_port_is_refused() {
     let mut s = connect_from(SocketAddr::from(([127, 0, 0, 1], 0)), dst, 1).remove(0);
     assert!(s.local_addr().unwrap().port() >= 1024);
     let _ = s.write_all(audit_line(101, "").as_bytes());
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let closed = closed_within(&mut s, Duration::from_secs(3));
-    assert!(closed.is_some(), "a connection from an unprivileged port stayed open");
+    assert!(
+        closed.is_some(),
+        "a connection from an unprivileged port stayed open"
+    );
     assert!(d.refused("ingest-auditd", "unprivileged_port") >= 1.0);
     // The same record from a privileged port is accepted (the listener works; only the port differed).
-    let mut ok = connect_from(SocketAddr::from(([127, 0, 0, 1], privileged_port())), dst, 1).remove(0);
+    let mut ok = connect_from(
+        SocketAddr::from(([127, 0, 0, 1], privileged_port())),
+        dst,
+        1,
+    )
+    .remove(0);
     ok.write_all(audit_line(102, "").as_bytes()).unwrap();
-    d.wait_for("the record from the privileged port", Duration::from_secs(20), |d| {
-        d.ingest_events() >= 1.0
-    });
+    d.wait_for(
+        "the record from the privileged port",
+        Duration::from_secs(20),
+        |d| d.ingest_events() >= 1.0,
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(d.ingest_events(), 1.0, "the refused connection's record got in");
+    assert_eq!(
+        d.ingest_events(),
+        1.0,
+        "the refused connection's record got in"
+    );
 }
 
 #[test]
@@ -830,9 +884,13 @@ fn an_auditd_connection_from_an_unlisted_peer_is_refused() {
     let src = SocketAddr::from((IpAddr::from([127, 0, 0, 9]), privileged_port()));
     let mut s = connect_from(src, dst, 1).remove(0);
     let _ = s.write_all(audit_line(103, "").as_bytes());
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let closed = closed_within(&mut s, Duration::from_secs(3));
-    assert!(closed.is_some(), "a connection from an unlisted peer stayed open");
+    assert!(
+        closed.is_some(),
+        "a connection from an unlisted peer stayed open"
+    );
     assert!(d.refused("ingest-auditd", "unknown_peer") >= 1.0);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.ingest_events(), 0.0, "the unlisted peer's record got in");
@@ -845,7 +903,12 @@ fn an_over_long_auditd_line_is_discarded_and_the_next_line_accepted() {
     }
     let mut d = start("max_record_bytes = 4096", "");
     let dst = SocketAddr::from(([127, 0, 0, 1], d.auditd));
-    let mut s = connect_from(SocketAddr::from(([127, 0, 0, 1], privileged_port())), dst, 1).remove(0);
+    let mut s = connect_from(
+        SocketAddr::from(([127, 0, 0, 1], privileged_port())),
+        dst,
+        1,
+    )
+    .remove(0);
     // 6 KiB of a line without its end: past the limit before the newline arrives.
     let long = audit_line(201, &"x".repeat(6000));
     let (head, tail) = long.split_at(6000);
@@ -859,9 +922,11 @@ fn an_over_long_auditd_line_is_discarded_and_the_next_line_accepted() {
     s.write_all(b"\n").unwrap();
     s.write_all(audit_line(202, "").as_bytes()).unwrap();
     s.flush().unwrap();
-    d.wait_for("the line after the over-long one", Duration::from_secs(20), |d| {
-        d.ingest_events() >= 1.0
-    });
+    d.wait_for(
+        "the line after the over-long one",
+        Duration::from_secs(20),
+        |d| d.ingest_events() >= 1.0,
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.ingest_events(), 1.0, "only the next line is an event");
     assert_eq!(
@@ -869,7 +934,8 @@ fn an_over_long_auditd_line_is_discarded_and_the_next_line_accepted() {
         1.0
     );
     assert!(
-        d.log().contains("auditd line over the record limit discarded up to its end"),
+        d.log()
+            .contains("auditd line over the record limit discarded up to its end"),
         "{}",
         d.log()
     );

@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::{encode_record, process_body, stopped, AuditdConfig, PeerAddr, State};
-use crate::edge::{ConnLimit, Refusal};
 use crate::decode::Format;
+use crate::edge::{ConnLimit, Refusal};
 use crate::spool::SpoolError;
 
 // ---- auditd remote protocol ----------------------------------------------------------------
@@ -450,10 +450,17 @@ mod tests {
         let p = Peers::new(&cfg);
         let at = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(p.admit(at("10.0.0.7:60")), Ok("net"));
-        assert_eq!(p.admit(at("10.0.0.5:60")), Ok("host"), "the most specific peer");
+        assert_eq!(
+            p.admit(at("10.0.0.5:60")),
+            Ok("host"),
+            "the most specific peer"
+        );
         assert_eq!(p.admit(at("[::ffff:10.0.0.5]:60")), Ok("host"));
         assert_eq!(p.admit(at("10.0.1.1:60")), Err(Refusal::UnknownPeer));
-        assert_eq!(p.admit(at("10.0.0.5:40000")), Err(Refusal::UnprivilegedPort));
+        assert_eq!(
+            p.admit(at("10.0.0.5:40000")),
+            Err(Refusal::UnprivilegedPort)
+        );
         let open = Peers::new(&toml_like(true));
         assert_eq!(open.admit(at("10.0.0.5:40000")), Ok("host"));
     }

@@ -368,7 +368,12 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout);
     match builder.serve_connection(TokioIo::new(io), svc).await {
-        Err(e) if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) => true,
+        Err(e)
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout) =>
+        {
+            true
+        }
         Err(e) => {
             tracing::debug!(error = %e, "control API connection ended with an error");
             false

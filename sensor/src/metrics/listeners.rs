@@ -28,7 +28,12 @@ pub(super) fn render(out: &mut String) {
         "counter",
         "Connections accepted, refused ones included, per listener.",
         all.iter()
-            .map(|(n, s)| (format!("{{listener=\"{n}\"}}"), s.accepted.load(Relaxed).to_string()))
+            .map(|(n, s)| {
+                (
+                    format!("{{listener=\"{n}\"}}"),
+                    s.accepted.load(Relaxed).to_string(),
+                )
+            })
             .collect(),
     );
     family(
