@@ -601,6 +601,31 @@ fn half_a_header_on_ingest_is_closed_after_the_header_timeout() {
         "half a header: closed after {t:?} (header_timeout_secs = 2)"
     );
     assert!(d.refused("ingest-http", "header_timeout") >= 1.0);
+    // A keep-alive connection left idle after a whole request is closed after it too.
+    let mut s = d.tls(d.http);
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let t = closed_within(&mut s, Duration::from_secs(12));
+    assert!(
+        t.is_some_and(|t| t >= Duration::from_millis(1500) && t < Duration::from_secs(5)),
+        "an idle keep-alive connection: closed after {t:?} (header_timeout_secs = 2)"
+    );
 }
 
 #[test]
