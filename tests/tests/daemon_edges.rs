@@ -44,11 +44,12 @@ impl Drop for Daemon {
 
 /// Starts the daemon; `limits` goes into `[ingest.limits]`, `auditd` into `[ingest.auditd]`.
 fn start(limits: &str, auditd: &str) -> Daemon {
-    start_with(limits, auditd, None)
+    start_with(limits, auditd, "", None)
 }
 
-/// [`start`], with the daemon's open-files limit (soft and hard) set to `nofile` before exec.
-fn start_with(limits: &str, auditd: &str, nofile: Option<u64>) -> Daemon {
+/// [`start`], with `api_extra` in `[api]` and the daemon's open-files limit (soft and hard) set to
+/// `nofile` before exec.
+fn start_with(limits: &str, auditd: &str, api_extra: &str, nofile: Option<u64>) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     // `nobody` must reach its directories under the test's one.
@@ -95,6 +96,7 @@ enabled = true
 socket = "{d}/run/control.sock"
 header_timeout = "2s"
 handshake_timeout = "2s"
+{api_extra}
 [api.tcp]
 listen = "127.0.0.1:{api}"
 cert = "{t}/server.pem"
@@ -583,6 +585,56 @@ fn beyond_max_connections_new_connections_are_closed_at_once_and_counted() {
 }
 
 #[test]
+fn the_auditd_and_control_api_listeners_close_connections_beyond_their_caps() {
+    if !require_root("the_auditd_and_control_api_listeners_close_connections_beyond_their_caps") {
+        return;
+    }
+    let d = start_with("max_connections = 3", "", "max_connections = 3", None);
+    let closed_at_once = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        closed_within(s, Duration::from_secs(3)).is_some_and(|t| t < Duration::from_secs(1))
+    };
+    // auditd: three listed peers' connections from privileged ports are held, the fourth is not.
+    let dst = SocketAddr::from(([127, 0, 0, 1], d.auditd));
+    let base = privileged_port().min(990);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.extend(connect_from(
+            SocketAddr::from(([127, 0, 0, 1], base + i)),
+            dst,
+            1,
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = connect_from(SocketAddr::from(([127, 0, 0, 1], base + 3)), dst, 1).remove(0);
+    assert!(
+        closed_at_once(&mut fourth),
+        "the 4th auditd connection was not closed at once"
+    );
+    assert!(d.refused("ingest-auditd", "max_connections") >= 1.0);
+    assert_eq!(d.open_connections("ingest-auditd"), 3.0);
+    for s in &mut held {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a held auditd connection was closed"
+        );
+    }
+    // [api.tcp]: three connections in their handshake are held, the fourth is not.
+    let api = SocketAddr::from(([127, 0, 0, 1], d.api));
+    let _api_held = connect_from(SocketAddr::from(([127, 0, 0, 7], 0)), api, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = connect_from(SocketAddr::from(([127, 0, 0, 8], 0)), api, 1).remove(0);
+    assert!(
+        closed_at_once(&mut fourth),
+        "the 4th [api.tcp] connection was not closed at once"
+    );
+    assert!(d.refused("api-tcp", "max_connections") >= 1.0);
+}
+
+#[test]
 fn half_a_header_on_ingest_is_closed_after_the_header_timeout() {
     if !require_root("half_a_header_on_ingest_is_closed_after_the_header_timeout") {
         return;
@@ -789,6 +841,7 @@ fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
     const NOFILE: u64 = 1024;
     let d = start_with(
         "max_connections_per_peer = 0\nhandshake_timeout_secs = 60",
+        "",
         "",
         Some(NOFILE),
     );
