@@ -321,6 +321,23 @@ fn half_a_header_on_the_control_api_is_closed_after_the_header_timeout() {
 }
 
 #[test]
+fn a_live_alert_stream_outlives_the_header_timeout() {
+    if !require_root("a_live_alert_stream_outlives_the_header_timeout") {
+        return;
+    }
+    // The header timeout bounds reading a request, not a response: `sensor alerts tail` on the
+    // control socket (header_timeout = 2s here) stays connected.
+    let d = start("", "");
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    s.write_all(b"GET /v1/alerts/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let closed = closed_within(&mut s, Duration::from_secs(5));
+    assert_eq!(closed, None, "the alert stream was closed after {closed:?}");
+}
+
+#[test]
 fn a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout() {
     if !require_root(
         "a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout",

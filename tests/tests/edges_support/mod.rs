@@ -184,6 +184,10 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub(crate) fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
