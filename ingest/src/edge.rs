@@ -132,6 +132,32 @@ pub fn listeners() -> Vec<(&'static str, Arc<ListenerStats>)> {
         .collect()
 }
 
+/// Every listener's counters as JSON (`sensor status`): per listener, connections open, accepted,
+/// accept errors, auditd lines discarded, and the refusals by reason (those above zero).
+pub fn snapshot() -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, s) in listeners() {
+        let refused: serde_json::Map<String, serde_json::Value> = Refusal::ALL
+            .iter()
+            .filter_map(|r| {
+                let n = s.refused_count(*r);
+                (n > 0).then(|| (r.as_str().to_string(), n.into()))
+            })
+            .collect();
+        out.insert(
+            name.to_string(),
+            serde_json::json!({
+                "open": s.open.load(Relaxed),
+                "accepted": s.accepted.load(Relaxed),
+                "accept_errors": s.accept_errors.load(Relaxed),
+                "lines_discarded": s.lines_discarded.load(Relaxed),
+                "refused": refused,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 /// A listener's connection cap: at most `max` connections open, at most `per_peer` from one
 /// address (0: no per-peer cap; the Unix socket has no peer address).
 #[derive(Debug)]

@@ -181,6 +181,24 @@ fn beyond_max_connections_new_connections_are_closed_at_once_and_counted() {
     );
     assert!(d.refused("ingest-http", "max_connections") >= 1.0);
     assert!(d.open_connections("ingest-http") <= 30.0);
+    // `sensor status` says it too.
+    let status: serde_json::Value = serde_json::from_str(&d.text("/v1/status").unwrap()).unwrap();
+    assert!(
+        status["listeners"]["ingest-http"]["refused"]["max_connections"].as_u64() >= Some(1),
+        "{}",
+        status["listeners"]
+    );
+    let cli = std::process::Command::new(tests::sensor_bin())
+        .args(["status", "--socket"])
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("listener ingest-http") && l.contains("max_connections ")),
+        "{text}"
+    );
     // Freed slots are used again.
     drop(held);
     let mut d = d;

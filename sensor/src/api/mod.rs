@@ -269,6 +269,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "ingest_clients": ingest::agents::activity().connected_count(),
         "ingest_agents": ingest::agents::activity().snapshot(),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
+        "listeners": ingest::edge::snapshot(),
         "ingest_ecs_uncategorized": m.ingest_ecs_uncategorized.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
