@@ -230,17 +230,27 @@ impl ConnLimit {
     }
 
     /// Counts a refusal (also for reasons decided by the listener: an unknown peer, a timeout)
-    /// and logs it, throttled to a line every [`LOG_EVERY`] with the totals.
+    /// and logs it, throttled to a line every [`LOG_EVERY`] with the totals: a warning for a cap
+    /// or a peer refused by policy, information for timeouts and failed handshakes (which load
+    /// balancers' TCP checks and port scans cause all day).
     pub fn refuse(&self, why: Refusal, peer: Option<IpAddr>) {
         self.stats.refused(why);
-        if self.stats.log_due() {
-            let totals: Vec<String> = Refusal::ALL
-                .iter()
-                .filter_map(|r| {
-                    let n = self.stats.refused_count(*r);
-                    (n > 0).then(|| format!("{}={n}", r.as_str()))
-                })
-                .collect();
+        if !self.stats.log_due() {
+            return;
+        }
+        let totals: Vec<String> = Refusal::ALL
+            .iter()
+            .filter_map(|r| {
+                let n = self.stats.refused_count(*r);
+                (n > 0).then(|| format!("{}={n}", r.as_str()))
+            })
+            .collect();
+        let totals = totals.join(" ");
+        let policy = matches!(
+            why,
+            Refusal::Cap | Refusal::PeerCap | Refusal::UnknownPeer | Refusal::UnprivilegedPort
+        );
+        if policy {
             tracing::warn!(
                 message = "connection closed at the edge",
                 listener = self.name,
@@ -248,7 +258,15 @@ impl ConnLimit {
                 peer = ?peer,
                 max_connections = self.max,
                 max_connections_per_peer = self.per_peer,
-                refused_so_far = %totals.join(" "),
+                refused_so_far = %totals,
+            );
+        } else {
+            tracing::info!(
+                message = "connection closed at the edge",
+                listener = self.name,
+                reason = why.as_str(),
+                peer = ?peer,
+                refused_so_far = %totals,
             );
         }
     }
