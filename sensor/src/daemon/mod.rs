@@ -196,11 +196,6 @@ pub async fn run_with_metrics(
     // here on wait for the drop before accepting (see privilege.rs).
     let privilege_plan =
         privilege::plan(&cfg, config_path.as_deref()).map_err(DaemonError::Privileges)?;
-    // The listeners' connection caps, not the soft file limit, should bound them.
-    match ingest::edge::raise_nofile_limit() {
-        Ok((soft, hard)) => tracing::debug!(soft, hard, "open files limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
-    }
     let store = crate::store::Store::open(&cfg.store_config())?;
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
