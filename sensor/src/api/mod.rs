@@ -27,7 +27,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ingest::edge::{ConnLimit, Refusal};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -268,6 +269,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "ingest_clients": ingest::agents::activity().connected_count(),
         "ingest_agents": ingest::agents::activity().snapshot(),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
+        "listeners": ingest::edge::snapshot(),
         "ingest_ecs_uncategorized": m.ingest_ecs_uncategorized.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
@@ -312,7 +314,18 @@ enum Gate {
     Token { token: Arc<str>, peer: Peer },
 }
 
-async fn serve_conn<IO>(io: IO, router: Router, gate: Gate)
+/// How a listener serves its connections.
+#[derive(Clone, Copy)]
+struct ConnOpts {
+    /// Time a client has to send a request's headers (idle keep-alive connections included).
+    header_timeout: std::time::Duration,
+    /// HTTP/1 only (the TCP and metrics listeners: an HTTP/2 connection has no header timeout).
+    http1_only: bool,
+}
+
+/// Serves one connection; true when it was closed because a request's headers did not arrive
+/// within the header timeout.
+async fn serve_conn<IO>(io: IO, router: Router, gate: Gate, opts: ConnOpts) -> bool
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -347,9 +360,26 @@ where
             router.oneshot(req.map(axum::body::Body::new)).await
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
-        tracing::debug!(error = %e, "control API connection ended with an error");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if opts.http1_only {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    match builder.serve_connection(TokioIo::new(io), svc).await {
+        Err(e)
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout) =>
+        {
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "control API connection ended with an error");
+            false
+        }
+        Ok(()) => false,
     }
 }
 
@@ -375,12 +405,9 @@ pub fn remove_socket(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// An `accept` error (EMFILE, ENFILE, ENOBUFS...) persists until something is freed: say so and
-/// wait a little rather than retry at once, which would spin a core.
-async fn accept_failed(listener: &str, e: &std::io::Error) {
-    tracing::warn!(listener, error = %e, "accept failed; pausing 100 ms");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-}
+/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS...): the error persists until
+/// something is freed, and retrying at once would spin a core.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
@@ -419,16 +446,22 @@ pub(crate) async fn serve(
     tracing::info!(socket = %path.display(), mode = %cfg.api.socket_mode, "control API listening");
     let r = router.clone();
     let mut sd = shutdown.clone();
+    let opts = ConnOpts {
+        header_timeout: cfg.api.header_timeout.0,
+        http1_only: false,
+    };
+    let limit = ConnLimit::new("api-socket", cfg.api.max_connections, 0);
     set.spawn(async move {
         state::accepts_released().await;
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(x) => x,
-                    Err(e) => { accept_failed("control socket", &e).await; continue; }
+                    Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue; }
                 },
                 _ = sd.changed() => return,
             };
+            let Some(permit) = limit.admit(None) else { continue };
             let gate = match stream.peer_cred() {
                 Ok(c) if allowed.contains(&c.uid()) => Gate::Allow(Peer { actor: user_name(c.uid()) }),
                 Ok(c) => {
@@ -440,7 +473,11 @@ pub(crate) async fn serve(
                 }
                 Err(e) => Gate::Deny(StatusCode::FORBIDDEN, format!("cannot identify the caller: {e}")),
             };
-            tokio::spawn(serve_conn(stream, r.clone(), gate));
+            let r = r.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_conn(stream, r, gate, opts).await
+            });
         }
     });
 
@@ -455,30 +492,50 @@ pub(crate) async fn serve(
         tracing::info!(listen = %tcp.listen, "control API listening on TCP with TLS and a token");
         let r = router.clone();
         let mut sd = shutdown.clone();
+        let opts = ConnOpts {
+            header_timeout: cfg.api.header_timeout.0,
+            http1_only: true,
+        };
+        let handshake = cfg.api.handshake_timeout.0;
+        let limit = ConnLimit::new(
+            "api-tcp",
+            cfg.api.max_connections,
+            cfg.api.max_connections_per_peer,
+        );
         set.spawn(async move {
             state::accepts_released().await;
             loop {
                 let (stream, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("control API (TCP)", &e).await; continue } },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue } },
                     _ = sd.changed() => return,
                 };
+                let Some(permit) = limit.admit(Some(addr.ip())) else { continue };
                 let acceptor = acceptor.clone();
                 let r = r.clone();
                 let token = token.clone();
+                let limit = limit.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(tls) => {
+                    let _permit = permit;
+                    let why = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
                             let gate = Gate::Token {
                                 token,
                                 peer: Peer {
                                     actor: format!("token holder at {addr}"),
                                 },
                             };
-                            serve_conn(tls, r, gate).await;
+                            serve_conn(tls, r, gate, opts)
+                                .await
+                                .then_some(Refusal::HeaderTimeout)
                         }
-                        Err(e) => {
-                            tracing::debug!(%addr, error = %e, "control API TLS handshake failed")
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "control API TLS handshake failed");
+                            Some(Refusal::HandshakeFailed)
                         }
+                        Err(_) => Some(Refusal::HandshakeTimeout),
+                    };
+                    if let Some(why) = why {
+                        limit.refuse(why, Some(addr.ip()));
                     }
                 });
             }
@@ -501,20 +558,34 @@ pub(crate) async fn serve(
             .route("/readyz", get(ready))
             .with_state(shared);
         let mut sd = shutdown;
+        let opts = ConnOpts {
+            header_timeout: cfg.api.header_timeout.0,
+            http1_only: true,
+        };
+        let limit = ConnLimit::new(
+            "metrics",
+            cfg.api.max_connections,
+            cfg.api.max_connections_per_peer,
+        );
         set.spawn(async move {
             state::accepts_released().await;
             loop {
-                let (stream, _) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("metrics", &e).await; continue } },
+                let (stream, addr) = tokio::select! {
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue } },
                     _ = sd.changed() => return,
                 };
-                tokio::spawn(serve_conn(
-                    stream,
-                    r.clone(),
-                    Gate::Allow(Peer {
+                let Some(permit) = limit.admit(Some(addr.ip())) else { continue };
+                let r = r.clone();
+                let limit = limit.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let gate = Gate::Allow(Peer {
                         actor: "metrics".into(),
-                    }),
-                ));
+                    });
+                    if serve_conn(stream, r, gate, opts).await {
+                        limit.refuse(Refusal::HeaderTimeout, Some(addr.ip()));
+                    }
+                });
             }
         });
     }

@@ -69,6 +69,26 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out, "ingest warning: {}", ingest::uncategorized_warning(n))?;
     }
     print_agents(&mut out, &v["ingest_agents"])?;
+    for (name, l) in v["listeners"].as_object().into_iter().flatten() {
+        let refused: Vec<String> = l["refused"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "listener {name:<14} {} open, {} accepted, refused: {}, accept errors {}",
+            l["open"],
+            l["accepted"],
+            if refused.is_empty() {
+                "none".to_string()
+            } else {
+                refused.join(", ")
+            },
+            l["accept_errors"]
+        )?;
+    }
     let st = &v["store"];
     writeln!(
         out,
