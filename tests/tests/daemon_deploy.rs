@@ -383,6 +383,8 @@ fn yaml_docs(path: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+// Long, as the base manifests' test is: one pass over the built manifests checks every workload,
+// Service and policy against the same decoded documents.
 #[test]
 fn the_fleet_manifests_validate_offline_and_grant_nothing() {
     if !have(

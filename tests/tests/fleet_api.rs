@@ -201,6 +201,8 @@ fn hosts_sources(alerts: &[Value]) -> Vec<(String, String)> {
     v
 }
 
+// One scenario in phases (list, triage, tail, status, lag, client config) over the same servers and
+// nodes: starting nats-server, PostgreSQL and two nodes per phase would triple the test's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_works_against_two_central_nodes() -> Result<()> {
     let nats = NatsServer::start();

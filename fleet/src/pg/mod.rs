@@ -105,6 +105,26 @@ pub fn uniqueness_key(alert: &Alert) -> String {
     hex::encode(h.finalize())
 }
 
+/// The store's URL as `sensor status` shows it: a password written in it anyway (the config asks for
+/// `password_file`) is cut out, in the URL form (`user:secret@`) and the key=value form
+/// (`password=secret`).
+pub fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            return format!("{scheme}://{user}@{host}");
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => "password=***".to_string(),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The advisory lock serialising sightings of one (rule, dedup key): a 63-bit hash (never negative,
 /// so never the migration lock).
 fn alert_lock_key(rule_id: &str, dedup_key: &str) -> i64 {
@@ -535,7 +555,7 @@ impl FleetStore {
     /// Counts and sizes.
     pub async fn stats(&mut self) -> Result<StoreStats, FleetError> {
         let mut s = StoreStats {
-            path: self.cfg.url.clone(),
+            path: redacted_url(&self.cfg.url),
             engine: "postgresql".to_string(),
             ..StoreStats::default()
         };
@@ -856,6 +876,22 @@ mod tests {
         ]);
         assert_ne!(uniqueness_key(&d), uniqueness_key(&e));
         assert!(event_identity(&d.evidence[0]).starts_with("id:e1:1"));
+    }
+
+    #[test]
+    fn passwords_never_reach_the_status() {
+        assert_eq!(
+            redacted_url("postgresql://sensor:hunter2@db:5432/sensor"),
+            "postgresql://sensor@db:5432/sensor"
+        );
+        assert_eq!(
+            redacted_url("postgresql://sensor@db/sensor"),
+            "postgresql://sensor@db/sensor"
+        );
+        assert_eq!(
+            redacted_url("host=db user=sensor password=hunter2 dbname=sensor"),
+            "host=db user=sensor password=*** dbname=sensor"
+        );
     }
 
     #[test]
