@@ -274,11 +274,14 @@ pub async fn run_with_metrics(
 
     let (control_tx, control_rx) = mpsc::channel::<Control>(8);
     let shared = Shared {
-        store: store_handle.clone(),
+        store: Arc::new(crate::store::LocalAlerts::new(
+            store_handle.clone(),
+            alerts_tx.downgrade(),
+        )),
         metrics: metrics.clone(),
-        alerts: alerts_tx.downgrade(),
         control: control_tx,
         info: info.clone(),
+        fleet: None,
     };
     let api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await
