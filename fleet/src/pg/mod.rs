@@ -17,6 +17,7 @@
 //! Architecture Invariant: dedup decisions use event time (`Alert::timestamp_ns`), never the wall
 //! clock; only bookkeeping columns and age retention read the clock, passed in by the caller.
 
+pub mod checkpoint;
 mod schema;
 
 use std::fmt;
