@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod analytics;
 pub mod attack;
+pub mod checkpoint;
 pub mod detect;
 pub mod ecs;
 pub mod eql;
@@ -58,5 +59,17 @@ pub trait Detector: Send {
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), detect::StateError> {
         let _ = state;
         Ok(())
+    }
+    /// Everything this detector holds that changes what it will say later (pending sequences and
+    /// samples, buffered events, open windows, baselines), as versioned JSON ([`checkpoint`]), so
+    /// that a detector built from the same rules in another process continues exactly where this
+    /// one stopped. The default is [`Detector::save_state`] (a detector whose only state is learned).
+    fn export_state(&self) -> Option<serde_json::Value> {
+        self.save_state()
+    }
+    /// Puts back what [`Detector::export_state`] returned, into a detector built from the same
+    /// rules and not yet fed. A state of another format version is refused, naming the detector.
+    fn import_state(&mut self, state: &serde_json::Value) -> Result<(), detect::StateError> {
+        self.restore_state(state)
     }
 }

@@ -5,6 +5,8 @@
 //! `event.category` (plus the rules with an `any` step), so adding rules for one category costs
 //! nothing for events of another.
 
+mod state;
+
 use crate::alert::Alert;
 use crate::eql::sequence::Shared;
 use crate::eql::{CatMask, Dialect, Memo, TermVal, INDEX_AFFIX};
@@ -591,5 +593,13 @@ impl Detector for RuleSet {
 
     fn shed(&self) -> u64 {
         self.slots.iter().map(|s| s.runner.stats.seq.evicted).sum()
+    }
+
+    fn export_state(&self) -> Option<serde_json::Value> {
+        Some(self.export())
+    }
+
+    fn import_state(&mut self, state: &serde_json::Value) -> Result<(), crate::detect::StateError> {
+        self.import(state)
     }
 }

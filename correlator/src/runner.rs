@@ -1,5 +1,7 @@
 //! Streaming rule runner: any compiled query (event query, sequence, sample, join) as a [`Detector`].
 
+mod state;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -301,6 +303,23 @@ impl Detector for RuleRunner {
             self.reorder = Some(r);
         }
         self.watermark_ordered(now_ns, out);
+    }
+
+    fn export_state(&self) -> Option<serde_json::Value> {
+        let mut tab = crate::checkpoint::EventTable::default();
+        let body = self.export_state_with(&mut tab);
+        Some(
+            serde_json::json!({"v": crate::checkpoint::STATE_VERSION, "events": tab.into_json(), "runner": body}),
+        )
+    }
+
+    fn import_state(&mut self, state: &serde_json::Value) -> Result<(), crate::detect::StateError> {
+        let id = self.meta.id.clone();
+        let st = crate::checkpoint::check_version(&id, state)?;
+        let evs = crate::checkpoint::Events::decode(st.get("events"))
+            .map_err(|e| crate::checkpoint::invalid(&id, e))?;
+        self.import_state_with(st.get("runner").unwrap_or(&serde_json::Value::Null), &evs)
+            .map_err(|e| crate::checkpoint::invalid(&id, e))
     }
 
     fn pending(&self) -> usize {

@@ -19,19 +19,22 @@
 //! between recording and acknowledging gets the messages redelivered to the next owner, whose alerts
 //! from them are recognised as duplicates.
 //!
-//! Not yet: detector state (pending sequences, thresholds, baselines) is not checkpointed, so a match
-//! spanning a takeover is lost (see docs/fleet.md).
+//! Detector state is checkpointed per partition in the fleet store, in the same transaction as the
+//! alerts, and the consumer is acknowledged only up to the checkpoint; a new owner restores the state
+//! and replays what follows it, fenced against a stalled previous owner by the partition's epoch
+//! (see [`worker`] and docs/fleet.md).
+
+mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv};
-use correlator::{Alert, Detector, Event};
+use async_nats::jetstream::{self, kv};
+use correlator::Detector;
 use futures_util::StreamExt;
 
-use crate::bus::{Bus, Kind};
-use crate::pg::FleetStore;
+use crate::bus::Bus;
 use crate::{FleetError, PostgresConfig};
 
 /// The lease bucket (a JetStream key-value store), as [`lease_bucket`] opens it.
@@ -52,6 +55,11 @@ pub struct CentralConfig {
     pub batch: usize,
     /// How far behind the newest event time the watermark trails.
     pub lateness_ns: i64,
+    /// How often a partition's detector state is checkpointed (and the stream acknowledged up to
+    /// it); what a takeover replays is at most this much of the stream.
+    pub checkpoint_interval: Duration,
+    /// Checkpoint at the latest after this many events (bounds the unacknowledged messages too).
+    pub checkpoint_events: u64,
 }
 
 impl CentralConfig {
@@ -62,6 +70,8 @@ impl CentralConfig {
             ack_wait: Duration::from_secs(10),
             batch: 256,
             lateness_ns: 2_000_000_000,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_events: 50_000,
         }
     }
 }
@@ -74,6 +84,14 @@ pub struct CentralStats {
     pub bad_events: std::sync::atomic::AtomicU64,
     /// Partitions owned now.
     pub owned: std::sync::Mutex<BTreeSet<u32>>,
+    /// Checkpoints written.
+    pub checkpoints: std::sync::atomic::AtomicU64,
+    /// Size of the last checkpoint's state, bytes.
+    pub checkpoint_bytes: std::sync::atomic::AtomicU64,
+    /// Writes or acknowledgements refused because another node had taken the partition over.
+    pub fenced: std::sync::atomic::AtomicU64,
+    /// Messages delivered again that the state already covered (skipped).
+    pub redelivered_skipped: std::sync::atomic::AtomicU64,
 }
 
 fn lease_key(p: u32) -> String {
@@ -147,6 +165,13 @@ pub async fn run_node(
     let kv = lease_bucket(&bus, cfg.lease_ttl).await?;
     let partitions = bus.names.partitions;
     let mut workers: BTreeMap<u32, Worker> = BTreeMap::new();
+    let ctx = worker::NodeCtx {
+        bus: bus.clone(),
+        cfg: cfg.clone(),
+        store_cfg,
+        detectors,
+        stats: stats.clone(),
+    };
     let tick = cfg.lease_ttl / 3;
     let me = cfg.node_id.clone();
     loop {
@@ -230,15 +255,12 @@ pub async fn run_node(
             }
             if let Ok(revision) = kv.create(lease_key(p), me.clone().into()).await {
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                let task = tokio::spawn(partition_worker(
-                    bus.clone(),
-                    cfg.clone(),
-                    store_cfg.clone(),
-                    p,
-                    detectors.clone(),
-                    stats.clone(),
-                    rx,
-                ));
+                let lease = worker::Lease {
+                    kv: kv.clone(),
+                    node: me.clone(),
+                    created: revision,
+                };
+                let task = tokio::spawn(worker::partition_worker(ctx.clone(), p, lease, rx));
                 workers.insert(
                     p,
                     Worker {
@@ -269,151 +291,18 @@ pub async fn run_node(
     Ok(())
 }
 
-/// The durable consumer name of a partition.
+/// The prefix of the durable consumer names of a partition (`central-p<n>`; the first cut of central
+/// used it as the name).
+/// What every partition consumer's name starts with.
+pub(crate) const CONSUMER_PREFIX: &str = "central-p";
+
 pub fn consumer_name(p: u32) -> String {
-    format!("central-p{p}")
+    format!("{CONSUMER_PREFIX}{p}")
 }
 
-async fn partition_worker(
-    bus: Bus,
-    cfg: CentralConfig,
-    store_cfg: PostgresConfig,
-    p: u32,
-    detectors: DetectorFactory,
-    stats: Arc<CentralStats>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), FleetError> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut store = FleetStore::connect(&store_cfg).await?;
-    let stream = bus
-        .js
-        .get_stream(bus.names.stream(Kind::Event))
-        .await
-        .map_err(FleetError::nats("opening the events stream"))?;
-    let name = consumer_name(p);
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: bus.names.subject(Kind::Event, p),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: cfg.ack_wait,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..consumer::pull::Config::default()
-            },
-        )
-        .await
-        .map_err(FleetError::nats(format!("creating consumer {name}")))?;
-    let mut dets = detectors();
-    let mut max_ts = i64::MIN;
-    let mut last_arrival = tokio::time::Instant::now();
-    let mut alerts: Vec<Alert> = Vec::new();
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        let batch = consumer
-            .fetch()
-            .max_messages(cfg.batch)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "central: fetch failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-        };
-        let mut msgs = Vec::new();
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "central: message error");
-                    break;
-                }
-            }
-        }
-        if msgs.is_empty() {
-            // Idle: event time is taken to advance with the wall clock since the last event (as
-            // in the daemon), so that windows close and held events are released on a quiet
-            // partition. These alerts come from events already acknowledged: until detector
-            // state is checkpointed, a crash right here loses them (docs/fleet.md).
-            if max_ts != i64::MIN {
-                let idle = i64::try_from(last_arrival.elapsed().as_nanos()).unwrap_or(i64::MAX);
-                let wm = max_ts.saturating_sub(cfg.lateness_ns).saturating_add(idle);
-                for d in &mut dets {
-                    d.on_watermark(wm, &mut alerts);
-                }
-                if !alerts.is_empty() {
-                    store
-                        .record_batch_durable(&alerts, crate::wall_ns, None)
-                        .await?;
-                    stats.alerts.fetch_add(alerts.len() as u64, Relaxed);
-                    alerts.clear();
-                }
-            }
-            continue;
-        }
-        last_arrival = tokio::time::Instant::now();
-        for m in &msgs {
-            stats.events.fetch_add(1, Relaxed);
-            let mut doc: serde_json::Value = match serde_json::from_slice(&m.payload) {
-                Ok(d) => d,
-                Err(e) => {
-                    stats.bad_events.fetch_add(1, Relaxed);
-                    tracing::error!(partition = p, subject = %m.subject, error = %e, "central: event is not JSON; dropped");
-                    continue;
-                }
-            };
-            if let (Some(id), Some(obj)) = (
-                m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")),
-                doc.as_object_mut(),
-            ) {
-                let sensor = obj
-                    .entry("sensor")
-                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-                if let Some(s) = sensor.as_object_mut() {
-                    s.insert(
-                        "fleet_id".into(),
-                        serde_json::Value::String(id.as_str().to_string()),
-                    );
-                }
-            }
-            let ev = match Event::from_json(&doc) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    stats.bad_events.fetch_add(1, Relaxed);
-                    tracing::error!(partition = p, error = %e, "central: event does not decode; dropped");
-                    continue;
-                }
-            };
-            max_ts = max_ts.max(ev.timestamp_ns);
-            for d in &mut dets {
-                d.on_event(&ev, &mut alerts);
-            }
-        }
-        let wm = max_ts.saturating_sub(cfg.lateness_ns);
-        for d in &mut dets {
-            d.on_watermark(wm, &mut alerts);
-        }
-        if !alerts.is_empty() {
-            store
-                .record_batch_durable(&alerts, crate::wall_ns, None)
-                .await?;
-            stats.alerts.fetch_add(alerts.len() as u64, Relaxed);
-            alerts.clear();
-        }
-        for m in &msgs {
-            if let Err(e) = m.ack().await {
-                tracing::warn!(partition = p, error = %e, "central: ack failed; the message will be redelivered");
-            }
-        }
-    }
+/// The durable consumer of partition `p` under owner epoch `epoch` (`central-p<n>-e<epoch>`). Each
+/// owner has its own: a stalled previous owner cannot pull from the new owner's consumer, and the
+/// new owner deletes the previous ones when it starts.
+pub fn consumer_name_for(p: u32, epoch: i64) -> String {
+    format!("{}-e{epoch}", consumer_name(p))
 }

@@ -54,6 +54,14 @@ pub enum FleetError {
     Nats { context: String, message: String },
     #[error("edge spool: {0}")]
     Spool(String),
+    /// A partition worker's writes were refused because another node has taken the partition over
+    /// since (its epoch in `partition_checkpoints` is newer): this worker must stop.
+    #[error("partition {partition}: taken over by another node (epoch {current}, ours {ours}); this worker stops")]
+    Fenced {
+        partition: u32,
+        ours: i64,
+        current: i64,
+    },
 }
 
 impl FleetError {

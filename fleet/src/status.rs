@@ -9,8 +9,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::{Bus, Kind};
-use crate::central::{consumer_name, owners};
-
+use crate::central::{owners, CONSUMER_PREFIX};
 /// The fleet as one central node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetStatus {
@@ -124,14 +123,36 @@ pub async fn central_status(
             None
         }
     };
+    // Each owner reads through its own consumer (`central-p<n>-e<epoch>`, see `central::worker`):
+    // a partition's lag is its newest epoch's consumer's.
+    let mut current: std::collections::BTreeMap<u32, (i64, String)> = Default::default();
+    if let Some(stream) = &stream {
+        let mut names = stream.consumer_names();
+        while let Some(n) = names.next().await {
+            match n {
+                Ok(n) => {
+                    if let Some((p, epoch)) = partition_epoch(&n) {
+                        if current.get(&p).is_none_or(|(e, _)| epoch > *e) {
+                            current.insert(p, (epoch, n));
+                        }
+                    }
+                }
+                Err(e) => {
+                    st.errors
+                        .push(format!("consumers of {}: {e}", st.bus.stream));
+                    break;
+                }
+            }
+        }
+    }
     for p in 0..bus.names.partitions {
         let mut ps = PartitionStatus {
             partition: p,
             owner: owned.get(&p).cloned(),
             ..PartitionStatus::default()
         };
-        if let Some(stream) = &stream {
-            match stream.consumer_info(consumer_name(p)).await {
+        if let (Some(stream), Some((_, name))) = (&stream, current.get(&p)) {
+            match stream.consumer_info(name.as_str()).await {
                 Ok(i) => {
                     ps.consumer = true;
                     ps.pending = i.num_pending;
@@ -146,4 +167,27 @@ pub async fn central_status(
         st.partitions.push(ps);
     }
     st
+}
+
+/// The partition and owner epoch a central consumer's name carries: `central-p<n>-e<epoch>`
+/// (a consumer of before the epochs, `central-p<n>`, counts as epoch -1).
+fn partition_epoch(name: &str) -> Option<(u32, i64)> {
+    let rest = name.strip_prefix(CONSUMER_PREFIX)?;
+    match rest.split_once("-e") {
+        Some((p, e)) => Some((p.parse().ok()?, e.parse().ok()?)),
+        None => Some((rest.parse().ok()?, -1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_epoch;
+
+    #[test]
+    fn consumer_names_give_partition_and_epoch() {
+        assert_eq!(partition_epoch("central-p3-e7"), Some((3, 7)));
+        assert_eq!(partition_epoch("central-p12"), Some((12, -1)));
+        assert_eq!(partition_epoch("central-px-e1"), None);
+        assert_eq!(partition_epoch("other-p1-e1"), None);
+    }
 }

@@ -46,10 +46,10 @@ fn now_ns() -> i64 {
 async fn record_dedup_redelivery_history_retention() -> Result<()> {
     let pg = PgServer::start();
     let mut store = FleetStore::connect(&pg.config()).await.context("connect")?;
-    ensure!(store.schema_version().await? == 2);
+    ensure!(store.schema_version().await? == fleet::pg::checkpoint::supported_schema_version());
     // A second node connecting migrates nothing and sees the same version.
     let mut other = FleetStore::connect(&pg.config()).await?;
-    ensure!(other.schema_version().await? == 2);
+    ensure!(other.schema_version().await? == fleet::pg::checkpoint::supported_schema_version());
 
     let a1 = alert("r1", "web-1", 1000, &["e1:1", "e1:2"]);
     let r = store.record_batch(std::slice::from_ref(&a1), 5).await?;
@@ -156,7 +156,9 @@ async fn record_dedup_redelivery_history_retention() -> Result<()> {
     // Retention: by count keeps the newest two by last_seen; by age removes old ones.
     let stats = store.stats().await?;
     ensure!(
-        stats.alerts == 4 && stats.closed == 1 && stats.schema_version == 2,
+        stats.alerts == 4
+            && stats.closed == 1
+            && stats.schema_version == fleet::pg::checkpoint::supported_schema_version(),
         "{stats:?}"
     );
     let mut cfg = pg.config();

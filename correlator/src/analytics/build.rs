@@ -380,4 +380,12 @@ impl Detector for AnalyticDetector {
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), StateError> {
         self.inner.restore_state(state)
     }
+
+    fn export_state(&self) -> Option<serde_json::Value> {
+        self.inner.export_state()
+    }
+
+    fn import_state(&mut self, state: &serde_json::Value) -> Result<(), StateError> {
+        self.inner.import_state(state)
+    }
 }

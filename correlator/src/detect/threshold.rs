@@ -111,6 +111,65 @@ impl Detector for Threshold {
     fn pending(&self) -> usize {
         self.keys.values().filter(|s| !s.events.is_empty()).count()
     }
+
+    /// The open window of every key (its events, mute and last time).
+    fn export_state(&self) -> Option<serde_json::Value> {
+        let mut tab = crate::checkpoint::EventTable::default();
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|(k, st)| {
+                let evs: Vec<usize> = st.events.iter().map(|e| tab.add_owned(e)).collect();
+                serde_json::json!([k, evs, st.muted_until, st.last_ns])
+            })
+            .collect();
+        Some(serde_json::json!({
+            "v": crate::checkpoint::STATE_VERSION,
+            "events": tab.into_json(),
+            "keys": keys,
+        }))
+    }
+
+    fn import_state(&mut self, state: &serde_json::Value) -> Result<(), super::StateError> {
+        use crate::checkpoint::{check_version, invalid, Events};
+        let st = check_version(&self.id, state)?;
+        let evs = Events::decode(st.get("events")).map_err(|e| invalid(&self.id, e))?;
+        self.keys.clear();
+        for k in st
+            .get("keys")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let bad = || {
+                invalid(
+                    &self.id,
+                    format!("window {k} is not [key, events, muted, last]"),
+                )
+            };
+            let key = k.get(0).and_then(|v| v.as_str()).ok_or_else(bad)?;
+            let mut events = VecDeque::new();
+            for i in k.get(1).and_then(|v| v.as_array()).ok_or_else(bad)? {
+                let ev = evs.get(i).map_err(|e| invalid(&self.id, e))?;
+                events.push_back(Event::clone(&ev));
+            }
+            let muted_until = k.get(2).and_then(|v| v.as_i64()).ok_or_else(bad)?;
+            let last_ns = k.get(3).and_then(|v| v.as_i64()).ok_or_else(bad)?;
+            if self.keys.len() >= MAX_KEYS {
+                self.dropped_keys += 1;
+                continue;
+            }
+            self.keys.insert(
+                key.to_string(),
+                KeyState {
+                    events,
+                    muted_until,
+                    last_ns,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! the bytes of the events they hold by [`SeqLimits::max_pending_bytes`]: past either the oldest
 //! partials are evicted and counted (`SeqStats::evicted`, `SeqStats::evicted_bytes`).
 
+mod state;
+
 use std::cell::OnceCell;
 /// Hash maps on the hot path use aHash (SipHash costs more than the rest of a lookup).
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;

@@ -18,6 +18,7 @@
 //! clock; only bookkeeping columns and age retention read the clock, passed in by the caller.
 
 mod access;
+pub mod checkpoint;
 mod schema;
 
 use std::fmt;

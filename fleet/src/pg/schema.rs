@@ -74,6 +74,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_namespace ON alerts (k8s_namespace);
     CREATE INDEX alerts_source ON alerts (source);
     ",
+    // v3: partition checkpoints of the central correlators (`fleet::pg::checkpoint`): per events stream
+    // and partition, the owner's epoch (raised by every takeover: the fence a stalled owner's writes
+    // fail on), the stream sequence the detector state covers, and that state.
+    r"
+    CREATE TABLE partition_checkpoints (
+        stream        TEXT    NOT NULL,
+        partition     INTEGER NOT NULL,
+        epoch         BIGINT  NOT NULL,
+        owner         TEXT    NOT NULL,
+        stream_seq    BIGINT  NOT NULL DEFAULT 0,
+        max_event_ns  BIGINT,
+        state         BYTEA,
+        claimed_ns    BIGINT  NOT NULL,
+        updated_ns    BIGINT  NOT NULL,
+        PRIMARY KEY (stream, partition)
+    );
+    ",
 ];
 
 /// The schema version this build writes.
