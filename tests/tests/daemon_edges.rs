@@ -12,16 +12,32 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use tests::require_root;
 
 mod edges_support;
 use edges_support::*;
 
+/// The tests run side by side, except the one that measures the daemon's CPU: every daemon's kernel
+/// sensor sees the whole host, so another test's floods would be work in the measured daemon too.
+static HOST: RwLock<()> = RwLock::new(());
+
+/// A test that shares the host with the others (None: not root, skipped loudly).
+fn shared(test: &str) -> Option<RwLockReadGuard<'static, ()>> {
+    require_root(test).then(|| HOST.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A test that has the host to itself.
+fn alone(test: &str) -> Option<RwLockWriteGuard<'static, ()>> {
+    require_root(test).then(|| HOST.write().unwrap_or_else(|e| e.into_inner()))
+}
+
 #[test]
 fn the_process_holding_the_listeners_lacks_cap_sys_admin() {
-    if !require_root("the_process_holding_the_listeners_lacks_cap_sys_admin") {
+    let Some(_host) = shared("the_process_holding_the_listeners_lacks_cap_sys_admin") else {
         return;
-    }
+    };
     let d = start("", "");
     for port in [d.http, d.auditd, d.api] {
         let pid = listener_pid(port).expect("no process holds the listener");
@@ -55,9 +71,10 @@ fn the_process_holding_the_listeners_lacks_cap_sys_admin() {
 
 #[test]
 fn five_thousand_idle_tls_connections_do_not_block_a_real_client() {
-    if !require_root("five_thousand_idle_tls_connections_do_not_block_a_real_client") {
+    let Some(_host) = shared("five_thousand_idle_tls_connections_do_not_block_a_real_client")
+    else {
         return;
-    }
+    };
     raise_nofile(12_000);
     // The default handshake timeout (10 s): the idle connections are all still there when the real
     // client comes.
@@ -105,11 +122,11 @@ fn five_thousand_idle_tls_connections_do_not_block_a_real_client() {
 
 #[test]
 fn a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout() {
-    if !require_root(
-        "a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout",
-    ) {
+    let Some(_host) =
+        shared("a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout")
+    else {
         return;
-    }
+    };
     let d = start("handshake_timeout_secs = 2", "");
     let attacker = SocketAddr::from(([127, 0, 0, 3], 0));
     let mut slow = connect_from(attacker, d.http_addr(), 200);
@@ -164,9 +181,11 @@ fn a_slow_handshake_flood_does_not_block_a_real_client_and_is_cut_at_the_timeout
 
 #[test]
 fn beyond_max_connections_new_connections_are_closed_at_once_and_counted() {
-    if !require_root("beyond_max_connections_new_connections_are_closed_at_once_and_counted") {
+    let Some(_host) =
+        shared("beyond_max_connections_new_connections_are_closed_at_once_and_counted")
+    else {
         return;
-    }
+    };
     let d = start("max_connections = 30\nmax_connections_per_peer = 0", "");
     let held = connect_from(SocketAddr::from(([127, 0, 0, 4], 0)), d.http_addr(), 30);
     std::thread::sleep(Duration::from_millis(300));
@@ -213,9 +232,11 @@ fn beyond_max_connections_new_connections_are_closed_at_once_and_counted() {
 
 #[test]
 fn the_auditd_and_control_api_listeners_close_connections_beyond_their_caps() {
-    if !require_root("the_auditd_and_control_api_listeners_close_connections_beyond_their_caps") {
+    let Some(_host) =
+        shared("the_auditd_and_control_api_listeners_close_connections_beyond_their_caps")
+    else {
         return;
-    }
+    };
     let d = start_with("max_connections = 3", "", "max_connections = 3", None);
     let closed_at_once = |s: &mut TcpStream| {
         s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -263,9 +284,9 @@ fn the_auditd_and_control_api_listeners_close_connections_beyond_their_caps() {
 
 #[test]
 fn half_a_header_on_ingest_is_closed_after_the_header_timeout() {
-    if !require_root("half_a_header_on_ingest_is_closed_after_the_header_timeout") {
+    let Some(_host) = shared("half_a_header_on_ingest_is_closed_after_the_header_timeout") else {
         return;
-    }
+    };
     let d = start("header_timeout_secs = 2", "");
     let mut s = d.tls(d.http);
     s.sock
@@ -309,9 +330,10 @@ fn half_a_header_on_ingest_is_closed_after_the_header_timeout() {
 
 #[test]
 fn half_a_header_on_the_control_api_is_closed_after_the_header_timeout() {
-    if !require_root("half_a_header_on_the_control_api_is_closed_after_the_header_timeout") {
+    let Some(_host) = shared("half_a_header_on_the_control_api_is_closed_after_the_header_timeout")
+    else {
         return;
-    }
+    };
     let d = start("", "");
     let mut s = d.tls(d.api);
     s.sock
@@ -340,9 +362,9 @@ fn half_a_header_on_the_control_api_is_closed_after_the_header_timeout() {
 
 #[test]
 fn a_live_alert_stream_outlives_the_header_timeout() {
-    if !require_root("a_live_alert_stream_outlives_the_header_timeout") {
+    let Some(_host) = shared("a_live_alert_stream_outlives_the_header_timeout") else {
         return;
-    }
+    };
     // The header timeout bounds reading a request, not a response: `sensor alerts tail` on the
     // control socket (header_timeout = 2s here) stays connected.
     let d = start("", "");
@@ -357,11 +379,11 @@ fn a_live_alert_stream_outlives_the_header_timeout() {
 
 #[test]
 fn a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout() {
-    if !require_root(
-        "a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout",
-    ) {
+    let Some(_host) =
+        shared("a_stalled_tls_handshake_on_the_control_api_is_closed_after_the_handshake_timeout")
+    else {
         return;
-    }
+    };
     let d = start("", "");
     let mut s = TcpStream::connect(("127.0.0.1", d.api)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -423,25 +445,25 @@ fn bomb_gets_413(encoding: &str, bomb: &[u8]) {
 
 #[test]
 fn a_gzip_bomb_gets_413() {
-    if !require_root("a_gzip_bomb_gets_413") {
+    let Some(_host) = shared("a_gzip_bomb_gets_413") else {
         return;
-    }
+    };
     bomb_gets_413("gzip", &gzip_bomb());
 }
 
 #[test]
 fn a_zstd_bomb_gets_413() {
-    if !require_root("a_zstd_bomb_gets_413") {
+    let Some(_host) = shared("a_zstd_bomb_gets_413") else {
         return;
-    }
+    };
     bomb_gets_413("zstd", &zstd_bomb());
 }
 
 #[test]
 fn one_agent_cannot_take_every_in_flight_slot() {
-    if !require_root("one_agent_cannot_take_every_in_flight_slot") {
+    let Some(_host) = shared("one_agent_cannot_take_every_in_flight_slot") else {
         return;
-    }
+    };
     let d = start("max_inflight_per_agent = 4\nmax_inflight_requests = 32", "");
     // Agent A: four requests whose bodies never come, each holding an in-flight slot.
     let mut held = Vec::new();
@@ -476,9 +498,9 @@ fn one_agent_cannot_take_every_in_flight_slot() {
 
 #[test]
 fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
-    if !require_root("emfile_does_not_spin_a_core_and_the_daemon_recovers") {
+    let Some(_host) = alone("emfile_does_not_spin_a_core_and_the_daemon_recovers") else {
         return;
-    }
+    };
     raise_nofile(12_000);
     // 1,024 descriptors for the whole daemon (set before exec, soft and hard, so it cannot raise
     // them), no per-address cap, and handshakes that stay open: connections alone fill the table.
@@ -553,9 +575,9 @@ fn emfile_does_not_spin_a_core_and_the_daemon_recovers() {
 
 #[test]
 fn an_auditd_connection_from_an_unprivileged_port_is_refused() {
-    if !require_root("an_auditd_connection_from_an_unprivileged_port_is_refused") {
+    let Some(_host) = shared("an_auditd_connection_from_an_unprivileged_port_is_refused") else {
         return;
-    }
+    };
     let mut d = start("", "");
     let dst = SocketAddr::from(([127, 0, 0, 1], d.auditd));
     let mut s = connect_from(SocketAddr::from(([127, 0, 0, 1], 0)), dst, 1).remove(0);
@@ -592,9 +614,9 @@ fn an_auditd_connection_from_an_unprivileged_port_is_refused() {
 
 #[test]
 fn an_auditd_connection_from_an_unlisted_peer_is_refused() {
-    if !require_root("an_auditd_connection_from_an_unlisted_peer_is_refused") {
+    let Some(_host) = shared("an_auditd_connection_from_an_unlisted_peer_is_refused") else {
         return;
-    }
+    };
     let d = start("", "");
     let dst = SocketAddr::from(([127, 0, 0, 1], d.auditd));
     let src = SocketAddr::from((IpAddr::from([127, 0, 0, 9]), privileged_port()));
@@ -614,9 +636,10 @@ fn an_auditd_connection_from_an_unlisted_peer_is_refused() {
 
 #[test]
 fn an_over_long_auditd_line_is_discarded_and_the_next_line_accepted() {
-    if !require_root("an_over_long_auditd_line_is_discarded_and_the_next_line_accepted") {
+    let Some(_host) = shared("an_over_long_auditd_line_is_discarded_and_the_next_line_accepted")
+    else {
         return;
-    }
+    };
     let mut d = start("max_record_bytes = 4096", "");
     let dst = SocketAddr::from(([127, 0, 0, 1], d.auditd));
     let mut s = connect_from(
