@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use kernel_support::{action, get, start};
 use serde_json::Value;
+use tests::process::Process;
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -215,36 +216,25 @@ impl Drop for Pods {
 }
 
 struct Daemon {
-    child: Child,
+    process: Process,
     socket: PathBuf,
-    log: PathBuf,
 }
 
 impl Daemon {
     fn start(config: &Path, dir: &Path, socket: &Path) -> Daemon {
+        let mut cmd = Command::new(tests::sensor_bin());
+        cmd.args(["run", "--config"]).arg(config);
         let log = dir.join("daemon.log");
-        let child = Command::new(tests::sensor_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
+        let mut process = Process::spawn(cmd, &log);
+        process.wait_ready(Duration::from_secs(90), "the daemon to start", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("sensor running")
+        });
+        Daemon {
+            process,
             socket: socket.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
-            if text.contains("sensor running") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(100));
         }
-        d
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -288,7 +278,7 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "no alert naming {needle} within 60 s; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.process.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -298,13 +288,6 @@ impl Daemon {
 /// How an AN1358 alert's reason names the FIFO it is about.
 fn about_fifo(path: &str) -> String {
     format!("FIFO {path} ")
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn s<'a>(e: &'a Value, path: &str) -> &'a str {
