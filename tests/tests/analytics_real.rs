@@ -1,7 +1,7 @@
 //! Real recordings: the table "Real recordings" in docs/analytics.md says, for each recording as a real
 //! agent sent it, what each shipped analytic must do on it with default settings (fire, stay silent, or
 //! stay at or below a severity) and why. This test reads that table, decodes every recording with the
-//! real `sensor ingest --format F` (zip archives are unpacked with `unzip`), replays the events through
+//! real `sensor ingest --format F` (all files of a recording in one call; zip archives are unpacked with `unzip`), replays the events through
 //! the shipped analytics with `sensor replay`, and checks every row. A row the data does not bear out
 //! fails with the recording, the analytic, what was expected and the alerts that came.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -145,27 +145,25 @@ type Alerts = BTreeMap<String, Vec<(u8, String)>>;
 
 /// Decodes the recording and replays it: (events decoded, records rejected, alerts).
 fn replay(recording: &str, format: &str, dir: &Path) -> (usize, usize, Alerts) {
-    let mut all = String::new();
-    let mut rejected = 0usize;
+    // All files of a recording go to one `sensor ingest`, decoded in order by one decoder (a Zeek
+    // x509.log joins the ssl.log beside it).
+    let mut cmd = Command::new(tests::sensor_bin());
+    cmd.args(["ingest", "--format", format]);
     for f in input_files(recording, dir) {
-        let out = Command::new(tests::sensor_bin())
-            .args(["ingest", "--format", format, "--input"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ingest --format {format} {}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Rejected records are reported on stderr, one line each, naming the line and the reason.
-        rejected += String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.starts_with("rejected: "))
-            .count();
-        all.push_str(&String::from_utf8(out.stdout).unwrap());
+        cmd.arg("--input").arg(f);
     }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "ingest --format {format} {recording}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Rejected records are reported on stderr, one line each, naming the file, line and reason.
+    let rejected = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("rejected: "))
+        .count();
+    let all = String::from_utf8(out.stdout).unwrap();
     let events = all.lines().count();
     // Cut to stay under NAME_MAX for recordings of several files (one replay at a time uses it).
     let name: String = sanitize(recording).chars().take(150).collect();
