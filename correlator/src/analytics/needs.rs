@@ -34,7 +34,7 @@ pub struct NeedInput {
     pub what: String,
     /// Source formats that deliver them (any one is enough).
     pub sources: Vec<String>,
-    /// ECS fields the branch reads from them.
+    /// ECS fields the branch cannot do without (`a|b`: either).
     #[serde(default)]
     pub fields: Vec<String>,
 }
@@ -94,8 +94,8 @@ pub struct BranchCoverage {
     pub enabled: bool,
     /// Every input has a configured source that provides it.
     pub provided: bool,
-    /// With a recording: every input's source is in it and it carries at least one of the fields
-    /// each input reads.
+    /// With a recording: every input's source is in it and it carries every field each input
+    /// needs (`a|b`: either).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_recording: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +113,7 @@ pub struct InputCoverage {
     /// With a recording: its sources among `sources`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_sources: Option<Vec<String>>,
-    /// With a recording: the fields it never carries.
+    /// With a recording: the needed fields it never carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_lacks: Option<Vec<String>>,
 }
@@ -152,7 +152,7 @@ pub fn judge(
                     recording_lacks: seen.map(|r| {
                         i.fields
                             .iter()
-                            .filter(|f| !r.fields.contains(*f))
+                            .filter(|f| !f.split('|').any(|one| r.fields.contains(one)))
                             .cloned()
                             .collect()
                     }),
@@ -162,8 +162,7 @@ pub fn judge(
             let in_recording = seen.map(|_| {
                 inputs.iter().all(|i| {
                     let src = i.recording_sources.as_ref().is_some_and(|s| !s.is_empty());
-                    let lacks = i.recording_lacks.as_ref().map_or(0, Vec::len);
-                    src && (i.fields.is_empty() || lacks < i.fields.len())
+                    src && i.recording_lacks.as_ref().is_none_or(Vec::is_empty)
                 })
             });
             BranchCoverage {
@@ -178,4 +177,72 @@ pub fn judge(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::analytics::{Analytic, BUNDLED};
+
+    #[test]
+    fn every_shipped_detector_says_what_it_needs_from_known_sources() {
+        let known = crate::attack::known_sources();
+        for (file, text) in BUNDLED {
+            let a = Analytic::parse(file, text).unwrap();
+            for (id, _) in a.detectors_summary() {
+                assert!(
+                    a.needs.iter().any(|n| n.detect == id),
+                    "{file}: [[detect]] `{id}` has no [[needs]]"
+                );
+            }
+            for n in &a.needs {
+                assert!(!n.inputs.is_empty(), "{file}: {} needs no input", n.detect);
+                for i in &n.inputs {
+                    for s in &i.sources {
+                        assert!(known.contains(&s.as_str()), "{file}: unknown source {s}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_branch_is_judged_by_sources_and_by_the_fields_a_recording_carries() {
+        let a = Analytic::parse("AN1726.toml", BUNDLED[5].1).unwrap();
+        let net = |b: &[BranchCoverage]| {
+            b.iter()
+                .find(|x| x.detect == "tls-inspection-network")
+                .cloned()
+                .unwrap()
+        };
+        let b = judge("AN1726", true, &a.needs, &["kernel".into()], None);
+        assert!(!net(&b).provided);
+        let b = judge("AN1726", true, &a.needs, &["zeek".into()], None);
+        assert!(net(&b).provided && net(&b).in_recording.is_none());
+        // A Zeek 4 ssl.log alone: the source is there, the issuer is not.
+        let mut seen = Seen::default();
+        seen.add(
+            &serde_json::json!({"event": {"module": "zeek"}, "destination": {"ip": "1.1.1.1"}}),
+        );
+        let b = judge("AN1726", true, &a.needs, &["zeek".into()], Some(&seen));
+        assert_eq!(net(&b).in_recording, Some(false));
+        assert_eq!(
+            net(&b).inputs[0].recording_lacks,
+            Some(vec!["tls.server.issuer".to_string()])
+        );
+        seen.add(
+            &serde_json::json!({"event.module": "zeek", "tls": {"server": {"issuer": "CN=x"}}}),
+        );
+        let b = judge("AN1726", true, &a.needs, &["zeek".into()], Some(&seen));
+        assert_eq!(net(&b).in_recording, Some(true));
+    }
+
+    #[test]
+    fn a_needs_block_must_name_a_detector() {
+        let text = BUNDLED[0].1.to_string() + "\n[[needs]]\ndetect = \"nope\"\n[[needs.input]]\nwhat = \"x\"\nsources = [\"kernel\"]\n";
+        let e = Analytic::parse("AN1358.toml", &text).unwrap_err();
+        assert!(e.to_string().contains("`nope`"), "{e}");
+    }
 }
