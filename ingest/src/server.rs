@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::decode::{decoder_with_context, feed_line, split_records, validate_line, Format};
@@ -236,16 +236,8 @@ async fn http_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(message = "ingest: accept failed", error = %e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => return,
+        let Some((tcp, peer)) = accept(&listener, &mut shutdown, "http").await else {
+            return;
         };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
@@ -264,6 +256,27 @@ async fn http_loop(
                 None => serve_http_conn(TokioIo::new(tcp), state, shutdown).await,
             }
         });
+    }
+}
+
+/// The next connection of `listener` (a failed accept is logged, naming the `listener_kind`, and
+/// retried after 50 ms); `None` once `shutdown` is set.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    listener_kind: &str,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(message = "ingest: accept failed", listener = listener_kind, error = %e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stopped(shutdown) => return None,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{encode_record, process_body, stopped, State};
+use super::{accept, encode_record, process_body, stopped, State};
 use crate::decode::Format;
 use crate::spool::SpoolError;
 
@@ -112,16 +112,8 @@ pub(super) async fn auditd_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(message = "ingest: auditd accept failed", error = %e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => return,
+        let Some((tcp, peer)) = accept(&listener, &mut shutdown, "auditd").await else {
+            return;
         };
         let Some(agent) = peers.get(&peer.ip()).cloned() else {
             tracing::warn!(message = "ingest: auditd connection from an unknown peer refused", %peer);
