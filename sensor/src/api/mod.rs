@@ -384,6 +384,7 @@ async fn accept_failed(listener: &str, e: &std::io::Error) {
 
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
+// Over 100 lines on purpose: the control socket, TCP and metrics listeners and their shutdown share one set of handles.
 pub(crate) async fn serve(
     cfg: &Config,
     shared: Shared,
