@@ -381,4 +381,49 @@ mod tests {
         let doc = serde_json::json!({"fingerprint": "fp0"});
         assert!(j.x509(&doc, &mut ev).is_empty());
     }
+
+    proptest::proptest! {
+        /// Any interleaving of ssl sessions and certificates: every record gives its own event once,
+        /// and every session whose certificate comes at all carries that certificate's issuer
+        /// exactly once (at once if it came first, late otherwise).
+        #[test]
+        fn every_order_joins_each_session_once(
+            order in proptest::collection::vec((proptest::bool::ANY, 0u8..4), 0..40)
+        ) {
+            let mut lines = Vec::new();
+            let mut certs_seen = std::collections::BTreeSet::new();
+            for (i, (is_cert, fp)) in order.iter().enumerate() {
+                if *is_cert {
+                    certs_seen.insert(*fp);
+                    lines.push(format!(r#"{{"_path":"x509","ts":1,"fingerprint":"f{fp}","certificate.issuer":"CN=I{fp}"}}"#));
+                } else {
+                    lines.push(format!(r#"{{"_path":"ssl","ts":2,"uid":"C{i}","cert_chain_fps":["f{fp}"]}}"#));
+                }
+            }
+            let text = lines.join("\n");
+            let out = run(&[&text]);
+            let joined: Vec<&serde_json::Value> = out
+                .iter()
+                .filter(|e| util::get_str(e, "zeek.ssl.x509_join").is_some())
+                .collect();
+            proptest::prop_assert_eq!(out.len() - joined.iter().filter(|e| util::get_str(e, "zeek.ssl.x509_join") == Some("late")).count(), lines.len());
+            for (i, (is_cert, fp)) in order.iter().enumerate() {
+                if *is_cert {
+                    continue;
+                }
+                let uid = format!("C{i}");
+                let with_issuer: Vec<_> = out
+                    .iter()
+                    .filter(|e| util::get_str(e, "event.id") == Some(uid.as_str()) && issuer(e).is_some())
+                    .collect();
+                if certs_seen.contains(fp) {
+                    proptest::prop_assert_eq!(with_issuer.len(), 1);
+                    let want = format!("CN=I{fp}");
+                    proptest::prop_assert_eq!(issuer(with_issuer[0]), Some(want.as_str()));
+                } else {
+                    proptest::prop_assert_eq!(with_issuer.len(), 0);
+                }
+            }
+        }
+    }
 }
