@@ -150,32 +150,38 @@ fn text(doc: &serde_json::Value, k: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Writes the certificate's fields into an ssl event (the issuer and subject where ssl.log had none).
-fn apply(ev: &mut Event, cert: &Cert, how: &str) {
-    let has = |ev: &Event, p: &str| ev.get_path(p).is_some();
-    if let Some(v) = &cert.issuer {
-        if !has(ev, "tls.server.issuer") {
-            ev.insert("tls.server.issuer", s(v));
+/// The certificate's names, serial and validity under `prefix` (`x509`, `tls.server.x509`).
+fn cert_fields(ev: &mut Event, cert: &Cert, prefix: &str) {
+    for (v, k) in [
+        (&cert.issuer, "issuer.distinguished_name"),
+        (&cert.subject, "subject.distinguished_name"),
+        (&cert.serial, "serial_number"),
+    ] {
+        if let Some(v) = v {
+            ev.insert(&format!("{prefix}.{k}"), s(v));
         }
-        ev.insert("tls.server.x509.issuer.distinguished_name", s(v));
     }
-    if let Some(v) = &cert.subject {
-        if !has(ev, "tls.server.subject") {
-            ev.insert("tls.server.subject", s(v));
-        }
-        ev.insert("tls.server.x509.subject.distinguished_name", s(v));
-    }
-    if let Some(v) = &cert.serial {
-        ev.insert("tls.server.x509.serial_number", s(v));
-    }
-    for (src, dst) in [
-        (&cert.not_before, "tls.server.x509.not_before"),
-        (&cert.not_after, "tls.server.x509.not_after"),
+    for (src, k) in [
+        (&cert.not_before, "not_before"),
+        (&cert.not_after, "not_after"),
     ] {
         if let Some(ns) = src.as_ref().and_then(util::epoch_secs_ns) {
-            ev.insert(dst, util::rfc3339_value(ns));
+            ev.insert(&format!("{prefix}.{k}"), util::rfc3339_value(ns));
         }
     }
+}
+
+/// Writes the certificate's fields into an ssl event (the issuer and subject where ssl.log had none).
+fn apply(ev: &mut Event, cert: &Cert, how: &str) {
+    for (v, k) in [
+        (&cert.issuer, "tls.server.issuer"),
+        (&cert.subject, "tls.server.subject"),
+    ] {
+        if let Some(v) = v.as_deref().filter(|_| ev.get_path(k).is_none()) {
+            ev.insert(k, s(v));
+        }
+    }
+    cert_fields(ev, cert, "tls.server.x509");
     if let Some(v) = &cert.sha256 {
         ev.insert("tls.server.hash.sha256", s(&v.to_ascii_uppercase()));
     }
@@ -254,23 +260,7 @@ impl X509Join {
 
 /// ECS `x509.*` of an x509 record (every field also stays under `zeek.x509.*`).
 fn map_x509(doc: &serde_json::Value, cert: &Cert, ev: &mut Event) {
-    if let Some(v) = &cert.issuer {
-        ev.insert("x509.issuer.distinguished_name", s(v));
-    }
-    if let Some(v) = &cert.subject {
-        ev.insert("x509.subject.distinguished_name", s(v));
-    }
-    if let Some(v) = &cert.serial {
-        ev.insert("x509.serial_number", s(v));
-    }
-    for (src, dst) in [
-        (&cert.not_before, "x509.not_before"),
-        (&cert.not_after, "x509.not_after"),
-    ] {
-        if let Some(ns) = src.as_ref().and_then(util::epoch_secs_ns) {
-            ev.insert(dst, util::rfc3339_value(ns));
-        }
-    }
+    cert_fields(ev, cert, "x509");
     util::copy_int(ev, doc, "certificate.version", "x509.version_number");
     util::copy(ev, doc, "certificate.key_alg", "x509.public_key_algorithm");
     util::copy(ev, doc, "certificate.sig_alg", "x509.signature_algorithm");
