@@ -5,7 +5,8 @@
 //!   uniqueness key so that a redelivered event never makes a second alert);
 //! - [`bus`]: the connection to NATS JetStream and the streams the fleet uses;
 //! - [`edge`]: an edge's publisher, which drains a durable local spool into JetStream;
-//! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL.
+//! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL;
+//! - [`status`]: what a central node reports (bus, partitions, owners, consumer lag).
 //!
 //! See docs/fleet.md for the design and what is built so far.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod edge;
 pub mod partition;
 pub mod pg;
+pub mod status;
 mod tls;
 
 #[cfg(feature = "test-servers")]

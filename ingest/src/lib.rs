@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod consumer;
 pub mod decode;
+pub mod edge;
 pub mod secret;
 pub mod server;
 pub mod spool;

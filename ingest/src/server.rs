@@ -8,7 +8,6 @@
 //! gets 503 with Retry-After, never a queue).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::decode::{decoder_with_context, feed_line, split_records, validate_line, Format};
@@ -31,14 +30,15 @@ mod config;
 mod envelope;
 mod tls;
 
+use crate::edge::{ConnLimit, Refusal};
 pub use auditd::{
-    parse_auditd_frames, rmw_header, AuditdFrame, RMW_HEADER, RMW_MAGIC, RMW_TYPE_ACK,
-    RMW_TYPE_DISKERROR, RMW_TYPE_DISKFULL, RMW_TYPE_HEARTBEAT, RMW_TYPE_MESSAGE,
+    parse_auditd_frames, rmw_header, AuditdFrame, AuditdFraming, RMW_HEADER, RMW_MAGIC,
+    RMW_TYPE_ACK, RMW_TYPE_DISKERROR, RMW_TYPE_DISKFULL, RMW_TYPE_HEARTBEAT, RMW_TYPE_MESSAGE,
 };
 use bucket::Bucket;
 pub use config::{
     AgentConfig, AuditdConfig, AuditdPeer, HttpConfig, IngestConfig, IngestError, IngestLimits,
-    TlsConfig,
+    PeerAddr, TlsConfig,
 };
 pub use envelope::{decode_record, encode_record, record_header};
 pub use tls::tls_acceptor;
@@ -47,6 +47,8 @@ struct Agent {
     id: String,
     formats: Option<Vec<Format>>,
     bucket: Mutex<Bucket>,
+    /// This agent's share of the in-flight requests (`max_inflight_per_agent`).
+    inflight: Semaphore,
     /// Per format, the header lines this agent's next records depend on (Zeek TSV), see
     /// [`process_body`].
     contexts: Mutex<HashMap<Format, Vec<String>>>,
@@ -112,7 +114,7 @@ pub async fn serve(
 pub struct Bound {
     state: Arc<State>,
     http: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
-    auditd: Option<(TcpListener, Arc<HashMap<IpAddr, String>>)>,
+    auditd: Option<(TcpListener, Arc<auditd::Peers>)>,
 }
 
 impl Bound {
@@ -163,6 +165,7 @@ pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestE
                 id: a.id.clone(),
                 formats: a.formats.clone(),
                 bucket,
+                inflight: Semaphore::new(cfg.limits.max_inflight_per_agent.max(1)),
                 contexts: Mutex::new(
                     saved
                         .remove(&a.id)
@@ -219,12 +222,7 @@ pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestE
                 source,
             })?;
         tracing::info!(message = "ingest: auditd listener up", addr = %a.listen);
-        let peers: HashMap<IpAddr, String> = a
-            .peers
-            .iter()
-            .map(|p| (p.addr, p.agent_id.clone()))
-            .collect();
-        bound.auditd = Some((listener, Arc::new(peers)));
+        bound.auditd = Some((listener, Arc::new(auditd::Peers::new(a))));
     }
     Ok(bound)
 }
@@ -235,48 +233,53 @@ async fn http_loop(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limit = ConnLimit::new(
+        "ingest-http",
+        state.limits.max_connections,
+        state.limits.max_connections_per_peer,
+    );
     loop {
-        let Some((tcp, peer)) = accept(&listener, &mut shutdown, "http").await else {
-            return;
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    limit.accept_failed(&e, Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        // Beyond the cap the connection is dropped (closed) before anything of it is read.
+        let Some(permit) = limit.admit(Some(peer.ip())) else {
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let limit = limit.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let hs = Duration::from_secs(state.limits.handshake_timeout_secs);
-            match tls {
+            let timed_out = match tls {
                 Some(acc) => match tokio::time::timeout(hs, acc.accept(tcp)).await {
                     Ok(Ok(stream)) => serve_http_conn(TokioIo::new(stream), state, shutdown).await,
                     Ok(Err(e)) => {
-                        tracing::info!(message = "ingest: TLS handshake failed", %peer, error = %e)
+                        tracing::debug!(message = "ingest: TLS handshake failed", %peer, error = %e);
+                        limit.refuse(Refusal::HandshakeFailed, Some(peer.ip()));
+                        false
                     }
-                    Err(_) => tracing::info!(message = "ingest: TLS handshake timed out", %peer),
+                    Err(_) => {
+                        limit.refuse(Refusal::HandshakeTimeout, Some(peer.ip()));
+                        false
+                    }
                 },
                 None => serve_http_conn(TokioIo::new(tcp), state, shutdown).await,
+            };
+            if timed_out {
+                limit.refuse(Refusal::HeaderTimeout, Some(peer.ip()));
             }
         });
-    }
-}
-
-/// The next connection of `listener` (a failed accept is logged, naming the `listener_kind`, and
-/// retried after 50 ms); `None` once `shutdown` is set.
-async fn accept(
-    listener: &TcpListener,
-    shutdown: &mut watch::Receiver<bool>,
-    listener_kind: &str,
-) -> Option<(TcpStream, std::net::SocketAddr)> {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => return Some(x),
-                Err(e) => {
-                    tracing::warn!(message = "ingest: accept failed", listener = listener_kind, error = %e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = stopped(shutdown) => return None,
-        }
     }
 }
 
@@ -291,7 +294,13 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn serve_http_conn<I>(io: TokioIo<I>, state: Arc<State>, mut shutdown: watch::Receiver<bool>)
+/// Serves one connection's requests; true when it was closed because a request's headers did not
+/// arrive within the header timeout (which also closes a keep-alive connection left idle).
+async fn serve_http_conn<I>(
+    io: TokioIo<I>,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -308,14 +317,18 @@ where
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
+        r = conn.as_mut() => match r {
+            Err(e) if e.is_timeout() => true,
+            Err(e) => {
                 tracing::debug!(message = "ingest: HTTP connection ended with an error", error = %e);
+                false
             }
-        }
+            Ok(()) => false,
+        },
         _ = stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            false
         }
     }
 }
@@ -613,6 +626,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             &format!("agent `{}` may not post format `{format}`", agent.id),
         );
     }
+    // The agent's own share first: one agent cannot take every slot of the global limit.
+    let Ok(_agent_permit) = agent.inflight.try_acquire() else {
+        return retry_after(
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "agent `{}` has {} requests in flight already (max_inflight_per_agent)",
+                    agent.id, state.limits.max_inflight_per_agent
+                ),
+            ),
+            Duration::from_secs(1),
+        );
+    };
     let Ok(_permit) = state.inflight.try_acquire() else {
         return retry_after(
             error_response(

@@ -20,7 +20,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
     },
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -31,6 +31,11 @@ use sensor_common::{
 /// Struct offsets and the wakeup mark, written by the loader (`EbpfLoader::set_global`).
 #[no_mangle]
 static OFFSETS: Offsets = Offsets::missing();
+
+/// Whether lifecycle records carry the cgroup id (container identity on), written by the loader;
+/// 0 makes the verifier drop the helper call (a constant read from .rodata).
+#[no_mangle]
+static CGROUP_IDS: u32 = 1;
 
 /// Every record type in one never-read global, so that the object's BTF describes them all: the
 /// `kernel_layout` test compares that BTF with `sensor-common` as the daemon compiles it.
@@ -67,7 +72,32 @@ static FLOOR: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-/// Syscall entry state (openat/bind/connect), by thread id.
+/// An open(at/at2) between its entry and its exit: slot `tid & (OPEN_SLOTS_N - 1)` of
+/// [`OPEN_SLOTS`]. Kernel-internal (never in a record).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenSlot {
+    /// The thread the slot holds an open for (0: free).
+    tid: u32,
+    flags: u32,
+    dfd: i32,
+    _pad: u32,
+    /// User pointer to the path.
+    ptr: u64,
+}
+
+/// Slots of [`OPEN_SLOTS`] (a power of two).
+const OPEN_SLOTS_N: u32 = 1 << 16;
+
+/// Open entry state, indexed by thread id: an array slot (the verifier inlines the lookup, no
+/// hashing, no lock, no element allocation) rather than a hash map entry, because every open on
+/// the host passes here. Two threads whose ids are equal modulo the size and which are inside an
+/// open at the same moment share a slot: the exit sees another thread's id and still reports a
+/// FIFO open, without the path (see probes/fifo.rs).
+#[map]
+static OPEN_SLOTS: Array<OpenSlot> = Array::with_max_entries(OPEN_SLOTS_N, 0);
+
+/// Syscall entry state (bind/connect), by thread id.
 #[map]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
@@ -194,7 +224,11 @@ unsafe fn fill_lineage(l: *mut Lineage) {
         (*l).ppid = ppid;
         (*l)._pad = 0;
         // The cgroup v2 id (container identity): one cheap helper, in the lifecycle records only.
-        (*l).cgroup_id = bpf_get_current_cgroup_id();
+        (*l).cgroup_id = if core::ptr::read_volatile(&raw const CGROUP_IDS) != 0 {
+            bpf_get_current_cgroup_id()
+        } else {
+            0
+        };
         (*l).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
 }

@@ -243,6 +243,10 @@ impl Decoder {
         &self.table
     }
 
+    pub fn table_mut(&mut self) -> &mut ProcessTable {
+        &mut self.table
+    }
+
     /// Decodes one ring buffer record. `Ok(None)`: a record that updates state only.
     pub fn decode(&mut self, b: &[u8]) -> Result<Option<(u16, Event)>, DecodeError> {
         let h: Header = read(b, 0)?;

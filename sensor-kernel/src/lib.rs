@@ -321,6 +321,7 @@ impl KernelSensor {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", rb)
             .override_global("OFFSETS", &pod, true)
+            .override_global("CGROUP_IDS", &u32::from(cfg.containers.enabled), true)
             .load(EBPF_OBJECT)
             .map_err(|e| KernelError::Load(format!("{e:#}")))?;
         let aya_btf = aya::Btf::from_sys_fs().ok();
@@ -722,6 +723,7 @@ impl Reader {
             counters,
             ..
         } = self;
+        decoder.table_mut().refresh_containers();
         let mut outcome = Drained::Empty;
         let r = fd.get_mut().drain(|rec| {
             let permit = match tx.try_reserve() {

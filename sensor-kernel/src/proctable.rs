@@ -224,6 +224,22 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
+    /// Puts container metadata that arrived since the last call on the processes of those
+    /// containers (they carried the container's id alone until then). Cheap when nothing came.
+    pub fn refresh_containers(&mut self) {
+        let updated = self.containers.poll();
+        if updated.is_empty() {
+            return;
+        }
+        let by_id: HashMap<&str, &Arc<Container>> =
+            updated.iter().map(|c| (c.id.as_str(), c)).collect();
+        for p in self.procs.values_mut() {
+            if let Some(c) = p.container.as_ref().and_then(|c| by_id.get(c.id.as_str())) {
+                p.container = Some(Arc::clone(c));
+            }
+        }
+    }
+
     /// The process, reading /proc for one the table has not seen.
     pub fn get_or_load(&mut self, pid: u32) -> Option<&ProcessInfo> {
         if pid == 0 {

@@ -46,6 +46,9 @@ enum Command {
     Analytics(cli::analytics::Command),
     /// Report ATT&CK coverage of the loaded rules; write a Navigator layer.
     Coverage(cli::coverage::Args),
+    /// Internal: the container metadata helper `sensor run` starts before dropping privileges.
+    #[command(name = "container-meta-helper", hide = true)]
+    ContainerMetaHelper(sensor::daemon::meta_helper::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,9 @@ fn main() -> ExitCode {
         Command::Config(c) => cli::config::run(c),
         Command::Analytics(c) => cli::analytics::run(c),
         Command::Coverage(a) => cli::coverage::run(a),
+        Command::ContainerMetaHelper(a) => sensor::daemon::meta_helper::main(&a)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("container metadata helper: {e}")),
     };
     match result {
         Ok(code) => code,

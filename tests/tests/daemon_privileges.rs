@@ -98,6 +98,32 @@ fn listener_pid(port: u16) -> Option<u32> {
     None
 }
 
+/// The daemon's child running `sensor container-meta-helper`.
+fn helper_of(daemon: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_string_lossy().parse().ok()?;
+        let st = std::fs::read_to_string(p.path().join("status")).ok()?;
+        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+        (status_field(&st, "PPid:") == daemon.to_string()
+            && String::from_utf8_lossy(&cmd).contains("container-meta-helper"))
+        .then_some(pid)
+    })
+}
+
+/// Inodes of every TCP/UDP socket of the host (IPv4 and IPv6).
+fn net_socket_inodes() -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for f in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/net/{f}")).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            if let Some(i) = l.split_whitespace().nth(9) {
+                out.insert(i.to_string());
+            }
+        }
+    }
+    out
+}
+
 fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
     status
         .lines()
@@ -220,6 +246,37 @@ fn the_process_parsing_network_input_has_no_capability_and_everything_still_work
         threads > 1,
         "expected a multi-threaded daemon, saw {threads} threads"
     );
+    // The container metadata helper (started before the drop): a separate process as the same
+    // user, holding CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH only (never CAP_SYS_ADMIN), and no
+    // network socket: nothing it reads comes from the network.
+    let helper = helper_of(pid).expect("no container metadata helper beside the daemon");
+    let st = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    const DAC_ONLY: u64 = (1 << 1) | (1 << 2);
+    for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let v = u64::from_str_radix(status_field(&st, key), 16).unwrap();
+        assert_eq!(v, DAC_ONLY, "helper {key} {v:x}");
+    }
+    for id in status_field(&st, "Uid:").split_whitespace() {
+        assert_eq!(id, NOBODY.to_string(), "helper uids {st}");
+    }
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "helper");
+    let net = net_socket_inodes();
+    for fd in std::fs::read_dir(format!("/proc/{helper}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        let link = link.to_string_lossy();
+        if let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            assert!(
+                !net.contains(inode),
+                "the helper holds a network socket ({link})"
+            );
+        }
+    }
 
     // What the daemon writes is its user's.
     for p in ["state", "state/alerts.db", "state/spool", "run", "log"] {

@@ -303,13 +303,20 @@ fn audisp_remote_delivers(format: &str) {
         port,
         &format!("[ingest.auditd]\nlisten = \"127.0.0.1:{port}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"audit-host\"{host_cfg} }}]\n"),
     );
+    // A privileged source port, as the listener requires by default (auditd's `tcp_client_ports`).
+    let local_port = 600
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 400;
     let conf = PathBuf::from("/etc/audit/audisp-remote.conf");
     let _restore = Restore(conf.clone(), std::fs::read(&conf).ok());
     std::fs::create_dir_all("/var/spool/audit").unwrap();
     std::fs::write(
         &conf,
         format!(
-            "remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\nmode = immediate\nformat = {format}\n\
+            "remote_server = 127.0.0.1\nport = {port}\nlocal_port = {local_port}\ntransport = tcp\nmode = immediate\nformat = {format}\n\
              queue_file = /var/spool/audit/remote-test.log\nqueue_depth = 10240\nnetwork_retry_time = 1\n\
              max_tries_per_record = 5\nmax_time_per_record = 5\nheartbeat_timeout = 0\nnetwork_failure_action = stop\n\
              remote_ending_action = reconnect\n"

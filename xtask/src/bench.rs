@@ -57,6 +57,11 @@ pub(crate) struct Args {
     /// Write the markdown report here (default: target/bench-sensor.md).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Container identity on vs off instead of the usual storms: the socket storm only, alternating
+    /// runs of the whole sensor with and without it (`sensor events --no-containers`), wall clock
+    /// and BPF run time per event for both (see bench_identity.rs).
+    #[arg(long)]
+    pub(crate) identity: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -137,11 +142,11 @@ impl Config {
     }
 }
 
-fn ns_per_op(d: Duration, ops: u64) -> f64 {
+pub(crate) fn ns_per_op(d: Duration, ops: u64) -> f64 {
     d.as_secs_f64() * 1e9 / ops.max(1) as f64
 }
 
-fn socket_storm(ops: u64) -> Duration {
+pub(crate) fn socket_storm(ops: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..ops {
         // SAFETY: plain syscalls on a fd we own.
@@ -285,7 +290,7 @@ fn paced_socket_storm(rate: u64, secs: u64) -> (u64, Duration) {
 }
 
 /// CPU time (user + system) a process has used, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -330,13 +335,13 @@ fn sustained(bin: &Path, a: &Args) -> Result<String> {
 }
 
 /// `sensor events` running in the background, output to /dev/null, status JSON on exit.
-struct Sensor {
+pub(crate) struct Sensor {
     child: Child,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Sensor {
-    fn start(bin: &Path, extra: &[&str]) -> Result<Sensor> {
+    pub(crate) fn start(bin: &Path, extra: &[&str]) -> Result<Sensor> {
         let mut cmd = Command::new(bin);
         cmd.args(["events", "--status"]).args(extra);
         let mut child = cmd
@@ -366,7 +371,7 @@ impl Sensor {
     }
 
     /// Stops the sensor; returns its status JSON.
-    fn stop(self) -> Result<serde_json::Value> {
+    pub(crate) fn stop(self) -> Result<serde_json::Value> {
         Ok(self.stop_after(|| 0.0)?.1)
     }
 
@@ -402,7 +407,7 @@ impl Sensor {
     }
 }
 
-fn lost_total(status: &serde_json::Value) -> u64 {
+pub(crate) fn lost_total(status: &serde_json::Value) -> u64 {
     ["lost_kernel", "lost_queue"]
         .iter()
         .filter_map(|k| status[k].as_object())
@@ -593,11 +598,11 @@ fn audit_run_invalid(storm: Storm, ops: u64, recorded: u64, lost: u64) -> Option
 
 /// The fastest run: machine noise only ever adds time, so the minimum is the steadiest estimate of
 /// a configuration's own cost (reported beside the median).
-fn fastest(v: &[f64]) -> f64 {
+pub(crate) fn fastest(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -606,6 +611,9 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench sensor needs root (it loads eBPF programs and audit rules)");
+    }
+    if a.identity {
+        return crate::bench_identity::run(bin, a.runs, a.socket_ops, a.out.clone());
     }
     let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -10,6 +10,8 @@
 //!   nothing a panic does not report, while it instruments every crate and slows every run. The
 //!   coverage instrumentation (sancov) that guides libFuzzer stays on, and so do debug assertions.
 //! - one `cargo fuzz build` for every target: the dependency graph is compiled once.
+//! - the targets then run side by side, one per core (each libFuzzer process is single-threaded,
+//!   so every target still gets a whole core for its time budget).
 //! - the fuzz crate's `release` profile (fuzz/Cargo.toml) trades peak speed for build time:
 //!   `opt-level = 1`, no debug info, 16 codegen units.
 //! - the targets' own `target/` directory (under `$CARGO_TARGET_DIR` when it is set): the
@@ -116,9 +118,9 @@ fn all_targets() -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Builds every target and runs each for `SENSOR_FUZZ_SECS` (default 20) seconds.
-pub(crate) fn fuzz(only: &[String]) -> Result<()> {
-    let secs = match std::env::var("SENSOR_FUZZ_SECS") {
+/// The seconds each target runs: `SENSOR_FUZZ_SECS`, default 20.
+fn secs_per_target() -> Result<u64> {
+    match std::env::var("SENSOR_FUZZ_SECS") {
         Ok(s) => s
             .trim()
             .parse::<u64>()
@@ -126,106 +128,174 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
             .filter(|&n| n > 0)
             .with_context(|| {
                 format!("SENSOR_FUZZ_SECS must be a positive number of seconds, found `{s}`")
-            })?,
-        Err(_) => DEFAULT_SECS,
-    };
-    if !cargo_fuzz_ok() {
-        install_cargo_fuzz()?;
+            }),
+        Err(_) => Ok(DEFAULT_SECS),
     }
+}
+
+/// The targets asked for (all when `only` is empty), checked against `fuzz/fuzz_targets`.
+fn chosen_targets(only: &[String]) -> Result<Vec<String>> {
     let all = all_targets()?;
     for t in only {
         if !all.contains(t) {
             bail!("no fuzz target `{t}` (targets: {})", all.join(", "));
         }
     }
-    let targets: Vec<String> = if only.is_empty() { all } else { only.to_vec() };
-    let dir = fuzz_target_dir();
-    let triple = host_triple()?;
+    Ok(if only.is_empty() { all } else { only.to_vec() })
+}
 
-    let started = Instant::now();
+/// `cargo fuzz build` of the chosen targets (one build for all of them).
+fn build_command(only: &[String], dir: &Path, triple: &str) -> Command {
     let mut build = Command::new(cargo_bin());
     build
         .current_dir(root())
         .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])
-        .args(["--target", &triple])
+        .args(["--target", triple])
         .arg("--target-dir")
-        .arg(&dir)
+        .arg(dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("CARGO_TARGET_DIR");
     if only.len() == 1 {
         build.arg(&only[0]);
     }
-    check(&mut build, "cargo fuzz build")?;
+    build
+}
+
+/// Builds every target and runs each for `SENSOR_FUZZ_SECS` (default 20) seconds.
+pub(crate) fn fuzz(only: &[String]) -> Result<()> {
+    let secs = secs_per_target()?;
+    if !cargo_fuzz_ok() {
+        install_cargo_fuzz()?;
+    }
+    let targets = chosen_targets(only)?;
+    let dir = fuzz_target_dir();
+    let triple = host_triple()?;
+    let started = Instant::now();
+    check(&mut build_command(only, &dir, &triple), "cargo fuzz build")?;
     eprintln!(
         "fuzz: built {} targets in {:.0} s",
         targets.len(),
         started.elapsed().as_secs_f64()
     );
+    run_targets(&targets, &dir, &triple, secs, started)
+}
 
+/// The fuzz build of every target, started at the lowest CPU priority while something else
+/// runs (`cargo xtask test` starts it before the test binaries, which spend most of their
+/// time waiting on daemons, servers and the kernel: the build takes the idle CPU and yields
+/// it whenever a test wants it).
+pub(crate) struct BackgroundBuild {
+    child: std::process::Child,
+    log: PathBuf,
+    dir: PathBuf,
+    triple: String,
+    started: Instant,
+}
+
+impl BackgroundBuild {
+    pub(crate) fn start() -> Result<Self> {
+        secs_per_target()?;
+        if !cargo_fuzz_ok() {
+            install_cargo_fuzz()?;
+        }
+        let dir = fuzz_target_dir();
+        let triple = host_triple()?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = dir.join("xtask-fuzz-build.log");
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("opening {}", log.display()))?;
+        let build = build_command(&[], &dir, &triple);
+        // The same command under `nice -n 19`; rustc and the linker inherit the priority.
+        let mut niced = Command::new("nice");
+        niced.current_dir(root()).args(["-n", "19"]);
+        niced.arg(build.get_program()).args(build.get_args());
+        for (k, v) in build.get_envs() {
+            match v {
+                Some(v) => niced.env(k, v),
+                None => niced.env_remove(k),
+            };
+        }
+        let child = niced
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting `nice -n 19 cargo fuzz build`")?;
+        eprintln!(
+            "fuzz: building the targets in the background (log {})",
+            log.display()
+        );
+        Ok(Self {
+            child,
+            log,
+            dir,
+            triple,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the build, then runs every target.
+    pub(crate) fn run_all(mut self) -> Result<()> {
+        let status = self.child.wait().context("waiting for cargo fuzz build")?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            bail!(
+                "cargo fuzz build failed ({status}); log {}:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let targets = chosen_targets(&[])?;
+        eprintln!(
+            "fuzz: {} targets built in the background, ready {:.0} s after it started",
+            targets.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        run_targets(
+            &targets,
+            &self.dir,
+            &self.triple,
+            secs_per_target()?,
+            Instant::now(),
+        )
+    }
+
+    /// Stops the build (the tests failed: no fuzzing follows).
+    pub(crate) fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs each built target for `secs` seconds, side by side, and fails naming every target that
+/// crashed and the input it saved.
+fn run_targets(
+    targets: &[String],
+    dir: &Path,
+    triple: &str,
+    secs: u64,
+    started: Instant,
+) -> Result<()> {
     let corpora = root().join("../shared/corpora");
     let seeds = collect_seeds(&corpora)?;
     let work = dir.join("xtask-fuzz");
+    // Targets run side by side, one per core: each fuzzer is single-threaded, so a target gets
+    // the same CPU for its `secs` as when they ran one after another, and the phase takes
+    // 1/cores of the wall time.
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
     let mut failures = Vec::new();
-    for t in &targets {
-        let bin = dir.join(&triple).join("release").join(t);
-        let n = write_seeds(&work.join("seeds").join(t), t, &seeds)?;
-        let corpus = work.join("corpus").join(t);
-        let artifacts = work.join("artifacts").join(t);
-        // A crash file of an earlier run must not be taken for one of this run.
-        let _ = std::fs::remove_dir_all(&artifacts);
-        for d in [&corpus, &artifacts] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    for batch in targets.chunks(jobs) {
+        let mut running = Vec::with_capacity(batch.len());
+        for t in batch {
+            running.push(start_target(t, dir, triple, &work, &seeds, secs)?);
         }
-        let log = work.join(format!("{t}.log"));
-        let t0 = Instant::now();
-        let status = Command::new(&bin)
-            .arg(&corpus)
-            .arg(work.join("seeds").join(t))
-            .arg(format!("-max_total_time={secs}"))
-            .arg(format!("-max_len={MAX_LEN}"))
-            .arg("-timeout=10")
-            .arg("-rss_limit_mb=2048")
-            .arg("-print_final_stats=1")
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .with_context(|| format!("creating {}", log.display()))?,
-            )
-            .status()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let execs = text
-            .lines()
-            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-            .map_or("?", str::trim);
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&artifacts)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        found.sort();
-        if status.success() && found.is_empty() {
-            eprintln!(
-                "fuzz: {t}: ok, {execs} runs in {:.0} s from {n} seeds",
-                t0.elapsed().as_secs_f64()
-            );
-        } else {
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!(
-                "fuzz: {t}: FAILED ({status}); log {}\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-            let inputs = if found.is_empty() {
-                "no input saved".to_string()
-            } else {
-                found
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            failures.push(format!("{t}: {inputs}"));
+        for run in running {
+            if let Some(failure) = run.finish()? {
+                failures.push(failure);
+            }
         }
     }
     if !failures.is_empty() {
@@ -241,6 +311,103 @@ pub(crate) fn fuzz(only: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One fuzz target running: what `finish` needs to judge it.
+struct Running {
+    target: String,
+    child: std::process::Child,
+    log: PathBuf,
+    artifacts: PathBuf,
+    seeds: usize,
+    started: Instant,
+}
+
+/// Writes the target's seeds, clears its old crash files and starts its fuzzer.
+fn start_target(
+    t: &str,
+    dir: &Path,
+    triple: &str,
+    work: &Path,
+    seeds: &Seeds,
+    secs: u64,
+) -> Result<Running> {
+    let bin = dir.join(triple).join("release").join(t);
+    let n = write_seeds(&work.join("seeds").join(t), t, seeds)?;
+    let corpus = work.join("corpus").join(t);
+    let artifacts = work.join("artifacts").join(t);
+    // A crash file of an earlier run must not be taken for one of this run.
+    let _ = std::fs::remove_dir_all(&artifacts);
+    for d in [&corpus, &artifacts] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let log = work.join(format!("{t}.log"));
+    let child = Command::new(&bin)
+        .arg(&corpus)
+        .arg(work.join("seeds").join(t))
+        .arg(format!("-max_total_time={secs}"))
+        .arg(format!("-max_len={MAX_LEN}"))
+        .arg("-timeout=10")
+        .arg("-rss_limit_mb=2048")
+        .arg("-print_final_stats=1")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Running {
+        target: t.to_string(),
+        child,
+        log,
+        artifacts,
+        seeds: n,
+        started: Instant::now(),
+    })
+}
+
+impl Running {
+    /// Waits for the fuzzer; `Some(description)` when it crashed or saved an input.
+    fn finish(mut self) -> Result<Option<String>> {
+        let t = &self.target;
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for fuzz target {t}"))?;
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let execs = text
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map_or("?", str::trim);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.artifacts)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        if status.success() && found.is_empty() {
+            eprintln!(
+                "fuzz: {t}: ok, {execs} runs in {:.0} s from {} seeds",
+                self.started.elapsed().as_secs_f64(),
+                self.seeds
+            );
+            return Ok(None);
+        }
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        eprintln!(
+            "fuzz: {t}: FAILED ({status}); log {}\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        let inputs = if found.is_empty() {
+            "no input saved".to_string()
+        } else {
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(Some(format!("{t}: {inputs}")))
+    }
 }
 
 /// The ingest formats in `ingest::Format::ALL` order: `http_body` takes the format from

@@ -1,8 +1,11 @@
 //! The auditd remote protocol (what Debian's `audisp-remote` speaks): managed 16-byte headers or
 //! ascii lines, each record validated and appended to the spool before the ACK.
+//!
+//! Who may connect: a listed peer (an address or a network), from a privileged source port unless
+//! `allow_unprivileged_ports` (as auditd's own `tcp_client_ports`: only root on the peer can bind
+//! one), and within the listener's connection caps. Anything else is closed before a byte is read.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{accept, encode_record, process_body, stopped, State};
+use super::{encode_record, process_body, stopped, AuditdConfig, PeerAddr, State};
 use crate::decode::Format;
+use crate::edge::{ConnLimit, Refusal};
 use crate::spool::SpoolError;
 
 // ---- auditd remote protocol ----------------------------------------------------------------
@@ -45,16 +49,54 @@ pub enum AuditdFrame {
     Managed { kind: u32, seq: u32, text: Vec<u8> },
     /// An ascii-mode line.
     Line(Vec<u8>),
-    /// An ascii line beyond the record limit (dropped; its size).
+    /// An ascii line beyond the record limit: its first `usize` bytes (all that had arrived when
+    /// it passed the limit) are dropped, and so is the rest of it, up to its newline.
     TooLong(usize),
+}
+
+/// The framing state of one connection: the bytes not yet framed, and whether the rest of an
+/// over-long line is being skipped.
+#[derive(Debug, Default)]
+pub struct AuditdFraming {
+    /// Bytes received but not yet framed (at most one frame).
+    pub buf: Vec<u8>,
+    /// True while the rest of an over-long line is skipped, up to its newline: its tail must not
+    /// be read as a record of its own.
+    pub discarding: bool,
+}
+
+impl AuditdFraming {
+    /// Appends `data` and parses every complete frame (see [`parse_auditd_frames`]).
+    pub fn push(&mut self, data: &[u8], max_record: usize, out: &mut Vec<AuditdFrame>) {
+        let data = if self.discarding {
+            match memchr::memchr(b'\n', data) {
+                Some(nl) => {
+                    self.discarding = false;
+                    &data[nl + 1..]
+                }
+                None => return,
+            }
+        } else {
+            data
+        };
+        self.buf.extend_from_slice(data);
+        self.discarding = parse_auditd_frames(&mut self.buf, max_record, out);
+    }
 }
 
 /// Parses as many complete frames as `buf` holds, removing them from it. Pure; the fuzz entry
 /// point for the auditd framing. A managed frame starts with the magic; anything else is ascii
-/// text up to a newline.
-pub fn parse_auditd_frames(buf: &mut Vec<u8>, max_record: usize, out: &mut Vec<AuditdFrame>) {
+/// text up to a newline. Returns true when `buf` ended in the middle of an over-long line (after
+/// a [`AuditdFrame::TooLong`]): the caller must skip what follows up to the next newline
+/// ([`AuditdFraming`] does).
+pub fn parse_auditd_frames(
+    buf: &mut Vec<u8>,
+    max_record: usize,
+    out: &mut Vec<AuditdFrame>,
+) -> bool {
     let magic = RMW_MAGIC.to_le_bytes();
     let mut start = 0;
+    let mut discarding = false;
     loop {
         let rest = &buf[start..];
         if rest.is_empty() {
@@ -96,6 +138,7 @@ pub fn parse_auditd_frames(buf: &mut Vec<u8>, max_record: usize, out: &mut Vec<A
                     if rest.len() > max_record {
                         out.push(AuditdFrame::TooLong(rest.len()));
                         start = buf.len();
+                        discarding = true;
                     }
                     break;
                 }
@@ -103,30 +146,83 @@ pub fn parse_auditd_frames(buf: &mut Vec<u8>, max_record: usize, out: &mut Vec<A
         }
     }
     buf.drain(..start);
+    discarding
+}
+
+/// The listed peers, most specific network first.
+pub(super) struct Peers {
+    nets: Vec<(PeerAddr, String)>,
+    allow_unprivileged_ports: bool,
+}
+
+impl Peers {
+    pub(super) fn new(cfg: &AuditdConfig) -> Peers {
+        let mut nets: Vec<(PeerAddr, String)> = cfg
+            .peers
+            .iter()
+            .map(|p| (p.addr, p.agent_id.clone()))
+            .collect();
+        nets.sort_by_key(|(a, _)| std::cmp::Reverse(a.prefix_len()));
+        Peers {
+            nets,
+            allow_unprivileged_ports: cfg.allow_unprivileged_ports,
+        }
+    }
+
+    /// The agent id of a connection from `peer`, or why it is refused.
+    fn admit(&self, peer: SocketAddr) -> Result<&str, Refusal> {
+        let Some((_, agent)) = self.nets.iter().find(|(a, _)| a.contains(peer.ip())) else {
+            return Err(Refusal::UnknownPeer);
+        };
+        if peer.port() >= 1024 && !self.allow_unprivileged_ports {
+            return Err(Refusal::UnprivilegedPort);
+        }
+        Ok(agent)
+    }
 }
 
 pub(super) async fn auditd_loop(
     listener: TcpListener,
-    peers: Arc<HashMap<IpAddr, String>>,
+    peers: Arc<Peers>,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limit = ConnLimit::new(
+        "ingest-auditd",
+        state.limits.max_connections,
+        state.limits.max_connections_per_peer,
+    );
     loop {
-        let Some((tcp, peer)) = accept(&listener, &mut shutdown, "auditd").await else {
-            return;
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    limit.accept_failed(&e, Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
         };
-        let Some(agent) = peers.get(&peer.ip()).cloned() else {
-            tracing::warn!(message = "ingest: auditd connection from an unknown peer refused", %peer);
-            drop(tcp);
+        // Dropping `tcp` closes it: nothing of a refused connection is read.
+        let agent = match peers.admit(peer) {
+            Ok(a) => a.to_string(),
+            Err(why) => {
+                limit.refuse(why, Some(peer.ip()));
+                continue;
+            }
+        };
+        let Some(permit) = limit.admit(Some(peer.ip())) else {
             continue;
         };
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let stats = limit.stats().clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let activity = crate::agents::activity();
             activity.connected(&agent, "auditd", &peer.to_string());
             let id = agent.clone();
-            if let Err(e) = auditd_conn(tcp, agent, state, shutdown).await {
+            if let Err(e) = auditd_conn(tcp, agent, state, shutdown, &stats).await {
                 tracing::info!(message = "ingest: auditd connection closed", %peer, error = %e);
             }
             activity.disconnected(&id, "auditd");
@@ -140,11 +236,12 @@ async fn auditd_conn(
     agent: String,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
+    stats: &crate::edge::ListenerStats,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let idle = Duration::from_secs(state.limits.auditd_idle_secs);
     let max_record = state.limits.max_record_bytes.min(1 << 20);
-    let mut buf = Vec::with_capacity(64 << 10);
+    let mut framing = AuditdFraming::default();
     let mut chunk = vec![0u8; 64 << 10];
     let mut frames = Vec::new();
     let mut line_no = 0u64;
@@ -159,12 +256,12 @@ async fn auditd_conn(
         if n == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
         frames.clear();
-        parse_auditd_frames(&mut buf, max_record, &mut frames);
+        framing.push(&chunk[..n], max_record, &mut frames);
         // Spool every record of this read as one batch, then acknowledge the managed ones.
         let mut records = Vec::new();
         let mut acks: Vec<(u32, u32)> = Vec::new();
+        let mut rejected = 0u64;
         for f in frames.drain(..) {
             line_no += 1;
             match f {
@@ -178,21 +275,33 @@ async fn auditd_conn(
                     seq,
                     text,
                 } => {
-                    if let Some(r) = check_audit_line(&agent, line_no, &text) {
-                        records.push(r);
+                    match check_audit_line(&agent, line_no, &text) {
+                        Some(r) => records.push(r),
+                        None => rejected += 1,
                     }
                     acks.push((RMW_TYPE_ACK, seq));
                 }
                 AuditdFrame::Managed { kind, seq, .. } => {
                     tracing::warn!(message = "ingest: auditd message of an unknown type ignored", kind, seq, agent = %agent);
                 }
-                AuditdFrame::Line(text) => {
-                    if let Some(r) = check_audit_line(&agent, line_no, &text) {
-                        records.push(r);
-                    }
-                }
+                AuditdFrame::Line(text) => match check_audit_line(&agent, line_no, &text) {
+                    Some(r) => records.push(r),
+                    None => rejected += 1,
+                },
                 AuditdFrame::TooLong(size) => {
-                    tracing::warn!(message = "ingest: auditd record over the size limit dropped", size, limit = max_record, agent = %agent);
+                    rejected += 1;
+                    let total = stats
+                        .lines_discarded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    tracing::warn!(
+                        message = "ingest: auditd line over the record limit discarded up to its end; the next line is read",
+                        record = line_no,
+                        seen_bytes = size,
+                        limit = max_record,
+                        agent = %agent,
+                        discarded_lines_total = total,
+                    );
                 }
             }
         }
@@ -207,8 +316,9 @@ async fn auditd_conn(
                             &agent,
                             "auditd",
                             records.len() as u64,
-                            0,
+                            rejected,
                         );
+                        rejected = 0;
                         break;
                     }
                     Ok(Err(SpoolError::Full { .. })) if attempt < 20 => {
@@ -232,6 +342,9 @@ async fn auditd_conn(
                     Err(e) => return Err(std::io::Error::other(e.to_string())),
                 }
             }
+        }
+        if rejected > 0 {
+            crate::agents::activity().records(&agent, "auditd", 0, rejected);
         }
         if !acks.is_empty() {
             let mut out = Vec::with_capacity(acks.len() * RMW_HEADER);
@@ -271,7 +384,7 @@ mod tests {
         buf.extend_from_slice(b"type=X line\n");
         buf.extend_from_slice(&rmw_header(RMW_TYPE_HEARTBEAT, 0, 8)[..10]);
         let mut out = Vec::new();
-        parse_auditd_frames(&mut buf, 1024, &mut out);
+        assert!(!parse_auditd_frames(&mut buf, 1024, &mut out));
         assert_eq!(
             out,
             vec![
@@ -296,5 +409,79 @@ mod tests {
             }]
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_rest_of_an_over_long_line_is_discarded_and_the_next_line_read() {
+        let mut f = AuditdFraming::default();
+        let mut out = Vec::new();
+        f.push(b"type=A msg=ok\n", 32, &mut out);
+        // 40 bytes with no newline yet: over the limit of 32.
+        f.push(&[b'x'; 40], 32, &mut out);
+        assert!(f.discarding && f.buf.is_empty());
+        // Its tail, which alone would look like a record, then the next line in the same read.
+        f.push(b"type=INJECTED msg=tail\ntype=B msg=next\n", 32, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                AuditdFrame::Line(b"type=A msg=ok".to_vec()),
+                AuditdFrame::TooLong(40),
+                AuditdFrame::Line(b"type=B msg=next".to_vec()),
+            ]
+        );
+        assert!(!f.discarding);
+        // A line whose newline is in the same read is dropped whole, and nothing is skipped after.
+        out.clear();
+        let mut long = vec![b'y'; 50];
+        long.extend_from_slice(b"\ntype=C msg=c\n");
+        f.push(&long, 32, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                AuditdFrame::TooLong(50),
+                AuditdFrame::Line(b"type=C msg=c".to_vec())
+            ]
+        );
+        assert!(!f.discarding);
+    }
+
+    #[test]
+    fn peers_by_network_and_source_port() {
+        let cfg: AuditdConfig = toml_like(false);
+        let p = Peers::new(&cfg);
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(p.admit(at("10.0.0.7:60")), Ok("net"));
+        assert_eq!(
+            p.admit(at("10.0.0.5:60")),
+            Ok("host"),
+            "the most specific peer"
+        );
+        assert_eq!(p.admit(at("[::ffff:10.0.0.5]:60")), Ok("host"));
+        assert_eq!(p.admit(at("10.0.1.1:60")), Err(Refusal::UnknownPeer));
+        assert_eq!(
+            p.admit(at("10.0.0.5:40000")),
+            Err(Refusal::UnprivilegedPort)
+        );
+        let open = Peers::new(&toml_like(true));
+        assert_eq!(open.admit(at("10.0.0.5:40000")), Ok("host"));
+    }
+
+    fn toml_like(allow: bool) -> AuditdConfig {
+        AuditdConfig {
+            listen: "127.0.0.1:60".parse().unwrap(),
+            peers: vec![
+                super::super::AuditdPeer {
+                    addr: "10.0.0.0/24".parse().unwrap(),
+                    agent_id: "net".into(),
+                    host_name: None,
+                },
+                super::super::AuditdPeer {
+                    addr: "10.0.0.5".parse().unwrap(),
+                    agent_id: "host".into(),
+                    host_name: None,
+                },
+            ],
+            allow_unprivileged_ports: allow,
+        }
     }
 }

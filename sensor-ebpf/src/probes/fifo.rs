@@ -9,9 +9,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{kind, op, FifoRecord, Pending};
+use sensor_common::{kind, op, FifoRecord};
 
-use crate::{arg, fill_header, kread, submit, AT_FDCWD, PENDING};
+use crate::{arg, fill_header, kread, submit, OpenSlot, AT_FDCWD, OPEN_SLOTS, OPEN_SLOTS_N};
 
 const S_IFMT: u32 = 0o170000;
 const S_IFIFO: u32 = 0o010000;
@@ -90,14 +90,18 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn open_enter(dfd: i32, path: u64, fl: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let p = Pending {
-        ptr: path,
-        op: op::FIFO_OPEN,
-        arg: fl,
-        fd: dfd,
-        _pad: 0,
-    };
-    let _ = PENDING.insert(&tid, &p, 0);
+    if let Some(slot) = OPEN_SLOTS.get_ptr_mut(tid & (OPEN_SLOTS_N - 1)) {
+        // SAFETY: an array map value of this type; this thread owns the slot until its exit.
+        unsafe {
+            *slot = OpenSlot {
+                tid,
+                flags: fl,
+                dfd,
+                _pad: 0,
+                ptr: path,
+            };
+        }
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
@@ -120,12 +124,17 @@ pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
 
 fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
+    let Some(slot) = OPEN_SLOTS.get_ptr_mut(tid & (OPEN_SLOTS_N - 1)) else {
         return Ok(());
     };
-    let _ = PENDING.remove(&tid);
-    if p.op != op::FIFO_OPEN {
-        return Ok(());
+    // SAFETY: an array map value of this type.
+    let p = unsafe { *slot };
+    // This thread's entry (the slot is freed), or another thread's that shares the slot (left
+    // alone: its own exit reads it), or none (the program attached during the call).
+    let mine = p.tid == tid && tid != 0;
+    if mine {
+        // SAFETY: as above.
+        unsafe { (*slot).tid = 0 };
     }
     let ret: i64 = unsafe { arg(ctx, 16) };
     if ret < 0 {
@@ -140,12 +149,19 @@ fn try_open_exit(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         fill_header(&raw mut (*r).hdr, kind::FIFO_OPEN);
         (*r).op = op::FIFO_OPEN;
-        (*r).flags = p.arg;
         (*r).ret = ret as i32;
-        (*r).dfd = p.fd;
         (*r).path[0] = 0;
-        if bpf_probe_read_user_str_bytes(p.ptr as *const u8, &mut (*r).path).is_err() {
-            (*r).path[0] = 0;
+        if mine {
+            (*r).flags = p.flags;
+            (*r).dfd = p.dfd;
+            if bpf_probe_read_user_str_bytes(p.ptr as *const u8, &mut (*r).path).is_err() {
+                (*r).path[0] = 0;
+            }
+        } else {
+            // The entry was lost to a thread sharing the slot: the FIFO open is still reported,
+            // without path and flags.
+            (*r).flags = 0;
+            (*r).dfd = AT_FDCWD;
         }
     }
     submit(entry);

@@ -110,6 +110,14 @@ impl MetaReader {
         c
     }
 
+    /// API sockets not reachable now, with the error (the status' view).
+    pub fn unreachable(&self) -> BTreeMap<String, String> {
+        self.status
+            .lock()
+            .map(|s| s.unreachable.clone())
+            .unwrap_or_default()
+    }
+
     fn podman_store(&self, c: &mut Container) {
         for dir in STORES {
             let Some(Json::Array(list)) = read_json(&Path::new(dir).join("containers.json")) else {

@@ -7,14 +7,19 @@
 //! cgroup id changed. Resolution reads `/proc/<pid>/cgroup` (checked against the cgroup id with a
 //! `stat` of the directory under the unified mount, or found by a walk of that mount when the
 //! process is gone), then parses the path ([`parse_cgroup_path`]). Results are cached per cgroup id
-//! (bounded); a new cgroup (a container started) is resolved afresh, metadata included.
+//! (bounded); a new cgroup (a container started) is resolved afresh. A new container gets its id
+//! at once; its metadata is asked for on the [`worker`] thread (a bounded queue) and put on its
+//! processes when the answer arrives ([`Containers::poll`]), so a slow runtime never holds up the
+//! ring buffer's consumer.
 //!
 //! Every read of a runtime's files or sockets is in [`meta`] (what the daemon needs to be allowed
 //! to read is listed there).
 
+pub mod helper;
 pub mod meta;
+pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -331,7 +336,13 @@ pub struct Containers {
     /// what it found (inode -> path).
     last_walk: Option<std::time::Instant>,
     walked: HashMap<u64, String>,
-    meta: meta::MetaReader,
+    /// Containers by container id: described, or id-only while their metadata is asked for.
+    by_id: HashMap<String, Arc<Container>>,
+    /// Container ids whose metadata was asked for and has not come yet.
+    asked: HashSet<String>,
+    /// Requests the full queue did not take, asked again at the next [`Containers::poll`].
+    unqueued: Vec<CgroupMatch>,
+    worker: Option<worker::Worker>,
     status: SharedStatus,
 }
 
@@ -348,7 +359,14 @@ impl Containers {
             by_cgroup: HashMap::new(),
             last_walk: None,
             walked: HashMap::new(),
-            meta: meta::MetaReader::new(cfg, status.clone()),
+            by_id: HashMap::new(),
+            asked: HashSet::new(),
+            unqueued: Vec::new(),
+            worker: if cfg.enabled {
+                worker::Worker::start(cfg, status.clone())
+            } else {
+                None
+            },
             status,
         }
     }
@@ -462,12 +480,7 @@ impl Containers {
             .as_deref()
             .and_then(parse_cgroup_path)
             .or_else(|| v1.iter().find_map(|p| parse_cgroup_path(p)));
-        let container = found.map(|m| Arc::new(self.meta.describe(&m)));
-        if container.is_some() {
-            if let Ok(mut s) = self.status.lock() {
-                s.containers_seen += 1;
-            }
-        }
+        let container = found.map(|m| self.container_of(&m));
         // Cache by cgroup id only where the id names a cgroup of its own: the root cgroup is shared
         // by every process of a host whose runtime uses v1 controllers only.
         if id > 1 && path.as_deref().is_some_and(|p| p != "/") {
@@ -480,6 +493,68 @@ impl Containers {
             }
         }
         container
+    }
+
+    /// The container `m` names: known already, or new (its id now, its metadata asked for).
+    fn container_of(&mut self, m: &CgroupMatch) -> Arc<Container> {
+        if let Some(c) = self.by_id.get(&m.id) {
+            return c.clone();
+        }
+        let c = Arc::new(worker::id_only(m));
+        if self.by_id.len() >= self.cfg.max_cgroups.max(1) {
+            self.by_id.clear();
+        }
+        self.by_id.insert(m.id.clone(), c.clone());
+        if let Ok(mut s) = self.status.lock() {
+            s.containers_seen += 1;
+        }
+        self.ask(m.clone());
+        c
+    }
+
+    fn ask(&mut self, m: CgroupMatch) {
+        let Some(w) = &self.worker else { return };
+        if self.asked.contains(&m.id) {
+            return;
+        }
+        match w.request(&m) {
+            Ok(()) => {
+                self.asked.insert(m.id);
+            }
+            Err(worker::Refused::Full) => {
+                if self.unqueued.len() < 4 * worker::QUEUE {
+                    self.unqueued.push(m);
+                }
+            }
+            Err(worker::Refused::Gone) => {}
+        }
+    }
+
+    /// Metadata that arrived since the last call: each described container (the process table
+    /// replaces the id-only one its processes carry). Also asks again what the full queue refused.
+    pub fn poll(&mut self) -> Vec<Arc<Container>> {
+        let mut out = Vec::new();
+        let answers: Vec<Container> = match &self.worker {
+            Some(w) => std::iter::from_fn(|| w.answer()).collect(),
+            None => return out,
+        };
+        for c in answers {
+            self.asked.remove(&c.id);
+            let c = Arc::new(c);
+            if self.by_id.contains_key(&c.id) {
+                self.by_id.insert(c.id.clone(), c.clone());
+            }
+            for v in self.by_cgroup.values_mut() {
+                if v.as_ref().is_some_and(|old| old.id == c.id) {
+                    *v = Some(c.clone());
+                }
+            }
+            out.push(c);
+        }
+        for m in std::mem::take(&mut self.unqueued) {
+            self.ask(m);
+        }
+        out
     }
 
     /// The path (relative to the cgroup2 mount, with a leading `/`) of the directory whose inode
@@ -610,6 +685,57 @@ mod tests {
         assert_eq!(c.for_pid(pid, u64::MAX - 7), (None, 0));
         let disabled = Containers::disabled().for_pid(pid, 5);
         assert_eq!(disabled, (None, 5));
+    }
+
+    /// A new container is given at once (id only), its metadata comes from the worker thread and
+    /// replaces it for later lookups; the same container is asked for once.
+    #[test]
+    fn metadata_arrives_after_the_id() {
+        let cfg = ContainerConfig {
+            docker_socket: "/nonexistent/docker.sock".into(),
+            podman_socket: "/nonexistent/podman.sock".into(),
+            ..ContainerConfig::default()
+        };
+        let status = SharedStatus::default();
+        let mut c = Containers::new(&cfg, status.clone());
+        let m = CgroupMatch {
+            id: ID.into(),
+            runtime: "docker",
+            pod_uid: Some("0c9f2a1e-55f5-4b8e-9d7c-2a8a9d1f4e11".into()),
+        };
+        let first = c.container_of(&m);
+        assert_eq!(first.id, ID);
+        assert!(first.name.is_none());
+        assert!(first
+            .fields
+            .iter()
+            .any(|(f, v)| *f == Field::intern("kubernetes.pod.uid")
+                && *v == Value::Str("0c9f2a1e-55f5-4b8e-9d7c-2a8a9d1f4e11".into())));
+        // Asked once, however often it is met before the answer.
+        assert!(Arc::ptr_eq(&c.container_of(&m), &first));
+        assert_eq!(c.asked.len(), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let described = loop {
+            let got = c.poll();
+            if let Some(d) = got.into_iter().find(|d| d.id == ID) {
+                break d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer from the worker"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(!Arc::ptr_eq(&described, &first));
+        assert!(Arc::ptr_eq(&c.container_of(&m), &described));
+        assert!(c.asked.is_empty());
+        // The unreachable Docker socket is in the status (the worker asked it).
+        assert!(status
+            .lock()
+            .unwrap()
+            .unreachable
+            .contains_key("/nonexistent/docker.sock"));
+        assert_eq!(status.lock().unwrap().containers_seen, 1);
     }
 
     #[test]

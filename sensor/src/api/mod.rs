@@ -2,18 +2,22 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/alerts?status=&severity=&rule=&host=&container=&namespace=&since=&after_id=&limit=` | list alerts (newest first) |
+//! | `GET /v1/alerts?status=&severity=&rule=&host=&source=&container=&namespace=&since=&after_id=&limit=` | list alerts (newest first) |
 //! | `GET /v1/alerts/{id}` | one alert with evidence and history |
 //! | `POST /v1/alerts/{id}/status` `{"status","reason","user"}` | ack, close, suppress, reopen |
 //! | `GET /v1/alerts/stream` | new alerts as NDJSON, as they are stored |
-//! | `GET /v1/status` | sources, rates, losses, pending state, rules, store |
+//! | `GET /v1/status` | sources, rates, losses, pending state, rules, store; on a central node the fleet (partitions, owners, lag, bus) |
 //! | `POST /v1/reload` | reload rules and settings (as SIGHUP) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus text, probes |
 //!
 //! Architecture Invariant: every connection is authenticated before any handler runs: on the Unix socket
 //! by the peer's uid (SO_PEERCRED: root or `api.allow_uids`), on TCP by TLS plus a bearer token. Handlers
 //! see only an authenticated [`Peer`].
+//!
+//! The handlers serve any [`AlertStore`]: the daemon's SQLite store ([`crate::store::LocalAlerts`]) or,
+//! on a central node of a fleet ([`serve_central`]), the fleet's PostgreSQL store.
 
+mod central;
 mod state;
 
 use std::collections::HashMap;
@@ -27,13 +31,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ingest::edge::{ConnLimit, Refusal};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use alert_store::AccessError;
+
 use crate::config::Config;
-use crate::store::{AlertFilter, Status, StoreError};
+use crate::store::{AlertFilter, Status};
+pub use central::{serve_central, CentralApi};
 pub(crate) use state::{
     accepts_released, hold_accepts, release_accepts, Control, DaemonInfo, Shared,
 };
@@ -54,19 +62,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        }
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> ApiError {
+        let code = match e {
+            AccessError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccessError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AccessError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
     }
 }
 
 fn gone() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the alert store is shutting down".into(),
+        "the daemon is shutting down".into(),
     )
 }
 
@@ -117,6 +127,7 @@ fn filter_from(q: &HashMap<String, String>) -> Result<AlertFilter, ApiError> {
             }
             "rule" => f.rule = Some(v.clone()),
             "host" => f.host = Some(v.clone()),
+            "source" => f.source = Some(v.clone()),
             "container" => f.container = Some(v.clone()),
             "namespace" => f.namespace = Some(v.clone()),
             "since" => f.since_ns = Some(parse_since(v, crate::clock::wall_ns()).map_err(bad)?),
@@ -143,11 +154,7 @@ async fn list_alerts(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let f = filter_from(&q)?;
-    let alerts = s
-        .store
-        .call(move |st| st.list(&f))
-        .await
-        .ok_or_else(gone)??;
+    let alerts = s.store.list(f).await?;
     Ok(Json(json!({ "alerts": alerts })).into_response())
 }
 
@@ -158,11 +165,7 @@ async fn get_alert(
     let id: i64 = id
         .parse()
         .map_err(|_| bad(format!("alert id `{id}` is not a number")))?;
-    let detail = s
-        .store
-        .call(move |st| st.get(id))
-        .await
-        .ok_or_else(gone)??;
+    let detail = s.store.get(id).await?;
     Ok(Json(detail).into_response())
 }
 
@@ -196,44 +199,32 @@ async fn set_status(
         Some(u) => format!("{u} ({})", peer.actor),
         None => peer.actor,
     };
-    let now = crate::clock::wall_ns();
-    let reason = change.reason;
-    let alert = s
-        .store
-        .call(move |st| st.set_status(id, status, &actor, &reason, now))
-        .await
-        .ok_or_else(gone)??;
+    let change = alert_store::StatusChange {
+        status,
+        actor,
+        reason: change.reason,
+        now_ns: crate::clock::wall_ns(),
+    };
+    let alert = s.store.set_status(id, change).await?;
     Ok(Json(alert).into_response())
 }
 
-async fn stream_alerts(State(s): State<Shared>) -> Response {
-    let Some(tx) = s.alerts.upgrade() else {
-        return gone().into_response();
-    };
-    let rx = tx.subscribe();
-    drop(tx);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(u) if u.new => {
-                    let mut line = serde_json::to_vec(&u.alert).unwrap_or_default();
-                    line.push(b'\n');
-                    return Some((Ok::<_, Infallible>(line), rx));
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+async fn stream_alerts(State(s): State<Shared>) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let stream = s.store.tail().await?.map(|a| {
+        let mut line = serde_json::to_vec(&a).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(line)
     });
-    (
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
-    let store = s.store.call(|st| st.stats()).await.ok_or_else(gone)??;
+    let store = s.store.stats().await?;
     let rates = s.info.rates();
     let mut sources = Vec::new();
     for src in &s.info.sources {
@@ -253,7 +244,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         sources.push(v);
     }
     let m = &s.metrics;
-    Ok(Json(json!({
+    let mut answer = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_secs": s.info.started.elapsed().as_secs(),
@@ -268,12 +259,16 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "ingest_clients": ingest::agents::activity().connected_count(),
         "ingest_agents": ingest::agents::activity().snapshot(),
         "ingest_rejects": m.ingest_rejects.load(Relaxed),
+        "listeners": ingest::edge::snapshot(),
         "ingest_ecs_uncategorized": m.ingest_ecs_uncategorized.load(Relaxed),
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
         "store": store,
-    }))
-    .into_response())
+    });
+    if let Some(fleet) = &s.fleet {
+        answer["fleet"] = fleet.status().await;
+    }
+    Ok(Json(answer).into_response())
 }
 
 async fn reload(State(s): State<Shared>) -> Result<Response, ApiError> {
@@ -300,7 +295,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
 }
 
 async fn ready(State(s): State<Shared>) -> Result<&'static str, ApiError> {
-    s.store.call(|_| ()).await.ok_or_else(gone)?;
+    s.store.ready().await?;
     Ok("ready\n")
 }
 
@@ -312,7 +307,18 @@ enum Gate {
     Token { token: Arc<str>, peer: Peer },
 }
 
-async fn serve_conn<IO>(io: IO, router: Router, gate: Gate)
+/// How a listener serves its connections.
+#[derive(Clone, Copy)]
+struct ConnOpts {
+    /// Time a client has to send a request's headers (idle keep-alive connections included).
+    header_timeout: std::time::Duration,
+    /// HTTP/1 only (the TCP and metrics listeners: an HTTP/2 connection has no header timeout).
+    http1_only: bool,
+}
+
+/// Serves one connection; true when it was closed because a request's headers did not arrive
+/// within the header timeout.
+async fn serve_conn<IO>(io: IO, router: Router, gate: Gate, opts: ConnOpts) -> bool
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -347,9 +353,26 @@ where
             router.oneshot(req.map(axum::body::Body::new)).await
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
-        tracing::debug!(error = %e, "control API connection ended with an error");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if opts.http1_only {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    match builder.serve_connection(TokioIo::new(io), svc).await {
+        Err(e)
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout) =>
+        {
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "control API connection ended with an error");
+            false
+        }
+        Ok(()) => false,
     }
 }
 
@@ -375,12 +398,9 @@ pub fn remove_socket(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// An `accept` error (EMFILE, ENFILE, ENOBUFS...) persists until something is freed: say so and
-/// wait a little rather than retry at once, which would spin a core.
-async fn accept_failed(listener: &str, e: &std::io::Error) {
-    tracing::warn!(listener, error = %e, "accept failed; pausing 100 ms");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-}
+/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS...): the error persists until
+/// something is freed, and retrying at once would spin a core.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
@@ -420,16 +440,22 @@ pub(crate) async fn serve(
     tracing::info!(socket = %path.display(), mode = %cfg.api.socket_mode, "control API listening");
     let r = router.clone();
     let mut sd = shutdown.clone();
+    let opts = ConnOpts {
+        header_timeout: cfg.api.header_timeout.0,
+        http1_only: false,
+    };
+    let limit = ConnLimit::new("api-socket", cfg.api.max_connections, 0);
     set.spawn(async move {
         state::accepts_released().await;
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(x) => x,
-                    Err(e) => { accept_failed("control socket", &e).await; continue; }
+                    Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue; }
                 },
                 _ = sd.changed() => return,
             };
+            let Some(permit) = limit.admit(None) else { continue };
             let gate = match stream.peer_cred() {
                 Ok(c) if allowed.contains(&c.uid()) => Gate::Allow(Peer { actor: user_name(c.uid()) }),
                 Ok(c) => {
@@ -441,7 +467,11 @@ pub(crate) async fn serve(
                 }
                 Err(e) => Gate::Deny(StatusCode::FORBIDDEN, format!("cannot identify the caller: {e}")),
             };
-            tokio::spawn(serve_conn(stream, r.clone(), gate));
+            let r = r.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_conn(stream, r, gate, opts).await
+            });
         }
     });
 
@@ -456,30 +486,50 @@ pub(crate) async fn serve(
         tracing::info!(listen = %tcp.listen, "control API listening on TCP with TLS and a token");
         let r = router.clone();
         let mut sd = shutdown.clone();
+        let opts = ConnOpts {
+            header_timeout: cfg.api.header_timeout.0,
+            http1_only: true,
+        };
+        let handshake = cfg.api.handshake_timeout.0;
+        let limit = ConnLimit::new(
+            "api-tcp",
+            cfg.api.max_connections,
+            cfg.api.max_connections_per_peer,
+        );
         set.spawn(async move {
             state::accepts_released().await;
             loop {
                 let (stream, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("control API (TCP)", &e).await; continue } },
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue } },
                     _ = sd.changed() => return,
                 };
+                let Some(permit) = limit.admit(Some(addr.ip())) else { continue };
                 let acceptor = acceptor.clone();
                 let r = r.clone();
                 let token = token.clone();
+                let limit = limit.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(tls) => {
+                    let _permit = permit;
+                    let why = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
                             let gate = Gate::Token {
                                 token,
                                 peer: Peer {
                                     actor: format!("token holder at {addr}"),
                                 },
                             };
-                            serve_conn(tls, r, gate).await;
+                            serve_conn(tls, r, gate, opts)
+                                .await
+                                .then_some(Refusal::HeaderTimeout)
                         }
-                        Err(e) => {
-                            tracing::debug!(%addr, error = %e, "control API TLS handshake failed")
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "control API TLS handshake failed");
+                            Some(Refusal::HandshakeFailed)
                         }
+                        Err(_) => Some(Refusal::HandshakeTimeout),
+                    };
+                    if let Some(why) = why {
+                        limit.refuse(why, Some(addr.ip()));
                     }
                 });
             }
@@ -502,20 +552,34 @@ pub(crate) async fn serve(
             .route("/readyz", get(ready))
             .with_state(shared);
         let mut sd = shutdown;
+        let opts = ConnOpts {
+            header_timeout: cfg.api.header_timeout.0,
+            http1_only: true,
+        };
+        let limit = ConnLimit::new(
+            "metrics",
+            cfg.api.max_connections,
+            cfg.api.max_connections_per_peer,
+        );
         set.spawn(async move {
             state::accepts_released().await;
             loop {
-                let (stream, _) = tokio::select! {
-                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { accept_failed("metrics", &e).await; continue } },
+                let (stream, addr) = tokio::select! {
+                    a = listener.accept() => match a { Ok(x) => x, Err(e) => { limit.accept_failed(&e, ACCEPT_PAUSE).await; continue } },
                     _ = sd.changed() => return,
                 };
-                tokio::spawn(serve_conn(
-                    stream,
-                    r.clone(),
-                    Gate::Allow(Peer {
+                let Some(permit) = limit.admit(Some(addr.ip())) else { continue };
+                let r = r.clone();
+                let limit = limit.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let gate = Gate::Allow(Peer {
                         actor: "metrics".into(),
-                    }),
-                ));
+                    });
+                    if serve_conn(stream, r, gate, opts).await {
+                        limit.refuse(Refusal::HeaderTimeout, Some(addr.ip()));
+                    }
+                });
             }
         });
     }

@@ -33,6 +33,10 @@ pub(crate) struct Args {
     /// Podman's API socket, where container labels are read (default /run/podman/podman.sock).
     #[arg(long)]
     pub(crate) podman_socket: Option<std::path::PathBuf>,
+    /// No container identity: the kernel programs do not read the cgroup id and nothing is
+    /// resolved (the "without" side of the container-identity benchmark).
+    #[arg(long)]
+    pub(crate) no_containers: bool,
     /// Benchmarks only: attach the reference probe (`floor_socket`) instead of the sensor and
     /// count its records; prints nothing on stdout.
     #[arg(long, hide = true)]
@@ -87,6 +91,9 @@ async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &args.podman_socket {
         cfg.containers.podman_socket.clone_from(p);
+    }
+    if args.no_containers {
+        cfg.containers.enabled = false;
     }
     use tokio::signal::unix::{signal, SignalKind};
     // Registered once, before the "attached" line, so that no SIGINT/SIGTERM is missed.

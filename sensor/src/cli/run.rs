@@ -23,6 +23,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread exists, so that every thread has it: nothing this process ever executes can
     // gain privileges (setuid binaries, file capabilities). The flag is per thread and inherited.
     nix::sys::prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
+    // The listeners' connection caps, not the soft open-files limit, should bound them.
+    match ingest::edge::raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::debug!(soft, hard, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sensor")

@@ -299,6 +299,16 @@ pub struct ApiConfig {
     pub allow_uids: Vec<u32>,
     /// Octal file mode of the socket, as a string (`"0600"`).
     pub socket_mode: String,
+    /// Connections open at once on each of the control socket, `[api.tcp]` and `[metrics]`;
+    /// beyond, new ones are closed at once (counted in `sensor_listener_refused_total`).
+    pub max_connections: usize,
+    /// Connections open at once from one address on `[api.tcp]` and `[metrics]` (0: no cap).
+    pub max_connections_per_peer: usize,
+    /// Time allowed for a client to send a request's headers (also closes idle keep-alive
+    /// connections), on every control API and metrics listener.
+    pub header_timeout: Duration,
+    /// Time allowed for the TLS handshake on `[api.tcp]`.
+    pub handshake_timeout: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpApiConfig>,
 }
@@ -309,6 +319,10 @@ impl Default for ApiConfig {
             socket: PathBuf::from("/run/sensor/control.sock"),
             allow_uids: Vec::new(),
             socket_mode: "0600".into(),
+            max_connections: 256,
+            max_connections_per_peer: 32,
+            header_timeout: Duration(std::time::Duration::from_secs(10)),
+            handshake_timeout: Duration(std::time::Duration::from_secs(10)),
             tcp: None,
         }
     }

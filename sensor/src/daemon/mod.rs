@@ -28,6 +28,7 @@
 mod correlate;
 mod housekeeping;
 pub mod live;
+pub mod meta_helper;
 pub mod privilege;
 mod sources;
 
@@ -196,6 +197,17 @@ pub async fn run_with_metrics(
     // here on wait for the drop before accepting (see privilege.rs).
     let privilege_plan =
         privilege::plan(&cfg, config_path.as_deref()).map_err(DaemonError::Privileges)?;
+    // Container runtimes' files and sockets are root-only: a helper process, started while still
+    // root, reads them for the kernel sensor once the daemon has no capability (meta_helper.rs).
+    if let Some(plan) = &privilege_plan {
+        if cfg.kernel_enabled() {
+            if let Ok(k) = cfg.kernel_config() {
+                if k.containers.enabled {
+                    meta_helper::start(&k.containers, plan.uid(), plan.gid());
+                }
+            }
+        }
+    }
     let store = crate::store::Store::open(&cfg.store_config())?;
     tracing::info!(path = %store.path().display(), "alert store open (SQLite, WAL, schema v{})", store.schema_version()?);
 
@@ -262,11 +274,14 @@ pub async fn run_with_metrics(
 
     let (control_tx, control_rx) = mpsc::channel::<Control>(8);
     let shared = Shared {
-        store: store_handle.clone(),
+        store: Arc::new(crate::store::LocalAlerts::new(
+            store_handle.clone(),
+            alerts_tx.downgrade(),
+        )),
         metrics: metrics.clone(),
-        alerts: alerts_tx.downgrade(),
         control: control_tx,
         info: info.clone(),
+        fleet: None,
     };
     let api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await

@@ -24,6 +24,8 @@
 //! `status`, `cmdline` and `cgroup` stay readable. What does not: `/proc/<pid>/exe` of another user's
 //! process loaded lazily after the drop (the table is seeded before it, and exec records carry the
 //! path), and root-only files (a 0600 config file cannot be re-read on SIGHUP; the error says so).
+//! Container runtimes' root-only files and sockets are read by a separate, confined helper process
+//! started before the drop (`meta_helper.rs`), not by a thread of this one.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,16 @@ pub(crate) struct Plan {
     /// Files the daemon re-reads later (config on reload, rule files, file sources): only warned
     /// about when the user cannot read them.
     reads: Vec<(&'static str, PathBuf)>,
+}
+
+impl Plan {
+    pub(crate) fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub(crate) fn gid(&self) -> Gid {
+        self.gid
+    }
 }
 
 /// What the daemon does about privileges, decided before anything starts: `None` when it is not

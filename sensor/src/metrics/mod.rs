@@ -4,6 +4,7 @@
 //! per-source and per-rule series is locked only when a source or rule is added and when `/metrics`
 //! is scraped.
 
+mod listeners;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -278,6 +279,7 @@ impl Metrics {
             "Rejected reloads (the previous rules stay).",
             one(self.reload_failures.load(Relaxed).to_string()),
         );
+        listeners::render(&mut out);
         self.latency.render(
             &mut out,
             "sensor_alert_latency_seconds",

@@ -9,6 +9,9 @@ use serde_json::Value;
 
 pub(crate) struct Capture {
     child: Child,
+    /// Stdout, read as it comes (a sensor whose stdout pipe is full stops reading its ring
+    /// buffer: a test that waits for the sensor to get somewhere must not hold its output).
+    stdout: std::thread::JoinHandle<String>,
     stderr_lines: std::sync::mpsc::Receiver<String>,
     stderr_rest: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -23,6 +26,12 @@ pub(crate) fn start(extra: &[&str]) -> Capture {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning sensor events");
+    let mut out = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        text
+    });
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let rest = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -52,24 +61,45 @@ pub(crate) fn start(extra: &[&str]) -> Capture {
     }
     Capture {
         child,
+        stdout,
         stderr_lines: rx,
         stderr_rest: rest,
     }
 }
 
 impl Capture {
+    /// Waits until a line of the sensor's stderr contains every one of `needles`; false after
+    /// `timeout`.
+    pub(crate) fn wait_stderr(&self, needles: &[&str], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .stderr_rest
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The stderr lines so far.
+    pub(crate) fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr_rest.lock().unwrap().clone()
+    }
+
     /// Lets the reader catch up, stops the sensor with SIGINT and returns (events, stderr lines).
     pub(crate) fn stop(mut self) -> (Vec<Value>, Vec<String>) {
         std::thread::sleep(Duration::from_millis(500));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGINT) };
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let out = self.stdout.join().unwrap();
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let err = self.stderr_rest.lock().unwrap().clone();
