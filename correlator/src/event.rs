@@ -375,7 +375,8 @@ fn flatten(ev: &mut Event, prefix: &mut String, map: &serde_json::Map<String, se
     }
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
+/// What a JSON value is, in words for an error message (`an object`, `a string`, ...).
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

@@ -13,7 +13,8 @@ pub mod server;
 pub mod spool;
 
 pub use decode::{
-    decode_reader, decoder, lacks_ecs_category, uncategorized_warning, DecodeError, Decoder, Format,
+    decode_reader, decode_readers, decoder, lacks_ecs_category, uncategorized_warning, DecodeError,
+    Decoder, Format,
 };
 pub use server::{bind, serve, Bound, IngestConfig, IngestError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

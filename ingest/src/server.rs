@@ -585,6 +585,7 @@ fn authenticate<'a>(state: &'a State, req: &Request<Incoming>) -> Option<&'a Arc
     state.agents.get(&digest)
 }
 
+// Over 100 lines on purpose: the request's checks in the order the protocol answers them (route, auth, size, format, rate, spool), read top to bottom.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == "/v1/health" {

@@ -173,71 +173,39 @@ enum Attach {
     BtfTp(&'static str),
 }
 
+/// A program attached to the tracepoint of its own name in `category`.
+const fn tp(category: &'static str, name: &'static str) -> (&'static str, Attach) {
+    (name, Attach::Tp(category, name))
+}
+
+/// A program attached to the BTF-enabled raw tracepoint of its own name.
+const fn btf_tp(name: &'static str) -> (&'static str, Attach) {
+    (name, Attach::BtfTp(name))
+}
+
 const PROGRAMS: &[(&str, Attach)] = &[
-    (
-        "sched_process_exec",
-        Attach::Tp("sched", "sched_process_exec"),
-    ),
-    ("sched_process_fork", Attach::BtfTp("sched_process_fork")),
-    (
-        "sched_process_exit",
-        Attach::Tp("sched", "sched_process_exit"),
-    ),
-    (
-        "sys_enter_socket",
-        Attach::Tp("syscalls", "sys_enter_socket"),
-    ),
-    (
-        "sys_enter_socketpair",
-        Attach::Tp("syscalls", "sys_enter_socketpair"),
-    ),
-    ("sys_enter_bind", Attach::Tp("syscalls", "sys_enter_bind")),
-    ("sys_exit_bind", Attach::Tp("syscalls", "sys_exit_bind")),
-    (
-        "sys_enter_connect",
-        Attach::Tp("syscalls", "sys_enter_connect"),
-    ),
-    (
-        "sys_exit_connect",
-        Attach::Tp("syscalls", "sys_exit_connect"),
-    ),
-    (
-        "sys_enter_mknodat",
-        Attach::Tp("syscalls", "sys_enter_mknodat"),
-    ),
-    ("sys_enter_mknod", Attach::Tp("syscalls", "sys_enter_mknod")),
-    (
-        "sys_enter_openat",
-        Attach::Tp("syscalls", "sys_enter_openat"),
-    ),
-    ("sys_exit_openat", Attach::Tp("syscalls", "sys_exit_openat")),
-    ("sys_enter_open", Attach::Tp("syscalls", "sys_enter_open")),
-    ("sys_exit_open", Attach::Tp("syscalls", "sys_exit_open")),
-    (
-        "sys_enter_openat2",
-        Attach::Tp("syscalls", "sys_enter_openat2"),
-    ),
-    (
-        "sys_exit_openat2",
-        Attach::Tp("syscalls", "sys_exit_openat2"),
-    ),
-    (
-        "inet_sock_set_state",
-        Attach::Tp("sock", "inet_sock_set_state"),
-    ),
-    (
-        "sys_exit_accept4",
-        Attach::Tp("syscalls", "sys_exit_accept4"),
-    ),
-    ("sys_exit_accept", Attach::Tp("syscalls", "sys_exit_accept")),
-    (
-        "io_uring_submit_req",
-        Attach::Tp("io_uring", "io_uring_submit_req"),
-    ),
-    (
-        "io_uring_complete",
-        Attach::Tp("io_uring", "io_uring_complete"),
-    ),
+    tp("sched", "sched_process_exec"),
+    btf_tp("sched_process_fork"),
+    tp("sched", "sched_process_exit"),
+    tp("syscalls", "sys_enter_socket"),
+    tp("syscalls", "sys_enter_socketpair"),
+    tp("syscalls", "sys_enter_bind"),
+    tp("syscalls", "sys_exit_bind"),
+    tp("syscalls", "sys_enter_connect"),
+    tp("syscalls", "sys_exit_connect"),
+    tp("syscalls", "sys_enter_mknodat"),
+    tp("syscalls", "sys_enter_mknod"),
+    tp("syscalls", "sys_enter_openat"),
+    tp("syscalls", "sys_exit_openat"),
+    tp("syscalls", "sys_enter_open"),
+    tp("syscalls", "sys_exit_open"),
+    tp("syscalls", "sys_enter_openat2"),
+    tp("syscalls", "sys_exit_openat2"),
+    tp("sock", "inet_sock_set_state"),
+    tp("syscalls", "sys_exit_accept4"),
+    tp("syscalls", "sys_exit_accept"),
+    tp("io_uring", "io_uring_submit_req"),
+    tp("io_uring", "io_uring_complete"),
 ];
 
 /// The running kernel sensor. Dropping it without [`KernelSensor::shutdown`] detaches the programs

@@ -82,6 +82,11 @@ impl Process {
         );
     }
 
+    /// The process id, while it runs under this harness.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         read_log(&self.log)

@@ -1,7 +1,7 @@
 //! Real recordings: the table "Real recordings" in docs/analytics.md says, for each recording as a real
 //! agent sent it, what each shipped analytic must do on it with default settings (fire, stay silent, or
 //! stay at or below a severity) and why. This test reads that table, decodes every recording with the
-//! real `sensor ingest --format F` (zip archives are unpacked with `unzip`), replays the events through
+//! real `sensor ingest --format F` (all files of a recording in one call; zip archives are unpacked with `unzip`), replays the events through
 //! the shipped analytics with `sensor replay`, and checks every row. A row the data does not bear out
 //! fails with the recording, the analytic, what was expected and the alerts that came.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -143,29 +143,28 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Alerts by analytic id, each as (severity rank, reason).
 type Alerts = BTreeMap<String, Vec<(u8, String)>>;
 
-/// Decodes the recording and replays it: (events decoded, records rejected, alerts).
-fn replay(recording: &str, format: &str, dir: &Path) -> (usize, usize, Alerts) {
-    let mut all = String::new();
-    let mut rejected = 0usize;
+/// Decodes the recording and replays it: (events decoded, records rejected, alerts, the branches
+/// `sensor coverage --events` finds no input for, as `ANxxxx/detect[ branch]`).
+fn replay(recording: &str, format: &str, dir: &Path) -> (usize, usize, Alerts, Vec<String>) {
+    // All files of a recording go to one `sensor ingest`, decoded in order by one decoder (a Zeek
+    // x509.log joins the ssl.log beside it).
+    let mut cmd = Command::new(tests::sensor_bin());
+    cmd.args(["ingest", "--format", format]);
     for f in input_files(recording, dir) {
-        let out = Command::new(tests::sensor_bin())
-            .args(["ingest", "--format", format, "--input"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ingest --format {format} {}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Rejected records are reported on stderr, one line each, naming the line and the reason.
-        rejected += String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.starts_with("rejected: "))
-            .count();
-        all.push_str(&String::from_utf8(out.stdout).unwrap());
+        cmd.arg("--input").arg(f);
     }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "ingest --format {format} {recording}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Rejected records are reported on stderr, one line each, naming the file, line and reason.
+    let rejected = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("rejected: "))
+        .count();
+    let all = String::from_utf8(out.stdout).unwrap();
     let events = all.lines().count();
     // Cut to stay under NAME_MAX for recordings of several files (one replay at a time uses it).
     let name: String = sanitize(recording).chars().take(150).collect();
@@ -189,7 +188,72 @@ fn replay(recording: &str, format: &str, dir: &Path) -> (usize, usize, Alerts) {
         let reason = a["reason"].as_str().unwrap_or_default().to_string();
         alerts.entry(id).or_default().push((sev, reason));
     }
-    (events, rejected, alerts)
+    (events, rejected, alerts, lacking(&input))
+}
+
+/// The branches `sensor coverage --events` says the recording gives no input.
+fn lacking(events: &Path) -> Vec<String> {
+    let out = Command::new(tests::sensor_bin())
+        .args(["coverage", "--json", "--events"])
+        .arg(events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "coverage --events {}: {}",
+        events.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["branches"]
+        .as_array()
+        .expect("coverage --json has `branches`")
+        .iter()
+        .filter(|b| b["in_recording"] == false)
+        .map(|b| {
+            let mut name = format!(
+                "{}/{}",
+                b["analytic"].as_str().unwrap(),
+                b["detect"].as_str().unwrap()
+            );
+            if let Some(br) = b["branch"].as_str() {
+                name.push_str(&format!(" [{br}]"));
+            }
+            name
+        })
+        .collect()
+}
+
+/// The table "## What the recordings lack" in docs/analytics.md: per (recording, format), the
+/// branches of the analytics its rows name that it gives no input (`-` for none).
+fn lacking_rows() -> BTreeMap<(String, String), Vec<String>> {
+    let doc = std::fs::read_to_string(tests::workspace_root().join("docs/analytics.md")).unwrap();
+    let section = doc
+        .split("\n## What the recordings lack")
+        .nth(1)
+        .expect("docs/analytics.md has a `## What the recordings lack` section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut rows = BTreeMap::new();
+    for line in section.lines().map(str::trim) {
+        if !line.starts_with('|') || line.starts_with("| recording") || line.starts_with("| ---") {
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 4, "a row needs 4 cells: {line}");
+        let branches: Vec<String> = cells[2]
+            .split(", ")
+            .map(|b| b.trim_matches('`').to_string())
+            .filter(|b| b != "-")
+            .collect();
+        rows.insert(
+            (
+                cells[0].trim_matches('`').to_string(),
+                cells[1].trim_matches('`').to_string(),
+            ),
+            branches,
+        );
+    }
+    rows
 }
 
 fn sanitize(s: &str) -> String {
@@ -212,7 +276,7 @@ fn real_recordings_meet_the_table() {
     let mut failures = Vec::new();
     for row in &rows {
         let key = (row.recording.clone(), row.format.clone());
-        let (events, rejected, alerts) = replays
+        let (events, rejected, alerts, _) = replays
             .entry(key)
             .or_insert_with(|| replay(&row.recording, &row.format, &dir));
         let got = alerts.get(&row.analytic).cloned().unwrap_or_default();
@@ -246,6 +310,30 @@ fn real_recordings_meet_the_table() {
                 got.len(),
                 got.iter().take(5).collect::<Vec<_>>()
             ));
+        }
+    }
+    // Where a branch of an analytic the table names has no input in a recording, the docs say so.
+    let documented = lacking_rows();
+    for ((recording, format), (_, _, _, lacks)) in &replays {
+        let analytics: Vec<&str> = rows
+            .iter()
+            .filter(|r| &r.recording == recording && &r.format == format)
+            .map(|r| r.analytic.as_str())
+            .collect();
+        let got: Vec<String> = lacks
+            .iter()
+            .filter(|b| analytics.iter().any(|a| b.starts_with(&format!("{a}/"))))
+            .cloned()
+            .collect();
+        let key = (recording.clone(), format.clone());
+        match documented.get(&key) {
+            Some(doc) if *doc == got => {}
+            Some(doc) => failures.push(format!(
+                "docs \"What the recordings lack\" for {recording} ({format}): says {doc:?}, coverage --events finds {got:?}"
+            )),
+            None => failures.push(format!(
+                "docs \"What the recordings lack\" has no row for {recording} ({format}); coverage --events finds {got:?}"
+            )),
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

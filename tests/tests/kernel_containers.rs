@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use kernel_support::{action, get, start};
 use serde_json::Value;
+use tests::process::Process;
 
 const RUNC: &str = "/usr/sbin/runc";
 /// What a container's script does first: wait for the test's go.
@@ -219,43 +220,32 @@ impl Drop for Pods {
 }
 
 struct Daemon {
-    child: Child,
+    process: Process,
     socket: PathBuf,
-    log: PathBuf,
 }
 
 impl Daemon {
     fn start(config: &Path, dir: &Path, socket: &Path) -> Daemon {
+        let mut cmd = Command::new(tests::sensor_bin());
+        cmd.args(["run", "--config"]).arg(config);
         let log = dir.join("daemon.log");
-        let child = Command::new(tests::sensor_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
+        let mut process = Process::spawn(cmd, &log);
+        process.wait_ready(Duration::from_secs(90), "the daemon to start", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("sensor running")
+        });
+        Daemon {
+            process,
             socket: socket.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
-            if text.contains("sensor running") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(100));
         }
-        d
     }
 
     /// Waits until the daemon has the metadata of container `id` (its log says it described it).
     fn wait_described(&self, id: &str, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = self.process.log();
             if text
                 .lines()
                 .any(|l| l.contains("container described") && l.contains(id) && l.contains(name))
@@ -317,7 +307,7 @@ impl Daemon {
                     .iter()
                     .map(|a| a["reason"].clone())
                     .collect::<Vec<_>>(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.process.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -327,13 +317,6 @@ impl Daemon {
 /// How an AN1358 alert's reason names the FIFO it is about.
 fn about_fifo(path: &str) -> String {
     format!("FIFO {path} ")
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn s<'a>(e: &'a Value, path: &str) -> &'a str {
@@ -804,11 +787,11 @@ fn a_container_started_after_the_privilege_drop_is_fully_described() {
     )
     .unwrap();
     let daemon = Daemon::start(&config, &dir, &control);
-    let log = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    let log = || daemon.process.log();
     assert!(log().contains("privileges dropped"), "{}", log());
 
     // The daemon: uid nobody, no capability in any thread.
-    let pid = daemon.child.id();
+    let pid = daemon.process.id().expect("the daemon runs");
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()

@@ -4,57 +4,54 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::process::Process;
 
 struct Daemon {
-    child: Child,
+    process: Process,
     socket: PathBuf,
-    log: PathBuf,
 }
+
+/// Each daemon of a test logs to a file of its own (a restarted daemon's readiness is read from
+/// its own log, not from its predecessor's).
+static STARTS: AtomicUsize = AtomicUsize::new(0);
 
 impl Daemon {
     fn start(config: &Path, dir: &Path, socket: &Path) -> Daemon {
         let log = dir.join(format!(
             "daemon-{}.log",
-            Instant::now().elapsed().as_nanos()
+            STARTS.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(tests::sensor_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
+        let mut cmd = Command::new(tests::sensor_bin());
+        cmd.args(["run", "--config"]).arg(config);
+        let mut process = Process::spawn(cmd, &log);
+        process.wait_ready(Duration::from_secs(60), "the daemon to start", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("sensor running")
+        });
+        let text = process.log();
+        assert!(
+            text.contains("source=kernel") || text.contains("source attached"),
+            "kernel not attached:\n{text}"
+        );
+        Daemon {
+            process,
             socket: socket.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
-            if text.contains("sensor running") {
-                assert!(
-                    text.contains("source=kernel") || text.contains("source attached"),
-                    "kernel not attached:\n{text}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(100));
         }
-        d
     }
 
     fn stop(mut self) -> String {
-        // SAFETY: kill with a valid pid of our child.
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(status.success(), "daemon exit {status}:\n{text}");
+        let status = self.process.stop(Duration::from_secs(60));
+        let text = self.process.log();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "daemon exit {status:?}:\n{text}"
+        );
         text
     }
 
@@ -94,17 +91,10 @@ impl Daemon {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
                 "no alert for {what} ({needle}) within 20 s; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.process.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

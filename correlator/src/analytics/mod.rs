@@ -11,6 +11,7 @@
 
 mod build;
 mod ipc_wiring;
+pub mod needs;
 mod overrides;
 pub mod scope;
 mod set;
@@ -308,6 +309,8 @@ struct AnalyticFile {
     detect: Vec<DetectDef>,
     #[serde(default)]
     escalate: Vec<EscalateDef>,
+    #[serde(default)]
+    needs: Vec<needs::Need>,
 }
 
 /// A parsed analytic file.
@@ -317,6 +320,8 @@ pub struct Analytic {
     pub settings: Vec<SettingSpec>,
     detect: Vec<DetectDef>,
     escalate: Vec<EscalateDef>,
+    /// What each branch needs to see (`[[needs]]`).
+    pub needs: Vec<needs::Need>,
 }
 
 /// Compiles EQL for the analytics: event filters and full rules (sequences). The EQL engine implements it;
@@ -410,11 +415,20 @@ impl Analytic {
                 });
             }
         }
+        for n in &f.needs {
+            if !ids.contains(n.detect.as_str()) {
+                return Err(AnalyticError::Invalid {
+                    analytic: id,
+                    error: format!("[[needs]] names no [[detect]] block `{}`", n.detect),
+                });
+            }
+        }
         let a = Analytic {
             meta: f.analytic,
             settings,
             detect: f.detect,
             escalate: f.escalate,
+            needs: f.needs,
         };
         // Every `${Name}` must name a declared setting, whatever the values.
         let defaults = a.default_values();

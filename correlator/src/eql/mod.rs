@@ -383,6 +383,7 @@ impl Query {
 }
 
 /// Compiles `query` under `opts`.
+// Over 100 lines on purpose: the compiler's passes (parse, validate, pipes, lineage subqueries) in order on one query.
 pub fn compile(query: &str, opts: &Options) -> Result<Query, EqlError> {
     let ast = parser::parse(query, opts.dialect)?;
     let mut c = expr::Compiler {

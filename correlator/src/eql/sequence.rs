@@ -382,6 +382,7 @@ impl SequenceEngine {
         self.on_event_env(sh, &sh.env(), out);
     }
 
+    // Over 100 lines on purpose: the hot per-event step of a sequence (until, each stage, missing events) on one borrowed state.
     pub(crate) fn on_event_env(&mut self, sh: &Shared<'_>, env: &Env<'_>, out: &mut Vec<SeqMatch>) {
         let ev = sh.ev;
         let ts = ev.timestamp_ns;

@@ -349,6 +349,7 @@ fn result_outcome(ev: &mut Event, status: Option<&str>) {
     ev.set(fields().event_outcome, s(outcome));
 }
 
+// Over 100 lines on purpose: one MDM message kind after another (check-in, command, command result), as the protocol defines them.
 fn from_plist(ctx: &Ctx, record: &str, p: &P, meta: &Meta) -> Result<Vec<Event>, String> {
     let d = p
         .as_dictionary()

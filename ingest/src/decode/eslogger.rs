@@ -163,124 +163,7 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
         }
     }
     // A behaviour the one vocabulary names (correlator::ecs) takes its action, category and type.
-    let mut vocab: Option<ecs::Action> = None;
-    let (category, etype): (&[&str], &[&str]) = match name.as_str() {
-        "exec" => {
-            if let Some(target) = body.get("target") {
-                // The new image becomes `process`; the caller's parent stays the parent.
-                process(&mut ev, target, "process");
-            }
-            if let Some(args) = body.get("args").and_then(JsonValue::as_array) {
-                let list: Vec<Value> = args.iter().filter_map(JsonValue::as_str).map(s).collect();
-                let cmd = args
-                    .iter()
-                    .filter_map(JsonValue::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                ev.insert(
-                    "process.args_count",
-                    Value::Int(i64::try_from(list.len()).unwrap_or(0)),
-                );
-                ev.insert("process.args", Value::Array(list.into()));
-                ev.insert("process.command_line", s(&cmd));
-            }
-            util::copy(&mut ev, body, "cwd.path", "process.working_directory");
-            (ecs::EXEC.category, ecs::EXEC.kind)
-        }
-        "fork" => {
-            if let Some(child) = body.get("child") {
-                if let Some(p) = doc.get("process") {
-                    process(&mut ev, p, "process.parent");
-                }
-                process(&mut ev, child, "process");
-            }
-            (ecs::FORK.category, ecs::FORK.kind)
-        }
-        "exit" => {
-            util::copy_int(&mut ev, body, "stat", "process.exit_code");
-            (ecs::EXIT.category, ecs::EXIT.kind)
-        }
-        "open" => {
-            if let Some(fl) = body.get("file") {
-                if file(&mut ev, fl) == Some("fifo") {
-                    vocab = Some(ecs::FIFO_OPEN);
-                }
-            }
-            util::copy_int(&mut ev, body, "fflag", "file.open_flags");
-            (&["file"], &["access"])
-        }
-        "create" => {
-            if let Some(dest) = body.get("destination") {
-                if let Some(existing) = dest.get("existing_file") {
-                    if file(&mut ev, existing) == Some("fifo") {
-                        vocab = Some(ecs::FIFO_CREATE);
-                    }
-                } else if let Some(np) = dest.get("new_path") {
-                    let dir = util::get_str(np, "dir.path").unwrap_or("");
-                    let fname = util::get_str(np, "filename").unwrap_or("");
-                    let path = format!("{}/{}", dir.trim_end_matches('/'), fname);
-                    ev.insert("file.path", s(&path));
-                    ev.insert("file.name", s(fname));
-                    if let Some(t) = np
-                        .get("mode")
-                        .and_then(util::as_int)
-                        .and_then(|m| u64::try_from(m).ok())
-                        .and_then(ecs::file_type)
-                    {
-                        ev.insert("file.type", s(t));
-                        if t == "fifo" {
-                            vocab = Some(ecs::FIFO_CREATE);
-                        }
-                    }
-                }
-            }
-            (&["file"], &["creation"])
-        }
-        "xpc_connect" => {
-            util::copy(&mut ev, body, "service_name", "xpc.service.name");
-            util::copy(
-                &mut ev,
-                body,
-                "service_domain_type",
-                "xpc.service.domain_type",
-            );
-            (&["process"], &["connection"])
-        }
-        "signal" => {
-            util::copy_int(&mut ev, body, "sig", "signal.number");
-            if let Some(t) = body.get("target") {
-                process(&mut ev, t, "target.process");
-            }
-            (&["process"], &["info"])
-        }
-        "mmap" => {
-            if let Some(src) = body.get("source") {
-                file(&mut ev, src);
-            }
-            util::copy_int(&mut ev, body, "protection", "mmap.protection");
-            util::copy_int(&mut ev, body, "flags", "mmap.flags");
-            (&["process"], &["change"])
-        }
-        "authentication"
-        | "openssh_login"
-        | "login_login"
-        | "login_logout"
-        | "lw_session_lock"
-        | "lw_session_unlock"
-        | "lw_session_login"
-        | "lw_session_logout"
-        | "sudo"
-        | "su"
-        | "screensharing_attach" => {
-            for k in ["username", "user_name", "to_username"] {
-                if let Some(u) = body.get(k).and_then(JsonValue::as_str) {
-                    ev.insert("user.name", s(u));
-                }
-            }
-            (&["authentication"], &["info"])
-        }
-        _ => (&[], &[]),
-    };
+    let (category, etype, vocab) = body_fields(&mut ev, &doc, name, body);
     let (category, etype) = match vocab {
         Some(a) => {
             ev.set(f.event_action, s(a.name));
@@ -306,4 +189,133 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
         }
     }
     Ok(ev)
+}
+
+/// The fields of one event type's body (`event.<name>`), and its ECS category and type; a behaviour
+/// the one vocabulary names (correlator::ecs) also returns its action.
+// Over 100 lines on purpose: one match arm per Endpoint Security event type: the mapping table of docs/formats/eslogger.md.
+fn body_fields(
+    ev: &mut Event,
+    doc: &JsonValue,
+    name: &str,
+    body: &JsonValue,
+) -> (
+    &'static [&'static str],
+    &'static [&'static str],
+    Option<ecs::Action>,
+) {
+    let mut vocab: Option<ecs::Action> = None;
+    let (category, etype): (&'static [&'static str], &'static [&'static str]) = match name {
+        "exec" => {
+            if let Some(target) = body.get("target") {
+                // The new image becomes `process`; the caller's parent stays the parent.
+                process(ev, target, "process");
+            }
+            if let Some(args) = body.get("args").and_then(JsonValue::as_array) {
+                let list: Vec<Value> = args.iter().filter_map(JsonValue::as_str).map(s).collect();
+                let cmd = args
+                    .iter()
+                    .filter_map(JsonValue::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                ev.insert(
+                    "process.args_count",
+                    Value::Int(i64::try_from(list.len()).unwrap_or(0)),
+                );
+                ev.insert("process.args", Value::Array(list.into()));
+                ev.insert("process.command_line", s(&cmd));
+            }
+            util::copy(ev, body, "cwd.path", "process.working_directory");
+            (ecs::EXEC.category, ecs::EXEC.kind)
+        }
+        "fork" => {
+            if let Some(child) = body.get("child") {
+                if let Some(p) = doc.get("process") {
+                    process(ev, p, "process.parent");
+                }
+                process(ev, child, "process");
+            }
+            (ecs::FORK.category, ecs::FORK.kind)
+        }
+        "exit" => {
+            util::copy_int(ev, body, "stat", "process.exit_code");
+            (ecs::EXIT.category, ecs::EXIT.kind)
+        }
+        "open" => {
+            if let Some(fl) = body.get("file") {
+                if file(ev, fl) == Some("fifo") {
+                    vocab = Some(ecs::FIFO_OPEN);
+                }
+            }
+            util::copy_int(ev, body, "fflag", "file.open_flags");
+            (&["file"], &["access"])
+        }
+        "create" => {
+            if let Some(dest) = body.get("destination") {
+                if let Some(existing) = dest.get("existing_file") {
+                    if file(ev, existing) == Some("fifo") {
+                        vocab = Some(ecs::FIFO_CREATE);
+                    }
+                } else if let Some(np) = dest.get("new_path") {
+                    let dir = util::get_str(np, "dir.path").unwrap_or("");
+                    let fname = util::get_str(np, "filename").unwrap_or("");
+                    let path = format!("{}/{}", dir.trim_end_matches('/'), fname);
+                    ev.insert("file.path", s(&path));
+                    ev.insert("file.name", s(fname));
+                    if let Some(t) = np
+                        .get("mode")
+                        .and_then(util::as_int)
+                        .and_then(|m| u64::try_from(m).ok())
+                        .and_then(ecs::file_type)
+                    {
+                        ev.insert("file.type", s(t));
+                        if t == "fifo" {
+                            vocab = Some(ecs::FIFO_CREATE);
+                        }
+                    }
+                }
+            }
+            (&["file"], &["creation"])
+        }
+        "xpc_connect" => {
+            util::copy(ev, body, "service_name", "xpc.service.name");
+            util::copy(ev, body, "service_domain_type", "xpc.service.domain_type");
+            (&["process"], &["connection"])
+        }
+        "signal" => {
+            util::copy_int(ev, body, "sig", "signal.number");
+            if let Some(t) = body.get("target") {
+                process(ev, t, "target.process");
+            }
+            (&["process"], &["info"])
+        }
+        "mmap" => {
+            if let Some(src) = body.get("source") {
+                file(ev, src);
+            }
+            util::copy_int(ev, body, "protection", "mmap.protection");
+            util::copy_int(ev, body, "flags", "mmap.flags");
+            (&["process"], &["change"])
+        }
+        "authentication"
+        | "openssh_login"
+        | "login_login"
+        | "login_logout"
+        | "lw_session_lock"
+        | "lw_session_unlock"
+        | "lw_session_login"
+        | "lw_session_logout"
+        | "sudo"
+        | "su"
+        | "screensharing_attach" => {
+            for k in ["username", "user_name", "to_username"] {
+                if let Some(u) = body.get(k).and_then(JsonValue::as_str) {
+                    ev.insert("user.name", s(u));
+                }
+            }
+            (&["authentication"], &["info"])
+        }
+        _ => (&[], &[]),
+    };
+    (category, etype, vocab)
 }

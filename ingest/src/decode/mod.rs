@@ -23,6 +23,7 @@ mod unifiedlog;
 mod util;
 mod windows;
 mod zeek;
+mod zeek_x509;
 
 pub use auditd::{syscall_name, AuditdDecoder};
 pub use framing::{split as split_records, Framer, Framing, Span};
@@ -260,9 +261,30 @@ pub fn decode_reader<R: std::io::BufRead>(
 ) {
     let mut dec = decoder(format, agent_id);
     decode_records(dec.as_mut(), format.framing(), &mut reader, sink);
+    dec.finish(sink);
 }
 
-/// The loop of [`decode_reader`], for any decoder and framing.
+/// [`decode_reader`] over several inputs in order with one decoder, so that state a format keeps
+/// across records (Zeek's x509.log certificates joined to ssl.log sessions) carries from one input to
+/// the next. `sink` is given the index of the input each result comes from (the flush at the end is
+/// counted to the last input). Line numbers restart at 1 in every input.
+pub fn decode_readers(
+    format: Format,
+    agent_id: &str,
+    readers: Vec<Box<dyn std::io::BufRead + '_>>,
+    sink: &mut dyn FnMut(usize, Result<Event, DecodeError>),
+) {
+    let mut dec = decoder(format, agent_id);
+    let last = readers.len().saturating_sub(1);
+    for (i, mut reader) in readers.into_iter().enumerate() {
+        decode_records(dec.as_mut(), format.framing(), &mut reader, &mut |r| {
+            sink(i, r)
+        });
+    }
+    dec.finish(&mut |r| sink(last, r));
+}
+
+/// The loop of [`decode_reader`], for any decoder and framing (the caller calls [`Decoder::finish`]).
 fn decode_records(
     dec: &mut dyn Decoder,
     framing: Framing,
@@ -309,7 +331,6 @@ fn decode_records(
     }
     framer.finish(&mut spans);
     feed_spans(dec, &window, base, &mut spans, sink);
-    dec.finish(sink);
 }
 
 /// Feeds the records `spans` names, held in `window` (whose first byte is at input offset `base`).

@@ -122,6 +122,18 @@ fn alert(ev: &mut Event, category: &[&str]) {
     ev.set(f.event_type, strs(&["indicator"]));
 }
 
+/// The one reading of the vendors' severity words (Lookout, Harmony Mobile, Zimperium's
+/// `severityName`, Intune's threat level): `mtd.severity` and its rank, 1 (low) to 4 (critical).
+fn severity_word(word: &str) -> Option<(&'static str, i64)> {
+    match word.to_ascii_lowercase().as_str() {
+        "critical" => Some(("critical", 4)),
+        "high" | "elevated" => Some(("high", 3)),
+        "medium" | "moderate" | "normal" => Some(("medium", 2)),
+        "low" => Some(("low", 1)),
+        _ => None,
+    }
+}
+
 fn set_severity(ev: &mut Event, raw: Option<i64>, label: &str) {
     if let Some(n) = raw {
         ev.insert("event.severity", Value::Int(n));
@@ -192,6 +204,7 @@ fn epoch_ms(v: &JsonValue) -> Option<i64> {
     util::as_int(v).map(|ms| ms.saturating_mul(1_000_000))
 }
 
+// Over 100 lines on purpose: Zimperium's mapping table (docs/formats/mtd.md), kept as one table.
 fn zimperium(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let ts = d
         .get("timestamp")
@@ -223,14 +236,10 @@ fn zimperium(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     util::copy(&mut ev, d, "state", "mtd.threat.state");
     util::copy(&mut ev, d, "simulated", "mtd.threat.simulated");
     let sev = d.get("severity").and_then(util::as_int);
-    let label = match nonempty(d, "severityName")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("critical") => "critical",
-        Some("elevated" | "high") => "high",
-        Some("normal" | "medium") => "medium",
-        Some(_) | None => match sev {
+    let label = match nonempty(d, "severityName").and_then(severity_word) {
+        Some((label, _)) => label,
+        // Zimperium's numbers: 0 low, 1 normal, 2 elevated, 3 critical.
+        None => match sev {
             Some(3) => "critical",
             Some(2) => "high",
             Some(1) => "medium",
@@ -299,6 +308,7 @@ fn zimperium(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     Ok(ev)
 }
 
+// Over 100 lines on purpose: Lookout's mapping table (docs/formats/mtd.md), kept as one table.
 fn lookout(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "created_time").ok_or("Lookout event without `created_time`")?;
     let ts = correlator::event::parse_rfc3339_ns(t)
@@ -392,21 +402,9 @@ fn lookout(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
             util::copy(&mut ev, th, "guid", "mtd.threat.id");
             util::copy(&mut ev, th, "status", "mtd.threat.state");
             util::copy(&mut ev, th, "action", "mtd.threat.action");
-            let label = match nonempty(th, "severity")
-                .map(str::to_ascii_lowercase)
-                .as_deref()
-            {
-                Some("critical") => "critical",
-                Some("high") => "high",
-                Some("medium" | "moderate") => "medium",
-                _ => "low",
-            };
-            let num = match label {
-                "critical" => 4,
-                "high" => 3,
-                "medium" => 2,
-                _ => 1,
-            };
+            let (label, num) = nonempty(th, "severity")
+                .and_then(severity_word)
+                .unwrap_or(("low", 1));
             set_severity(&mut ev, Some(num), label);
             if let Some(det) = th.get("details") {
                 if let Some(p) = nonempty(det, "package_name")
@@ -561,21 +559,9 @@ fn harmony(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     util::copy(&mut ev, d, "id", "event.id");
     util::copy(&mut ev, d, "event", "mtd.harmony.event");
     util::copy(&mut ev, d, "client_version", "observer.version");
-    let label = match nonempty(d, "severity")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("critical") => "critical",
-        Some("high") => "high",
-        Some("medium") => "medium",
-        _ => "low",
-    };
-    let num = match label {
-        "critical" => 4,
-        "high" => 3,
-        "medium" => 2,
-        _ => 1,
-    };
+    let (label, num) = nonempty(d, "severity")
+        .and_then(severity_word)
+        .unwrap_or(("low", 1));
     set_severity(&mut ev, Some(num), label);
     let dev = match util::get(d, "device_id") {
         Some(JsonValue::String(x)) if !x.is_empty() => Some(x.clone()),
@@ -660,22 +646,16 @@ fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
         }
     }
     // A device the MTD connector rates as threatened, or jailbroken: an alert.
-    let threat = pick(&["DeviceHealthThreatLevel"]).map(str::to_ascii_lowercase);
+    // `Secured` (or anything that is not a severity word) is no threat.
+    let sev = pick(&["DeviceHealthThreatLevel"]).and_then(severity_word);
     let jail = pick(&["JailBroken"])
         .is_some_and(|j| j.eq_ignore_ascii_case("true") || j.eq_ignore_ascii_case("yes"));
-    let sev = match threat.as_deref() {
-        Some("high") => Some("high"),
-        Some("medium") => Some("medium"),
-        Some("low") => Some("low"),
-        _ => None,
-    };
     if jail || sev.is_some() {
         alert(&mut ev, &["host", "threat"]);
-        let label = if jail { "high" } else { sev.unwrap_or("low") };
-        let num = match label {
-            "high" => 3,
-            "medium" => 2,
-            _ => 1,
+        let (label, num) = if jail {
+            ("high", 3)
+        } else {
+            sev.unwrap_or(("low", 1))
         };
         set_severity(&mut ev, Some(num), label);
         let reason = if jail {

@@ -92,14 +92,7 @@ pub(crate) fn parse_object(
 }
 
 pub(crate) fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
+    correlator::event::json_kind(v)
 }
 
 /// Walks a dotted path through nested objects.

@@ -230,6 +230,7 @@ pub(super) async fn auditd_loop(
     }
 }
 
+// Over 100 lines on purpose: one connection's read, frame and acknowledge loop of the audisp-remote protocol.
 async fn auditd_conn(
     mut tcp: TcpStream,
     agent: String,

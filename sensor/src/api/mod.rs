@@ -404,6 +404,7 @@ const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Binds the control socket (and the TCP and metrics listeners when configured) and serves them until
 /// shutdown. Fails when the socket is held by a running daemon or cannot be created.
+// Over 100 lines on purpose: the control socket, TCP and metrics listeners and their shutdown share one set of handles.
 pub(crate) async fn serve(
     cfg: &Config,
     shared: Shared,

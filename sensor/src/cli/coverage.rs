@@ -1,10 +1,11 @@
 //! `sensor coverage`: which ATT&CK analytics, detection strategies and techniques the loaded rules cover,
 //! which data components the configured sources provide, and an ATT&CK Navigator layer (format 4.5).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use correlator::analytics::needs::{self, BranchCoverage, Seen};
 use correlator::analytics::Analytic;
 use correlator::attack::{self, Catalog};
 
@@ -26,6 +27,11 @@ pub(crate) struct Args {
     /// (kernel, auditd, eslogger, unifiedlog, osquery, zeek, suricata, mdm, mobile-edr, ecs, windows).
     #[arg(long, value_delimiter = ',')]
     pub(crate) sources: Vec<String>,
+    /// A recording as ECS NDJSON (`sensor ingest` output, `.gz` read too): judge every analytic
+    /// branch against the sources and fields it carries (and, without `--sources`, against its
+    /// sources only).
+    #[arg(long)]
+    pub(crate) events: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -44,7 +50,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("in {}", p.display()))?;
     }
     let known = attack::known_sources();
-    let sources: Vec<String> = if args.sources.is_empty() {
+    let seen = args.events.as_deref().map(read_events).transpose()?;
+    let sources: Vec<String> = if let (true, Some(seen)) = (args.sources.is_empty(), &seen) {
+        seen.sources.iter().cloned().collect()
+    } else if args.sources.is_empty() {
         known.iter().map(|s| (*s).to_string()).collect()
     } else {
         for s in &args.sources {
@@ -62,10 +71,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|e| (&e.analytic, e.enabled))
         .collect();
     let cov = attack::coverage(&catalog, &rules, &sources);
+    let branches: Vec<BranchCoverage> = set
+        .entries
+        .iter()
+        .flat_map(|e| {
+            needs::judge(
+                &e.analytic.meta.id,
+                e.enabled,
+                &e.analytic.needs,
+                &sources,
+                seen.as_ref(),
+            )
+        })
+        .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&cov)?);
+        let mut doc = serde_json::to_value(&cov)?;
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("branches".into(), serde_json::to_value(&branches)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_report(&cov, &catalog, args.attack.is_empty());
+        print_branches(&branches, args.events.as_deref());
     }
     if let Some(out) = &args.navigator {
         let version = args
@@ -195,5 +222,79 @@ fn print_report(cov: &attack::Coverage, catalog: &Catalog, no_bundle: bool) {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+}
+
+/// The sources and fields of a recording of ECS events, one JSON object a line.
+fn read_events(path: &Path) -> anyhow::Result<Seen> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            f,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut seen = Seen::default();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not an ECS JSON event", path.display(), i + 1))?;
+        seen.add(&ev);
+    }
+    Ok(seen)
+}
+
+/// Per analytic branch: what it needs, and whether the sources (and the recording) provide it.
+fn print_branches(branches: &[BranchCoverage], events: Option<&Path>) {
+    println!(
+        "\nBranches ({}): what each needs and who provides it",
+        branches.len()
+    );
+    for b in branches {
+        let verdict = match (b.provided, b.in_recording) {
+            (_, Some(false)) => "LACKS INPUT in the recording",
+            (false, _) => "NOT provided by the configured sources",
+            (true, Some(true)) => "provided (the recording has its inputs)",
+            (true, None) => "provided",
+        };
+        println!(
+            "  {}/{}{}{}: {verdict}",
+            b.analytic,
+            b.detect,
+            b.branch
+                .as_deref()
+                .map(|x| format!(" [{x}]"))
+                .unwrap_or_default(),
+            if b.enabled { "" } else { " (disabled)" },
+        );
+        for i in &b.inputs {
+            let by = if i.provided_by.is_empty() {
+                format!("needs one of {}: none configured", i.sources.join(", "))
+            } else {
+                format!("provided by {}", i.provided_by.join(", "))
+            };
+            println!("      - {}: {by}", i.what);
+            if let (Some(srcs), Some(lacks)) = (&i.recording_sources, &i.recording_lacks) {
+                if srcs.is_empty() {
+                    println!(
+                        "          the recording has no {} events",
+                        i.sources.join(" / ")
+                    );
+                } else if !lacks.is_empty() {
+                    println!("          the recording never carries {}", lacks.join(", "));
+                }
+            }
+        }
+        if let Some(n) = &b.note {
+            println!("      note: {n}");
+        }
+    }
+    if let Some(p) = events {
+        println!("(judged against the recording {})", p.display());
     }
 }

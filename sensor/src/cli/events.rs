@@ -76,6 +76,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(stream(args))
 }
 
+// Over 100 lines on purpose: setup, signal handling and the batching write loop of one command share the queue and the buffers.
 async fn stream(args: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = KernelConfig {
         status_log_interval_s: 0,

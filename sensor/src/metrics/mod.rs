@@ -131,6 +131,7 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
+    // Over 100 lines on purpose: the exposition text of every metric family, one after another.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
