@@ -14,6 +14,15 @@
 //! Architecture Invariant: sequence numbers are dense and increasing (first record is 1); a
 //! reader sees only records that [`Spool::append_batch`] has made durable; [`Spool::commit`] is
 //! the only thing that deletes data, and only whole segments at or below the checkpoint.
+//!
+//! Error paths (each has a test that injects it through the [`WriterIo`] seam):
+//! - a write or `fdatasync` that fails: the batch is not acknowledged and its bytes are cut off
+//!   the segment; if that truncate fails too, the writer refuses every append until a truncate
+//!   succeeds, so no acknowledged frame is ever written after a torn one;
+//! - a rotation (new segment, directory `fsync`) that fails after the batch was made durable: the
+//!   batch is still acknowledged (it is on disk; reporting it failed would make the agent send it
+//!   twice), the writer stays on the current segment and tries again after the next batch; a
+//!   segment whose directory entry was not made durable takes no record until it is.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -80,6 +89,42 @@ struct Segment {
     bytes: u64,
 }
 
+/// The file operations of the spool's writer: the seam through which tests inject the failures of
+/// a full or failing disk. [`RealIo`] is the only implementation outside tests.
+pub trait WriterIo: Send + Sync {
+    /// Writes all of `buf` at the end of the (append-mode) segment.
+    fn write_all(&self, file: &mut File, buf: &[u8]) -> io::Result<()>;
+    /// `fdatasync` of the segment.
+    fn sync_data(&self, file: &File) -> io::Result<()>;
+    /// Cuts the segment to `len` bytes.
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()>;
+    /// Creates a new, empty segment file for appending.
+    fn create_segment(&self, path: &Path) -> io::Result<File>;
+    /// `fsync` of the spool directory (makes a new segment's name durable).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+pub struct RealIo;
+
+impl WriterIo for RealIo {
+    fn write_all(&self, file: &mut File, buf: &[u8]) -> io::Result<()> {
+        file.write_all(buf)
+    }
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    fn create_segment(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().create_new(true).append(true).open(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
 struct Writer {
     file: File,
     /// First sequence number of the active segment.
@@ -90,12 +135,19 @@ struct Writer {
     segments: BTreeMap<u64, Segment>,
     /// The frames of the batch being written, kept between batches.
     buf: Vec<u8>,
+    /// Bytes of a failed batch may lie past `active_bytes` in the active segment (its truncate
+    /// failed): nothing is appended until a truncate to `active_bytes` succeeds.
+    torn: bool,
+    /// The active segment's name is not known to be durable (the directory `fsync` after its
+    /// creation failed): nothing is appended to it until a directory `fsync` succeeds.
+    dir_unsynced: bool,
 }
 
 /// A durable, append-only, crash-safe record log with a consumer checkpoint.
 pub struct Spool {
     dir: PathBuf,
     limits: SpoolLimits,
+    io: Box<dyn WriterIo>,
     writer: Mutex<Writer>,
     durable: AtomicU64,
     committed: AtomicU64,
@@ -187,6 +239,16 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, recovering from a crash: a torn tail of the last
     /// segment is cut off, everything before it is kept.
     pub fn open(dir: impl AsRef<Path>, limits: SpoolLimits) -> Result<Spool, SpoolError> {
+        Spool::open_with_io(dir, limits, Box::new(RealIo))
+    }
+
+    /// As [`Spool::open`], the writer's file operations going through `io` (tests inject
+    /// failures this way).
+    pub fn open_with_io(
+        dir: impl AsRef<Path>,
+        limits: SpoolLimits,
+        io: Box<dyn WriterIo>,
+    ) -> Result<Spool, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let cp_path = dir.join(CHECKPOINT);
@@ -278,6 +340,7 @@ impl Spool {
         Ok(Spool {
             dir,
             limits,
+            io,
             writer: Mutex::new(Writer {
                 file,
                 active,
@@ -285,6 +348,8 @@ impl Spool {
                 next_seq,
                 segments,
                 buf: Vec::new(),
+                torn: false,
+                dir_unsynced: false,
             }),
             durable: AtomicU64::new(durable),
             committed: AtomicU64::new(committed.min(durable)),
@@ -340,6 +405,7 @@ impl Spool {
                 limit: self.limits.max_bytes,
             });
         }
+        self.ready_to_append(&mut w)?;
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         buf.reserve(usize::try_from(size).unwrap_or(0));
@@ -358,17 +424,25 @@ impl Spool {
             buf.extend_from_slice(p);
             seq += 1;
         }
-        let res = w.file.write_all(&buf).and_then(|()| w.file.sync_data());
+        let res = {
+            let Writer { file, .. } = &mut *w;
+            self.io
+                .write_all(file, &buf)
+                .and_then(|()| self.io.sync_data(file))
+        };
         // Keep the buffer for the next batch, unless it grew unusually large.
         if buf.capacity() <= MAX_KEPT_BUFFER {
             w.buf = buf;
         }
         if let Err(e) = res {
             // Cut whatever part of the batch reached the file so that the next append is framed
-            // right after the last acknowledged record.
+            // right after the last acknowledged record; if the cut fails, appends wait for one
+            // that succeeds (see `ready_to_append`).
             let path = self.dir.join(seg_name(w.active));
-            let keep = w.active_bytes;
-            let _ = w.file.set_len(keep);
+            if let Err(cut) = self.io.set_len(&w.file, w.active_bytes) {
+                tracing::error!(message = "spool: could not cut a failed batch off the segment; appends are refused until it can be", path = %path.display(), error = %cut);
+                w.torn = true;
+            }
             return Err(SpoolError::Io { path, source: e });
         }
         let last = seq - 1;
@@ -379,22 +453,54 @@ impl Spool {
             s.bytes += size;
         }
         if w.active_bytes >= self.limits.segment_bytes {
-            let path = self.dir.join(seg_name(seq));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            sync_dir(&self.dir)?;
-            w.file = f;
-            w.active = seq;
-            w.active_bytes = 0;
-            w.segments.insert(seq, Segment { path, bytes: 0 });
+            // The batch is durable whatever happens here: a failed rotation is logged and tried
+            // again after the next batch, never reported as a failure of this one.
+            self.rotate(&mut w, seq);
         }
         drop(w);
         self.durable.store(last, Ordering::Release);
         self.notify.notify_waiters();
         Ok(last)
+    }
+
+    /// Clears what an earlier failure left before a batch is written: a torn tail to cut, or a
+    /// directory `fsync` to redo for a new segment. Nothing is written when this fails.
+    fn ready_to_append(&self, w: &mut Writer) -> Result<(), SpoolError> {
+        if w.torn {
+            let path = self.dir.join(seg_name(w.active));
+            self.io
+                .set_len(&w.file, w.active_bytes)
+                .map_err(|source| SpoolError::Io { path, source })?;
+            w.torn = false;
+        }
+        if w.dir_unsynced {
+            self.io.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            w.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at `first`. On failure the writer stays on the active segment (which
+    /// grows past `segment_bytes` until a rotation succeeds).
+    fn rotate(&self, w: &mut Writer, first: u64) {
+        let path = self.dir.join(seg_name(first));
+        let f = match self.io.create_segment(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(message = "spool: could not start a new segment; staying on the current one", path = %path.display(), error = %e);
+                return;
+            }
+        };
+        // The new (empty) segment is used even when its name is not durable yet: the next append
+        // makes it durable first, or fails without writing.
+        if let Err(e) = self.io.sync_dir(&self.dir) {
+            tracing::warn!(message = "spool: directory fsync after a new segment failed; retried before the next append", dir = %self.dir.display(), error = %e);
+            w.dir_unsynced = true;
+        }
+        w.file = f;
+        w.active = first;
+        w.active_bytes = 0;
+        w.segments.insert(first, Segment { path, bytes: 0 });
     }
 
     /// The last durable (acknowledged) sequence number; 0 when nothing was ever appended.
@@ -685,5 +791,183 @@ mod tests {
             sp.commit(4),
             Err(SpoolError::CommitBeyondEnd { .. })
         ));
+    }
+
+    /// A [`WriterIo`] that fails the operations it is told to, once each (the next call works
+    /// again), over the real file system. A failing write first writes half of its buffer: a
+    /// torn frame on disk, as a full disk or a crash mid-write leaves.
+    #[derive(Default)]
+    struct Faulty {
+        write: std::sync::atomic::AtomicU32,
+        sync: std::sync::atomic::AtomicU32,
+        set_len: std::sync::atomic::AtomicU32,
+        create: std::sync::atomic::AtomicU32,
+        sync_dir: std::sync::atomic::AtomicU32,
+    }
+
+    fn take(n: &std::sync::atomic::AtomicU32) -> bool {
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+            .is_ok()
+    }
+
+    fn enospc() -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    impl WriterIo for std::sync::Arc<Faulty> {
+        fn write_all(&self, file: &mut File, buf: &[u8]) -> io::Result<()> {
+            if take(&self.write) {
+                file.write_all(&buf[..buf.len() / 2])?;
+                return Err(enospc());
+            }
+            file.write_all(buf)
+        }
+        fn sync_data(&self, file: &File) -> io::Result<()> {
+            if take(&self.sync) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            file.sync_data()
+        }
+        fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+            if take(&self.set_len) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            file.set_len(len)
+        }
+        fn create_segment(&self, path: &Path) -> io::Result<File> {
+            if take(&self.create) {
+                return Err(enospc());
+            }
+            RealIo.create_segment(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            if take(&self.sync_dir) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            RealIo.sync_dir(dir)
+        }
+    }
+
+    fn faulty(dir: &Path, segment_bytes: u64) -> (Spool, std::sync::Arc<Faulty>) {
+        let f = std::sync::Arc::new(Faulty::default());
+        let limits = SpoolLimits {
+            segment_bytes,
+            ..SpoolLimits::default()
+        };
+        (
+            Spool::open_with_io(dir, limits, Box::new(f.clone())).unwrap(),
+            f,
+        )
+    }
+
+    /// Every record the spool holds, after a reopen (what a restart finds), as text.
+    fn reopened(dir: &Path) -> Vec<(u64, String)> {
+        let sp = Spool::open(dir, SpoolLimits::default()).unwrap();
+        let mut r = sp.reader(0);
+        let mut all = Vec::new();
+        loop {
+            let b = r.next_batch(1000).unwrap();
+            if b.is_empty() {
+                return all;
+            }
+            all.extend(
+                b.into_iter()
+                    .map(|(s, p)| (s, String::from_utf8(p).unwrap())),
+            );
+        }
+    }
+
+    fn recs(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[test]
+    fn a_failed_write_whose_truncate_also_fails_never_leaves_a_torn_frame_before_acknowledged_ones()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (sp, f) = faulty(dir.path(), 1 << 20);
+        assert_eq!(sp.append_batch(&recs("a", 3)).unwrap(), 3);
+        // The write tears (half the batch reaches the file) and the cut fails as well.
+        f.write.store(1, Ordering::Release);
+        f.set_len.store(1, Ordering::Release);
+        let e = sp.append_batch(&recs("b", 3)).unwrap_err();
+        assert!(
+            matches!(&e, SpoolError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{e}"
+        );
+        assert_eq!(sp.durable(), 3, "a failed batch is not acknowledged");
+        // While the cut keeps failing, nothing is appended after the torn bytes.
+        f.set_len.store(1, Ordering::Release);
+        assert!(sp.append_batch(&recs("c", 2)).is_err());
+        assert_eq!(sp.durable(), 3);
+        // Once the cut works, the next batch follows the last acknowledged record directly.
+        assert_eq!(sp.append_batch(&recs("d", 2)).unwrap(), 5);
+        let live: Vec<_> = sp.reader(0).next_batch(100).unwrap();
+        assert_eq!(live.len(), 5);
+        drop(sp);
+        let want: Vec<(u64, String)> = [("a0", 1), ("a1", 2), ("a2", 3), ("d0", 4), ("d1", 5)]
+            .iter()
+            .map(|(p, s)| (*s, (*p).to_string()))
+            .collect();
+        assert_eq!(
+            reopened(dir.path()),
+            want,
+            "every acknowledged record, once"
+        );
+    }
+
+    #[test]
+    fn a_failed_fsync_is_not_acknowledged_and_its_bytes_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sp, f) = faulty(dir.path(), 1 << 20);
+        assert_eq!(sp.append_batch(&recs("a", 2)).unwrap(), 2);
+        f.sync.store(1, Ordering::Release);
+        assert!(sp.append_batch(&recs("x", 2)).is_err());
+        assert_eq!(sp.durable(), 2);
+        assert_eq!(sp.append_batch(&recs("b", 1)).unwrap(), 3);
+        drop(sp);
+        let got: Vec<String> = reopened(dir.path()).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, ["a0", "a1", "b0"]);
+    }
+
+    #[test]
+    fn a_failed_rotation_still_acknowledges_the_durable_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every batch of 4 small records passes the 64-byte segment size: each append rotates.
+        let (sp, f) = faulty(dir.path(), 64);
+        assert_eq!(sp.append_batch(&recs("a", 4)).unwrap(), 4);
+        // The new segment cannot be created: the batch is durable and says so.
+        f.create.store(1, Ordering::Release);
+        assert_eq!(sp.append_batch(&recs("b", 4)).unwrap(), 8);
+        // The directory fsync after the next rotation fails: the batch is still acknowledged; the
+        // new segment takes nothing until the directory fsync works.
+        f.sync_dir.store(1, Ordering::Release);
+        assert_eq!(sp.append_batch(&recs("c", 4)).unwrap(), 12);
+        f.sync_dir.store(1, Ordering::Release);
+        assert!(
+            sp.append_batch(&recs("x", 4)).is_err(),
+            "appended into a segment whose name may not be durable"
+        );
+        assert_eq!(sp.durable(), 12);
+        assert_eq!(sp.append_batch(&recs("d", 4)).unwrap(), 16);
+        let mut r = sp.reader(0);
+        let mut live = Vec::new();
+        loop {
+            let b = r.next_batch(3).unwrap();
+            if b.is_empty() {
+                break;
+            }
+            live.extend(b.into_iter().map(|(s, _)| s));
+        }
+        assert_eq!(live, (1..=16).collect::<Vec<u64>>());
+        drop(sp);
+        let got = reopened(dir.path());
+        let want: Vec<(u64, String)> = ["a", "b", "c", "d"]
+            .iter()
+            .flat_map(|p| recs(p, 4))
+            .enumerate()
+            .map(|(i, p)| (i as u64 + 1, p))
+            .collect();
+        assert_eq!(got, want, "every acknowledged record, once, in order");
     }
 }
