@@ -297,7 +297,7 @@ fn write_batch(
         };
         let stopping = io.held.iter().any(|m| matches!(m, StoreMsg::Shutdown(_)));
         if disk_full(&err) && !stopping {
-            if full_for % 240 == 0 {
+            if full_for.is_multiple_of(240) {
                 metrics.store_errors.fetch_add(1, Relaxed);
                 tracing::error!(error = %err, alerts = alerts.len(), seconds = full_for / 4, "alert store: DISK FULL; alerts wait until space is freed (none is dropped)");
             }
