@@ -98,6 +98,16 @@ struct State {
     inflight: Semaphore,
 }
 
+impl State {
+    /// Largest record as spooled (envelope plus line): `[ingest.limits] max_record_bytes`, or the
+    /// spool's own limit if that is smaller (the daemon's config makes them one setting).
+    fn record_limit(&self) -> usize {
+        self.limits
+            .max_record_bytes
+            .min(self.spool.limits().max_record_bytes)
+    }
+}
+
 /// Runs the configured listeners until `shutdown` turns true (or its sender is dropped).
 pub async fn serve(
     cfg: IngestConfig,
@@ -343,14 +353,19 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
     r
 }
 
+/// Whether a spool failure is the disk (or the user's quota) being full: a condition that passes,
+/// told to agents as 507 / auditd `DISKFULL` rather than as an internal error.
+fn disk_full(e: &SpoolError) -> bool {
+    matches!(e, SpoolError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            || source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT))
+}
+
 /// What an agent is told when the spool could not keep its records: 507 when the disk is full
 /// (retry later), else 500; neither names a file of this host. Nothing of the request was kept.
 fn spool_failure_response(e: &SpoolError) -> Response<Full<Bytes>> {
-    let disk_full = matches!(e, SpoolError::Io { source, .. }
-        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
-            || source.raw_os_error() == Some(libc::ENOSPC)
-            || source.raw_os_error() == Some(libc::EDQUOT));
-    if disk_full {
+    if disk_full(e) {
         retry_after(
             error_response(
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -652,7 +667,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         Ok(b) => b,
         Err(r) => return r,
     };
-    let max_record = state.limits.max_record_bytes;
+    // One record limit at the edge, for the record as spooled: envelope (format, agent id) plus
+    // line, so that a line the edge accepts never makes the spool refuse the whole batch.
+    let header = record_header(format, &agent.id);
+    let max_record = state.record_limit().saturating_sub(header.len());
     // Checking the lines, taking the rate tokens and the durable append run in one blocking task;
     // the accepted lines go to the spool straight from the body.
     let st = state.clone();
@@ -691,10 +709,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             .map(String::as_bytes)
             .chain(outcome.lines(&body))
             .collect();
-        match st
-            .spool
-            .append_with_header(&record_header(format, &ag.id), &lines)
-        {
+        match st.spool.append_with_header(&header, &lines) {
             Ok(_) => {
                 if outcome.context != context {
                     ag.contexts
@@ -974,5 +989,23 @@ mod tests {
             "the spool must get the header before these rows"
         );
         assert_eq!(with.context, o.context);
+    }
+
+    #[test]
+    fn a_zeek_header_line_over_64_kib_is_rejected_and_never_kept_as_context() {
+        let long = format!("#fields\tts\t{}\n", "f\t".repeat(40_000));
+        let body = format!("#separator \\x09\n{long}");
+        let o = process_body(Format::Zeek, "z", body.as_bytes(), 1 << 20, &[]);
+        assert_eq!(o.rejected.len(), 1, "{:?}", o.rejected);
+        assert!(
+            o.rejected[0].1.contains("header line of"),
+            "{:?}",
+            o.rejected
+        );
+        assert!(
+            o.context.iter().map(String::len).sum::<usize>() < 1024,
+            "{:?}",
+            o.context.iter().map(String::len).collect::<Vec<_>>()
+        );
     }
 }

@@ -14,6 +14,15 @@
 //! Architecture Invariant: sequence numbers are dense and increasing (first record is 1); a
 //! reader sees only records that [`Spool::append_batch`] has made durable; [`Spool::commit`] is
 //! the only thing that deletes data, and only whole segments at or below the checkpoint.
+//!
+//! Error paths (each has a test that injects it through the [`WriterIo`] seam):
+//! - a write or `fdatasync` that fails: the batch is not acknowledged and its bytes are cut off
+//!   the segment; if that truncate fails too, the writer refuses every append until a truncate
+//!   succeeds, so no acknowledged frame is ever written after a torn one;
+//! - a rotation (new segment, directory `fsync`) that fails after the batch was made durable: the
+//!   batch is still acknowledged (it is on disk; reporting it failed would make the agent send it
+//!   twice), the writer stays on the current segment and tries again after the next batch; a
+//!   segment whose directory entry was not made durable takes no record until it is.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +35,9 @@ const HEADER: usize = 16;
 const CHECKPOINT: &str = "checkpoint";
 /// Largest write buffer kept between batches.
 const MAX_KEPT_BUFFER: usize = 32 << 20;
+/// Most payload bytes one [`SpoolReader::next_batch`] reads: a backlog of large records is read a
+/// bounded slice at a time (8,192 records of 1 MiB would otherwise be 8 GiB at once).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Limits of a spool.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -80,6 +92,42 @@ struct Segment {
     bytes: u64,
 }
 
+/// The file operations of the spool's writer: the seam through which tests inject the failures of
+/// a full or failing disk. [`RealIo`] is the only implementation outside tests.
+pub trait WriterIo: Send + Sync {
+    /// Writes all of `buf` at the end of the (append-mode) segment.
+    fn write_all(&self, file: &mut File, buf: &[u8]) -> io::Result<()>;
+    /// `fdatasync` of the segment.
+    fn sync_data(&self, file: &File) -> io::Result<()>;
+    /// Cuts the segment to `len` bytes.
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()>;
+    /// Creates a new, empty segment file for appending.
+    fn create_segment(&self, path: &Path) -> io::Result<File>;
+    /// `fsync` of the spool directory (makes a new segment's name durable).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+pub struct RealIo;
+
+impl WriterIo for RealIo {
+    fn write_all(&self, file: &mut File, buf: &[u8]) -> io::Result<()> {
+        file.write_all(buf)
+    }
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    fn create_segment(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().create_new(true).append(true).open(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
 struct Writer {
     file: File,
     /// First sequence number of the active segment.
@@ -90,12 +138,19 @@ struct Writer {
     segments: BTreeMap<u64, Segment>,
     /// The frames of the batch being written, kept between batches.
     buf: Vec<u8>,
+    /// Bytes of a failed batch may lie past `active_bytes` in the active segment (its truncate
+    /// failed): nothing is appended until a truncate to `active_bytes` succeeds.
+    torn: bool,
+    /// The active segment's name is not known to be durable (the directory `fsync` after its
+    /// creation failed): nothing is appended to it until a directory `fsync` succeeds.
+    dir_unsynced: bool,
 }
 
 /// A durable, append-only, crash-safe record log with a consumer checkpoint.
 pub struct Spool {
     dir: PathBuf,
     limits: SpoolLimits,
+    io: Box<dyn WriterIo>,
     writer: Mutex<Writer>,
     durable: AtomicU64,
     committed: AtomicU64,
@@ -188,6 +243,16 @@ impl Spool {
     /// segment is cut off, everything before it is kept.
     // Over 100 lines on purpose: crash recovery in order: segment scan, torn-tail cut, index rebuild.
     pub fn open(dir: impl AsRef<Path>, limits: SpoolLimits) -> Result<Spool, SpoolError> {
+        Spool::open_with_io(dir, limits, Box::new(RealIo))
+    }
+
+    /// As [`Spool::open`], the writer's file operations going through `io` (tests inject
+    /// failures this way).
+    pub fn open_with_io(
+        dir: impl AsRef<Path>,
+        limits: SpoolLimits,
+        io: Box<dyn WriterIo>,
+    ) -> Result<Spool, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let cp_path = dir.join(CHECKPOINT);
@@ -279,6 +344,7 @@ impl Spool {
         Ok(Spool {
             dir,
             limits,
+            io,
             writer: Mutex::new(Writer {
                 file,
                 active,
@@ -286,6 +352,8 @@ impl Spool {
                 next_seq,
                 segments,
                 buf: Vec::new(),
+                torn: false,
+                dir_unsynced: false,
             }),
             durable: AtomicU64::new(durable),
             committed: AtomicU64::new(committed.min(durable)),
@@ -341,6 +409,7 @@ impl Spool {
                 limit: self.limits.max_bytes,
             });
         }
+        self.ready_to_append(&mut w)?;
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         buf.reserve(usize::try_from(size).unwrap_or(0));
@@ -359,17 +428,25 @@ impl Spool {
             buf.extend_from_slice(p);
             seq += 1;
         }
-        let res = w.file.write_all(&buf).and_then(|()| w.file.sync_data());
+        let res = {
+            let Writer { file, .. } = &mut *w;
+            self.io
+                .write_all(file, &buf)
+                .and_then(|()| self.io.sync_data(file))
+        };
         // Keep the buffer for the next batch, unless it grew unusually large.
         if buf.capacity() <= MAX_KEPT_BUFFER {
             w.buf = buf;
         }
         if let Err(e) = res {
             // Cut whatever part of the batch reached the file so that the next append is framed
-            // right after the last acknowledged record.
+            // right after the last acknowledged record; if the cut fails, appends wait for one
+            // that succeeds (see `ready_to_append`).
             let path = self.dir.join(seg_name(w.active));
-            let keep = w.active_bytes;
-            let _ = w.file.set_len(keep);
+            if let Err(cut) = self.io.set_len(&w.file, w.active_bytes) {
+                tracing::error!(message = "spool: could not cut a failed batch off the segment; appends are refused until it can be", path = %path.display(), error = %cut);
+                w.torn = true;
+            }
             return Err(SpoolError::Io { path, source: e });
         }
         let last = seq - 1;
@@ -380,22 +457,54 @@ impl Spool {
             s.bytes += size;
         }
         if w.active_bytes >= self.limits.segment_bytes {
-            let path = self.dir.join(seg_name(seq));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            sync_dir(&self.dir)?;
-            w.file = f;
-            w.active = seq;
-            w.active_bytes = 0;
-            w.segments.insert(seq, Segment { path, bytes: 0 });
+            // The batch is durable whatever happens here: a failed rotation is logged and tried
+            // again after the next batch, never reported as a failure of this one.
+            self.rotate(&mut w, seq);
         }
         drop(w);
         self.durable.store(last, Ordering::Release);
         self.notify.notify_waiters();
         Ok(last)
+    }
+
+    /// Clears what an earlier failure left before a batch is written: a torn tail to cut, or a
+    /// directory `fsync` to redo for a new segment. Nothing is written when this fails.
+    fn ready_to_append(&self, w: &mut Writer) -> Result<(), SpoolError> {
+        if w.torn {
+            let path = self.dir.join(seg_name(w.active));
+            self.io
+                .set_len(&w.file, w.active_bytes)
+                .map_err(|source| SpoolError::Io { path, source })?;
+            w.torn = false;
+        }
+        if w.dir_unsynced {
+            self.io.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            w.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at `first`. On failure the writer stays on the active segment (which
+    /// grows past `segment_bytes` until a rotation succeeds).
+    fn rotate(&self, w: &mut Writer, first: u64) {
+        let path = self.dir.join(seg_name(first));
+        let f = match self.io.create_segment(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(message = "spool: could not start a new segment; staying on the current one", path = %path.display(), error = %e);
+                return;
+            }
+        };
+        // The new (empty) segment is used even when its name is not durable yet: the next append
+        // makes it durable first, or fails without writing.
+        if let Err(e) = self.io.sync_dir(&self.dir) {
+            tracing::warn!(message = "spool: directory fsync after a new segment failed; retried before the next append", dir = %self.dir.display(), error = %e);
+            w.dir_unsynced = true;
+        }
+        w.file = f;
+        w.active = first;
+        w.active_bytes = 0;
+        w.segments.insert(first, Segment { path, bytes: 0 });
     }
 
     /// The last durable (acknowledged) sequence number; 0 when nothing was ever appended.
@@ -477,11 +586,12 @@ impl SpoolReader<'_> {
         self.next
     }
 
-    /// Up to `max` durable records (sequence number, payload), in order; empty when none is
-    /// available yet.
+    /// Up to `max` durable records (sequence number, payload), in order, and no more than
+    /// [`MAX_BATCH_BYTES`] of payload (at least one record); empty when none is available yet.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
         let mut out = Vec::new();
-        while out.len() < max && self.next <= self.spool.durable() {
+        let mut bytes = 0usize;
+        while out.len() < max && bytes < MAX_BATCH_BYTES && self.next <= self.spool.durable() {
             let durable = self.spool.durable();
             let (first, offset, path, seg_end_known) = {
                 let w = self.spool.lock();
@@ -508,7 +618,7 @@ impl SpoolReader<'_> {
             let mut r = io::BufReader::with_capacity(256 << 10, f);
             let mut off = offset;
             let mut progressed = false;
-            while out.len() < max && self.next <= durable {
+            while out.len() < max && bytes < MAX_BATCH_BYTES && self.next <= durable {
                 let mut h = [0u8; HEADER];
                 match r.read_exact(&mut h) {
                     Ok(()) => {}
@@ -540,6 +650,7 @@ impl SpoolReader<'_> {
                         what: format!("sequence {seq} where {} was expected", self.next),
                     });
                 }
+                bytes += payload.len();
                 out.push((seq, payload));
                 self.next += 1;
                 progressed = true;
@@ -558,133 +669,4 @@ impl SpoolReader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn append_read_commit_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = SpoolLimits {
-            segment_bytes: 200,
-            ..SpoolLimits::default()
-        };
-        let sp = Spool::open(dir.path(), limits.clone()).unwrap();
-        let recs: Vec<Vec<u8>> = (0..50)
-            .map(|i| format!("record {i}").into_bytes())
-            .collect();
-        assert_eq!(sp.append_batch(&recs[..20]).unwrap(), 20);
-        assert_eq!(sp.append_batch(&recs[20..]).unwrap(), 50);
-        let mut r = sp.reader(0);
-        let mut got = Vec::new();
-        loop {
-            let b = r.next_batch(7).unwrap();
-            if b.is_empty() {
-                break;
-            }
-            got.extend(b);
-        }
-        assert_eq!(got.len(), 50);
-        assert!(got
-            .iter()
-            .enumerate()
-            .all(|(i, (s, p))| *s == i as u64 + 1 && p == &recs[i]));
-        sp.commit(30).unwrap();
-        drop(sp);
-        let sp = Spool::open(dir.path(), limits).unwrap();
-        assert_eq!(sp.committed(), 30);
-        assert_eq!(sp.durable(), 50);
-        let b = sp.reader(sp.committed()).next_batch(100).unwrap();
-        assert_eq!(b.first().map(|(s, _)| *s), Some(31));
-        assert_eq!(b.len(), 20);
-        assert_eq!(sp.append_batch(&[b"x"]).unwrap(), 51);
-    }
-
-    #[test]
-    fn append_with_header_frames_header_and_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
-        assert_eq!(sp.append_batch(&[b"plain"]).unwrap(), 1);
-        let body = b"first\nsecond";
-        assert_eq!(
-            sp.append_with_header(b"HDR:", &[&body[..5], &body[6..]])
-                .unwrap(),
-            3
-        );
-        let empty: [&[u8]; 0] = [];
-        assert_eq!(sp.append_with_header(b"HDR:", &empty).unwrap(), 3);
-        let want = vec![
-            (1, b"plain".to_vec()),
-            (2, b"HDR:first".to_vec()),
-            (3, b"HDR:second".to_vec()),
-        ];
-        assert_eq!(sp.reader(0).next_batch(10).unwrap(), want);
-        drop(sp);
-        // The frames (and their checksums) survive the scan on open.
-        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
-        assert_eq!(sp.durable(), 3);
-        assert_eq!(sp.reader(0).next_batch(10).unwrap(), want);
-        // The record limit counts the header.
-        let small = tempfile::tempdir().unwrap();
-        let sp = Spool::open(
-            small.path(),
-            SpoolLimits {
-                max_record_bytes: 8,
-                ..SpoolLimits::default()
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            sp.append_with_header(b"HDR:", &[b"12345"]),
-            Err(SpoolError::RecordTooLarge { size: 9, .. })
-        ));
-        assert_eq!(sp.append_with_header(b"HDR:", &[b"1234"]).unwrap(), 1);
-    }
-
-    #[test]
-    fn torn_tail_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
-        sp.append_batch(&[b"a", b"b"]).unwrap();
-        drop(sp);
-        let seg = dir.path().join(seg_name(1));
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap(); // half a header: a write cut by a crash
-        drop(f);
-        let sp = Spool::open(dir.path(), SpoolLimits::default()).unwrap();
-        assert_eq!(sp.durable(), 2);
-        assert_eq!(sp.append_batch(&[b"c"]).unwrap(), 3);
-        let all = sp.reader(0).next_batch(10).unwrap();
-        assert_eq!(
-            all.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
-            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
-        );
-    }
-
-    #[test]
-    fn limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let sp = Spool::open(
-            dir.path(),
-            SpoolLimits {
-                max_bytes: 100,
-                max_record_bytes: 10,
-                ..SpoolLimits::default()
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            sp.append_batch(&[vec![0u8; 11]]),
-            Err(SpoolError::RecordTooLarge { .. })
-        ));
-        sp.append_batch(&[[0u8; 10]; 3]).unwrap();
-        assert!(matches!(
-            sp.append_batch(&[[0u8; 10]; 3]),
-            Err(SpoolError::Full { .. })
-        ));
-        assert!(matches!(
-            sp.commit(4),
-            Err(SpoolError::CommitBeyondEnd { .. })
-        ));
-    }
-}
+mod tests;

@@ -111,6 +111,8 @@ pub struct KernelStatus {
     pub decode_errors: u64,
     /// Processes in the process table.
     pub processes: usize,
+    /// Entries the table's sweeps against /proc dropped (processes whose exit was never seen).
+    pub processes_swept: u64,
     /// Container identity: cgroups resolved, runtimes that could not be reached.
     pub containers: container::ContainerStatus,
     /// Kernel run time per program, when `kernel.bpf_stats_enabled` is 1 (empty otherwise).
@@ -157,6 +159,7 @@ pub(crate) struct Counters {
     lost_queue: [AtomicU64; kind::COUNT as usize],
     decode_errors: AtomicU64,
     processes: AtomicU64,
+    processes_swept: AtomicU64,
     containers: container::SharedStatus,
 }
 
@@ -594,6 +597,7 @@ fn status_from(
         ring_buffer_bytes,
         decode_errors: c.decode_errors.load(Ordering::Relaxed),
         processes: usize::try_from(c.processes.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+        processes_swept: c.processes_swept.load(Ordering::Relaxed),
         containers: c.containers.lock().map(|g| g.clone()).unwrap_or_default(),
         ..KernelStatus::default()
     };
@@ -768,6 +772,9 @@ impl Reader {
         counters
             .processes
             .store(decoder.table_len() as u64, Ordering::Relaxed);
+        counters
+            .processes_swept
+            .store(decoder.table().swept(), Ordering::Relaxed);
         outcome
     }
 

@@ -82,8 +82,8 @@ impl Process {
         );
     }
 
-    /// The process id, while it runs under this harness.
-    pub fn id(&self) -> Option<u32> {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
@@ -114,13 +114,22 @@ impl Process {
     pub fn stop(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.signal(libc::SIGTERM);
         let mut c = self.child.take()?;
-        let log = self.log.clone();
-        Some(wait_until(
-            timeout,
-            "the process to stop on SIGTERM",
-            || c.try_wait().ok().flatten(),
-            || format!("log:\n{}", read_log(&log)),
-        ))
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                // Never leave it running behind a failed test.
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "timed out after {timeout:?} waiting for the process to stop on SIGTERM (killed)\nlog:\n{}",
+                    read_log(&self.log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -279,3 +279,102 @@ fn distinct_100_kb_field_names_keep_memory_under_the_ceiling_and_are_counted() {
         base >> 20
     );
 }
+
+/// `[ingest.limits] max_record_bytes` counts the record as spooled (2 bytes + agent id + line), at
+/// the edge: a line that fits alone but not with its envelope is rejected by name, the records
+/// beside it are stored (before, the spool refused the whole batch: 500 / auditd DISKERROR).
+#[test]
+fn one_record_limit_counts_the_envelope_at_the_edge() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let aport = free_port();
+    let cfg = dir.join("sensor.toml");
+    // Agent id "a": envelope of 3 bytes; auditd peer "p": 3 bytes too.
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\n[privileges]\nuser = \"root\"\n[kernel]\nenabled = false\n[api]\nsocket = \"{d}/control.sock\"\n[ingest]\nenabled = true\n[ingest.limits]\nmax_record_bytes = 4096\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\nplaintext_loopback = true\n[ingest.auditd]\nlisten = \"127.0.0.1:{aport}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"p\" }}]\n[[ingest.agents]]\nid = \"a\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(TOKEN),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("daemon.log");
+    let mut child = Command::new(sensor_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", aport)).is_err()
+    {
+        assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An ECS record of exactly `len` bytes.
+    let record = |len: usize| {
+        let head = "{\"@timestamp\":\"2026-01-01T00:00:00Z\",\"message\":\"";
+        let r = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
+        assert_eq!(r.len(), len);
+        r
+    };
+    let body = format!("{}\n{}\n", record(4093), record(4094));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/ingest/ecs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    // auditd: a line of 4093 bytes fits with its envelope, one of 4094 does not.
+    let line = |len: usize, serial: u32| {
+        let head = format!("type=USER_CMD msg=audit(1767225600.000:{serial}): cmd=");
+        format!("{head}{}\n", "a".repeat(len - head.len()))
+    };
+    let mut a = std::net::TcpStream::connect(("127.0.0.1", aport)).unwrap();
+    a.write_all(format!("{}{}{}", line(4093, 1), line(4094, 2), line(100, 3)).as_bytes())
+        .unwrap();
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // One HTTP record, and the auditd events of serials 1 and 3.
+    while metric(&socket, "sensor_events_in_total{source=\"ingest\"} ") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{} events in:\n{resp}\n{}",
+            metric(&socket, "sensor_events_in_total{source=\"ingest\"} "),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let got = metric(&socket, "sensor_events_in_total{source=\"ingest\"} ");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    let _ = child.wait();
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("\"accepted\":1")
+            && resp.contains("\"line\":2")
+            && resp.contains("exceeds the limit"),
+        "{resp}"
+    );
+    assert_eq!(got, 3, "events in:\n{daemon_log}");
+    assert!(
+        daemon_log.contains("auditd record over the size limit dropped"),
+        "{daemon_log}"
+    );
+    assert!(!daemon_log.contains("spool append failed"), "{daemon_log}");
+}

@@ -791,7 +791,7 @@ fn a_container_started_after_the_privilege_drop_is_fully_described() {
     assert!(log().contains("privileges dropped"), "{}", log());
 
     // The daemon: uid nobody, no capability in any thread.
-    let pid = daemon.process.id().expect("the daemon runs");
+    let pid = daemon.process.pid().expect("the daemon runs");
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()

@@ -421,6 +421,32 @@ struct Audit {
     started: Option<i32>,
     /// `enabled` and `backlog_limit` before the bench, restored after.
     saved: (String, String),
+    /// The log the run's keyed records are counted in.
+    log: std::path::PathBuf,
+    /// The configuration directory of an auditd the bench started (removed, with its log, after).
+    own_dir: Option<std::path::PathBuf>,
+}
+
+/// `/etc/audit/auditd.conf` rewritten for a bench run: the log in `dir` and never rotated
+/// (`max_log_file_action = ignore`), since a storm writes far more than `max_log_file` (8 MB by
+/// default) and a rotated-away file takes its records with it (every auditd row read INVALID).
+/// Nothing under /etc or /var/log is changed: the bench's auditd runs with `-c dir`.
+fn bench_auditd_conf(system: &str, dir: &Path) -> String {
+    let overrides = [
+        ("log_file", dir.join("audit.log").display().to_string()),
+        ("max_log_file_action", "ignore".to_string()),
+        ("write_logs", "yes".to_string()),
+    ];
+    let mut out: Vec<String> = system
+        .lines()
+        .filter(|l| {
+            let k = l.split_once('=').map_or("", |(k, _)| k.trim());
+            !overrides.iter().any(|(o, _)| *o == k)
+        })
+        .map(str::to_string)
+        .collect();
+    out.extend(overrides.iter().map(|(k, v)| format!("{k} = {v}")));
+    out.join("\n") + "\n"
 }
 
 fn audit_status(key: &str) -> Option<String> {
@@ -434,7 +460,7 @@ fn audit_status(key: &str) -> Option<String> {
 }
 
 impl Audit {
-    fn start(s: Storm) -> Result<Audit> {
+    fn start(s: Storm, dir: &Path) -> Result<Audit> {
         // Saved before auditd starts (starting it turns auditing on).
         let saved = (
             audit_status("enabled").unwrap_or_else(|| "0".into()),
@@ -445,16 +471,39 @@ impl Audit {
             .output()
             .is_ok_and(|o| o.status.success());
         let mut started = None;
-        if !running {
+        let mut own_dir = None;
+        let mut log = audit_log_path();
+        if running {
+            eprintln!(
+                "bench: auditd was already running: counting in {} (a rotation past {}.1 during a run loses records and marks the run INVALID)",
+                log.display(),
+                log.display()
+            );
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let conf_dir = dir.join("auditd");
+            std::fs::create_dir_all(&conf_dir)?;
+            std::fs::set_permissions(&conf_dir, std::fs::Permissions::from_mode(0o750))?;
+            let system = std::fs::read_to_string("/etc/audit/auditd.conf").unwrap_or_default();
+            let conf = conf_dir.join("auditd.conf");
+            std::fs::write(&conf, bench_auditd_conf(&system, &conf_dir))?;
+            std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640))?;
             let st = Command::new("/sbin/auditd")
+                .arg("-c")
+                .arg(&conf_dir)
                 .status()
                 .context("starting /sbin/auditd (apt-get install auditd)")?;
             if !st.success() {
-                bail!("/sbin/auditd failed to start ({st})");
+                bail!(
+                    "/sbin/auditd -c {} failed to start ({st})",
+                    conf_dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
             let pid = std::fs::read_to_string("/var/run/auditd.pid").unwrap_or_default();
             started = pid.trim().parse().ok();
+            log = conf_dir.join("audit.log");
+            own_dir = Some(conf_dir);
         }
         // As Debian's default /etc/audit/rules.d/audit.rules: a backlog of 8192; auditing on.
         let st = Command::new("auditctl")
@@ -478,6 +527,8 @@ impl Audit {
             rules,
             started,
             saved,
+            log,
+            own_dir,
         })
     }
 
@@ -520,6 +571,9 @@ impl Audit {
             .args(["-e", enabled, "-b", backlog])
             .stdout(Stdio::null())
             .status();
+        if let Some(d) = &self.own_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -664,8 +718,8 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
                     }
                     Config::Auditd => {
                         let before = Audit::lost();
-                        let au = Audit::start(storm)?;
-                        let log = audit_log_path();
+                        let au = Audit::start(storm, &dir)?;
+                        let log = au.log.clone();
                         let mark = audit_log_mark(&log);
                         let r = run_storm_forked(storm, a, &dir);
                         let recorded = audit_recorded_since(&log, mark);
@@ -797,5 +851,34 @@ mod tests {
         std::fs::write(&log, line.repeat(2)).unwrap();
         assert_eq!(audit_recorded_since(&log, mark), 3);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_bench_auditd_logs_in_its_own_dir_and_never_rotates() {
+        let system = "log_file = /var/log/audit/audit.log\nmax_log_file = 8\nnum_logs = 5\nmax_log_file_action = ROTATE\nflush = INCREMENTAL_ASYNC\n";
+        let conf = bench_auditd_conf(system, Path::new("/tmp/b"));
+        let kv: Vec<(&str, &str)> = conf
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let get = |k: &str| -> Vec<&str> {
+            kv.iter()
+                .filter(|(x, _)| *x == k)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(get("log_file"), ["/tmp/b/audit.log"]);
+        assert_eq!(get("max_log_file_action"), ["ignore"]);
+        assert_eq!(
+            get("num_logs"),
+            ["5"],
+            "irrelevant once the log is never rotated"
+        );
+        assert_eq!(
+            get("flush"),
+            ["INCREMENTAL_ASYNC"],
+            "the rest is the system's"
+        );
     }
 }

@@ -373,6 +373,14 @@ impl Detector for AnalyticDetector {
         self.inner.pending()
     }
 
+    fn shed(&self) -> u64 {
+        self.inner.shed()
+            + self
+                .lineage
+                .as_ref()
+                .map_or(0, crate::detect::lineage::Lineage::shed)
+    }
+
     fn save_state(&self) -> Option<serde_json::Value> {
         self.inner.save_state()
     }

@@ -7,14 +7,21 @@
 //! enriched flow, e.g. "not Apple-signed and not an allowed uploader". Byte counts are cumulative per flow
 //! (the largest value seen wins); a flow whose only record is its close derives its start from the
 //! duration field.
+//!
+//! Both tables are bounded in entries and in bytes ([`MAX_TABLE_BYTES`] each, events measured with
+//! [`event_bytes`]): remote agents choose the keys and the size of the events. Past a bound the entry
+//! seen longest ago goes, and is counted ([`Detector::shed`]).
 
 use std::collections::BTreeMap;
 
 use super::{draft_alert, format_duration, key_of, render_template, FieldSpec, Filter};
+use crate::eql::sequence::event_bytes;
 use crate::{Alert, Detector, Event, Value};
 
 const MAX_FLOWS: usize = 200_000;
 const MAX_PROCS: usize = 200_000;
+/// Most bytes of events the flow table holds, and (apart) the process table.
+pub const MAX_TABLE_BYTES: usize = 64 << 20;
 
 pub struct FlowConfig {
     pub id: String,
@@ -52,10 +59,23 @@ struct FlowState {
     alerted: bool,
 }
 
+impl FlowState {
+    /// What this flow counts against [`MAX_TABLE_BYTES`].
+    fn held(&self) -> usize {
+        event_bytes(&self.first) + event_bytes(&self.last)
+    }
+}
+
 pub struct FlowMonitor {
     cfg: FlowConfig,
     flows: BTreeMap<String, FlowState>,
-    procs: BTreeMap<String, Event>,
+    /// Sum of the flows' [`FlowState::held`].
+    flow_bytes: usize,
+    procs: BTreeMap<String, (Event, usize)>,
+    /// Sum of the processes' event bytes.
+    proc_bytes: usize,
+    /// Entries dropped to stay within the bounds.
+    shed: u64,
 }
 
 impl FlowMonitor {
@@ -63,8 +83,67 @@ impl FlowMonitor {
         FlowMonitor {
             cfg,
             flows: BTreeMap::new(),
+            flow_bytes: 0,
             procs: BTreeMap::new(),
+            proc_bytes: 0,
+            shed: 0,
         }
+    }
+
+    fn take_flow(&mut self, key: &str) -> Option<FlowState> {
+        let st = self.flows.remove(key)?;
+        self.flow_bytes -= st.held();
+        Some(st)
+    }
+
+    fn put_flow(&mut self, key: String, st: FlowState) {
+        self.flow_bytes += st.held();
+        if let Some(old) = self.flows.insert(key, st) {
+            self.flow_bytes -= old.held();
+        }
+    }
+
+    /// Makes room for `incoming` more bytes (and one more entry) in the flow table.
+    fn evict_flows(&mut self, incoming: usize) {
+        while !self.flows.is_empty()
+            && (self.flows.len() >= MAX_FLOWS || self.flow_bytes + incoming > MAX_TABLE_BYTES)
+        {
+            let Some(k) = self
+                .flows
+                .iter()
+                .min_by_key(|(_, s)| s.last_ns)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.take_flow(&k);
+            self.shed += 1;
+        }
+    }
+
+    fn remember_process(&mut self, key: String, event: &Event) {
+        let bytes = event_bytes(event) + key.len();
+        if let Some((_, old)) = self.procs.remove(&key) {
+            self.proc_bytes -= old;
+        }
+        while !self.procs.is_empty()
+            && (self.procs.len() >= MAX_PROCS || self.proc_bytes + bytes > MAX_TABLE_BYTES)
+        {
+            let Some(k) = self
+                .procs
+                .iter()
+                .min_by_key(|(_, (e, _))| e.timestamp_ns)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((_, b)) = self.procs.remove(&k) {
+                self.proc_bytes -= b;
+                self.shed += 1;
+            }
+        }
+        self.proc_bytes += bytes;
+        self.procs.insert(key, (event.clone(), bytes));
     }
 
     fn process_of(&self, ev: &Event) -> Option<&Event> {
@@ -72,7 +151,7 @@ impl FlowMonitor {
         if parts.iter().any(serde_json::Value::is_null) {
             return None;
         }
-        self.procs.get(&key)
+        self.procs.get(&key).map(|(e, _)| e)
     }
 
     /// The flow event with the owning process's `process.*` fields filled in where absent.
@@ -155,17 +234,7 @@ impl Detector for FlowMonitor {
         if (self.cfg.process_events)(event) {
             let (key, parts) = key_of(&self.cfg.process_key, event);
             if !parts.iter().any(serde_json::Value::is_null) {
-                if self.procs.len() >= MAX_PROCS && !self.procs.contains_key(&key) {
-                    if let Some(k) = self
-                        .procs
-                        .iter()
-                        .min_by_key(|(_, e)| e.timestamp_ns)
-                        .map(|(k, _)| k.clone())
-                    {
-                        self.procs.remove(&k);
-                    }
-                }
-                self.procs.insert(key, event.clone());
+                self.remember_process(key, event);
             }
         }
         if !(self.cfg.filter)(event) {
@@ -186,24 +255,20 @@ impl Detector for FlowMonitor {
             .and_then(|d| d.raw(event))
             .and_then(Value::as_i64);
         let closing = (self.cfg.closing)(event);
-        if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
-            if let Some(k) = self
-                .flows
-                .iter()
-                .min_by_key(|(_, s)| s.last_ns)
-                .map(|(k, _)| k.clone())
-            {
-                self.flows.remove(&k);
+        let mut st = match self.take_flow(&key) {
+            Some(st) => st,
+            None => {
+                self.evict_flows(2 * event_bytes(event));
+                FlowState {
+                    start_ns: ts,
+                    last_ns: ts,
+                    bytes_out: 0,
+                    first: event.clone(),
+                    last: event.clone(),
+                    alerted: false,
+                }
             }
-        }
-        let st = self.flows.entry(key.clone()).or_insert_with(|| FlowState {
-            start_ns: ts,
-            last_ns: ts,
-            bytes_out: 0,
-            first: event.clone(),
-            last: event.clone(),
-            alerted: false,
-        });
+        };
         if let Some(d) = duration.filter(|d| *d > 0) {
             st.start_ns = st.start_ns.min(ts.saturating_sub(d));
         }
@@ -211,14 +276,11 @@ impl Detector for FlowMonitor {
         st.last_ns = st.last_ns.max(ts);
         st.bytes_out = st.bytes_out.max(bytes);
         st.last = event.clone();
-        let Some(st) = self.flows.remove(&key) else {
-            return;
-        };
         let closing_ev = closing.then_some(event);
         if let Some(why) = self.check(&st, ts, closing_ev) {
             self.fire(&st, closing_ev, &why, out);
             if !closing {
-                self.flows.insert(
+                self.put_flow(
                     key,
                     FlowState {
                         alerted: true,
@@ -227,14 +289,14 @@ impl Detector for FlowMonitor {
                 );
             }
         } else if !closing {
-            self.flows.insert(key, st);
+            self.put_flow(key, st);
         }
     }
 
     fn on_watermark(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
         let keys: Vec<String> = self.flows.keys().cloned().collect();
         for key in keys {
-            let Some(mut st) = self.flows.remove(&key) else {
+            let Some(mut st) = self.take_flow(&key) else {
                 continue;
             };
             if let Some(why) = self.check(&st, now_ns, None) {
@@ -242,13 +304,17 @@ impl Detector for FlowMonitor {
                 st.alerted = true;
             }
             if now_ns.saturating_sub(st.last_ns) <= self.cfg.idle_timeout_ns {
-                self.flows.insert(key, st);
+                self.put_flow(key, st);
             }
         }
     }
 
     fn pending(&self) -> usize {
         self.flows.len()
+    }
+
+    fn shed(&self) -> u64 {
+        self.shed
     }
 }
 
@@ -396,5 +462,42 @@ mod tests {
             }
             proptest::prop_assert!(out.len() <= 1);
         }
+    }
+
+    #[test]
+    fn both_tables_stay_within_their_byte_bound_under_big_events_and_count_what_they_shed() {
+        let mut d = det();
+        let big = "p".repeat(200_000);
+        let mut out = Vec::new();
+        for pid in 0..1_000 {
+            let mut e = exec(pid, pid, "/tmp/x", false);
+            e.insert("process.command_line", Value::Str(big.as_str().into()));
+            d.on_event(&e, &mut out);
+            let mut c = conn(pid, pid, 1000, "start", 1);
+            c.insert("message", Value::Str(big.as_str().into()));
+            d.on_event(&c, &mut out);
+            assert!(
+                d.proc_bytes <= MAX_TABLE_BYTES,
+                "{} bytes of processes",
+                d.proc_bytes
+            );
+            assert!(
+                d.flow_bytes <= MAX_TABLE_BYTES,
+                "{} bytes of flows",
+                d.flow_bytes
+            );
+        }
+        // 1,000 processes and 1,000 flows of 200+ kB each do not fit: the oldest went.
+        assert!(d.procs.len() < 1_000 && d.flows.len() < 1_000);
+        assert_eq!(
+            d.shed(),
+            (1_000 - d.procs.len() + 1_000 - d.flows.len()) as u64
+        );
+        // The accounting matches what is held.
+        let procs: usize = d.procs.values().map(|(_, b)| b).sum();
+        let flows: usize = d.flows.values().map(FlowState::held).sum();
+        assert_eq!((procs, flows), (d.proc_bytes, d.flow_bytes));
+        // The newest process still enriches its flow.
+        assert!(d.process_of(&conn(999, 999, 1000, "start", 1)).is_some());
     }
 }

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::eql::sequence::event_bytes;
+
 use super::{draft_alert, key_of, render_template, FieldSpec, Filter};
 use crate::{Alert, Detector, Event};
 
@@ -35,19 +37,58 @@ pub struct JoinConfig {
 pub struct Join {
     cfg: JoinConfig,
     keys: BTreeMap<String, KeyState>,
+    /// Sum of the keys' `bytes`.
+    bytes: usize,
+    /// Keys dropped to stay within the bounds.
+    shed: u64,
 }
 
 struct KeyState {
     stages: Vec<VecDeque<Event>>,
     last_ns: i64,
+    /// [`event_bytes`] of the events held.
+    bytes: usize,
 }
+
+/// Most bytes of events one join holds (remote agents choose keys and event sizes); past it the
+/// key seen longest ago goes, counted in [`Detector::shed`].
+pub const MAX_JOIN_BYTES: usize = 64 << 20;
 
 impl Join {
     pub fn new(cfg: JoinConfig) -> Join {
         Join {
             cfg,
             keys: BTreeMap::new(),
+            bytes: 0,
+            shed: 0,
         }
+    }
+
+    fn take(&mut self, key: &str) -> Option<KeyState> {
+        let st = self.keys.remove(key)?;
+        self.bytes -= st.bytes;
+        Some(st)
+    }
+
+    /// Puts `st` back, first dropping the stalest keys while it would not fit.
+    fn put(&mut self, key: String, mut st: KeyState) {
+        st.bytes = st.stages.iter().flatten().map(event_bytes).sum();
+        while !self.keys.is_empty()
+            && (self.keys.len() >= MAX_KEYS || self.bytes + st.bytes > MAX_JOIN_BYTES)
+        {
+            let Some(k) = self
+                .keys
+                .iter()
+                .min_by_key(|(_, s)| s.last_ns)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.take(&k);
+            self.shed += 1;
+        }
+        self.bytes += st.bytes;
+        self.keys.insert(key, st);
     }
 
     fn satisfied(&self, st: &KeyState, i: usize) -> bool {
@@ -71,21 +112,18 @@ impl Detector for Join {
             if parts.iter().any(serde_json::Value::is_null) {
                 continue;
             }
-            if !self.keys.contains_key(&key) && self.keys.len() >= MAX_KEYS {
-                if let Some(k) = self
-                    .keys
-                    .iter()
-                    .min_by_key(|(_, s)| s.last_ns)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.keys.remove(&k);
-                }
-            }
             let n = self.cfg.stages.len();
-            let mut st = self.keys.remove(&key).unwrap_or_else(|| KeyState {
-                stages: vec![VecDeque::new(); n],
-                last_ns: ts,
-            });
+            let mut st = match self.keys.remove(&key) {
+                Some(st) => {
+                    self.bytes -= st.bytes;
+                    st
+                }
+                None => KeyState {
+                    stages: vec![VecDeque::new(); n],
+                    last_ns: ts,
+                    bytes: 0,
+                },
+            };
             st.last_ns = st.last_ns.max(ts);
             let horizon = ts.saturating_sub(self.cfg.window_ns);
             for q in &mut st.stages {
@@ -124,17 +162,29 @@ impl Detector for Join {
                 // The key starts over: one alert per completed join.
                 continue;
             }
-            self.keys.insert(key, st);
+            self.put(key, st);
         }
     }
 
     fn on_watermark(&mut self, now_ns: i64, _out: &mut Vec<Alert>) {
         let horizon = now_ns.saturating_sub(self.cfg.window_ns);
-        self.keys.retain(|_, st| st.last_ns >= horizon);
+        let mut freed = 0;
+        self.keys.retain(|_, st| {
+            let keep = st.last_ns >= horizon;
+            if !keep {
+                freed += st.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
     }
 
     fn pending(&self) -> usize {
         self.keys.len()
+    }
+
+    fn shed(&self) -> u64 {
+        self.shed
     }
 }
 

@@ -3,7 +3,9 @@
 //! pid, and fills `process.parent.executable` / `process.parent.name` / `process.parent.command_line` into
 //! later events that have `process.parent.pid` but not those fields, so rules and alert reasons written against
 //! the Elastic shape (`process.parent.name`) work on them.
-//! The table is bounded; the oldest entries go first.
+//! The table is bounded in entries ([`MAX_PROCS`]) and in bytes ([`MAX_LINEAGE_BYTES`]; a command line
+//! is kept up to [`MAX_KEPT_COMMAND_LINE`] bytes): the oldest entries go first. Remote agents can send
+//! any pid with any command line, so neither bound may depend on them behaving.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::LazyLock;
@@ -11,6 +13,12 @@ use std::sync::LazyLock;
 use crate::{Event, Field, Value};
 
 const MAX_PROCS: usize = 100_000;
+/// Most bytes of executables, names, command lines and host ids the table holds.
+pub const MAX_LINEAGE_BYTES: usize = 32 << 20;
+/// Longest command line kept for a parent (the kernel sensor cuts its own at 16 KiB too).
+pub const MAX_KEPT_COMMAND_LINE: usize = 16 << 10;
+/// What an entry costs besides its strings: key, map node, order slot.
+const ENTRY_OVERHEAD: usize = 160;
 
 struct LineageFields {
     category: Field,
@@ -53,15 +61,49 @@ struct Proc {
     exe: Value,
     name: Option<Value>,
     command_line: Option<Value>,
+    /// What this entry counts against [`MAX_LINEAGE_BYTES`].
+    bytes: usize,
+}
+
+fn str_bytes(v: Option<&Value>) -> usize {
+    v.and_then(Value::as_str).map_or(0, str::len)
+}
+
+/// A command line cut to [`MAX_KEPT_COMMAND_LINE`] bytes (at a character boundary).
+fn kept_command_line(v: &Value) -> Value {
+    match v.as_str() {
+        Some(s) if s.len() > MAX_KEPT_COMMAND_LINE => {
+            let mut end = MAX_KEPT_COMMAND_LINE;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::Str(s[..end].into())
+        }
+        _ => v.clone(),
+    }
 }
 
 #[derive(Default)]
 pub struct Lineage {
     procs: BTreeMap<(String, i64), Proc>,
     order: VecDeque<(String, i64)>,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
+    /// Entries dropped to stay within the bounds since start.
+    shed: u64,
 }
 
 impl Lineage {
+    /// Bytes the table holds (what [`MAX_LINEAGE_BYTES`] bounds) and its entries.
+    pub fn held(&self) -> (usize, usize) {
+        (self.bytes, self.procs.len())
+    }
+
+    /// Entries dropped to stay within the table's bounds since start.
+    pub fn shed(&self) -> u64 {
+        self.shed
+    }
+
     fn host(ev: &Event) -> String {
         ev.get(F.host_id)
             .and_then(Value::as_str)
@@ -76,22 +118,33 @@ impl Lineage {
         if has(ev, f.category, "process") && has(ev, f.etype, "start") {
             if let (Some(pid), Some(exe)) = (ev.get(f.pid).and_then(Value::as_i64), ev.get(f.exe)) {
                 let key = (Lineage::host(ev), pid);
-                if !self.procs.contains_key(&key) {
-                    self.order.push_back(key.clone());
-                    if self.order.len() > MAX_PROCS {
-                        if let Some(old) = self.order.pop_front() {
-                            self.procs.remove(&old);
-                        }
+                let name = ev.get(f.name).cloned();
+                let command_line = ev.get(f.cmd).map(kept_command_line);
+                let bytes = ENTRY_OVERHEAD
+                    + key.0.len()
+                    + str_bytes(Some(exe))
+                    + str_bytes(name.as_ref())
+                    + str_bytes(command_line.as_ref());
+                let proc = Proc {
+                    exe: exe.clone(),
+                    name,
+                    command_line,
+                    bytes,
+                };
+                match self.procs.insert(key.clone(), proc) {
+                    Some(old) => self.bytes -= old.bytes,
+                    None => self.order.push_back(key),
+                }
+                self.bytes += bytes;
+                while self.order.len() > MAX_PROCS || self.bytes > MAX_LINEAGE_BYTES {
+                    let Some(old) = self.order.pop_front() else {
+                        break;
+                    };
+                    if let Some(p) = self.procs.remove(&old) {
+                        self.bytes -= p.bytes;
+                        self.shed += 1;
                     }
                 }
-                self.procs.insert(
-                    key,
-                    Proc {
-                        exe: exe.clone(),
-                        name: ev.get(f.name).cloned(),
-                        command_line: ev.get(f.cmd).cloned(),
-                    },
-                );
             }
         }
         if ev.get(f.pexe).is_some() && ev.get(f.pname).is_some() && ev.get(f.pcmd).is_some() {
@@ -185,5 +238,32 @@ mod tests {
             Value::Str("/usr/bin/python3".into()),
         );
         assert!(l.observe(&other).is_none());
+    }
+
+    #[test]
+    fn fake_pids_with_huge_command_lines_stay_within_the_byte_bound_and_are_counted() {
+        let mut l = Lineage::default();
+        let cmd = "c".repeat(1 << 20);
+        for pid in 0..5_000 {
+            let ev = Event::from_json(&serde_json::json!({"event": {"category": ["process"], "type": ["start"]},
+                "host": {"id": format!("host-{pid}-{}", "h".repeat(1000))},
+                "process": {"pid": pid, "executable": format!("/x/{}", "e".repeat(4000)), "command_line": cmd}}))
+            .unwrap();
+            l.observe(&ev);
+            assert!(l.held().0 <= MAX_LINEAGE_BYTES, "{} bytes held", l.held().0);
+        }
+        // 5,000 entries of ~21 KiB each do not fit in 32 MiB: the oldest went, and were counted.
+        let (bytes, n) = l.held();
+        assert!(n < 5_000 && n > 1_000, "{n} entries, {bytes} bytes");
+        assert_eq!(l.shed(), 5_000 - n as u64);
+        // The newest is still there, with its command line cut.
+        let child = Event::from_json(
+            &serde_json::json!({"host": {"id": format!("host-4999-{}", "h".repeat(1000))},
+            "process": {"pid": 1, "parent": {"pid": 4999}}}),
+        )
+        .unwrap();
+        let filled = l.observe(&child).unwrap();
+        let pcmd = filled.get_path("process.parent.command_line").unwrap();
+        assert_eq!(pcmd.as_str().map(str::len), Some(MAX_KEPT_COMMAND_LINE));
     }
 }

@@ -16,7 +16,10 @@ use correlator::{ecs, Event, Field, Value};
 use super::util::{self, fields, s, strs};
 use super::{Ctx, DecodeError, Decoder, Sink};
 
+mod keys;
 mod syscalls;
+
+use keys::KeyFields;
 
 use syscalls::arch_name;
 pub use syscalls::syscall_name;
@@ -64,26 +67,6 @@ impl Group {
 
 /// Largest buffer kept from one group to the next.
 const MAX_SPARE_BYTES: usize = 64 << 10;
-
-/// The interned `auditd.log.<key>` field of each record key met, without formatting the path
-/// for every key of every record.
-#[derive(Default)]
-struct KeyFields(std::collections::HashMap<Box<str>, Field, ahash::RandomState>);
-
-impl KeyFields {
-    fn get(&mut self, key: &str) -> Field {
-        if let Some(&f) = self.0.get(key) {
-            return f;
-        }
-        // Bounded: keys come from outside.
-        if self.0.len() >= 4096 {
-            self.0.clear();
-        }
-        let f = Field::intern(&format!("auditd.log.{key}"));
-        self.0.insert(Box::from(key), f);
-        f
-    }
-}
 
 /// The fields of the event being built, in the order they are set; the last value of a field
 /// wins, as with successive [`Event::set`] calls ([`Event::from_fields`] sorts once at the end).

@@ -11,6 +11,9 @@ use super::util::{self, fields, s, strs};
 use super::zeek_x509::X509Join;
 use super::{Ctx, DecodeError, Decoder, Sink};
 
+/// Longest header line (`#fields ...`) kept; a real `#fields` line is a few KiB at most.
+const MAX_HEADER_LINE_BYTES: usize = 64 << 10;
+
 pub(crate) struct ZeekDecoder {
     ctx: Ctx,
     tsv: Option<Tsv>,
@@ -159,6 +162,17 @@ impl Decoder for ZeekDecoder {
 
     fn line(&mut self, line_no: u64, line: &str, sink: &mut Sink<'_>) {
         if line.starts_with('#') {
+            // Header lines are kept per agent (here and as the agent's context, see
+            // `Decoder::context`): bounded, at most one per directive and this long each.
+            if line.len() > MAX_HEADER_LINE_BYTES {
+                return sink(Err(DecodeError::new(
+                    line_no,
+                    format!(
+                        "Zeek header line of {} bytes is longer than the {MAX_HEADER_LINE_BYTES} bytes a header may have",
+                        line.len()
+                    ),
+                )));
+            }
             self.header(line);
             return;
         }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{encode_record, process_body, stopped, AuditdConfig, PeerAddr, State};
+use super::{disk_full, encode_record, process_body, stopped, AuditdConfig, PeerAddr, State};
 use crate::decode::Format;
 use crate::edge::{ConnLimit, Refusal};
 use crate::spool::SpoolError;
@@ -240,7 +240,11 @@ async fn auditd_conn(
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let idle = Duration::from_secs(state.limits.auditd_idle_secs);
-    let max_record = state.limits.max_record_bytes.min(1 << 20);
+    // The one record limit counts the spool envelope too (see `State::record_limit`).
+    let max_record = state
+        .record_limit()
+        .min(1 << 20)
+        .saturating_sub(super::record_header(Format::Auditd, &agent).len());
     let mut framing = AuditdFraming::default();
     let mut chunk = vec![0u8; 64 << 10];
     let mut frames = Vec::new();
@@ -275,9 +279,14 @@ async fn auditd_conn(
                     seq,
                     text,
                 } => {
-                    match check_audit_line(&agent, line_no, &text) {
-                        Some(r) => records.push(r),
-                        None => rejected += 1,
+                    if text.len() > max_record {
+                        // Acknowledged (as a rejected line is): resending it cannot help.
+                        tracing::warn!(message = "ingest: auditd record over the size limit dropped", size = text.len(), limit = max_record, agent = %agent);
+                        rejected += 1;
+                    } else if let Some(r) = check_audit_line(&agent, line_no, &text) {
+                        records.push(r);
+                    } else {
+                        rejected += 1;
                     }
                     acks.push((RMW_TYPE_ACK, seq));
                 }
@@ -321,15 +330,21 @@ async fn auditd_conn(
                         rejected = 0;
                         break;
                     }
-                    Ok(Err(SpoolError::Full { .. })) if attempt < 20 => {
+                    Ok(Err(e))
+                        if attempt < 20
+                            && (matches!(e, SpoolError::Full { .. }) || disk_full(&e)) =>
+                    {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(message = "ingest: spool append failed for auditd records", error = %e);
-                        let kind = if matches!(e, SpoolError::Full { .. }) {
+                        // Not acknowledged: the peer keeps the records (audisp-remote applies its
+                        // `disk_full_action` / `disk_error_action`) and sends them again.
+                        let kind = if matches!(e, SpoolError::Full { .. }) || disk_full(&e) {
+                            tracing::error!(message = "ingest: DISKFULL: the spool cannot take auditd records; told the peer DISKFULL, nothing of them was kept", agent = %agent, records = records.len(), error = %e);
                             RMW_TYPE_DISKFULL
                         } else {
+                            tracing::error!(message = "ingest: DISKERROR: spool append failed for auditd records; told the peer DISKERROR, nothing of them was kept", agent = %agent, records = records.len(), error = %e);
                             RMW_TYPE_DISKERROR
                         };
                         for a in &mut acks {

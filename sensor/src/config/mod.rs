@@ -636,9 +636,12 @@ impl Config {
                 ))
             }
         };
-        let spool = match t.remove("spool") {
+        let mut spool = match t.remove("spool") {
             None => ingest::SpoolLimits::default(),
             Some(v) => {
+                if v.get("max_record_bytes").is_some() {
+                    return Err("[ingest.spool] max_record_bytes: the record limit is set once, as [ingest.limits] max_record_bytes (it counts the record as spooled: line plus envelope)".into());
+                }
                 ingest::SpoolLimits::deserialize(v).map_err(|e| format!("[ingest.spool] {e}"))?
             }
         };
@@ -653,6 +656,8 @@ impl Config {
         };
         let listeners = ingest::IngestConfig::deserialize(toml::Value::Table(t))
             .map_err(|e| format!("[ingest] {e}"))?;
+        // One record limit: the edge checks envelope plus line against it, the spool enforces it.
+        spool.max_record_bytes = listeners.limits.max_record_bytes;
         let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for a in &listeners.agents {
             if let Some(other) = seen.insert(a.token_sha256.trim().to_ascii_lowercase(), &a.id) {

@@ -176,6 +176,8 @@ impl Stage {
                     c.events_out.fetch_add(1, Relaxed);
                 }
             }
+            // Processed: its bytes go back to the source's in-flight budget.
+            drop(inp.held);
             match inp.cover {
                 Cover::None => {}
                 Cover::Uncovered => {

@@ -228,6 +228,9 @@ fn resume_point(stored: Option<&ResumePoint>, spool: &Spool) -> Position {
 /// it; rejects are counted and logged.
 struct ChannelSink<'a> {
     tx: &'a mpsc::Sender<SourceItem>,
+    /// Bytes of events between here and the correlator (see `inflight.rs`).
+    budget: Arc<super::inflight::InFlight>,
+    stop: &'a watch::Receiver<bool>,
     metrics: &'a Metrics,
     /// The last position the store made durable.
     acked: &'a AtomicU64,
@@ -244,8 +247,20 @@ impl Sink for ChannelSink<'_> {
                         .ingest_ecs_uncategorized
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                if !self.closed && self.tx.blocking_send(SourceItem::Event(ev)).is_err() {
-                    self.closed = true;
+                if !self.closed {
+                    // Waits while the events on their way to the correlator hold the budget.
+                    let held = self
+                        .budget
+                        .acquire(correlator::eql::sequence::event_bytes(&ev), || {
+                            *self.stop.borrow()
+                        });
+                    if self
+                        .tx
+                        .blocking_send(SourceItem::Event(ev, Some(held)))
+                        .is_err()
+                    {
+                        self.closed = true;
+                    }
                 }
             }
             Err(err) => {
@@ -298,6 +313,8 @@ fn consume(
     consumer.resume_at(&start);
     let mut sink = ChannelSink {
         tx,
+        budget: super::inflight::InFlight::new(super::inflight::INGEST_INFLIGHT_BYTES),
+        stop,
         metrics,
         acked,
         sent: start.clone(),

@@ -27,6 +27,7 @@
 
 mod correlate;
 mod housekeeping;
+mod inflight;
 pub mod live;
 pub mod meta_helper;
 pub mod privilege;
@@ -39,6 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use correlator::Event;
+pub use inflight::InFlightGuard;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -87,7 +89,8 @@ pub trait SourceStarter: Send {
 /// What a positioned source sends, in order.
 #[derive(Debug)]
 pub enum SourceItem {
-    Event(Event),
+    /// An event, with the bytes it holds of its source's in-flight budget (see `inflight.rs`).
+    Event(Event, Option<InFlightGuard>),
     /// Where the source stands once every event sent before this one is processed: committed with
     /// their alerts, and given back through [`SourceStarter::resume_from`] at the next start.
     Resume(ResumePoint),
@@ -162,6 +165,8 @@ pub(crate) struct Input {
     pub(crate) src: usize,
     pub(crate) event: Option<Event>,
     pub(crate) cover: Cover,
+    /// Bytes of the source's in-flight budget the event holds, given back once it is processed.
+    pub(crate) held: Option<InFlightGuard>,
 }
 
 /// Whether an [`Input`] is covered by a resume point of its source.

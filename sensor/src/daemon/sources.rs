@@ -31,20 +31,23 @@ pub(crate) async fn forward(
                 src,
                 event: Some(event),
                 cover: Cover::None,
+                held: None,
             };
             pump(rx, wrap, tx, &counters, shutdown).await;
         }
         SourceEvents::Positioned(rx) => {
             let wrap = |item| match item {
-                SourceItem::Event(event) => Input {
+                SourceItem::Event(event, held) => Input {
                     src,
                     event: Some(event),
                     cover: Cover::Uncovered,
+                    held,
                 },
                 SourceItem::Resume(p) => Input {
                     src,
                     event: None,
                     cover: Cover::Mark(p),
+                    held: None,
                 },
             };
             let mut rx = rx;
@@ -68,6 +71,7 @@ pub(crate) async fn forward(
                         src,
                         event: None,
                         cover: Cover::Closed,
+                        held: None,
                     })
                     .await;
             }
@@ -319,6 +323,7 @@ async fn emit(
                 src,
                 event: Some(event),
                 cover,
+                held: None,
             })
             .await
             .is_ok()

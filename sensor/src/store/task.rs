@@ -73,6 +73,8 @@ impl StoreHandle {
 
 /// Most alerts folded into one transaction.
 const BATCH: usize = 4096;
+/// Most queued messages set aside while a write waits for disk space (queries behind them wait too).
+const MAX_HELD: usize = 256;
 
 pub(crate) fn spawn(
     store: Store,
@@ -97,15 +99,18 @@ fn store_loop(
     metrics: &Metrics,
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
 ) {
-    let mut held: Option<StoreMsg> = None;
+    // Messages taken off the queue but not handled yet (see `write_batch`), oldest first.
+    let mut held: std::collections::VecDeque<StoreMsg> = std::collections::VecDeque::new();
     let mut ckpt = Checkpointer::new();
     // Positions committed but not yet known to be on disk, by source: with `synchronous=NORMAL` a
     // commit survives a crash of the process at once, a power loss only once the WAL is synced,
     // which every checkpoint does first. Sources hear of them after the next checkpoint.
     let mut unsynced: std::collections::BTreeMap<String, (ResumePoint, AckFn)> =
         std::collections::BTreeMap::new();
+    // Sources some of whose alerts could not be stored (see `write_batch`).
+    let mut dropped: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
-        let Some(msg) = held.take().or_else(|| rx.blocking_recv()) else {
+        let Some(msg) = held.pop_front().or_else(|| rx.blocking_recv()) else {
             break;
         };
         let started = Instant::now();
@@ -133,7 +138,7 @@ fn store_loop(
                             points.extend(p);
                         }
                         Ok(other) => {
-                            held = Some(other);
+                            held.push_back(other);
                             break;
                         }
                         Err(_) => break,
@@ -143,10 +148,23 @@ fn store_loop(
                     .into_iter()
                     .map(|(name, point, ack)| ((name, point), ack))
                     .unzip();
-                if write_batch(&mut store, alerts, &points, metrics, bus) {
+                let mut io = BatchIo {
+                    store: &mut store,
+                    rx: &mut rx,
+                    held: &mut held,
+                };
+                if write_batch(&mut io, alerts, &points, metrics, bus) {
                     for ((name, point), ack) in points.into_iter().zip(acks) {
-                        if let Some(ack) = ack {
+                        if let Some(ack) = ack.filter(|_| !dropped.contains(&name)) {
                             unsynced.insert(name, (point, ack));
+                        }
+                    }
+                } else {
+                    // The alerts of these points are only in the log: their sources must replay
+                    // them after a restart, so none of their later points is acknowledged.
+                    for (name, _) in points {
+                        if dropped.insert(name.clone()) {
+                            tracing::error!(source = %name, "alerts of this source could not be stored: its resume point stays where it was until a restart, which replays them");
                         }
                     }
                 }
@@ -163,7 +181,7 @@ fn store_loop(
             }
         }
         warn_if_slow(what, started);
-        let idle = held.is_none() && rx.is_empty();
+        let idle = held.is_empty() && rx.is_empty();
         if ckpt.maybe_run(&store, idle, metrics) {
             ack_all(&mut unsynced);
         }
@@ -237,33 +255,78 @@ impl Checkpointer {
     }
 }
 
-/// Writes one transaction; false when it could not be written (after retries; the alerts are logged).
+/// Whether a store error is the disk (or the user's quota) being full.
+fn disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. }
+        if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// What [`write_batch`] works with: the store, and the queue it serves while it waits.
+struct BatchIo<'a> {
+    store: &'a mut Store,
+    rx: &'a mut mpsc::Receiver<StoreMsg>,
+    held: &'a mut std::collections::VecDeque<StoreMsg>,
+}
+
+/// Writes one transaction; false when it could not be written (the alerts are logged). A full disk
+/// is waited out (alerts are never dropped for it; everything behind them waits, up to the
+/// sources, whose records stay in the kernel ring or the spool): queries are answered meanwhile, and
+/// only a shutdown ends the wait. Other errors are retried five times.
 fn write_batch(
-    store: &mut Store,
+    io: &mut BatchIo<'_>,
     alerts: Vec<Alert>,
     points: &[(String, ResumePoint)],
     metrics: &Metrics,
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
 ) -> bool {
     let mut attempt = 0;
+    let mut full_for = 0u64;
     let recorded = loop {
-        match store.record_batch(&alerts, points, wall_ns()) {
-            Ok(r) => break r,
-            Err(e) if attempt < 5 => {
-                attempt += 1;
-                metrics.store_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, attempt, "alert store write failed; retrying");
-                std::thread::sleep(Duration::from_millis(100 << attempt));
-            }
-            Err(e) => {
-                metrics.store_errors.fetch_add(1, Relaxed);
-                // Keep them somewhere an operator can find them: the log.
-                for a in &alerts {
-                    tracing::error!(error = %e, alert = %serde_json::to_string(a).unwrap_or_default(), "alert could not be stored");
+        let err = match io.store.record_batch(&alerts, points, wall_ns()) {
+            Ok(r) => {
+                if full_for > 0 {
+                    tracing::info!(
+                        seconds = full_for / 4,
+                        alerts = alerts.len(),
+                        "alert store: space is back; the waiting alerts are stored"
+                    );
                 }
-                return false;
+                break r;
             }
+            Err(e) => e,
+        };
+        let stopping = io.held.iter().any(|m| matches!(m, StoreMsg::Shutdown(_)));
+        if disk_full(&err) && !stopping {
+            if full_for.is_multiple_of(240) {
+                metrics.store_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %err, alerts = alerts.len(), seconds = full_for / 4, "alert store: DISK FULL; alerts wait until space is freed (none is dropped)");
+            }
+            full_for += 1;
+            // Queries are answered meanwhile (reading needs no space); later alert batches are
+            // set aside, up to a bound, and written in order once space is back.
+            while io.held.len() < MAX_HELD {
+                match io.rx.try_recv() {
+                    Ok(StoreMsg::Call(f)) => f(io.store),
+                    Ok(other) => io.held.push_back(other),
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            continue;
         }
+        if attempt < 5 && !disk_full(&err) {
+            attempt += 1;
+            metrics.store_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %err, attempt, "alert store write failed; retrying");
+            std::thread::sleep(Duration::from_millis(100 << attempt));
+            continue;
+        }
+        metrics.store_errors.fetch_add(1, Relaxed);
+        // Keep them somewhere an operator can find them: the log.
+        for a in &alerts {
+            tracing::error!(error = %err, alert = %serde_json::to_string(a).unwrap_or_default(), "alert could not be stored");
+        }
+        return false;
     };
     let now = wall_ns();
     for (a, r) in alerts.into_iter().zip(recorded) {
