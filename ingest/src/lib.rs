@@ -14,5 +14,5 @@ pub mod spool;
 pub use decode::{
     decode_reader, decoder, lacks_ecs_category, uncategorized_warning, DecodeError, Decoder, Format,
 };
-pub use server::{bind, serve, Bound, IngestConfig, IngestError};
+pub use server::{bind, bind_sink, serve, Bound, IngestConfig, IngestError, RecordSink, SinkError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

@@ -29,6 +29,7 @@ mod auditd;
 mod bucket;
 mod config;
 mod envelope;
+mod sink;
 mod tls;
 
 pub use auditd::{
@@ -41,6 +42,7 @@ pub use config::{
     TlsConfig,
 };
 pub use envelope::{decode_record, encode_record, record_header};
+pub use sink::{RecordSink, SinkError};
 pub use tls::tls_acceptor;
 
 struct Agent {
@@ -86,11 +88,15 @@ fn save_contexts(state: &State) -> std::io::Result<()> {
         }
     }
     let data = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
-    super::spool::write_atomic(&state.spool.dir().join(CONTEXTS_FILE), &data)
+    match state.spool.state_dir() {
+        Some(dir) => super::spool::write_atomic(&dir.join(CONTEXTS_FILE), &data),
+        None => Ok(()),
+    }
 }
 
 struct State {
-    spool: Arc<Spool>,
+    /// Where accepted records go: the local spool, or a gateway's bus ([`RecordSink`]).
+    spool: Arc<dyn RecordSink>,
     agents: HashMap<[u8; 32], Arc<Agent>>,
     limits: IngestLimits,
     inflight: Semaphore,
@@ -141,8 +147,19 @@ impl Bound {
 
 /// Reads the agents and TLS material and binds the configured listeners (see [`Bound`]).
 pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestError> {
+    bind_sink(cfg, spool).await
+}
+
+/// As [`bind`], with accepted records going to any [`RecordSink`] (a fleet gateway's bus).
+pub async fn bind_sink(
+    cfg: IngestConfig,
+    spool: Arc<dyn RecordSink>,
+) -> Result<Bound, IngestError> {
     let mut agents = HashMap::new();
-    let mut saved = load_contexts(spool.dir());
+    let mut saved = spool
+        .state_dir()
+        .map(load_contexts)
+        .unwrap_or_default();
     for a in &cfg.agents {
         let mut h = [0u8; 32];
         hex::decode_to_slice(a.token_sha256.trim(), &mut h).map_err(|_| {
@@ -667,7 +684,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 }
                 Ingested::Done(outcome)
             }
-            Err(e) => Ingested::SpoolFailed(e),
+            Err(SinkError::Spool(e)) => Ingested::SpoolFailed(e),
+            Err(SinkError::Unavailable(e)) => Ingested::Unavailable(e),
         }
     })
     .await
@@ -687,6 +705,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "spool is full"),
                 Duration::from_secs(5),
             )
+        }
+        Ok(Ingested::Unavailable(e)) => {
+            tracing::warn!(message = "ingest: records not acknowledged downstream; the agent is told to retry", error = %e);
+            return retry_after(
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "records could not be made durable downstream; retry",
+                ),
+                Duration::from_secs(2),
+            );
         }
         Ok(Ingested::SpoolFailed(e)) => {
             // The details (file, errno) go to the daemon's log; the agent hears what failed,
@@ -730,6 +758,8 @@ enum Ingested {
     Done(BodyOutcome),
     RateLimited(Duration),
     SpoolFailed(SpoolError),
+    /// A gateway's bus did not acknowledge: nothing kept, the agent retries.
+    Unavailable(String),
 }
 
 #[cfg(test)]

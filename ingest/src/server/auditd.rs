@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::{encode_record, process_body, stopped, State};
 use crate::decode::Format;
 use crate::spool::SpoolError;
+use super::sink::SinkError;
 
 // ---- auditd remote protocol ----------------------------------------------------------------
 
@@ -208,7 +209,12 @@ async fn auditd_conn(
             loop {
                 let spool = state.spool.clone();
                 let batch = records.clone();
-                match tokio::task::spawn_blocking(move || spool.append_batch(&batch)).await {
+                match tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                    spool.append_with_header(&[], &refs)
+                })
+                .await
+                {
                     Ok(Ok(_)) => {
                         crate::agents::activity().records(
                             &agent,
@@ -218,11 +224,17 @@ async fn auditd_conn(
                         );
                         break;
                     }
-                    Ok(Err(SpoolError::Full { .. })) if attempt < 20 => {
+                    Ok(Err(SinkError::Spool(SpoolError::Full { .. }))) if attempt < 20 => {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err(SinkError::Unavailable(e))) => {
+                        // A gateway whose bus did not acknowledge: no ACK is sent; the connection
+                        // is closed and the client resends what it has not had acknowledged.
+                        tracing::warn!(message = "ingest: auditd records not acknowledged downstream; closing so the client resends", error = %e, agent = %agent);
+                        return Err(std::io::Error::other(e));
+                    }
+                    Ok(Err(SinkError::Spool(e))) => {
                         tracing::error!(message = "ingest: spool append failed for auditd records", error = %e);
                         let kind = if matches!(e, SpoolError::Full { .. }) {
                             RMW_TYPE_DISKFULL
