@@ -121,9 +121,9 @@ impl BusSink {
 
 impl RecordSink for BusSink {
     fn append_with_header(&self, header: &[u8], records: &[&[u8]]) -> Result<u64, SinkError> {
-        let r = self
-            .handle
-            .block_on(async { tokio::time::timeout(self.timeout, self.publish(header, records)).await });
+        let r = self.handle.block_on(async {
+            tokio::time::timeout(self.timeout, self.publish(header, records)).await
+        });
         match r {
             Ok(Ok(seq)) => {
                 self.acked

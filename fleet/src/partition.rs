@@ -29,10 +29,9 @@ pub const DEFAULT_KEY: [&str; 3] = ["host.id", "host.name", "agent.id"];
 /// as a non-empty string or a number (nested or dotted), else "".
 pub fn partition_key_by(ev: &serde_json::Value, fields: &[String]) -> String {
     for f in fields {
-        let v = ev.get(f.as_str()).or_else(|| {
-            f.split('.')
-                .try_fold(ev, |o, part| o.get(part))
-        });
+        let v = ev
+            .get(f.as_str())
+            .or_else(|| f.split('.').try_fold(ev, |o, part| o.get(part)));
         match v {
             Some(serde_json::Value::String(s)) if !s.is_empty() => return s.clone(),
             Some(serde_json::Value::Number(n)) => return n.to_string(),

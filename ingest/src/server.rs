@@ -1,9 +1,10 @@
 //! The ingest listeners: HTTPS (`POST /v1/ingest/{format}`) and the auditd remote protocol
-//! (what Debian's `audisp-remote` speaks), both feeding the durable [`Spool`].
+//! (what Debian's `audisp-remote` speaks), both feeding a [`RecordSink`]: the durable [`Spool`], or
+//! a fleet gateway's bus.
 //!
 //! Architecture Invariant: a record is acknowledged (HTTP 200 listing it as accepted, or an
-//! auditd ACK) only after [`Spool::append_with_header`] / [`Spool::append_batch`] returned, i.e.
-//! after it is on disk. Memory is
+//! auditd ACK) only after [`RecordSink::append_with_header`] returned, i.e. after it is on disk
+//! (or, on a gateway, acknowledged by JetStream). Memory is
 //! bounded by `max_inflight_requests * max_request_bytes` (a request beyond the in-flight limit
 //! gets 503 with Retry-After, never a queue).
 
@@ -156,10 +157,7 @@ pub async fn bind_sink(
     spool: Arc<dyn RecordSink>,
 ) -> Result<Bound, IngestError> {
     let mut agents = HashMap::new();
-    let mut saved = spool
-        .state_dir()
-        .map(load_contexts)
-        .unwrap_or_default();
+    let mut saved = spool.state_dir().map(load_contexts).unwrap_or_default();
     for a in &cfg.agents {
         let mut h = [0u8; 32];
         hex::decode_to_slice(a.token_sha256.trim(), &mut h).map_err(|_| {

@@ -10,10 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::sink::SinkError;
 use super::{encode_record, process_body, stopped, State};
 use crate::decode::Format;
 use crate::spool::SpoolError;
-use super::sink::SinkError;
 
 // ---- auditd remote protocol ----------------------------------------------------------------
 

@@ -117,7 +117,9 @@ impl Edge {
                     retries = s.retries,
                     "fleet edge publisher stopped"
                 ),
-                Err(e) => tracing::error!(error = %e, "fleet edge publisher stopped on a journal error; events stay in the journal"),
+                Err(e) => {
+                    tracing::error!(error = %e, "fleet edge publisher stopped on a journal error; events stay in the journal")
+                }
             }
         });
         tracing::info!(edge_id = %edge_id, journal = %dir.display(), urls = %cfg.fleet.nats.urls.join(","), "fleet edge: publishing events and alerts to the bus");
@@ -248,8 +250,14 @@ async fn until_signal() -> Result<(), DaemonError> {
 }
 
 /// `role = "gateway"`: the ingest listeners publishing to the bus, until SIGTERM/SIGINT.
-pub(crate) async fn run_gateway(cfg: Config) -> Result<RunSummary, DaemonError> {
+pub(crate) async fn run_gateway(
+    cfg: Config,
+    config_path: Option<&std::path::Path>,
+) -> Result<RunSummary, DaemonError> {
     let err = |e: String| DaemonError::Fleet(e);
+    // As the daemon: bind (and read keys and the bus password) privileged, then drop, then accept.
+    let privilege_plan =
+        super::privilege::plan(&cfg, config_path).map_err(DaemonError::Privileges)?;
     let sec = cfg.ingest_config().map_err(err)?;
     if sec.listeners.http.is_none() && sec.listeners.auditd.is_none() {
         return Err(err(
@@ -264,6 +272,10 @@ pub(crate) async fn run_gateway(cfg: Config) -> Result<RunSummary, DaemonError> 
     let bound = ingest::bind_sink(sec.listeners, sink)
         .await
         .map_err(|e| err(e.to_string()))?;
+    if let Some(plan) = &privilege_plan {
+        let d = super::privilege::apply(plan).map_err(DaemonError::Privileges)?;
+        tracing::info!(user = %d.user, uid = d.uid, "privileges dropped: no capabilities, no_new_privs; listeners now accept");
+    }
     let (stop, stop_rx) = watch::channel(false);
     let serve = tokio::spawn(bound.serve(stop_rx));
     tracing::info!(urls = %cfg.fleet.nats.urls.join(","), "sensor running (fleet gateway: records are acknowledged once JetStream has them)");
@@ -360,11 +372,8 @@ async fn run_decoders(
     type Running = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
     let mut running: BTreeMap<u32, Running> = BTreeMap::new();
     loop {
-        let owned: std::collections::BTreeSet<u32> = stats
-            .owned
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default();
+        let owned: std::collections::BTreeSet<u32> =
+            stats.owned.lock().map(|o| o.clone()).unwrap_or_default();
         let gone: Vec<u32> = running
             .keys()
             .filter(|p| !owned.contains(p))

@@ -197,7 +197,7 @@ pub async fn run_with_metrics(
 ) -> Result<RunSummary, DaemonError> {
     // A gateway or a central node is not this daemon (no SQLite store, no local sources).
     match cfg.fleet.role {
-        ::fleet::Role::Gateway => return fleet::run_gateway(cfg).await,
+        ::fleet::Role::Gateway => return fleet::run_gateway(cfg, config_path.as_deref()).await,
         ::fleet::Role::Central => return fleet::run_central(cfg, seams.rules).await,
         ::fleet::Role::Standalone | ::fleet::Role::Edge => {}
     }
