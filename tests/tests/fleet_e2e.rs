@@ -19,9 +19,13 @@ use tests::process::{wait_until, Process};
 
 const PARTITIONS: u32 = 4;
 const AUDIT_HOST: &str = "db-01.example.org";
-/// The uid of the `php` process in the real audit records (`record-connect.txt`); the kernel edge
-/// runs its process as the same uid, so the cross-host rule joins them.
-const UID: &str = "48";
+/// The uid of round `n`: the `php` process of the real audit records (`record-connect.txt`, uid 48)
+/// is given it, and the kernel edge runs its process as the same uid, so the cross-host rule joins
+/// them. A new uid per round makes each round's match a new alert (not a repeat folded into the
+/// last one: the store folds on the join keys).
+fn uid(round: u32) -> u32 {
+    47 + round
+}
 
 const CROSS_HOST_RULE: &str = r#"
 [[rule]]
@@ -126,6 +130,7 @@ fn audit_records(round: u32) -> String {
         .unwrap();
     let stamp = format!("{}.{:03}", now.as_secs(), now.subsec_millis());
     text.replace("1723819442.459", &stamp)
+        .replace(" uid=48 ", &format!(" uid={} ", uid(round)))
         .replace(":2482681)", &format!(":{})", 7_000_000 + round * 2))
         .replace(":2482682)", &format!(":{})", 7_000_001 + round * 2))
 }
@@ -154,18 +159,18 @@ fn fifo(path: &str) {
 }
 
 /// The same uid as the audited `php` binds an AF_UNIX socket on this (the kernel edge's) host.
-fn unix_bind_as_uid(path: &str) {
+fn unix_bind_as_uid(path: &str, uid: u32) {
     let st = Command::new("setpriv")
         .args([
-            &format!("--reuid={UID}"),
-            &format!("--regid={UID}"),
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
             "--clear-groups",
         ])
         .arg(env!("CARGO_BIN_EXE_kernel-workload"))
         .args(["unix-connect", path])
         .status()
         .unwrap();
-    assert!(st.success(), "kernel-workload as uid {UID}");
+    assert!(st.success(), "kernel-workload as uid {uid}");
 }
 
 /// Restores a file on drop (audisp-remote reads only /etc/audit/audisp-remote.conf).
@@ -315,7 +320,7 @@ fn fleet_end_to_end_with_a_central_killed() {
         audisp_remote(port, &audit_records(n));
         std::thread::sleep(Duration::from_millis(1500));
         let cross = format!("/tmp/fleet-e2e-{pid}-{n}.sock");
-        unix_bind_as_uid(&cross);
+        unix_bind_as_uid(&cross, uid(n));
         let evil = format!("/tmp/an1358-fleet-{pid}-{n}.sock");
         unix_bind(&evil);
         let fifo_path = format!("/dev/shm/fleet-e2e-{pid}-{n}");
@@ -340,6 +345,11 @@ fn fleet_end_to_end_with_a_central_killed() {
         c2.kill9();
     }
     let (survivor, survivor_node) = if c1_busy { (&c2, &n2) } else { (&c1, &n1) };
+    let before_kill = held_partitions(&survivor.log());
+    assert!(
+        !before_kill.contains(&busy),
+        "the survivor held partition {busy} before the kill: {before_kill:?}"
+    );
     // Events keep flowing from the edge meanwhile (the machine is never quiet); round 2 goes to
     // a partition with no live owner until the lease expires.
     let second = round(2);
@@ -352,6 +362,35 @@ fn fleet_end_to_end_with_a_central_killed() {
     let mut all_expected = first.clone();
     all_expected.extend(second);
     expect_once(&f, &[&c1, &c2, &edge], &all_expected, 2);
+    // The cross-host alerts join a record that came through audisp-remote and the gateway with a
+    // kernel event of the edge, both of the round's uid.
+    for n in [1, 2] {
+        let ev = f.pg.psql(
+            "sensor",
+            &format!(
+                "SELECT e.event::text FROM evidence e JOIN alerts a ON a.id = e.alert_id \
+                 WHERE a.rule_id = 'fleet-cross-host' AND a.join_keys::text LIKE '%\"{}\"%' ORDER BY e.seq",
+                uid(n)
+            ),
+        );
+        let evs: Vec<serde_json::Value> = ev
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(evs.len(), 2, "round {n}: evidence {evs:#?}");
+        assert_eq!(evs[0]["host"]["name"], AUDIT_HOST, "{:#}", evs[0]);
+        assert_eq!(evs[0]["agent"]["id"], "audit-db", "{:#}", evs[0]);
+        assert_eq!(evs[0]["destination"]["port"], 11211, "{:#}", evs[0]);
+        assert_eq!(evs[1]["event"]["action"], "unix_bind", "{:#}", evs[1]);
+        assert_eq!(
+            evs[1]["socket"]["path"],
+            format!("/tmp/fleet-e2e-{pid}-{n}.sock"),
+            "{:#}",
+            evs[1]
+        );
+        assert_eq!(evs[1]["user"]["id"], uid(n).to_string(), "{:#}", evs[1]);
+        assert_ne!(evs[1]["host"]["name"], AUDIT_HOST, "{:#}", evs[1]);
+    }
     eprintln!(
         "after kill -9: {} alerts in PostgreSQL, survivor {survivor_node} owns {:?}",
         f.alerts().len(),

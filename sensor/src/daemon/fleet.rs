@@ -36,7 +36,7 @@ const TAP_QUEUE: usize = 65_536;
 
 enum TapItem {
     Event(Event),
-    Alert(Alert),
+    Alert(Box<Alert>),
 }
 
 /// What the correlator stage hands the edge journal (see the module doc).
@@ -52,7 +52,7 @@ impl EdgeTap {
 
     pub(crate) fn alerts(&self, alerts: &[Alert]) {
         for a in alerts {
-            self.send(TapItem::Alert(a.clone()));
+            self.send(TapItem::Alert(Box::new(a.clone())));
         }
     }
 
@@ -220,7 +220,7 @@ fn journal_record(item: TapItem, partition_by: &[String], partitions: u32) -> Ve
             (Kind::Event, doc)
         }
         TapItem::Alert(a) => {
-            let mut doc = serde_json::to_value(&a).unwrap_or_default();
+            let mut doc = serde_json::to_value(&*a).unwrap_or_default();
             if let Some(o) = doc.as_object_mut() {
                 if let Some(h) = &a.host {
                     o.insert("host".into(), serde_json::json!({ "name": h }));
