@@ -443,3 +443,43 @@ fn expect_once(f: &Fleet, procs: &[&Process], want: &[(&str, String)], cross_rou
         }
     }
 }
+
+/// `[fleet]` in the daemon's config: standalone by default, and every bad key or value named.
+#[test]
+fn fleet_config_is_checked_and_names_what_is_wrong() {
+    let c = sensor::config::Config::embedded();
+    assert_eq!(c.fleet.role, fleet::Role::Standalone);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let o = Command::new(tests::sensor_bin())
+            .args(["config", "check"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, err) = check("[fleet]\nrole = \"boss\"\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("boss") && err.contains("c.toml"), "{err}");
+    let (code, err) = check("[fleet.nats]\nurl = \"nats://127.0.0.1:4222\"\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown field `url`"), "{err}");
+    let (code, err) =
+        check("[fleet]\nrole = \"edge\"\n[fleet.nats]\nurls = [\"nats://nats.example:4222\"]\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("plaintext") && err.contains("nats.example"),
+        "{err}"
+    );
+    let (code, err) = check("[fleet]\npartition_by = []\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("fleet.partition_by"), "{err}");
+    let (code, err) =
+        check("[fleet]\nrole = \"central\"\npartition_by = [\"user.id\", \"host.name\"]\n");
+    assert_eq!(code, Some(0), "{err}");
+}
