@@ -4,8 +4,12 @@
 //! A gateway keeps nothing: [`BusSink`] is the listeners' [`RecordSink`]; each accepted record (the
 //! spool envelope, `format | agent id | record bytes`) is published to
 //! `<prefix>.records.<partition of the agent id>` (stream `<PREFIX>_RECORDS`), with the agent's host
-//! name in the header `Sensor-Agent-Host`, and `append_with_header` returns only once JetStream
-//! acknowledged every record of the batch. Only then does the listener acknowledge the agent (HTTP
+//! name in the header `Sensor-Agent-Host` and the message id `g:<SHA-256 of the record, 128 bits>`,
+//! and `append_with_header` returns only once JetStream acknowledged every record of the batch.
+//! The content id makes an agent's resend of records that did reach the stream (their
+//! acknowledgement lost) a duplicate JetStream drops; the price: two byte-identical records (same
+//! agent, same format, same bytes) within the duplicate window are stored once. Records carry their
+//! time and serials (auditd `audit(time:serial)`, ECS `@timestamp`), so that is a true repeat. Only then does the listener acknowledge the agent (HTTP
 //! 200, auditd ACK). Bus down: the agent gets 503 (HTTP) or its connection closed without an ACK
 //! (auditd), and resends. All records of one agent go to one record partition, in order.
 //!
@@ -30,6 +34,7 @@ use futures_util::StreamExt;
 use ingest::agents::AgentNames;
 use ingest::consumer::{Consumer, Emitted};
 use ingest::{RecordSink, SinkError};
+use sha2::{Digest, Sha256};
 
 use crate::bus::{Bus, Kind};
 use crate::partition::{partition_key_by, partition_of};
@@ -88,6 +93,14 @@ impl BusSink {
     }
 
     async fn publish(&self, header: &[u8], records: &[&[u8]]) -> Result<u64, FleetError> {
+        // Disconnected: refuse at once. The client would otherwise queue the records and send them
+        // after reconnecting, while the agent, refused, sends them again.
+        if self.bus.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(FleetError::Nats {
+                context: "publishing records".into(),
+                message: "not connected to the bus".into(),
+            });
+        }
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(records.len());
         for r in records {
             let mut rec = Vec::with_capacity(header.len() + r.len());
@@ -97,7 +110,11 @@ impl BusSink {
                 .map(|(_, a, _)| a.to_string())
                 .unwrap_or_default();
             let p = partition_of(&agent, self.bus.names.partitions);
+            // The id is the record's content: a batch resent after a refusal whose records did
+            // reach the stream (a disconnect between publish and acknowledgement) is stored once.
+            let id = format!("g:{}", hex::encode(&Sha256::digest(&rec)[..16]));
             let msg = PublishMessage::build()
+                .message_id(id)
                 .payload(bytes::Bytes::from(rec))
                 .header(AGENT_HOST_HEADER, self.names.host_name(&agent));
             let ack = self

@@ -483,3 +483,163 @@ fn fleet_config_is_checked_and_names_what_is_wrong() {
         check("[fleet]\nrole = \"central\"\npartition_by = [\"user.id\", \"host.name\"]\n");
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// The records in the gateway stream: (subject, `Sensor-Agent-Host`, payload); `None` while the
+/// test's own client cannot read it (reconnecting after the restart).
+fn gateway_records(
+    rt: &tokio::runtime::Runtime,
+    bus: &fleet::bus::Bus,
+) -> Option<Vec<(String, String, Vec<u8>)>> {
+    rt.block_on(async {
+        let mut s = bus
+            .js
+            .get_stream(fleet::gateway::record_stream(bus))
+            .await
+            .ok()?;
+        let st = s.info().await.ok()?.state.clone();
+        let mut out = Vec::new();
+        if st.messages == 0 {
+            return Some(out);
+        }
+        for seq in st.first_sequence..=st.last_sequence {
+            let m = s.get_raw_message(seq).await.ok()?;
+            let host = m
+                .headers
+                .get(fleet::gateway::AGENT_HOST_HEADER)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            out.push((m.subject.to_string(), host, m.payload.to_vec()));
+        }
+        Some(out)
+    })
+}
+
+/// A gateway acknowledges an agent only once JetStream has its records: with nats-server stopped
+/// the agent gets no 200 (and nothing is in the stream for it); after the restart the same batch is
+/// acknowledged and stored once.
+#[test]
+fn gateway_acknowledges_only_what_jetstream_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fcfg = fleet::FleetConfig {
+        role: fleet::Role::Central,
+        partitions: PARTITIONS,
+        nats: nats.config(),
+        ..fleet::FleetConfig::default()
+    };
+    let bus = rt.block_on(async {
+        let bus = fleet::bus::Bus::connect(&fcfg, "test").await.unwrap();
+        fleet::gateway::ensure_record_stream(&bus, &fcfg.nats)
+            .await
+            .unwrap();
+        bus
+    });
+    let port = tests::free_port();
+    let token = "gateway-test-token";
+    let nc = nats.config();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{state}"
+[privileges]
+user = "root"
+[kernel]
+enabled = false
+[ingest.http]
+listen = "127.0.0.1:{port}"
+plaintext_loopback = true
+[[ingest.agents]]
+id = "mac-7"
+host_name = "mac-7.example.org"
+token_sha256 = "{sha}"
+[fleet]
+role = "gateway"
+partitions = {PARTITIONS}
+[fleet.nats]
+urls = ["{url}"]
+user = "{user}"
+password_file = "{pw}"
+"#,
+            state = dir.path().join("state").display(),
+            sha = tests::sha256_hex(token),
+            url = nc.urls[0],
+            user = nc.user.clone().unwrap_or_default(),
+            pw = nc.password_file.clone().unwrap_or_default().display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(tests::sensor_bin());
+    cmd.args(["run", "--config"]).arg(&config);
+    let log = dir.path().join("gateway.log");
+    let mut gw = Process::spawn(cmd, &log);
+    gw.wait_ready(Duration::from_secs(30), "the gateway to start", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("sensor running (fleet gateway")
+    });
+    let line = |n: u32| {
+        format!("{{\"@timestamp\":\"2026-12-07T06:00:0{n}Z\",\"event\":{{\"category\":[\"process\"]}},\"n\":{n}}}\n")
+    };
+    // Until the gateway's client has connected, it refuses (503) rather than queue: the agent
+    // retries.
+    let accepted = wait_until(
+        Duration::from_secs(30),
+        "the gateway to acknowledge a first batch",
+        || tests::post_ecs(port, token, &line(1)),
+        || gw.log(),
+    );
+    assert_eq!(accepted, 1);
+    let recs = gateway_records(&rt, &bus).unwrap();
+    assert_eq!(recs.len(), 1);
+    let want_p = partition_of("mac-7", PARTITIONS);
+    assert_eq!(recs[0].0, format!("sensor.records.{want_p}"));
+    assert_eq!(recs[0].1, "mac-7.example.org");
+    let (format, agent, rec) = ingest::server::decode_record(&recs[0].2).unwrap();
+    assert_eq!((format, agent), (ingest::Format::Ecs, "mac-7"));
+    assert!(String::from_utf8_lossy(rec).contains("\"n\":1"));
+
+    nats.stop();
+    let t0 = Instant::now();
+    assert_eq!(
+        tests::post_ecs(port, token, &line(2)),
+        None,
+        "acknowledged with the bus down:\n{}",
+        gw.log()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the refusal took {:?}",
+        t0.elapsed()
+    );
+    nats.start_again();
+    let accepted = wait_until(
+        Duration::from_secs(30),
+        "the gateway to acknowledge again after the bus restart",
+        || tests::post_ecs(port, token, &line(2)),
+        || gw.log(),
+    );
+    assert_eq!(accepted, 1);
+    let recs = wait_until(
+        Duration::from_secs(30),
+        "two records in the stream",
+        || gateway_records(&rt, &bus).filter(|r| r.len() >= 2),
+        || gw.log(),
+    );
+    let twos = recs
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.2).contains("\"n\":2"))
+        .count();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(twos, 1);
+    assert!(
+        gw.stop(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        gw.log()
+    );
+}
