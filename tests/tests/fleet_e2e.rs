@@ -273,8 +273,11 @@ fn fleet_end_to_end_with_a_central_killed() {
     };
     let rules = dir.path().join("cross-host.toml");
     std::fs::write(&rules, CROSS_HOST_RULE).unwrap();
+    // Lateness above a takeover (lease TTL 6 s, then the new owner's first fetch): the records
+    // of a partition whose owner was killed are decoded that much later than the kernel events
+    // they are joined with, and must not arrive behind the watermark (docs/fleet.md).
     let central_body = format!(
-        "[kernel]\nenabled = false\n[rules]\npaths = [\"{}\"]\nlateness = \"3s\"\n{}{}",
+        "[kernel]\nenabled = false\n[rules]\npaths = [\"{}\"]\nlateness = \"15s\"\n{}{}",
         rules.display(),
         Fleet::an1358_settings(),
         f.fleet_section("central")
@@ -299,7 +302,7 @@ fn fleet_end_to_end_with_a_central_killed() {
         "[kernel]\nenabled = false\n[ingest.auditd]\nlisten = \"127.0.0.1:{port}\"\npeers = [{{ addr = \"127.0.0.1\", agent_id = \"audit-db\", host_name = \"{AUDIT_HOST}\" }}]\n{}",
         f.fleet_section("gateway")
     );
-    let _gateway = f.start("gateway", &gateway_body, "sensor running (fleet gateway");
+    let gateway = f.start("gateway", &gateway_body, "sensor running (fleet gateway");
     let edge_body = format!(
         "[kernel]\nenabled = true\n{}{}",
         Fleet::an1358_settings(),
@@ -332,9 +335,15 @@ fn fleet_end_to_end_with_a_central_killed() {
         ]
     };
 
+    let t0 = Instant::now();
     let first = round(1);
-    expect_once(&f, &[&c1, &c2, &edge], &first, 1);
-    eprintln!("round 1: {} alerts in PostgreSQL", f.alerts().len());
+    expect_once(&f, &[&c1, &c2, &edge, &gateway], &first, 1);
+    eprintln!(
+        "round 1: {} alerts in PostgreSQL after {:?}",
+        f.alerts().len(),
+        t0.elapsed()
+    );
+    let t1 = Instant::now();
 
     // kill -9 the central node owning the partition of uid 0 (AN1358's actor, this test).
     let busy = partition_of("0", PARTITIONS);
@@ -361,7 +370,7 @@ fn fleet_end_to_end_with_a_central_killed() {
     );
     let mut all_expected = first.clone();
     all_expected.extend(second);
-    expect_once(&f, &[&c1, &c2, &edge], &all_expected, 2);
+    expect_once(&f, &[&c1, &c2, &edge, &gateway], &all_expected, 2);
     // The cross-host alerts join a record that came through audisp-remote and the gateway with a
     // kernel event of the edge, both of the round's uid.
     for n in [1, 2] {
@@ -392,8 +401,9 @@ fn fleet_end_to_end_with_a_central_killed() {
         assert_ne!(evs[1]["host"]["name"], AUDIT_HOST, "{:#}", evs[1]);
     }
     eprintln!(
-        "after kill -9: {} alerts in PostgreSQL, survivor {survivor_node} owns {:?}",
+        "after kill -9: {} alerts in PostgreSQL after {:?}, survivor {survivor_node} owns {:?}",
         f.alerts().len(),
+        t1.elapsed(),
         held_partitions(&survivor.log())
     );
 }
@@ -409,7 +419,7 @@ fn expect_once(f: &Fleet, procs: &[&Process], want: &[(&str, String)], cross_rou
         s
     };
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "every expected alert in PostgreSQL",
         || {
             let all = f.alerts();

@@ -237,6 +237,10 @@ fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+fn async_nats_state_connected() -> fleet::bus::ConnectionState {
+    fleet::bus::ConnectionState::Connected
+}
+
 /// Waits for SIGTERM or SIGINT.
 async fn until_signal() -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -267,6 +271,19 @@ pub(crate) async fn run_gateway(
     let bus = Bus::connect(&cfg.fleet, "sensor-gateway")
         .await
         .map_err(|e| err(e.to_string()))?;
+    // Records are refused while the bus is not connected: wait for it (a while) before accepting,
+    // so that agents are not turned away by a gateway that is merely starting.
+    let t0 = std::time::Instant::now();
+    while bus.client.connection_state() != async_nats_state_connected()
+        && t0.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if bus.client.connection_state() != async_nats_state_connected() {
+        tracing::warn!(
+            "fleet gateway: the bus is not reachable yet; agents are refused until it is"
+        );
+    }
     let names = ingest::agents::AgentNames::from_config(&sec.listeners);
     let sink = Arc::new(fleet::gateway::BusSink::new(bus, names));
     let bound = ingest::bind_sink(sec.listeners, sink)
@@ -346,7 +363,29 @@ pub(crate) async fn run_central(
         stop_rx,
     ));
     tracing::info!(node = %node, rules = ids.len(), partitions = cfg.fleet.partitions, "sensor running (fleet central)");
+    // Progress in the log every 10 s (until `sensor status` shows it through the fleet API).
+    let st = stats.clone();
+    let progress = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let owned: Vec<u32> = st
+                .owned
+                .lock()
+                .map(|o| o.iter().copied().collect())
+                .unwrap_or_default();
+            tracing::info!(
+                events = st.events.load(Relaxed),
+                alerts = st.alerts.load(Relaxed),
+                bad_events = st.bad_events.load(Relaxed),
+                ?owned,
+                "central status"
+            );
+        }
+    });
     until_signal().await?;
+    progress.abort();
     let _ = stop.send(true);
     let _ = decoders.await;
     match node_task.await {
