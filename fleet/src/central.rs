@@ -34,6 +34,9 @@ use crate::bus::{Bus, Kind};
 use crate::pg::FleetStore;
 use crate::{FleetError, PostgresConfig};
 
+/// The lease bucket (a JetStream key-value store), as [`lease_bucket`] opens it.
+pub type Leases = kv::Store;
+
 /// Makes the detectors of one partition (a fresh set per partition and per takeover).
 pub type DetectorFactory = Arc<dyn Fn() -> Vec<Box<dyn Detector>> + Send + Sync>;
 

@@ -6,7 +6,8 @@
 //! - [`bus`]: the connection to NATS JetStream and the streams the fleet uses;
 //! - [`edge`]: an edge's publisher, which drains a durable local spool into JetStream;
 //! - [`gateway`]: the ingest listeners publishing to JetStream, and the central decoder of their records;
-//! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL.
+//! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL;
+//! - [`status`]: what a central node reports (bus, partitions, owners, consumer lag).
 //!
 //! See docs/fleet.md for the design and what is built so far.
 
@@ -17,6 +18,7 @@ pub mod edge;
 pub mod gateway;
 pub mod partition;
 pub mod pg;
+pub mod status;
 mod tls;
 
 #[cfg(feature = "test-servers")]

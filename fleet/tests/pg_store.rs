@@ -46,10 +46,10 @@ fn now_ns() -> i64 {
 async fn record_dedup_redelivery_history_retention() -> Result<()> {
     let pg = PgServer::start();
     let mut store = FleetStore::connect(&pg.config()).await.context("connect")?;
-    ensure!(store.schema_version().await? == 1);
+    ensure!(store.schema_version().await? == 2);
     // A second node connecting migrates nothing and sees the same version.
     let mut other = FleetStore::connect(&pg.config()).await?;
-    ensure!(other.schema_version().await? == 1);
+    ensure!(other.schema_version().await? == 2);
 
     let a1 = alert("r1", "web-1", 1000, &["e1:1", "e1:2"]);
     let r = store.record_batch(std::slice::from_ref(&a1), 5).await?;
@@ -156,7 +156,7 @@ async fn record_dedup_redelivery_history_retention() -> Result<()> {
     // Retention: by count keeps the newest two by last_seen; by age removes old ones.
     let stats = store.stats().await?;
     ensure!(
-        stats.alerts == 4 && stats.closed == 1 && stats.schema_version == 1,
+        stats.alerts == 4 && stats.closed == 1 && stats.schema_version == 2,
         "{stats:?}"
     );
     let mut cfg = pg.config();
@@ -302,4 +302,178 @@ async fn bad_credentials_and_config_are_named() -> Result<()> {
         .to_string();
     ensure!(msg.contains("fleet.postgres.url"), "{msg}");
     Ok(())
+}
+
+/// One alert model in both stores: the source and container columns (migration v2), the filters on
+/// them, and following new alerts through the `AlertStore` interface, also when ids become
+/// visible out of order (an insert that commits after a later one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_container_filters_and_tail_through_the_alert_store_interface() -> Result<()> {
+    use alert_store::{AlertStore, StatusChange};
+    use fleet::pg::FleetAlerts;
+    use futures_util::StreamExt;
+
+    let pg = PgServer::start();
+    let mut store = FleetStore::connect(&pg.config()).await?;
+    let with = |rule: &str, host: &str, module: Option<&str>, container: Option<&str>, id: &str| {
+        let mut a = alert(rule, host, 1000, &[id]);
+        let ev = &mut a.evidence[0];
+        if let Some(m) = module {
+            ev["event"] = serde_json::json!({"module": m});
+        }
+        if let Some(c) = container {
+            ev["container"] = serde_json::json!({"id": c, "name": "web"});
+            ev["kubernetes"] = serde_json::json!({"namespace": "shop", "pod": {"name": "web-0"}});
+        }
+        a
+    };
+    let recorded = store
+        .record_batch(
+            &[
+                with("r1", "h1", Some("auditd"), None, "e:1"),
+                with("r1", "h2", Some("sensor"), None, "e:2"),
+                with(
+                    "r2",
+                    "h1",
+                    Some("sensor"),
+                    Some("0123456789abcdef0123"),
+                    "e:3",
+                ),
+                with("r2", "h1", None, None, "e:4"),
+            ],
+            5,
+        )
+        .await?;
+    ensure!(recorded.iter().all(|r| r.new), "{recorded:?}");
+    let ids: Vec<i64> = recorded.iter().map(|r| r.id).collect();
+    let api = FleetAlerts::connect(&pg.config())
+        .await?
+        .with_poll_interval(Duration::from_millis(100));
+    let list = |host: Option<&str>, source: Option<&str>, container: Option<&str>| {
+        let api = api.clone();
+        let f = AlertFilter {
+            host: host.map(str::to_string),
+            source: source.map(str::to_string),
+            container: container.map(str::to_string),
+            ..AlertFilter::default()
+        };
+        async move {
+            let v: Vec<i64> = api.list(f).await?.iter().map(|a| a.id).collect();
+            anyhow::Ok(v)
+        }
+    };
+    ensure!(list(None, Some("auditd"), None).await? == [ids[0]]);
+    ensure!(list(Some("h1"), Some("sensor"), None).await? == [ids[2]]);
+    ensure!(list(Some("h1"), None, None).await? == [ids[3], ids[2], ids[0]]);
+    ensure!(
+        list(None, None, Some("0123456789ab")).await? == [ids[2]],
+        "a 12-digit id prefix"
+    );
+    ensure!(
+        list(None, None, Some("web")).await? == [ids[2]],
+        "a container name"
+    );
+    let d = api.get(ids[2]).await?;
+    ensure!(d.alert.source.as_deref() == Some("sensor"), "{:?}", d.alert);
+    let c = d.alert.container.context("container")?;
+    ensure!(
+        c.namespace.as_deref() == Some("shop") && c.pod.as_deref() == Some("web-0"),
+        "{c:?}"
+    );
+    ensure!(api.get(ids[3]).await?.alert.source.is_none());
+    let namespaced = api
+        .list(AlertFilter {
+            namespace: Some("shop".into()),
+            ..AlertFilter::default()
+        })
+        .await?;
+    ensure!(namespaced.len() == 1 && namespaced[0].id == ids[2]);
+    // A status change through the interface, read back through a plain store (another node).
+    let change = StatusChange {
+        status: Status::Acknowledged,
+        actor: "alice".into(),
+        reason: "mine".into(),
+        now_ns: 9,
+    };
+    ensure!(api.set_status(ids[0], change.clone()).await?.status == Status::Acknowledged);
+    ensure!(store.get(ids[0]).await?.alert.status == Status::Acknowledged);
+    ensure!(matches!(
+        api.set_status(999_999, change).await,
+        Err(alert_store::AccessError::NotFound(999_999))
+    ));
+    let stats = api.stats().await?;
+    ensure!(
+        stats.engine == "postgresql" && stats.alerts == 4 && stats.acknowledged == 1,
+        "{stats:?}"
+    );
+    ensure!(stats.path == pg.config().url, "{stats:?}");
+
+    // Tail: only alerts stored after it starts; an insert that commits after a later one still
+    // comes through.
+    let mut tail = api.tail().await?;
+    let mut raw = {
+        let mut c: tokio_postgres::Config = pg.config().url.parse()?;
+        let pw = std::fs::read_to_string(pg.config().password_file.context("password file")?)?;
+        c.password(pw.trim_end());
+        let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+    };
+    let slow = raw.transaction().await?;
+    let slow_id: i64 = slow
+        .query_one(
+            "INSERT INTO alerts (rule_id, rule_name, dedup_key, severity, risk_score, status, first_seen_ns,
+             last_seen_ns, created_ns, updated_ns, attack, reason, settings, join_keys, host, source)
+             VALUES ('slow', 'slow', '[]', 2, 1, 'open', 1, 1, 1, 1, '{}', '', '{}', '[]', 'h9', 'zeek') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let fast = store
+        .record_batch(&[with("r3", "h3", Some("windows"), None, "e:5")], 6)
+        .await?[0]
+        .id;
+    ensure!(fast > slow_id, "ids {slow_id} then {fast}");
+    let first = next(&mut tail).await?;
+    ensure!(
+        first.id == fast && first.source.as_deref() == Some("windows"),
+        "{first:?}"
+    );
+    slow.commit().await?;
+    let second = next(&mut tail).await?;
+    ensure!(
+        second.id == slow_id && second.host.as_deref() == Some("h9"),
+        "{second:?}"
+    );
+    // A repeat folded into an existing alert is not a new alert; a new one is, once.
+    store
+        .record_batch(&[with("r3", "h3", Some("windows"), None, "e:6")], 7)
+        .await?;
+    let third = store
+        .record_batch(&[with("r4", "h4", Some("sensor"), None, "e:7")], 8)
+        .await?[0]
+        .id;
+    let got = next(&mut tail).await?;
+    ensure!(got.id == third, "{got:?}");
+    ensure!(
+        tokio::time::timeout(Duration::from_millis(800), tail.next())
+            .await
+            .is_err(),
+        "nothing else is new"
+    );
+    // Closing the store ends the stream.
+    api.close();
+    ensure!(tokio::time::timeout(Duration::from_secs(5), tail.next())
+        .await?
+        .is_none());
+    Ok(())
+}
+
+async fn next(tail: &mut alert_store::AlertStream) -> Result<fleet::pg::StoredAlert> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .ok()
+        .flatten()
+        .context("no alert from the tail within 10 s")
 }

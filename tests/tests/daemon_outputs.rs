@@ -34,6 +34,7 @@ fn update(id: i64) -> Arc<AlertUpdate> {
             host: Some("web-1".into()),
             user: Some("www-data".into()),
             process: Some("/usr/bin/mkfifo".into()),
+            source: None,
             attack: AttackRef {
                 techniques: vec!["T1559".into()],
                 tactics: vec!["TA0002".into()],

@@ -264,7 +264,7 @@ fn alerts_and_history_survive_reopen() {
     assert_eq!(d.alert.status, Status::Acknowledged);
     assert_eq!(d.history.len(), 2);
     assert_eq!(d.evidence.len(), 1);
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), 5);
 }
 
 #[test]
@@ -290,10 +290,11 @@ fn an_old_schema_is_migrated_and_a_newer_one_refused() {
     }
     {
         let mut s = Store::open(&c).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 4);
+        assert_eq!(s.schema_version().unwrap(), 5);
         assert_eq!(s.get(7).unwrap().alert.reason, "why");
-        // v4's columns are there (empty for an alert stored before them).
+        // v4's and v5's columns are there (empty for an alert stored before them).
         assert_eq!(s.get(7).unwrap().alert.container, None);
+        assert_eq!(s.get(7).unwrap().alert.source, None);
         // v2's table works.
         s.record_batch(
             &[],
@@ -487,4 +488,62 @@ fn container_of_an_alert_is_kept_filtered_on_and_part_of_the_dedup_key() {
     assert_eq!(ids(by(None, Some("data"))), vec![b.id]);
     assert_eq!(ids(by(Some("web"), Some("data"))), Vec::<i64>::new());
     assert!(s.get(host.id).unwrap().alert.container.is_none());
+}
+
+#[test]
+fn source_of_an_alert_is_kept_and_filtered_on_with_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&cfg(&dir)).unwrap();
+    let with = |module: Option<&str>, agent_type: Option<&str>, host: &str, key: &str| {
+        let mut a = alert("r1", key, T0);
+        a.host = Some(host.into());
+        let mut ev = serde_json::json!({"@timestamp": T0, "host": {"name": host}});
+        if let Some(m) = module {
+            ev["event"] = serde_json::json!({"module": m});
+        }
+        if let Some(t) = agent_type {
+            ev["agent"] = serde_json::json!({"type": t});
+        }
+        a.evidence = vec![ev];
+        a
+    };
+    let kernel = s
+        .record(&with(Some("sensor"), None, "web-1", "k1"), T0)
+        .unwrap()
+        .id;
+    let auditd = s
+        .record(&with(Some("auditd"), Some("auditbeat"), "web-1", "k2"), T0)
+        .unwrap()
+        .id;
+    let beat = s
+        .record(&with(None, Some("filebeat"), "db-1", "k3"), T0)
+        .unwrap()
+        .id;
+    let none = s.record(&with(None, None, "db-1", "k4"), T0).unwrap().id;
+    let src = |s: &Store, id| s.get(id).unwrap().alert.source;
+    assert_eq!(src(&s, kernel).as_deref(), Some("sensor"));
+    assert_eq!(
+        src(&s, auditd).as_deref(),
+        Some("auditd"),
+        "event.module wins over agent.type"
+    );
+    assert_eq!(src(&s, beat).as_deref(), Some("filebeat"));
+    assert_eq!(src(&s, none), None);
+    let ids = |f: AlertFilter| -> Vec<i64> { s.list(&f).unwrap().iter().map(|a| a.id).collect() };
+    let f = |host: Option<&str>, source: Option<&str>| AlertFilter {
+        host: host.map(str::to_string),
+        source: source.map(str::to_string),
+        ..AlertFilter::default()
+    };
+    assert_eq!(ids(f(None, Some("auditd"))), [auditd]);
+    assert_eq!(ids(f(Some("web-1"), None)), [auditd, kernel]);
+    assert_eq!(ids(f(Some("web-1"), Some("sensor"))), [kernel]);
+    assert_eq!(ids(f(Some("db-1"), Some("sensor"))), Vec::<i64>::new());
+    assert_eq!(ids(f(Some("db-1"), Some("filebeat"))), [beat]);
+    // A repeat keeps the source of the alert it folds into.
+    let r = s
+        .record(&with(Some("zeek"), None, "web-1", "k1"), T0 + SEC)
+        .unwrap();
+    assert_eq!((r.id, r.new), (kernel, false));
+    assert_eq!(src(&s, kernel).as_deref(), Some("sensor"));
 }

@@ -371,6 +371,43 @@ fn fleet_end_to_end_with_a_central_killed() {
     let mut all_expected = first.clone();
     all_expected.extend(second);
     expect_once(&f, &[&c1, &c2, &edge, &gateway], &all_expected, 2);
+    // The same through the CLI against the fleet: `sensor alerts list` on the surviving central
+    // node's control socket reads the fleet store.
+    let sock = f.dir.join(if c1_busy {
+        "central2.sock"
+    } else {
+        "central1.sock"
+    });
+    let out = Command::new(tests::sensor_bin())
+        .args(["alerts", "list", "--json", "--limit", "5000", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "alerts list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (rule, needle) in &all_expected {
+        let n: Vec<_> = listed
+            .iter()
+            .filter(|a| {
+                a["rule_id"] == *rule
+                    && a["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(needle.as_str())
+            })
+            .collect();
+        let want = if needle.is_empty() { 2 } else { 1 };
+        assert_eq!(n.len(), want, "{rule} {needle} via the CLI: {n:#?}");
+        assert!(n.iter().all(|a| a["count"] == 1), "{n:#?}");
+    }
     // The cross-host alerts join a record that came through audisp-remote and the gateway with a
     // kernel event of the edge, both of the round's uid.
     for n in [1, 2] {

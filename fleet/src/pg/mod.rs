@@ -17,13 +17,14 @@
 //! Architecture Invariant: dedup decisions use event time (`Alert::timestamp_ns`), never the wall
 //! clock; only bookkeeping columns and age retention read the clock, passed in by the caller.
 
+mod access;
 mod schema;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use correlator::{Alert, AttackRef, Severity};
+use alert_store::{severity_code, severity_from_code};
+use correlator::Alert;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
@@ -31,144 +32,12 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 use crate::{FleetError, PostgresConfig};
 
-/// Where an alert stands in triage (the same four states as the SQLite store).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Open,
-    Acknowledged,
-    Closed,
-    Suppressed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Open => "open",
-            Status::Acknowledged => "acknowledged",
-            Status::Closed => "closed",
-            Status::Suppressed => "suppressed",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Status, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "open" | "reopen" => Ok(Status::Open),
-            "acknowledged" | "ack" | "acked" => Ok(Status::Acknowledged),
-            "closed" | "close" => Ok(Status::Closed),
-            "suppressed" | "suppress" => Ok(Status::Suppressed),
-            other => Err(format!(
-                "unknown alert status `{other}` (expected open, acknowledged, closed or suppressed)"
-            )),
-        }
-    }
-}
-
-/// One alert as stored (the shape of the SQLite store's `StoredAlert`, so the API can serve either).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredAlert {
-    pub id: i64,
-    pub rule_id: String,
-    pub rule_name: String,
-    pub severity: Severity,
-    pub risk_score: u32,
-    pub status: Status,
-    pub first_seen_ns: i64,
-    pub last_seen_ns: i64,
-    pub count: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<String>,
-    #[serde(default)]
-    pub attack: AttackRef,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub join_keys: Vec<serde_json::Value>,
-    pub created_ns: i64,
-    pub updated_ns: i64,
-}
-
-/// One status change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at_ns: i64,
-    pub actor: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Status>,
-    pub to: Status,
-    pub reason: String,
-}
-
-/// An alert with its evidence events and status history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AlertDetail {
-    #[serde(flatten)]
-    pub alert: StoredAlert,
-    pub evidence: Vec<serde_json::Value>,
-    pub history: Vec<HistoryEntry>,
-}
-
-/// What recording an alert did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
-    pub id: i64,
-    /// A new row (false: folded into an existing alert, or already recorded).
-    pub new: bool,
-    /// This very alert (same rule, same evidence) was recorded before: nothing changed.
-    pub duplicate: bool,
-    pub count: u64,
-    pub status: Status,
-}
-
-/// Filters for [`FleetStore::list`]; `None` means any.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlertFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
-    /// Minimum severity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<Severity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Only alerts seen at or after this event time (ns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since_ns: Option<i64>,
-    /// Only alerts with an id above this (for following), oldest first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
-
-/// Counts, for `sensor status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StoreStats {
-    pub alerts: u64,
-    pub open: u64,
-    pub acknowledged: u64,
-    pub closed: u64,
-    pub suppressed: u64,
-    /// Bytes of the store's tables and indexes.
-    pub used_bytes: u64,
-    pub schema_version: i64,
-}
+pub use access::FleetAlerts;
+/// The alert model (one for both stores, see the `alert-store` crate), and its fold rule.
+pub use alert_store::{
+    container_of, dedup_key, source_of, AlertDetail, AlertFilter, HistoryEntry, Recorded, Status,
+    StoreStats, StoredAlert,
+};
 
 /// What retention removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,36 +68,6 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         src = s.source();
     }
     e.to_string().contains("timeout") || e.to_string().contains("connection")
-}
-
-fn severity_code(s: Severity) -> i16 {
-    match s {
-        Severity::Low => 1,
-        Severity::Medium => 2,
-        Severity::High => 3,
-        Severity::Critical => 4,
-    }
-}
-
-fn severity_from_code(c: i16) -> Option<Severity> {
-    match c {
-        1 => Some(Severity::Low),
-        2 => Some(Severity::Medium),
-        3 => Some(Severity::High),
-        4 => Some(Severity::Critical),
-        _ => None,
-    }
-}
-
-/// The key repeats are folded on: the match's join keys when it has them, else who and where (the
-/// SQLite store's rule, so both stores fold alike).
-pub fn dedup_key(alert: &Alert) -> String {
-    let v = if alert.join_keys.is_empty() {
-        serde_json::json!([alert.host, alert.user, alert.process])
-    } else {
-        serde_json::json!([alert.host, alert.join_keys])
-    };
-    v.to_string()
 }
 
 /// The field an event's fleet identity is read from when it has one: the edge's message id
@@ -266,6 +105,26 @@ pub fn uniqueness_key(alert: &Alert) -> String {
     hex::encode(h.finalize())
 }
 
+/// The store's URL as `sensor status` shows it: a password written in it anyway (the config asks for
+/// `password_file`) is cut out, in the URL form (`user:secret@`) and the key=value form
+/// (`password=secret`).
+pub fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            return format!("{scheme}://{user}@{host}");
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => "password=***".to_string(),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The advisory lock serialising sightings of one (rule, dedup key): a 63-bit hash (never negative,
 /// so never the migration lock).
 fn alert_lock_key(rule_id: &str, dedup_key: &str) -> i64 {
@@ -281,7 +140,8 @@ fn alert_lock_key(rule_id: &str, dedup_key: &str) -> i64 {
 
 const ALERT_COLUMNS: &str =
     "id, rule_id, rule_name, severity, risk_score, status, first_seen_ns, last_seen_ns, \
-     count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns";
+     count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns, \
+     container_id, container_name, container_image, k8s_namespace, k8s_pod, source";
 
 /// A connection to the fleet alert store. Reconnects by itself after a broken connection.
 pub struct FleetStore {
@@ -561,6 +421,27 @@ impl FleetStore {
         if let Some(h) = &filter.host {
             push(&mut sql, " AND host = $?", Box::new(h.clone()));
         }
+        if let Some(src) = &filter.source {
+            push(&mut sql, " AND source = $?", Box::new(src.clone()));
+        }
+        if let Some(c) = &filter.container {
+            if AlertFilter::container_is_prefix(c) {
+                push(
+                    &mut sql,
+                    " AND (container_name = $? OR starts_with(container_id, $?))",
+                    Box::new(c.clone()),
+                );
+            } else {
+                push(
+                    &mut sql,
+                    " AND (container_name = $? OR container_id = $?)",
+                    Box::new(c.clone()),
+                );
+            }
+        }
+        if let Some(n) = &filter.namespace {
+            push(&mut sql, " AND k8s_namespace = $?", Box::new(n.clone()));
+        }
         if let Some(t) = filter.since_ns {
             push(&mut sql, " AND last_seen_ns >= $?", Box::new(t));
         }
@@ -572,7 +453,9 @@ impl FleetStore {
         push(
             &mut sql,
             " LIMIT $?",
-            Box::new(i64::from(filter.limit.unwrap_or(1000))),
+            Box::new(i64::from(
+                filter.limit.unwrap_or(AlertFilter::DEFAULT_LIMIT),
+            )),
         );
         let params: Vec<&(dyn ToSql + Sync)> = args
             .iter()
@@ -671,23 +554,19 @@ impl FleetStore {
 
     /// Counts and sizes.
     pub async fn stats(&mut self) -> Result<StoreStats, FleetError> {
+        let mut s = StoreStats {
+            path: redacted_url(&self.cfg.url),
+            engine: "postgresql".to_string(),
+            ..StoreStats::default()
+        };
         let client = self.client().await?;
-        let mut s = StoreStats::default();
         for row in client
             .query("SELECT status, count(*) FROM alerts GROUP BY status", &[])
             .await
             .map_err(FleetError::pg("counting alerts"))?
         {
             let status: String = row.get(0);
-            let n = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-            s.alerts += n;
-            match status.as_str() {
-                "open" => s.open = n,
-                "acknowledged" => s.acknowledged = n,
-                "closed" => s.closed = n,
-                "suppressed" => s.suppressed = n,
-                _ => {}
-            }
+            s.count(&status, u64::try_from(row.get::<_, i64>(1)).unwrap_or(0));
         }
         let used: i64 = client
             .query_one(
@@ -699,6 +578,7 @@ impl FleetStore {
             .map_err(FleetError::pg("measuring the store"))?
             .get(0);
         s.used_bytes = u64::try_from(used).unwrap_or(0);
+        s.file_bytes = s.used_bytes;
         s.schema_version = self.schema_version().await?;
         Ok(s)
     }
@@ -783,11 +663,15 @@ async fn record_in(
         let settings = serde_json::Value::Object(a.settings.clone());
         let join_keys = serde_json::Value::Array(a.join_keys.clone());
         let risk = i32::try_from(a.risk_score).unwrap_or(i32::MAX);
+        let ctr = container_of(a);
+        let source = source_of(a);
         let id: i64 = tx
             .query_one(
                 "INSERT INTO alerts (rule_id, rule_name, dedup_key, severity, risk_score, status, first_seen_ns,
-                 last_seen_ns, created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys)
-                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $8, 1, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+                 last_seen_ns, created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys,
+                 container_id, container_name, container_image, k8s_namespace, k8s_pod, source)
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $8, 1, $9, $10, $11, $12, $13, $14, $15,
+                 $16, $17, $18, $19, $20, $21) RETURNING id",
                 &[
                     &a.rule_id,
                     &a.rule_name,
@@ -804,6 +688,12 @@ async fn record_in(
                     &a.reason,
                     &settings,
                     &join_keys,
+                    &ctr.as_ref().map(|c| c.id.clone()),
+                    &ctr.as_ref().and_then(|c| c.name.clone()),
+                    &ctr.as_ref().and_then(|c| c.image.clone()),
+                    &ctr.as_ref().and_then(|c| c.namespace.clone()),
+                    &ctr.as_ref().and_then(|c| c.pod.clone()),
+                    &source,
                 ],
             )
             .await?
@@ -905,11 +795,12 @@ fn decode_alert(r: &Row) -> Result<StoredAlert, FleetError> {
     let attack: serde_json::Value = r.get(12);
     let settings: serde_json::Value = r.get(14);
     let join_keys: serde_json::Value = r.get(15);
+    let container_id: Option<String> = r.get(18);
     Ok(StoredAlert {
         id,
         rule_id: r.get(1),
         rule_name: r.get(2),
-        severity: severity_from_code(severity)
+        severity: severity_from_code(i64::from(severity))
             .ok_or_else(|| bad(format!("severity {severity}")))?,
         risk_score: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
         status: status.parse().map_err(bad)?,
@@ -919,10 +810,18 @@ fn decode_alert(r: &Row) -> Result<StoredAlert, FleetError> {
         host: r.get(9),
         user: r.get(10),
         process: r.get(11),
+        source: r.get(23),
         attack: serde_json::from_value(attack).map_err(|e| bad(format!("attack: {e}")))?,
         reason: r.get(13),
         settings: serde_json::from_value(settings).map_err(|e| bad(format!("settings: {e}")))?,
         join_keys: serde_json::from_value(join_keys).map_err(|e| bad(format!("join_keys: {e}")))?,
+        container: container_id.map(|id| alert_store::ContainerSummary {
+            id,
+            name: r.get(19),
+            image: r.get(20),
+            namespace: r.get(21),
+            pod: r.get(22),
+        }),
         created_ns: r.get(16),
         updated_ns: r.get(17),
     })
@@ -931,6 +830,7 @@ fn decode_alert(r: &Row) -> Result<StoredAlert, FleetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use correlator::{AttackRef, Severity};
 
     fn alert(evidence: Vec<serde_json::Value>) -> Alert {
         Alert {
@@ -976,6 +876,22 @@ mod tests {
         ]);
         assert_ne!(uniqueness_key(&d), uniqueness_key(&e));
         assert!(event_identity(&d.evidence[0]).starts_with("id:e1:1"));
+    }
+
+    #[test]
+    fn passwords_never_reach_the_status() {
+        assert_eq!(
+            redacted_url("postgresql://sensor:hunter2@db:5432/sensor"),
+            "postgresql://sensor@db:5432/sensor"
+        );
+        assert_eq!(
+            redacted_url("postgresql://sensor@db/sensor"),
+            "postgresql://sensor@db/sensor"
+        );
+        assert_eq!(
+            redacted_url("host=db user=sensor password=hunter2 dbname=sensor"),
+            "host=db user=sensor password=*** dbname=sensor"
+        );
     }
 
     #[test]

@@ -60,6 +60,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sightings_alert ON sightings (alert_id);
     ",
+    // v2: the columns the SQLite store has beyond v1 (one alert model): the container and Kubernetes
+    // pod the evidence names, and what reported it (`event.module`, else `agent.type`), for
+    // `alerts list --container/--namespace/--source`. Alerts stored before it have none.
+    r"
+    ALTER TABLE alerts ADD COLUMN container_id TEXT;
+    ALTER TABLE alerts ADD COLUMN container_name TEXT;
+    ALTER TABLE alerts ADD COLUMN container_image TEXT;
+    ALTER TABLE alerts ADD COLUMN k8s_namespace TEXT;
+    ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
+    ALTER TABLE alerts ADD COLUMN source TEXT;
+    CREATE INDEX alerts_container ON alerts (container_id);
+    CREATE INDEX alerts_namespace ON alerts (k8s_namespace);
+    CREATE INDEX alerts_source ON alerts (source);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -2,18 +2,22 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/alerts?status=&severity=&rule=&host=&container=&namespace=&since=&after_id=&limit=` | list alerts (newest first) |
+//! | `GET /v1/alerts?status=&severity=&rule=&host=&source=&container=&namespace=&since=&after_id=&limit=` | list alerts (newest first) |
 //! | `GET /v1/alerts/{id}` | one alert with evidence and history |
 //! | `POST /v1/alerts/{id}/status` `{"status","reason","user"}` | ack, close, suppress, reopen |
 //! | `GET /v1/alerts/stream` | new alerts as NDJSON, as they are stored |
-//! | `GET /v1/status` | sources, rates, losses, pending state, rules, store |
+//! | `GET /v1/status` | sources, rates, losses, pending state, rules, store; on a central node the fleet (partitions, owners, lag, bus) |
 //! | `POST /v1/reload` | reload rules and settings (as SIGHUP) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus text, probes |
 //!
 //! Architecture Invariant: every connection is authenticated before any handler runs: on the Unix socket
 //! by the peer's uid (SO_PEERCRED: root or `api.allow_uids`), on TCP by TLS plus a bearer token. Handlers
 //! see only an authenticated [`Peer`].
+//!
+//! The handlers serve any [`AlertStore`]: the daemon's SQLite store ([`crate::store::LocalAlerts`]) or,
+//! on a central node of a fleet ([`serve_central`]), the fleet's PostgreSQL store.
 
+mod central;
 mod state;
 
 use std::collections::HashMap;
@@ -32,8 +36,11 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use alert_store::AccessError;
+
 use crate::config::Config;
-use crate::store::{AlertFilter, Status, StoreError};
+use crate::store::{AlertFilter, Status};
+pub use central::{serve_central, CentralApi};
 pub(crate) use state::{
     accepts_released, hold_accepts, release_accepts, Control, DaemonInfo, Shared,
 };
@@ -54,19 +61,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        }
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> ApiError {
+        let code = match e {
+            AccessError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccessError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AccessError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
     }
 }
 
 fn gone() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the alert store is shutting down".into(),
+        "the daemon is shutting down".into(),
     )
 }
 
@@ -117,6 +126,7 @@ fn filter_from(q: &HashMap<String, String>) -> Result<AlertFilter, ApiError> {
             }
             "rule" => f.rule = Some(v.clone()),
             "host" => f.host = Some(v.clone()),
+            "source" => f.source = Some(v.clone()),
             "container" => f.container = Some(v.clone()),
             "namespace" => f.namespace = Some(v.clone()),
             "since" => f.since_ns = Some(parse_since(v, crate::clock::wall_ns()).map_err(bad)?),
@@ -143,11 +153,7 @@ async fn list_alerts(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let f = filter_from(&q)?;
-    let alerts = s
-        .store
-        .call(move |st| st.list(&f))
-        .await
-        .ok_or_else(gone)??;
+    let alerts = s.store.list(f).await?;
     Ok(Json(json!({ "alerts": alerts })).into_response())
 }
 
@@ -158,11 +164,7 @@ async fn get_alert(
     let id: i64 = id
         .parse()
         .map_err(|_| bad(format!("alert id `{id}` is not a number")))?;
-    let detail = s
-        .store
-        .call(move |st| st.get(id))
-        .await
-        .ok_or_else(gone)??;
+    let detail = s.store.get(id).await?;
     Ok(Json(detail).into_response())
 }
 
@@ -196,44 +198,32 @@ async fn set_status(
         Some(u) => format!("{u} ({})", peer.actor),
         None => peer.actor,
     };
-    let now = crate::clock::wall_ns();
-    let reason = change.reason;
-    let alert = s
-        .store
-        .call(move |st| st.set_status(id, status, &actor, &reason, now))
-        .await
-        .ok_or_else(gone)??;
+    let change = alert_store::StatusChange {
+        status,
+        actor,
+        reason: change.reason,
+        now_ns: crate::clock::wall_ns(),
+    };
+    let alert = s.store.set_status(id, change).await?;
     Ok(Json(alert).into_response())
 }
 
-async fn stream_alerts(State(s): State<Shared>) -> Response {
-    let Some(tx) = s.alerts.upgrade() else {
-        return gone().into_response();
-    };
-    let rx = tx.subscribe();
-    drop(tx);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(u) if u.new => {
-                    let mut line = serde_json::to_vec(&u.alert).unwrap_or_default();
-                    line.push(b'\n');
-                    return Some((Ok::<_, Infallible>(line), rx));
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+async fn stream_alerts(State(s): State<Shared>) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let stream = s.store.tail().await?.map(|a| {
+        let mut line = serde_json::to_vec(&a).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(line)
     });
-    (
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
-    let store = s.store.call(|st| st.stats()).await.ok_or_else(gone)??;
+    let store = s.store.stats().await?;
     let rates = s.info.rates();
     let mut sources = Vec::new();
     for src in &s.info.sources {
@@ -253,7 +243,7 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         sources.push(v);
     }
     let m = &s.metrics;
-    Ok(Json(json!({
+    let mut answer = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_secs": s.info.started.elapsed().as_secs(),
@@ -272,8 +262,11 @@ async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
         "alerts_new": m.alerts_new.load(Relaxed),
         "alerts_repeated": m.alerts_repeated.load(Relaxed),
         "store": store,
-    }))
-    .into_response())
+    });
+    if let Some(fleet) = &s.fleet {
+        answer["fleet"] = fleet.status().await;
+    }
+    Ok(Json(answer).into_response())
 }
 
 async fn reload(State(s): State<Shared>) -> Result<Response, ApiError> {
@@ -300,7 +293,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
 }
 
 async fn ready(State(s): State<Shared>) -> Result<&'static str, ApiError> {
-    s.store.call(|_| ()).await.ok_or_else(gone)?;
+    s.store.ready().await?;
     Ok("ready\n")
 }
 

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use alert_store::AlertStore;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::store::{AlertUpdate, StoreHandle};
 
 /// Open (true) unless a privilege drop is pending (`daemon::privilege`): every listener, the
 /// control API's and network ingest's, waits on it before its first `accept`.
@@ -89,10 +89,11 @@ impl DaemonInfo {
 /// Shared between the main loop and the control API.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub(crate) store: StoreHandle,
+    /// The alert store the API serves: the daemon's SQLite store, or the fleet's PostgreSQL store.
+    pub(crate) store: Arc<dyn AlertStore>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Weak, so that open `alerts tail` connections never keep the outputs from finishing at shutdown.
-    pub(crate) alerts: broadcast::WeakSender<Arc<AlertUpdate>>,
     pub(crate) control: mpsc::Sender<Control>,
     pub(crate) info: Arc<DaemonInfo>,
+    /// On a central node: the fleet's state for `/v1/status` (partitions, owners, lag, bus).
+    pub(crate) fleet: Option<Arc<super::central::FleetView>>,
 }

@@ -19,29 +19,60 @@ pub(crate) struct Conn {
         default_value = "/run/sensor/control.sock"
     )]
     pub(crate) socket: PathBuf,
-    /// A remote daemon instead: https://HOST:PORT (needs --token-file).
-    #[arg(long, env = "SENSOR_API_URL")]
-    pub(crate) url: Option<String>,
-    /// File holding the API token for --url.
+    /// A remote daemon instead, or a central node of a fleet: https://HOST:PORT (needs
+    /// --token-file).
+    #[arg(long, visible_alias = "url", env = "SENSOR_API_URL")]
+    pub(crate) api: Option<String>,
+    /// File holding the API token for --api.
     #[arg(long, env = "SENSOR_API_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,
     /// CA certificate (PEM) to check the remote daemon's certificate.
     #[arg(long, env = "SENSOR_API_CA")]
     pub(crate) ca_file: Option<PathBuf>,
+    /// A client config file (TOML: `api`, `token_file`, `ca_file`) naming the API to use, e.g. a
+    /// central node of the fleet; the options above win over it.
+    #[arg(long, env = "SENSOR_CLIENT_CONFIG")]
+    pub(crate) client_config: Option<PathBuf>,
+}
+
+/// The client config file (`--client-config`): where the control API is and how to reach it.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    api: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 impl Conn {
+    /// The options, completed from the client config file when one is given.
+    fn resolved(&self) -> anyhow::Result<Conn> {
+        let Some(path) = &self.client_config else {
+            return Ok(self.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the client config {}", path.display()))?;
+        let file: ClientConfig =
+            toml::from_str(&text).with_context(|| format!("client config {}", path.display()))?;
+        let mut c = self.clone();
+        c.api = c.api.or(file.api);
+        c.token_file = c.token_file.or(file.token_file);
+        c.ca_file = c.ca_file.or(file.ca_file);
+        Ok(c)
+    }
+
     fn endpoint(&self) -> anyhow::Result<(Endpoint, Option<String>)> {
-        match &self.url {
+        let c = self.resolved()?;
+        match &c.api {
             Some(url) => {
-                let (ep, _) = Endpoint::from_url(url, self.ca_file.as_deref())?;
-                let token = match &self.token_file {
+                let (ep, _) = Endpoint::from_url(url, c.ca_file.as_deref())?;
+                let token = match &c.token_file {
                     Some(p) => Some(sensor::secret::read_token("--token-file", p)?),
                     None => None,
                 };
                 Ok((ep, token))
             }
-            None => Ok((Endpoint::Unix(self.socket.clone()), None)),
+            None => Ok((Endpoint::Unix(c.socket.clone()), None)),
         }
     }
 
@@ -83,8 +114,13 @@ pub(crate) enum Command {
         /// Rule id or name.
         #[arg(long)]
         rule: Option<String>,
+        /// Host name (`host.name` of the evidence).
         #[arg(long)]
         host: Option<String>,
+        /// What reported the evidence: `sensor` (the kernel sensor), an ingest format's module
+        /// (`auditd`, `windows`, `zeek`...), or an agent type.
+        #[arg(long)]
+        source: Option<String>,
         /// Container id (or a prefix of at least 12 hex digits) or name.
         #[arg(long)]
         container: Option<String>,
@@ -162,7 +198,7 @@ fn when(ns: i64) -> String {
 
 fn row(a: &StoredAlert) -> String {
     format!(
-        "{:>6}  {:<12}  {:<8}  {:>5}  {:<19}  {:<32}  {:<16}  {}",
+        "{:>6}  {:<12}  {:<8}  {:>5}  {:<19}  {:<32}  {:<16}  {:<10}  {}",
         a.id,
         a.status.as_str(),
         a.severity.as_str(),
@@ -170,14 +206,15 @@ fn row(a: &StoredAlert) -> String {
         when(a.last_seen_ns),
         truncate(&a.rule_name, 32),
         truncate(a.host.as_deref().unwrap_or("-"), 16),
+        truncate(a.source.as_deref().unwrap_or("-"), 10),
         a.process.as_deref().unwrap_or("-"),
     )
 }
 
 fn header() -> String {
     format!(
-        "{:>6}  {:<12}  {:<8}  {:>5}  {:<19}  {:<32}  {:<16}  {}",
-        "ID", "STATUS", "SEVERITY", "COUNT", "LAST SEEN (UTC)", "RULE", "HOST", "PROCESS"
+        "{:>6}  {:<12}  {:<8}  {:>5}  {:<19}  {:<32}  {:<16}  {:<10}  {}",
+        "ID", "STATUS", "SEVERITY", "COUNT", "LAST SEEN (UTC)", "RULE", "HOST", "SOURCE", "PROCESS"
     )
 }
 
@@ -200,6 +237,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             severity,
             rule,
             host,
+            source,
             container,
             namespace,
             since,
@@ -211,6 +249,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 ("severity", severity),
                 ("rule", rule),
                 ("host", host),
+                ("source", source),
                 ("container", container),
                 ("namespace", namespace),
                 ("since", since),
@@ -293,6 +332,7 @@ fn print_detail(out: &mut impl Write, d: &AlertDetail) -> anyhow::Result<()> {
     )?;
     for (k, v) in [
         ("host", &a.host),
+        ("source", &a.source),
         ("user", &a.user),
         ("process", &a.process),
     ] {

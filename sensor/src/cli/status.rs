@@ -72,7 +72,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let st = &v["store"];
     writeln!(
         out,
-        "alert store:    {} ({} bytes): {} alerts ({} open, {} acknowledged, {} closed, {} suppressed)",
+        "alert store:    {} {} ({} bytes): {} alerts ({} open, {} acknowledged, {} closed, {} suppressed)",
+        st["engine"].as_str().unwrap_or("sqlite"),
         s(&st["path"]),
         st["file_bytes"],
         st["alerts"],
@@ -81,7 +82,82 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         st["closed"],
         st["suppressed"]
     )?;
+    if v["fleet"].is_object() {
+        print_fleet(&mut out, &v["fleet"])?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A central node's view of the fleet: the bus, the live nodes, each partition's owner and lag.
+fn print_fleet(out: &mut impl Write, f: &Value) -> anyhow::Result<()> {
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let bus = &f["bus"];
+    writeln!(
+        out,
+        "fleet:          central node {}; bus {} ({}) via {}; stream {} holds {} message(s)",
+        s(&f["node"]),
+        s(&bus["state"]),
+        bus["server"].as_str().unwrap_or("no server yet"),
+        bus["urls"]
+            .as_array()
+            .map(|u| u.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        s(&bus["stream"]),
+        bus["stream_messages"]
+            .as_u64()
+            .map_or_else(|| "?".to_string(), |n| n.to_string()),
+    )?;
+    let nodes: Vec<String> = f["nodes"].as_array().into_iter().flatten().map(s).collect();
+    writeln!(
+        out,
+        "central nodes:  {} alive: {}",
+        nodes.len(),
+        if nodes.is_empty() {
+            "none".to_string()
+        } else {
+            nodes.join(", ")
+        }
+    )?;
+    if f.get("events").is_some() {
+        writeln!(
+            out,
+            "this node:      {} event(s) taken, {} alert(s) recorded, {} bad event(s)",
+            f["events"], f["alerts"], f["bad_events"]
+        )?;
+    }
+    writeln!(
+        out,
+        "  {:>9}  {:<36}  {:>10}  {:>11}  {:>10}",
+        "PARTITION", "OWNER", "PENDING", "ACK PENDING", "ACK FLOOR"
+    )?;
+    for p in f["partitions"].as_array().into_iter().flatten() {
+        let consumer = p["consumer"].as_bool().unwrap_or(false);
+        let n = |k: &str| {
+            if consumer {
+                p[k].as_u64().unwrap_or(0).to_string()
+            } else {
+                "-".to_string()
+            }
+        };
+        writeln!(
+            out,
+            "  {:>9}  {:<36}  {:>10}  {:>11}  {:>10}",
+            p["partition"].as_u64().unwrap_or(0),
+            p["owner"].as_str().unwrap_or("(free)"),
+            n("pending"),
+            n("ack_pending"),
+            n("ack_floor"),
+        )?;
+    }
+    writeln!(
+        out,
+        "lag:            {} message(s) pending in all partitions",
+        f["pending"]
+    )?;
+    for e in f["errors"].as_array().into_iter().flatten() {
+        writeln!(out, "fleet warning:  {}", s(e))?;
+    }
+    Ok(())
 }
 
 /// A JSON scalar as text (strings without quotes).
@@ -171,6 +247,38 @@ fn print_agents(out: &mut impl Write, agents: &Value) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn fleet_section_names_owners_and_lag() {
+        let f = serde_json::json!({
+            "node": "n1", "role": "central",
+            "bus": {"urls": ["nats://127.0.0.1:4222"], "state": "connected", "server": "srv 2.9.11",
+                    "stream": "SENSOR_EVENTS", "stream_messages": 40},
+            "nodes": ["n1", "n2"],
+            "partitions": [
+                {"partition": 0, "owner": "n1", "pending": 3, "ack_pending": 1, "ack_floor": 17, "consumer": true},
+                {"partition": 1, "pending": 0, "ack_pending": 0, "ack_floor": 0, "consumer": false}
+            ],
+            "pending": 3,
+            "errors": ["partition 1 consumer: timed out"]
+        });
+        let mut out = Vec::new();
+        print_fleet(&mut out, &f).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("central node n1; bus connected (srv 2.9.11) via nats://127.0.0.1:4222; stream SENSOR_EVENTS holds 40"), "{text}");
+        assert!(text.contains("2 alive: n1, n2"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "n1", "3", "1", "17"]),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "(free)", "-", "-", "-"]), "{text}");
+        assert!(text.contains("3 message(s) pending"), "{text}");
+        assert!(
+            text.contains("fleet warning:  partition 1 consumer: timed out"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn kernel_detail_is_readable_lines() {

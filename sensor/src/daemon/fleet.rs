@@ -306,6 +306,7 @@ pub(crate) async fn run_gateway(
 /// the decoders of the gateways' records, until SIGTERM/SIGINT.
 pub(crate) async fn run_central(
     mut cfg: Config,
+    config_path: Option<std::path::PathBuf>,
     rules: Arc<dyn RuleProvider>,
 ) -> Result<RunSummary, DaemonError> {
     let err = |e: String| DaemonError::Fleet(e);
@@ -346,6 +347,7 @@ pub(crate) async fn run_central(
     });
     let mut ccfg = fleet::central::CentralConfig::new(node.clone());
     ccfg.lateness_ns = cfg.rules.lateness.as_nanos_i64();
+    let lease_ttl = ccfg.lease_ttl;
     let stats = Arc::new(fleet::central::CentralStats::default());
     let (stop, stop_rx) = watch::channel(false);
     let node_task = tokio::spawn(fleet::central::run_node(
@@ -356,12 +358,35 @@ pub(crate) async fn run_central(
         stats.clone(),
         stop_rx.clone(),
     ));
+    let bus_for_api = bus.clone();
+    let stop_rx_api = stop_rx.clone();
     let decoders = tokio::spawn(run_decoders(
         bus,
         cfg.fleet.partition_by.clone(),
         stats.clone(),
         stop_rx,
     ));
+    // The control API from the fleet store (the Unix socket, `[api.tcp]`), as on a host.
+    let api_store = fleet::pg::FleetAlerts::connect(&cfg.fleet.postgres)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let api = crate::api::serve_central(
+        &cfg,
+        crate::api::CentralApi {
+            store: api_store,
+            bus: bus_for_api,
+            lease_ttl,
+            node_id: node.clone(),
+            nats_urls: cfg.fleet.nats.urls.clone(),
+            stats: Some(stats.clone()),
+            metrics: crate::metrics::Metrics::new(),
+            config_path,
+            rules: ids.clone(),
+        },
+        stop_rx_api,
+    )
+    .await
+    .map_err(DaemonError::Api)?;
     tracing::info!(node = %node, rules = ids.len(), partitions = cfg.fleet.partitions, "sensor running (fleet central)");
     // Progress in the log every 10 s (until `sensor status` shows it through the fleet API).
     let st = stats.clone();
@@ -387,6 +412,9 @@ pub(crate) async fn run_central(
     until_signal().await?;
     progress.abort();
     let _ = stop.send(true);
+    let mut api = api;
+    api.abort_all();
+    crate::api::remove_socket(&cfg.api.socket);
     let _ = decoders.await;
     match node_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "central node stopped with an error"),

@@ -198,7 +198,7 @@ pub async fn run_with_metrics(
     // A gateway or a central node is not this daemon (no SQLite store, no local sources).
     match cfg.fleet.role {
         ::fleet::Role::Gateway => return fleet::run_gateway(cfg, config_path.as_deref()).await,
-        ::fleet::Role::Central => return fleet::run_central(cfg, seams.rules).await,
+        ::fleet::Role::Central => return fleet::run_central(cfg, config_path, seams.rules).await,
         ::fleet::Role::Standalone | ::fleet::Role::Edge => {}
     }
     // Decided before anything starts, so a bad `[privileges]` fails at once; listeners bound from
@@ -273,11 +273,14 @@ pub async fn run_with_metrics(
 
     let (control_tx, control_rx) = mpsc::channel::<Control>(8);
     let shared = Shared {
-        store: store_handle.clone(),
+        store: Arc::new(crate::store::LocalAlerts::new(
+            store_handle.clone(),
+            alerts_tx.downgrade(),
+        )),
         metrics: metrics.clone(),
-        alerts: alerts_tx.downgrade(),
         control: control_tx,
         info: info.clone(),
+        fleet: None,
     };
     let api = crate::api::serve(&cfg, shared.clone(), shutdown_rx.clone())
         .await

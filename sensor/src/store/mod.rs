@@ -12,19 +12,23 @@
 //! clock, so a replay deduplicates the same way as the live run. Only bookkeeping columns
 //! (`created_ns`, `updated_ns`, history `at_ns`) and age retention read the clock, passed in by the caller.
 
-mod container;
+mod access;
 mod resume;
 mod row;
 mod schema;
 mod task;
 
-pub use container::{container_of, ContainerSummary};
+pub use access::LocalAlerts;
+/// The alert model (one for both stores, see the `alert-store` crate).
+pub use alert_store::{
+    container_of, dedup_key, source_of, AlertDetail, AlertFilter, ContainerSummary, HistoryEntry,
+    Recorded, Status, StoreStats, StoredAlert,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use correlator::{Alert, AttackRef, Severity};
+use correlator::Alert;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -82,46 +86,6 @@ pub enum StoreError {
     },
 }
 
-/// Where an alert stands in triage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Open,
-    Acknowledged,
-    Closed,
-    Suppressed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Open => "open",
-            Status::Acknowledged => "acknowledged",
-            Status::Closed => "closed",
-            Status::Suppressed => "suppressed",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Status, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "open" | "reopen" => Ok(Status::Open),
-            "acknowledged" | "ack" | "acked" => Ok(Status::Acknowledged),
-            "closed" | "close" => Ok(Status::Closed),
-            "suppressed" | "suppress" => Ok(Status::Suppressed),
-            other => Err(format!("unknown alert status `{other}` (expected open, acknowledged, closed or suppressed)")),
-        }
-    }
-}
-
 /// How the store behaves. Built from the `[store]` config section.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -149,113 +113,6 @@ impl StoreConfig {
             busy_timeout_ms: 1000,
         }
     }
-}
-
-/// One alert as stored (without evidence and history, see [`AlertDetail`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredAlert {
-    pub id: i64,
-    pub rule_id: String,
-    pub rule_name: String,
-    pub severity: Severity,
-    pub risk_score: u32,
-    pub status: Status,
-    pub first_seen_ns: i64,
-    pub last_seen_ns: i64,
-    pub count: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<String>,
-    #[serde(default)]
-    pub attack: AttackRef,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub join_keys: Vec<serde_json::Value>,
-    /// The container (and Kubernetes pod) the evidence names, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerSummary>,
-    pub created_ns: i64,
-    pub updated_ns: i64,
-}
-
-/// One status change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at_ns: i64,
-    pub actor: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Status>,
-    pub to: Status,
-    pub reason: String,
-}
-
-/// An alert with its evidence events and status history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AlertDetail {
-    #[serde(flatten)]
-    pub alert: StoredAlert,
-    pub evidence: Vec<serde_json::Value>,
-    pub history: Vec<HistoryEntry>,
-}
-
-/// What [`Store::record`] did with an alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
-    pub id: i64,
-    /// A new row (false: folded into an existing alert as a repeat).
-    pub new: bool,
-    pub count: u64,
-    pub status: Status,
-}
-
-/// Filters for [`Store::list`]; `None` means any.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlertFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
-    /// Minimum severity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<Severity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Only alerts in this container: its id (or a prefix of 12 or more characters) or its name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// Only alerts in this Kubernetes namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Only alerts seen at or after this event time (ns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since_ns: Option<i64>,
-    /// Only alerts with an id above this (for following).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
-
-/// Sizes and counts, for `sensor status` and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StoreStats {
-    pub path: String,
-    pub alerts: u64,
-    pub open: u64,
-    pub acknowledged: u64,
-    pub closed: u64,
-    pub suppressed: u64,
-    /// Bytes of the database file plus its WAL.
-    pub file_bytes: u64,
-    /// Bytes of pages in use (what size retention compares against).
-    pub used_bytes: u64,
-    pub schema_version: i64,
 }
 
 /// What retention removed.
@@ -301,20 +158,6 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
         path: path.to_path_buf(),
         source: e,
     }
-}
-
-/// The key repeats are folded on: the match's join keys when it has them, else who and where; in
-/// a container, its id too (the same thing in two containers is two alerts).
-pub fn dedup_key(alert: &Alert) -> String {
-    let mut v = if alert.join_keys.is_empty() {
-        serde_json::json!([alert.host, alert.user, alert.process])
-    } else {
-        serde_json::json!([alert.host, alert.join_keys])
-    };
-    if let (Some(c), serde_json::Value::Array(a)) = (container_of(alert), &mut v) {
-        a.push(serde_json::Value::String(c.id));
-    }
-    v.to_string()
 }
 
 impl Store {
@@ -557,7 +400,7 @@ impl Store {
         }
         if let Some(s) = filter.severity {
             sql.push_str(" AND severity >= ?");
-            args.push(severity_code(s).into());
+            args.push(i64::from(severity_code(s)).into());
         }
         if let Some(r) = &filter.rule {
             sql.push_str(" AND (rule_id = ? OR rule_name = ?)");
@@ -568,8 +411,12 @@ impl Store {
             sql.push_str(" AND host = ?");
             args.push(h.clone().into());
         }
+        if let Some(src) = &filter.source {
+            sql.push_str(" AND source = ?");
+            args.push(src.clone().into());
+        }
         if let Some(c) = &filter.container {
-            if c.len() >= 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if AlertFilter::container_is_prefix(c) {
                 sql.push_str(" AND (container_name = ? OR substr(container_id, 1, ?) = ?)");
                 args.push(c.clone().into());
                 args.push(i64::try_from(c.len()).unwrap_or(i64::MAX).into());
@@ -596,7 +443,7 @@ impl Store {
             sql.push_str(" ORDER BY id DESC");
         }
         sql.push_str(" LIMIT ?");
-        args.push(i64::from(filter.limit.unwrap_or(1000)).into());
+        args.push(i64::from(filter.limit.unwrap_or(AlertFilter::DEFAULT_LIMIT)).into());
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), raw_alert)
@@ -767,6 +614,7 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats {
             path: self.cfg.path.display().to_string(),
+            engine: "sqlite".to_string(),
             ..StoreStats::default()
         };
         let mut stmt = self
@@ -778,15 +626,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
         for r in rows {
             let (status, n) = r.map_err(|e| self.err(e))?;
-            let n = n as u64;
-            s.alerts += n;
-            match status.as_str() {
-                "open" => s.open = n,
-                "acknowledged" => s.acknowledged = n,
-                "closed" => s.closed = n,
-                "suppressed" => s.suppressed = n,
-                _ => {}
-            }
+            s.count(&status, n as u64);
         }
         let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let mut wal = self.cfg.path.clone().into_os_string();

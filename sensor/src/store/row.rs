@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use correlator::{Alert, Severity};
+use alert_store::{severity_from_code, source_of};
+use correlator::Alert;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
+
+pub(super) use alert_store::severity_code;
 
 use super::{
     container_of, dedup_key, ContainerSummary, Recorded, Status, StoreConfig, StoreError,
@@ -15,26 +18,7 @@ use super::{
 pub(super) const ALERT_COLUMNS: &str =
     "id, rule_id, rule_name, severity, risk_score, status, first_seen_ns, last_seen_ns, \
      count, host, user_name, process, attack, reason, settings, join_keys, created_ns, updated_ns, \
-     container_id, container_name, container_image, k8s_namespace, k8s_pod";
-
-pub(super) fn severity_code(s: Severity) -> i64 {
-    match s {
-        Severity::Low => 1,
-        Severity::Medium => 2,
-        Severity::High => 3,
-        Severity::Critical => 4,
-    }
-}
-
-fn severity_from_code(c: i64) -> Option<Severity> {
-    match c {
-        1 => Some(Severity::Low),
-        2 => Some(Severity::Medium),
-        3 => Some(Severity::High),
-        4 => Some(Severity::Critical),
-        _ => None,
-    }
-}
+     container_id, container_name, container_image, k8s_namespace, k8s_pod, source";
 
 pub(super) fn record_in(
     tx: &Transaction<'_>,
@@ -74,6 +58,7 @@ pub(super) fn record_in(
         return Ok(Recorded {
             id,
             new: false,
+            duplicate: false,
             count: u64::try_from(count + 1).unwrap_or(0),
             status,
         });
@@ -81,9 +66,9 @@ pub(super) fn record_in(
     tx.prepare_cached(
         "INSERT INTO alerts (rule_id, rule_name, dedup_key, severity, risk_score, status, first_seen_ns, last_seen_ns,
          created_ns, updated_ns, count, host, user_name, process, attack, reason, settings, join_keys,
-         container_id, container_name, container_image, k8s_namespace, k8s_pod)
+         container_id, container_name, container_image, k8s_namespace, k8s_pod, source)
          VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?8, 1, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-         ?16, ?17, ?18, ?19, ?20)",
+         ?16, ?17, ?18, ?19, ?20, ?21)",
     )?
     .execute(params![
         a.rule_id,
@@ -106,6 +91,7 @@ pub(super) fn record_in(
         ctr.as_ref().and_then(|c| c.image.clone()),
         ctr.as_ref().and_then(|c| c.namespace.clone()),
         ctr.as_ref().and_then(|c| c.pod.clone()),
+        source_of(a),
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached(
@@ -116,6 +102,7 @@ pub(super) fn record_in(
     Ok(Recorded {
         id,
         new: true,
+        duplicate: false,
         count: 1,
         status: Status::Open,
     })
@@ -160,6 +147,7 @@ pub(super) struct RawAlert {
     created_ns: i64,
     updated_ns: i64,
     container: [Option<String>; 5],
+    source: Option<String>,
 }
 
 pub(super) fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
@@ -183,6 +171,7 @@ pub(super) fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
         created_ns: r.get(16)?,
         updated_ns: r.get(17)?,
         container: [r.get(18)?, r.get(19)?, r.get(20)?, r.get(21)?, r.get(22)?],
+        source: r.get(23)?,
     })
 }
 
@@ -208,6 +197,7 @@ impl RawAlert {
             host: self.host,
             user: self.user,
             process: self.process,
+            source: self.source,
             attack: serde_json::from_str(&self.attack).map_err(|e| bad(format!("attack: {e}")))?,
             reason: self.reason,
             settings: serde_json::from_str(&self.settings)

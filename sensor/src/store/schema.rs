@@ -74,6 +74,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_container ON alerts (container_id);
     CREATE INDEX alerts_namespace ON alerts (k8s_namespace);
     ",
+    // v5: what reported an alert's evidence (`alerts list --source`: `event.module`, else
+    // `agent.type`), as in the fleet store. Alerts stored before it have none.
+    r"
+    ALTER TABLE alerts ADD COLUMN source TEXT;
+    CREATE INDEX alerts_source ON alerts (source);
+    ",
 ];
 
 /// The schema version this build writes.

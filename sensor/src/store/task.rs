@@ -285,6 +285,7 @@ fn write_batch(
 
 fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
     let container = crate::store::container_of(&a);
+    let source = crate::store::source_of(&a);
     AlertUpdate {
         new: r.new,
         alert: StoredAlert {
@@ -300,6 +301,7 @@ fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
             host: a.host,
             user: a.user,
             process: a.process,
+            source,
             attack: a.attack,
             reason: a.reason,
             settings: a.settings,

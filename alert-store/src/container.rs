@@ -24,7 +24,7 @@ pub struct ContainerSummary {
     pub pod: Option<String>,
 }
 
-fn at<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn at<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     // ECS documents are nested; some senders write dotted keys: accept both.
     if let Some(v) = doc.get(path) {
         return Some(v);
@@ -36,7 +36,7 @@ fn at<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Valu
     Some(cur)
 }
 
-fn text(doc: &serde_json::Value, path: &str) -> Option<String> {
+pub(crate) fn text(doc: &serde_json::Value, path: &str) -> Option<String> {
     match at(doc, path)? {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Array(a) => a.first()?.as_str().map(str::to_string),
