@@ -321,7 +321,11 @@ pub(crate) async fn run_central(
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "central".into());
-    let node = format!("{host}-{}", std::process::id());
+    // `SENSOR_FLEET_NODE_ID` (the pod name in the StatefulSet), else `<hostname>-<pid>`.
+    let node = std::env::var("SENSOR_FLEET_NODE_ID")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let bus = Bus::connect(&cfg.fleet, &format!("sensor-central-{node}"))
         .await
         .map_err(|e| err(e.to_string()))?;
