@@ -145,6 +145,7 @@ fn servers(partitions: u32) -> (NatsServer, PgServer, FleetConfig) {
         partitions,
         nats: nats.config(),
         postgres: pg.config(),
+        ..FleetConfig::default()
     };
     (nats, pg, cfg)
 }

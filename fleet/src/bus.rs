@@ -13,6 +13,9 @@ use async_nats::jetstream::{self, stream};
 
 use crate::{FleetConfig, FleetError, NatsConfig};
 
+/// The state of a bus connection (`bus.client.connection_state()`).
+pub use async_nats::connection::State as ConnectionState;
+
 /// What a message on the bus is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

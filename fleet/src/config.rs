@@ -54,6 +54,11 @@ pub struct FleetConfig {
     /// How many partitions the event stream is cut into (by host). Every edge, gateway and central
     /// node of one fleet must use the same number: it decides which subject an event goes to.
     pub partitions: u32,
+    /// The fields whose first present value is an event's partition key (see
+    /// [`crate::partition::partition_key_by`]). Default: the host (`host.id`, `host.name`,
+    /// `agent.id`). A cross-host rule sees only the events of one partition: a fleet with rules
+    /// joining hosts on a user puts `user.id` (or `user.name`) first. Same on every node.
+    pub partition_by: Vec<String>,
     pub nats: NatsConfig,
     pub postgres: PostgresConfig,
 }
@@ -63,6 +68,10 @@ impl Default for FleetConfig {
         FleetConfig {
             role: Role::Standalone,
             partitions: 16,
+            partition_by: crate::partition::DEFAULT_KEY
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
             nats: NatsConfig::default(),
             postgres: PostgresConfig::default(),
         }
@@ -157,6 +166,12 @@ impl FleetConfig {
                 "fleet.partitions = {} is out of range (1 to 4096)",
                 self.partitions
             ));
+        }
+        if self.partition_by.is_empty() || self.partition_by.iter().any(String::is_empty) {
+            return bad(
+                "fleet.partition_by must name at least one field, none empty (e.g. [\"host.id\", \"host.name\"])"
+                    .to_string(),
+            );
         }
         if !self.role.uses_bus() {
             return Ok(());

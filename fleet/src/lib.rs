@@ -5,6 +5,7 @@
 //!   uniqueness key so that a redelivered event never makes a second alert);
 //! - [`bus`]: the connection to NATS JetStream and the streams the fleet uses;
 //! - [`edge`]: an edge's publisher, which drains a durable local spool into JetStream;
+//! - [`gateway`]: the ingest listeners publishing to JetStream, and the central decoder of their records;
 //! - [`central`]: partition leases and the per-partition correlator writing to PostgreSQL;
 //! - [`status`]: what a central node reports (bus, partitions, owners, consumer lag).
 //!
@@ -14,6 +15,7 @@ pub mod bus;
 pub mod central;
 pub mod config;
 pub mod edge;
+pub mod gateway;
 pub mod partition;
 pub mod pg;
 pub mod status;

@@ -22,6 +22,25 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
     u32::try_from(fnv1a64(key.as_bytes()) % n).unwrap_or(0)
 }
 
+/// The default partition key fields (`fleet.partition_by`): the host.
+pub const DEFAULT_KEY: [&str; 3] = ["host.id", "host.name", "agent.id"];
+
+/// The partition key of an ECS event by `fields` (`fleet.partition_by`): the first of them present
+/// as a non-empty string or a number (nested or dotted), else "".
+pub fn partition_key_by(ev: &serde_json::Value, fields: &[String]) -> String {
+    for f in fields {
+        let v = ev
+            .get(f.as_str())
+            .or_else(|| f.split('.').try_fold(ev, |o, part| o.get(part)));
+        match v {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => return s.clone(),
+            Some(serde_json::Value::Number(n)) => return n.to_string(),
+            _ => {}
+        }
+    }
+    String::new()
+}
+
 /// The partition key of an ECS event: `host.id`, else `host.name`, else `agent.id`, else "".
 pub fn partition_key(ev: &serde_json::Value) -> &str {
     let get = |a: &str, b: &str| {
@@ -62,5 +81,19 @@ mod tests {
         assert_eq!(partition_key(&e), "db");
         let e = serde_json::json!({"agent": {"id": "ag"}});
         assert_eq!(partition_key(&e), "ag");
+    }
+
+    #[test]
+    fn key_by_configured_fields() {
+        let host: Vec<String> = DEFAULT_KEY.iter().map(|s| (*s).to_string()).collect();
+        let user = vec!["user.id".to_string(), "host.name".to_string()];
+        let e = serde_json::json!({"host": {"name": "web-1"}, "user": {"id": "0"}});
+        assert_eq!(partition_key_by(&e, &host), "web-1");
+        assert_eq!(partition_key_by(&e, &user), "0");
+        let e = serde_json::json!({"host": {"name": "web-1"}, "user.id": 1000});
+        assert_eq!(partition_key_by(&e, &user), "1000");
+        let e = serde_json::json!({"host": {"name": "web-1"}});
+        assert_eq!(partition_key_by(&e, &user), "web-1");
+        assert_eq!(partition_key_by(&serde_json::json!({}), &user), "");
     }
 }

@@ -180,6 +180,7 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
         partitions: PARTITIONS,
         nats: nats.config(),
         postgres: pg.config(),
+        ..FleetConfig::default()
     };
     let bus = Bus::connect(&cfg, "test").await?;
     bus.ensure_streams(&cfg.nats, 1).await?;

@@ -205,6 +205,7 @@ async fn servers() -> Result<(NatsServer, PgServer, FleetConfig, Bus, FleetStore
         partitions: PARTITIONS,
         nats: nats.config(),
         postgres: pg.config(),
+        ..FleetConfig::default()
     };
     let bus = Bus::connect(&cfg, "test").await?;
     bus.ensure_streams(&cfg.nats, 1).await?;

@@ -39,6 +39,16 @@ impl AgentNames {
         AgentNames { names }
     }
 
+    /// Names `agent`'s host (a fleet's central decoder learns the names the gateways were given).
+    /// Returns whether that changed anything.
+    pub fn insert(&mut self, agent: &str, host_name: &str) -> bool {
+        if host_name.is_empty() || self.names.get(agent).is_some_and(|h| h == host_name) {
+            return false;
+        }
+        self.names.insert(agent.to_string(), host_name.to_string());
+        true
+    }
+
     /// The host name for `agent` (its configured one, else the id itself).
     pub fn host_name<'a>(&'a self, agent: &'a str) -> &'a str {
         self.names.get(agent).map_or(agent, String::as_str)

@@ -16,5 +16,5 @@ pub use decode::{
     decode_reader, decode_readers, decoder, lacks_ecs_category, uncategorized_warning, DecodeError,
     Decoder, Format,
 };
-pub use server::{bind, serve, Bound, IngestConfig, IngestError};
+pub use server::{bind, bind_sink, serve, Bound, IngestConfig, IngestError, RecordSink, SinkError};
 pub use spool::{Spool, SpoolError, SpoolLimits, SpoolReader};

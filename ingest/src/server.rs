@@ -1,9 +1,10 @@
 //! The ingest listeners: HTTPS (`POST /v1/ingest/{format}`) and the auditd remote protocol
-//! (what Debian's `audisp-remote` speaks), both feeding the durable [`Spool`].
+//! (what Debian's `audisp-remote` speaks), both feeding a [`RecordSink`]: the durable [`Spool`], or
+//! a fleet gateway's bus.
 //!
 //! Architecture Invariant: a record is acknowledged (HTTP 200 listing it as accepted, or an
-//! auditd ACK) only after [`Spool::append_with_header`] / [`Spool::append_batch`] returned, i.e.
-//! after it is on disk. Memory is
+//! auditd ACK) only after [`RecordSink::append_with_header`] returned, i.e. after it is on disk
+//! (or, on a gateway, acknowledged by JetStream). Memory is
 //! bounded by `max_inflight_requests * max_request_bytes` (a request beyond the in-flight limit
 //! gets 503 with Retry-After, never a queue).
 
@@ -28,6 +29,7 @@ mod auditd;
 mod bucket;
 mod config;
 mod envelope;
+mod sink;
 mod tls;
 
 use crate::edge::{ConnLimit, Refusal};
@@ -41,6 +43,7 @@ pub use config::{
     PeerAddr, TlsConfig,
 };
 pub use envelope::{decode_record, encode_record, record_header};
+pub use sink::{RecordSink, SinkError};
 pub use tls::tls_acceptor;
 
 struct Agent {
@@ -88,11 +91,15 @@ fn save_contexts(state: &State) -> std::io::Result<()> {
         }
     }
     let data = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
-    super::spool::write_atomic(&state.spool.dir().join(CONTEXTS_FILE), &data)
+    match state.spool.state_dir() {
+        Some(dir) => super::spool::write_atomic(&dir.join(CONTEXTS_FILE), &data),
+        None => Ok(()),
+    }
 }
 
 struct State {
-    spool: Arc<Spool>,
+    /// Where accepted records go: the local spool, or a gateway's bus ([`RecordSink`]).
+    spool: Arc<dyn RecordSink>,
     agents: HashMap<[u8; 32], Arc<Agent>>,
     limits: IngestLimits,
     inflight: Semaphore,
@@ -104,7 +111,7 @@ impl State {
     fn record_limit(&self) -> usize {
         self.limits
             .max_record_bytes
-            .min(self.spool.limits().max_record_bytes)
+            .min(self.spool.max_record_bytes().unwrap_or(usize::MAX))
     }
 }
 
@@ -153,8 +160,16 @@ impl Bound {
 
 /// Reads the agents and TLS material and binds the configured listeners (see [`Bound`]).
 pub async fn bind(cfg: IngestConfig, spool: Arc<Spool>) -> Result<Bound, IngestError> {
+    bind_sink(cfg, spool).await
+}
+
+/// As [`bind`], with accepted records going to any [`RecordSink`] (a fleet gateway's bus).
+pub async fn bind_sink(
+    cfg: IngestConfig,
+    spool: Arc<dyn RecordSink>,
+) -> Result<Bound, IngestError> {
     let mut agents = HashMap::new();
-    let mut saved = load_contexts(spool.dir());
+    let mut saved = spool.state_dir().map(load_contexts).unwrap_or_default();
     for a in &cfg.agents {
         let mut h = [0u8; 32];
         hex::decode_to_slice(a.token_sha256.trim(), &mut h).map_err(|_| {
@@ -722,7 +737,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 }
                 Ingested::Done(outcome)
             }
-            Err(e) => Ingested::SpoolFailed(e),
+            Err(SinkError::Spool(e)) => Ingested::SpoolFailed(e),
+            Err(SinkError::Unavailable(e)) => Ingested::Unavailable(e),
         }
     })
     .await
@@ -742,6 +758,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "spool is full"),
                 Duration::from_secs(5),
             )
+        }
+        Ok(Ingested::Unavailable(e)) => {
+            tracing::warn!(message = "ingest: records not acknowledged downstream; the agent is told to retry", error = %e);
+            return retry_after(
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "records could not be made durable downstream; retry",
+                ),
+                Duration::from_secs(2),
+            );
         }
         Ok(Ingested::SpoolFailed(e)) => {
             // The details (file, errno) go to the daemon's log; the agent hears what failed,
@@ -785,6 +811,8 @@ enum Ingested {
     Done(BodyOutcome),
     RateLimited(Duration),
     SpoolFailed(SpoolError),
+    /// A gateway's bus did not acknowledge: nothing kept, the agent retries.
+    Unavailable(String),
 }
 
 #[cfg(test)]

@@ -212,6 +212,7 @@ async fn the_cli_works_against_two_central_nodes() -> Result<()> {
         partitions: PARTITIONS,
         nats: nats.config(),
         postgres: pg.config(),
+        ..FleetConfig::default()
     };
     let bus = Bus::connect(&cfg, "test-edge").await?;
     bus.ensure_streams(&cfg.nats, 1).await?;

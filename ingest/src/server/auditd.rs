@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::sink::SinkError;
 use super::{disk_full, encode_record, process_body, stopped, AuditdConfig, PeerAddr, State};
 use crate::decode::Format;
 use crate::edge::{ConnLimit, Refusal};
@@ -319,7 +320,12 @@ async fn auditd_conn(
             loop {
                 let spool = state.spool.clone();
                 let batch = records.clone();
-                match tokio::task::spawn_blocking(move || spool.append_batch(&batch)).await {
+                match tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                    spool.append_with_header(&[], &refs)
+                })
+                .await
+                {
                     Ok(Ok(_)) => {
                         crate::agents::activity().records(
                             &agent,
@@ -330,14 +336,20 @@ async fn auditd_conn(
                         rejected = 0;
                         break;
                     }
-                    Ok(Err(e))
+                    Ok(Err(SinkError::Spool(e)))
                         if attempt < 20
                             && (matches!(e, SpoolError::Full { .. }) || disk_full(&e)) =>
                     {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err(SinkError::Unavailable(e))) => {
+                        // A gateway whose bus did not acknowledge: no ACK is sent; the connection
+                        // is closed and the client resends what it has not had acknowledged.
+                        tracing::warn!(message = "ingest: auditd records not acknowledged downstream; closing so the client resends", error = %e, agent = %agent);
+                        return Err(std::io::Error::other(e));
+                    }
+                    Ok(Err(SinkError::Spool(e))) => {
                         // Not acknowledged: the peer keeps the records (audisp-remote applies its
                         // `disk_full_action` / `disk_error_action`) and sends them again.
                         let kind = if matches!(e, SpoolError::Full { .. }) || disk_full(&e) {

@@ -1,5 +1,5 @@
 //! The daemon's configuration file: one TOML file with sections `[kernel]`, `[ingest]`, `[rules]`,
-//! `[store]`, `[api]`, `[outputs]`, `[metrics]` and `[[sources.file]]`.
+//! `[store]`, `[api]`, `[outputs]`, `[metrics]`, `[[sources.file]]`, `[privileges]` and `[fleet]`.
 //!
 //! Architecture Invariant: the embedded default ([`DEFAULT_TOML`]) is the documentation of every key
 //! and parses to [`Config::default`]; a test holds them equal. Unknown keys are errors naming the key.
@@ -196,6 +196,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub sources: SourcesConfig,
     pub privileges: PrivilegesConfig,
+    /// `[fleet]`: the role of this process in a fleet (default `standalone`: none; docs/fleet.md).
+    pub fleet: fleet::FleetConfig,
 }
 
 /// `[privileges]`: the user the daemon becomes once the kernel programs are attached and every
@@ -233,6 +235,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             sources: SourcesConfig::default(),
             privileges: PrivilegesConfig::default(),
+            fleet: fleet::FleetConfig::default(),
         }
     }
 }
@@ -600,6 +603,9 @@ impl Config {
                     w.url
                 ));
             }
+        }
+        if let Err(e) = self.fleet.validate() {
+            return bad(e.to_string());
         }
         let mut names = std::collections::HashSet::new();
         for f in &self.sources.file {

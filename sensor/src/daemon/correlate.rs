@@ -41,6 +41,8 @@ pub(crate) struct Setup {
     pub(crate) metrics: Arc<Metrics>,
     /// Where detector state (learned baselines) is saved: every [`STATE_EVERY`] and at shutdown.
     pub(crate) state_file: Option<std::path::PathBuf>,
+    /// `[fleet] role = "edge"`: every event and alert also goes to the edge journal.
+    pub(crate) tap: Option<Arc<super::fleet::EdgeTap>>,
 }
 
 /// How often detector state (baselines) is written to the state file while running.
@@ -76,6 +78,7 @@ struct Stage {
     covered: usize,
     last_offsets: Instant,
     out: Vec<Alert>,
+    tap: Option<Arc<super::fleet::EdgeTap>>,
 }
 
 pub(crate) async fn run(setup: Setup) {
@@ -89,6 +92,7 @@ pub(crate) async fn run(setup: Setup) {
         store,
         metrics,
         state_file,
+        tap,
     } = setup;
     let counters = sources.iter().map(|s| metrics.source(s)).collect();
     let mut st = Stage {
@@ -110,6 +114,7 @@ pub(crate) async fn run(setup: Setup) {
         covered: 0,
         last_offsets: Instant::now(),
         out: Vec::new(),
+        tap,
     };
     let mut buf = Vec::with_capacity(512);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -169,6 +174,9 @@ impl Stage {
                     event.timestamp_ns = wall_ns();
                 }
                 self.max_ts = self.max_ts.max(event.timestamp_ns);
+                if let Some(t) = &self.tap {
+                    t.event(&event);
+                }
                 for r in &mut self.rules {
                     r.detector.on_event(&event, &mut self.out);
                 }
@@ -269,6 +277,9 @@ impl Stage {
                 }
             };
             c.fetch_add(1, Relaxed);
+        }
+        if let Some(t) = &self.tap {
+            t.alerts(&alerts);
         }
         // Positions go with the alerts of the events before them, in one transaction: after a crash a
         // source resumes exactly after the last event whose alerts are stored.

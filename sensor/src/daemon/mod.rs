@@ -26,6 +26,7 @@
 //! not stored.
 
 mod correlate;
+mod fleet;
 mod housekeeping;
 mod inflight;
 pub mod live;
@@ -149,6 +150,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("dropping privileges: {0}")]
     Privileges(String),
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// What a run did, logged at exit.
@@ -198,6 +201,12 @@ pub async fn run_with_metrics(
     seams: Seams,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, DaemonError> {
+    // A gateway or a central node is not this daemon (no SQLite store, no local sources).
+    match cfg.fleet.role {
+        ::fleet::Role::Gateway => return fleet::run_gateway(cfg, config_path.as_deref()).await,
+        ::fleet::Role::Central => return fleet::run_central(cfg, config_path, seams.rules).await,
+        ::fleet::Role::Standalone | ::fleet::Role::Edge => {}
+    }
     // Decided before anything starts, so a bad `[privileges]` fails at once; listeners bound from
     // here on wait for the drop before accepting (see privilege.rs).
     let privilege_plan =
@@ -264,6 +273,7 @@ pub async fn run_with_metrics(
         privileges: Mutex::new(serde_json::Value::Null),
     });
 
+    let mut edge = fleet::Edge::start(&cfg).await?;
     let (corr_ctl_tx, corr_ctl_rx) = mpsc::channel(4);
     let correlator = tokio::spawn(correlate::run(correlate::Setup {
         rules,
@@ -275,6 +285,7 @@ pub async fn run_with_metrics(
         store: store_handle.clone(),
         metrics: metrics.clone(),
         state_file: cfg.rules.state_file.clone(),
+        tap: edge.as_mut().and_then(fleet::Edge::take_tap),
     }));
 
     let (control_tx, control_rx) = mpsc::channel::<Control>(8);
@@ -348,6 +359,7 @@ pub async fn run_with_metrics(
         shared,
         output_tasks,
         socket,
+        edge,
     }
     .shutdown(&metrics)
     .await
@@ -528,6 +540,7 @@ struct Running {
     shared: Shared,
     output_tasks: Vec<tokio::task::JoinHandle<()>>,
     socket: PathBuf,
+    edge: Option<fleet::Edge>,
 }
 
 impl Running {
@@ -542,6 +555,9 @@ impl Running {
         }
         drop(self.correlator_control);
         let _ = self.correlator.await;
+        if let Some(edge) = self.edge.take() {
+            edge.shutdown().await;
+        }
         self.housekeeping.abort();
         self.api.abort_all();
         let final_stats = self.store.shutdown().await;
@@ -615,6 +631,7 @@ async fn reload(
         ("metrics", current.metrics != new.metrics),
         ("sources", current.sources != new.sources),
         ("privileges", current.privileges != new.privileges),
+        ("fleet", current.fleet != new.fleet),
     ] {
         if changed {
             report.restart_needed.push(name.to_string());
