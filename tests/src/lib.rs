@@ -95,6 +95,42 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral loopback port")
 }
 
+/// A loopback port below 1024 that was free a moment ago: the source port audisp-remote's
+/// `local_port` names, as the auditd listener requires by default (auditd's `tcp_client_ports`).
+/// Binding it needs root (CAP_NET_BIND_SERVICE), as the auditd tests are.
+#[allow(clippy::expect_used)]
+pub fn privileged_port() -> u16 {
+    let start = 600 + std::process::id() % 400;
+    (0..400)
+        .map(|i| 600 + (start - 600 + i) % 400)
+        .find_map(|p| {
+            let p = u16::try_from(p).ok()?;
+            std::net::TcpListener::bind(("127.0.0.1", p)).ok()?;
+            Some(p)
+        })
+        .expect("no free loopback port between 600 and 999 (is the test root?)")
+}
+
+/// A TCP connection to the auditd listener on 127.0.0.1:`port` from a privileged source port, as
+/// audisp-remote with `local_port` set makes it.
+pub fn auditd_connect(port: u16) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut last = None;
+    for _ in 0..20 {
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], privileged_port()));
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        match s.bind(&local.into()).and_then(|()| s.connect(&to.into())) {
+            Ok(()) => return Ok(s.into()),
+            // Taken between the probe and this bind, or still in TIME_WAIT towards this peer.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no privileged source port")))
+}
+
 /// Posts one NDJSON body to `/v1/ingest/ecs` on 127.0.0.1:`port` with a bearer token, over a raw
 /// HTTP/1.1 connection; `Some(accepted)` when the answer is 200, `None` on any failure (refused,
 /// reset, timeout, another status): the caller treats the batch as not acknowledged.

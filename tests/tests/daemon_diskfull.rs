@@ -181,7 +181,7 @@ token_sha256 = "{sha}"
         })
         .collect();
     let now_s = tests::now_ms(0) / 1000;
-    let mut audit = std::net::TcpStream::connect(("127.0.0.1", aport)).unwrap();
+    let mut audit = tests::auditd_connect(aport).unwrap();
     audit
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();

@@ -343,7 +343,7 @@ fn one_record_limit_counts_the_envelope_at_the_edge() {
         let head = format!("type=USER_CMD msg=audit(1767225600.000:{serial}): cmd=");
         format!("{head}{}\n", "a".repeat(len - head.len()))
     };
-    let mut a = std::net::TcpStream::connect(("127.0.0.1", aport)).unwrap();
+    let mut a = tests::auditd_connect(aport).unwrap();
     a.write_all(format!("{}{}{}", line(4093, 1), line(4094, 2), line(100, 3)).as_bytes())
         .unwrap();
     drop(a);
@@ -373,7 +373,7 @@ fn one_record_limit_counts_the_envelope_at_the_edge() {
     );
     assert_eq!(got, 3, "events in:\n{daemon_log}");
     assert!(
-        daemon_log.contains("auditd record over the size limit dropped"),
+        daemon_log.contains("auditd line over the record limit discarded"),
         "{daemon_log}"
     );
     assert!(!daemon_log.contains("spool append failed"), "{daemon_log}");

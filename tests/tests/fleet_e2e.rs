@@ -197,10 +197,12 @@ fn audisp_remote(port: u16, records: &str) {
     std::fs::write(
         conf,
         format!(
-            "remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\nmode = immediate\nformat = managed\n\
+            "remote_server = 127.0.0.1\nport = {port}\nlocal_port = {}\ntransport = tcp\nmode = immediate\nformat = managed\n\
              queue_file = /var/spool/audit/remote-fleet-e2e.log\nqueue_depth = 10240\nnetwork_retry_time = 1\n\
              max_tries_per_record = 5\nmax_time_per_record = 5\nheartbeat_timeout = 0\nnetwork_failure_action = stop\n\
-             remote_ending_action = reconnect\n"
+             remote_ending_action = reconnect\n",
+            // A privileged source port, as the listener requires by default (`tcp_client_ports`).
+            tests::privileged_port()
         ),
     )
     .unwrap();

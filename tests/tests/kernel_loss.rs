@@ -17,14 +17,21 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Runs `sensor events` with `extra` around a storm of `n` FIFO creations; returns how many of
-/// them were printed and the sensor's final status.
-fn fifo_storm(tag: &str, n: usize, extra: &[&str]) -> (usize, serde_json::Value) {
+/// them were printed and the sensor's final status. With `frozen`, the sensor is stopped
+/// (SIGSTOP) for the storm, so that nothing drains the ring buffer meanwhile.
+fn fifo_storm(tag: &str, n: usize, extra: &[&str], frozen: bool) -> (usize, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!("kernel-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut args = vec!["--status"];
     args.extend_from_slice(extra);
     let cap = start(&args);
+    if frozen {
+        cap.freeze(true);
+    }
     let pid = workload(&["fifo-storm", dir.to_str().unwrap(), &n.to_string()]);
+    if frozen {
+        cap.freeze(false);
+    }
     let (events, stderr) = cap.stop();
     std::fs::remove_dir_all(&dir).unwrap();
     let status: serde_json::Value = stderr
@@ -58,7 +65,7 @@ fn losses_are_counted_and_add_up() {
     }
     let _serial = serial();
     const N: usize = 5_000;
-    let (seen, status) = fifo_storm("loss", N, &["--ring-buffer-bytes", "4096"]);
+    let (seen, status) = fifo_storm("loss", N, &["--ring-buffer-bytes", "4096"], true);
     let (lost_kernel, lost_queue) = lost(&status);
     let delivered = status["events"]["fifo_create"].as_u64().unwrap();
     eprintln!(
@@ -66,7 +73,7 @@ fn losses_are_counted_and_add_up() {
     );
     assert!(
         lost_kernel > 0,
-        "a one-page ring buffer under a {N}-FIFO storm should overflow"
+        "a one-page ring buffer, unread under a {N}-FIFO storm, should overflow"
     );
     assert!(seen > 0, "some events should get through");
     assert_eq!(
@@ -90,6 +97,7 @@ fn a_full_queue_holds_records_back_instead_of_dropping_them() {
         "backpressure",
         N,
         &["--queue-capacity", "4", "--ring-buffer-bytes", "16777216"],
+        false,
     );
     let (lost_kernel, lost_queue) = lost(&status);
     eprintln!(

@@ -94,6 +94,14 @@ impl Capture {
         self.stderr_rest.lock().unwrap().clone()
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the whole sensor process: while it is stopped nothing
+    /// reads the ring buffer, whatever the machine's load.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), sig) };
+    }
+
     /// Lets the reader catch up, stops the sensor with SIGINT and returns (events, stderr lines).
     pub(crate) fn stop(mut self) -> (Vec<Value>, Vec<String>) {
         std::thread::sleep(Duration::from_millis(500));
