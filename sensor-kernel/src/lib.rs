@@ -327,59 +327,8 @@ impl KernelSensor {
             .override_global("CGROUP_IDS", &u32::from(cfg.containers.enabled), true)
             .load(EBPF_OBJECT)
             .map_err(|e| KernelError::Load(format!("{e:#}")))?;
-        let aya_btf = aya::Btf::from_sys_fs().ok();
-        let mut attached = Vec::new();
-        let mut refused = Vec::new();
-        for p in &cfg.programs {
-            if !PROGRAMS
-                .iter()
-                .any(|(name, at)| p == name || *p == label_of(at))
-            {
-                let known = PROGRAMS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(KernelError::Config(format!(
-                    "unknown program `{p}` in programs (known: {known})"
-                )));
-            }
-        }
-        for (name, at) in PROGRAMS {
-            let label = label_of(at);
-            if !cfg.programs.is_empty() && !cfg.programs.iter().any(|p| p == name || *p == label) {
-                continue;
-            }
-            let res = attach(&mut ebpf, name, at, aya_btf.as_ref());
-            match res {
-                Ok(()) => attached.push(label),
-                Err(reason) => {
-                    tracing::warn!(message = "kernel program refused", program = %label, %reason);
-                    refused.push(Refused {
-                        program: label,
-                        reason,
-                    });
-                }
-            }
-        }
-        if attached.is_empty() {
-            let why = refused
-                .iter()
-                .map(|r| format!("{}: {}", r.program, r.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(KernelError::NothingAttached(why));
-        }
-        let ring = match ebpf.take_map("EVENTS") {
-            Some(aya::maps::Map::RingBuf(m)) => ring::Ring::new(m, rb as usize)
-                .map_err(|e| KernelError::RingBuf(format!("mapping the ring buffer: {e}")))?,
-            Some(_) => {
-                return Err(KernelError::RingBuf(
-                    "map EVENTS is not a ring buffer".into(),
-                ))
-            }
-            None => return Err(KernelError::RingBuf("map EVENTS not in the object".into())),
-        };
+        let (attached, refused) = attach_programs(&mut ebpf, &cfg.programs)?;
+        let ring = take_ring(&mut ebpf, rb)?;
         // SAFETY: the Ring owns its map fd; it stays open and the same for as long as the AsyncFd
         // (which owns the Ring) lives.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -538,6 +487,70 @@ pub async fn floor_probe(
 
 fn lock(m: &Mutex<Ebpf>) -> Option<std::sync::MutexGuard<'_, Ebpf>> {
     Some(m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Attaches the programs `wanted` names (all when empty): (attached labels, refused ones). An
+/// unknown name is a configuration error; a program the kernel refuses is logged and reported,
+/// and only none attached at all is an error.
+fn attach_programs(
+    ebpf: &mut Ebpf,
+    wanted: &[String],
+) -> Result<(Vec<String>, Vec<Refused>), KernelError> {
+    for p in wanted {
+        if !PROGRAMS
+            .iter()
+            .any(|(name, at)| p == name || *p == label_of(at))
+        {
+            let known = PROGRAMS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(KernelError::Config(format!(
+                "unknown program `{p}` in programs (known: {known})"
+            )));
+        }
+    }
+    let aya_btf = aya::Btf::from_sys_fs().ok();
+    let mut attached = Vec::new();
+    let mut refused = Vec::new();
+    for (name, at) in PROGRAMS {
+        let label = label_of(at);
+        if !wanted.is_empty() && !wanted.iter().any(|p| p == name || *p == label) {
+            continue;
+        }
+        match attach(ebpf, name, at, aya_btf.as_ref()) {
+            Ok(()) => attached.push(label),
+            Err(reason) => {
+                tracing::warn!(message = "kernel program refused", program = %label, %reason);
+                refused.push(Refused {
+                    program: label,
+                    reason,
+                });
+            }
+        }
+    }
+    if attached.is_empty() {
+        let why = refused
+            .iter()
+            .map(|r| format!("{}: {}", r.program, r.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(KernelError::NothingAttached(why));
+    }
+    Ok((attached, refused))
+}
+
+/// The `EVENTS` ring buffer of the loaded object, mapped for reading.
+fn take_ring(ebpf: &mut Ebpf, rb: u32) -> Result<ring::Ring, KernelError> {
+    match ebpf.take_map("EVENTS") {
+        Some(aya::maps::Map::RingBuf(m)) => ring::Ring::new(m, rb as usize)
+            .map_err(|e| KernelError::RingBuf(format!("mapping the ring buffer: {e}"))),
+        Some(_) => Err(KernelError::RingBuf(
+            "map EVENTS is not a ring buffer".into(),
+        )),
+        None => Err(KernelError::RingBuf("map EVENTS not in the object".into())),
+    }
 }
 
 fn label_of(at: &Attach) -> String {

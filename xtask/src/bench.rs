@@ -682,105 +682,7 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
     report.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let mut invalid_notes: Vec<String> = Vec::new();
     for storm in [Storm::Socket, Storm::Fifo, Storm::Exec] {
-        // The floor probe hooks `sys_enter_socket` only.
-        let configs: Vec<Config> = all
-            .iter()
-            .copied()
-            .filter(|c| *c != Config::Floor || storm == Storm::Socket)
-            .collect();
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-        let mut lost = vec![0u64; configs.len()];
-        let mut rate = vec![0f64; configs.len()];
-        // Why auditd runs are invalid, per run.
-        let mut invalid: Vec<String> = Vec::new();
-        for run in 0..a.runs {
-            for (ci, c) in configs.iter().enumerate() {
-                eprintln!("bench: {} / {} / run {}", storm.name(), c.name(), run + 1);
-                let (d, ops) = match c {
-                    Config::None => run_storm(storm, a, &dir)?,
-                    Config::Floor | Config::Probe | Config::Sensor => {
-                        let extra: &[&str] = match c {
-                            Config::Floor => &["--floor-probe"],
-                            Config::Probe => &["--programs", storm.probe()],
-                            _ => &[],
-                        };
-                        let s = Sensor::start(bin, extra)?;
-                        let r = run_storm(storm, a, &dir);
-                        let status = s.stop()?;
-                        let (d, ops) = r?;
-                        lost[ci] += if *c == Config::Floor {
-                            // The floor probe has no loss counter: one record per socket() call.
-                            ops.saturating_sub(per_kind(&status, "events", "socket"))
-                        } else {
-                            lost_total(&status)
-                        };
-                        (d, ops)
-                    }
-                    Config::Auditd => {
-                        let before = Audit::lost();
-                        let au = Audit::start(storm, &dir)?;
-                        let log = au.log.clone();
-                        let mark = audit_log_mark(&log);
-                        let r = run_storm_forked(storm, a, &dir);
-                        let recorded = audit_recorded_since(&log, mark);
-                        let run_lost = Audit::lost().saturating_sub(before);
-                        lost[ci] += run_lost;
-                        au.stop();
-                        let (d, ops) = r?;
-                        eprintln!(
-                            "bench: auditd recorded {recorded} records with key sensor-bench in {}",
-                            log.display()
-                        );
-                        if let Some(why) = audit_run_invalid(storm, ops, recorded, run_lost) {
-                            eprintln!("bench: auditd run {} INVALID: {why}", run + 1);
-                            invalid.push(format!("run {}: {why}", run + 1));
-                        }
-                        (d, ops)
-                    }
-                };
-                times[ci].push(ns_per_op(d, ops));
-                rate[ci] = (storm.events_per_op() * ops) as f64 / d.as_secs_f64();
-            }
-        }
-        let base = median(&mut times[0].clone());
-        let base_min = fastest(&times[0]);
-        for (ci, c) in configs.iter().enumerate() {
-            let m = median(&mut times[ci]);
-            let f = fastest(&times[ci]);
-            let (over, over_min) = if ci == 0 {
-                ("-".to_string(), "-".to_string())
-            } else {
-                (
-                    format!("{:+.1}%", (m / base - 1.0) * 100.0),
-                    format!("{:+.1}%", (f / base_min - 1.0) * 100.0),
-                )
-            };
-            let ev = if matches!(c, Config::None) {
-                "-".to_string()
-            } else {
-                format!("{:.0}", rate[ci])
-            };
-            let (over, over_min) = if *c == Config::Auditd && !invalid.is_empty() {
-                (format!("INVALID ({over})"), format!("INVALID ({over_min})"))
-            } else {
-                (over, over_min)
-            };
-            report.push_str(&format!(
-                "| {} | {} | {m:.0} | {over} | {f:.0} | {over_min} | {ev} | {} |\n",
-                storm.name(),
-                c.name(),
-                lost[ci]
-            ));
-        }
-        if !invalid.is_empty() {
-            invalid_notes.push(format!(
-                "- {} / auditd: {} of {} runs did not record the storm ({}): its overhead is not a measurement of auditd doing the work.",
-                storm.name(),
-                invalid.len(),
-                a.runs,
-                invalid.join("; ")
-            ));
-        }
+        invalid_notes.extend(storm_rows(bin, a, &dir, storm, &all, &mut report)?);
     }
     if !invalid_notes.is_empty() {
         report.push_str("\nInvalid rows:\n");
@@ -810,6 +712,134 @@ pub(crate) fn sensor(bin: &Path, a: &Args) -> Result<()> {
     println!("{text}");
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+/// Runs `storm` `a.runs` times under every configuration of `all` (interleaved, so that a change
+/// of the machine's load hits them alike) and appends its table rows to `report`; returns the note
+/// on auditd runs that did not record the storm, if any.
+fn storm_rows(
+    bin: &Path,
+    a: &Args,
+    dir: &Path,
+    storm: Storm,
+    all: &[Config],
+    report: &mut String,
+) -> Result<Option<String>> {
+    // The floor probe hooks `sys_enter_socket` only.
+    let configs: Vec<Config> = all
+        .iter()
+        .copied()
+        .filter(|c| *c != Config::Floor || storm == Storm::Socket)
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut lost = vec![0u64; configs.len()];
+    let mut rate = vec![0f64; configs.len()];
+    // Why auditd runs are invalid, per run.
+    let mut invalid: Vec<String> = Vec::new();
+    for run in 0..a.runs {
+        for (ci, c) in configs.iter().enumerate() {
+            eprintln!("bench: {} / {} / run {}", storm.name(), c.name(), run + 1);
+            let (d, ops, run_lost, why) = one_run(bin, a, dir, storm, *c)?;
+            lost[ci] += run_lost;
+            if let Some(why) = why {
+                eprintln!("bench: auditd run {} INVALID: {why}", run + 1);
+                invalid.push(format!("run {}: {why}", run + 1));
+            }
+            times[ci].push(ns_per_op(d, ops));
+            rate[ci] = (storm.events_per_op() * ops) as f64 / d.as_secs_f64();
+        }
+    }
+    let base = median(&mut times[0].clone());
+    let base_min = fastest(&times[0]);
+    for (ci, c) in configs.iter().enumerate() {
+        let m = median(&mut times[ci]);
+        let f = fastest(&times[ci]);
+        let (over, over_min) = if ci == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:+.1}%", (m / base - 1.0) * 100.0),
+                format!("{:+.1}%", (f / base_min - 1.0) * 100.0),
+            )
+        };
+        let ev = if matches!(c, Config::None) {
+            "-".to_string()
+        } else {
+            format!("{:.0}", rate[ci])
+        };
+        let (over, over_min) = if *c == Config::Auditd && !invalid.is_empty() {
+            (format!("INVALID ({over})"), format!("INVALID ({over_min})"))
+        } else {
+            (over, over_min)
+        };
+        report.push_str(&format!(
+            "| {} | {} | {m:.0} | {over} | {f:.0} | {over_min} | {ev} | {} |\n",
+            storm.name(),
+            c.name(),
+            lost[ci]
+        ));
+    }
+    Ok((!invalid.is_empty()).then(|| {
+        format!(
+            "- {} / auditd: {} of {} runs did not record the storm ({}): its overhead is not a measurement of auditd doing the work.",
+            storm.name(),
+            invalid.len(),
+            a.runs,
+            invalid.join("; ")
+        )
+    }))
+}
+
+/// One timed run of `storm` under `c`: (elapsed, operations, events lost, why an auditd run does
+/// not count when it does not).
+fn one_run(
+    bin: &Path,
+    a: &Args,
+    dir: &Path,
+    storm: Storm,
+    c: Config,
+) -> Result<(Duration, u64, u64, Option<String>)> {
+    match c {
+        Config::None => {
+            let (d, ops) = run_storm(storm, a, dir)?;
+            Ok((d, ops, 0, None))
+        }
+        Config::Floor | Config::Probe | Config::Sensor => {
+            let extra: &[&str] = match c {
+                Config::Floor => &["--floor-probe"],
+                Config::Probe => &["--programs", storm.probe()],
+                _ => &[],
+            };
+            let s = Sensor::start(bin, extra)?;
+            let r = run_storm(storm, a, dir);
+            let status = s.stop()?;
+            let (d, ops) = r?;
+            let lost = if c == Config::Floor {
+                // The floor probe has no loss counter: one record per socket() call.
+                ops.saturating_sub(per_kind(&status, "events", "socket"))
+            } else {
+                lost_total(&status)
+            };
+            Ok((d, ops, lost, None))
+        }
+        Config::Auditd => {
+            let before = Audit::lost();
+            let au = Audit::start(storm, dir)?;
+            let log = au.log.clone();
+            let mark = audit_log_mark(&log);
+            let r = run_storm_forked(storm, a, dir);
+            let recorded = audit_recorded_since(&log, mark);
+            let run_lost = Audit::lost().saturating_sub(before);
+            au.stop();
+            let (d, ops) = r?;
+            eprintln!(
+                "bench: auditd recorded {recorded} records with key sensor-bench in {}",
+                log.display()
+            );
+            let why = audit_run_invalid(storm, ops, recorded, run_lost);
+            Ok((d, ops, run_lost, why))
+        }
+    }
 }
 
 #[cfg(test)]
