@@ -86,6 +86,28 @@ pub fn sha256_hex(s: &str) -> String {
         .to_string()
 }
 
+/// A directory of this test process for `name`'s files: `$TMPDIR/sensor-tests-<pid>/<name>`,
+/// created. The whole `sensor-tests-<pid>` directory is removed when the process exits (an
+/// `atexit` handler: the test harness ends with `exit`), so runs leave nothing behind in /tmp.
+#[allow(clippy::expect_used)]
+pub fn scratch(name: &str) -> PathBuf {
+    static CLEANUP: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_scratch() {
+        let _ = std::fs::remove_dir_all(scratch_root());
+    }
+    CLEANUP.call_once(|| {
+        // SAFETY: registers a plain function without arguments; it runs once, at exit.
+        unsafe { libc::atexit(remove_scratch) };
+    });
+    let d = scratch_root().join(name);
+    std::fs::create_dir_all(&d).expect("creating a scratch directory under $TMPDIR");
+    d
+}
+
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("sensor-tests-{}", std::process::id()))
+}
+
 /// A loopback TCP port that was free a moment ago.
 #[allow(clippy::expect_used)]
 pub fn free_port() -> u16 {

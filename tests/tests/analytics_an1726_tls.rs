@@ -17,9 +17,7 @@ fn encode(data: &[u8]) -> String {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sensor-an1726-tls-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tests::scratch(&format!("an1726-tls-{name}"))
 }
 
 /// Decodes each (format, text) input and replays all events; the AN1726 alerts.

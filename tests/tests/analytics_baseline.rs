@@ -39,9 +39,7 @@ fn replay(input: &Path, state: Option<&Path>) -> Vec<serde_json::Value> {
 
 #[test]
 fn baseline_survives_restart() {
-    let dir =
-        std::env::temp_dir().join(format!("sensor-analytics-baseline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tests::scratch("analytics-baseline");
     let state = dir.join("analytics-state.json");
     let _ = std::fs::remove_file(&state);
     // Day 1: the learning period (24h by default) sees the agent's socket.

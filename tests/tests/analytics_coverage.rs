@@ -20,12 +20,7 @@ fn sensor(args: &[&str]) -> (bool, String, String) {
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "sensor-analytics-cov-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tests::scratch(&format!("analytics-cov-{name}"))
 }
 
 #[test]

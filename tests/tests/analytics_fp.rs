@@ -12,9 +12,7 @@ fn replay_corpus(
     format: &str,
     files: &[std::path::PathBuf],
 ) -> (usize, BTreeMap<String, usize>) {
-    let dir =
-        std::env::temp_dir().join(format!("sensor-analytics-fp-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tests::scratch(&format!("analytics-fp-{name}"));
     let mut all = String::new();
     for f in files {
         let out = Command::new(tests::sensor_bin())
@@ -86,10 +84,7 @@ fn benign_corpora_raise_no_alerts() {
             .unwrap(),
     )
     .unwrap();
-    let jamf_ecs_file = std::env::temp_dir().join(format!(
-        "sensor-analytics-fp-{}-jamf-ecs.ndjson",
-        std::process::id()
-    ));
+    let jamf_ecs_file = tests::scratch("analytics-fp").join("jamf-ecs.ndjson");
     std::fs::write(
         &jamf_ecs_file,
         expected["expected"]

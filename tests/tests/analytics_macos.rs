@@ -17,12 +17,7 @@ fn data(rel: &str) -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "sensor-analytics-macos-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tests::scratch(&format!("analytics-macos-{name}"))
 }
 
 /// `sensor ingest --strict --format F` then `sensor replay --analytics` (with `config`, daemon-config TOML).

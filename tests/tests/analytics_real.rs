@@ -269,8 +269,7 @@ fn real_recordings_meet_the_table() {
         !rows.is_empty(),
         "docs/analytics.md: the real recordings table has no rows"
     );
-    let dir = std::env::temp_dir().join(format!("sensor-analytics-real-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tests::scratch("analytics-real");
     // One replay per (recording, format); every row about it is checked against that replay.
     let mut replays = BTreeMap::new();
     let mut failures = Vec::new();

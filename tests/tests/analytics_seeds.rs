@@ -16,9 +16,7 @@ fn data(rel: &str) -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sensor-analytics-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tests::scratch(&format!("analytics-{name}"))
 }
 
 /// Runs `sensor replay` with the shipped analytics; `config` is daemon-config TOML text.

@@ -17,11 +17,7 @@ fn data(rel: &str) -> PathBuf {
 
 /// Decodes each (format, file) with `sensor ingest` as agent `agent`, merges by @timestamp, replays.
 fn run(name: &str, inputs: &[(&str, &str)], config: Option<&str>) -> Vec<Value> {
-    let dir = std::env::temp_dir().join(format!(
-        "sensor-analytics-src-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tests::scratch(&format!("analytics-src-{name}"));
     let mut events: Vec<(i64, usize, String)> = Vec::new();
     for (format, rel) in inputs {
         let out = Command::new(tests::sensor_bin())

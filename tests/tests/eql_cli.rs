@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn tmp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sensor-eql-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = tests::scratch("eql-cli").join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
