@@ -332,6 +332,13 @@ pub trait Sink {
     fn durable_upto(&mut self, safe: u64) -> u64 {
         safe
     }
+
+    /// Whether [`drive`] reads the spool to its end once `stop` turns true (a sink that writes a
+    /// file, and is cheap per record) or stops after the record it is feeding (a sink whose
+    /// downstream may be slow: what is left stays in the spool, uncommitted, for the next start).
+    fn drain_on_stop(&self) -> bool {
+        true
+    }
 }
 
 /// Why [`drive`] stopped early.
@@ -344,7 +351,9 @@ pub enum DriveError {
 }
 
 /// Reads `spool` after record `from` (its checkpoint, or where the sink says it stopped) until `stop`
-/// turns true and nothing is left: every batch is fed to `consumer`, idle record groups are flushed
+/// turns true and nothing is left (or, for a sink that does not [`Sink::drain_on_stop`], until
+/// `stop` turns true: the record being fed is finished, the sink is flushed with the position after
+/// it, and the rest is left in the spool for the next start): every batch is fed to `consumer`, idle record groups are flushed
 /// after `idle`, the sink is flushed, and only then is the checkpoint committed up to
 /// [`Consumer::safe_commit`], or less if the sink says so ([`Sink::durable_upto`]). Groups still open
 /// at stop stay uncommitted, so a restart decodes them whole (never a partial duplicate).
@@ -361,16 +370,33 @@ pub fn drive(
     loop {
         let batch = reader.next_batch(8192)?;
         let now = Instant::now();
+        let mut stopped = false;
         for (seq, rec) in &batch {
+            if !sink.drain_on_stop() && *stop.borrow() {
+                stopped = true;
+                break;
+            }
             consumer.feed(*seq, rec, now, &mut |e| sink.emit(e));
         }
-        consumer.flush_idle(idle, now, &mut |e| sink.emit(e));
+        if !stopped {
+            consumer.flush_idle(idle, now, &mut |e| sink.emit(e));
+        }
         sink.flush(&consumer.position())?;
         let commit = sink
             .durable_upto(consumer.safe_commit())
             .min(spool.durable());
         if commit > spool.committed() {
             spool.commit(commit)?;
+        }
+        if stopped || !sink.drain_on_stop() && *stop.borrow() {
+            let fed = consumer.last_seq;
+            tracing::info!(
+                fed_upto = fed,
+                resume_after = consumer.safe_commit(),
+                left_in_spool = spool.durable().saturating_sub(fed),
+                "network ingest consumer stopped; the records left in the spool are decoded at the next start"
+            );
+            return Ok(());
         }
         if batch.is_empty() {
             if *stop.borrow() {

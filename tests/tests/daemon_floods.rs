@@ -306,9 +306,42 @@ token_sha256 = "{sha}"
         "the process table kept the churned processes: {procs0} -> {procs}"
     );
 
+    // 4. Fake pids from a remote agent: process starts with 100 kB command lines, each the child
+    // of the one before, through the whole shipped analytics set. All of them must get through
+    // the pipeline (a throughput sanity check, not a timing of performance).
+    let pid_in0 = ingested(&socket);
+    let out0 = processed(&socket);
+    let cmdline = "c".repeat(100_000);
+    let t1 = tests::now_ms(0);
+    let procs_sent = post_all(
+        port,
+        (0..PID_FLOOD).map(|i| process_start(i, t1 + i as i64, &cmdline)),
+        40,
+    );
+    sent += procs_sent;
+    wait_until(
+        Duration::from_secs(600),
+        "the fake-pid flood to get through the pipeline (events_out catching up with events_in)",
+        || {
+            let (i, o) = (ingested(&socket), processed(&socket));
+            (i >= pid_in0 + procs_sent && o >= out0 + procs_sent && o >= i).then_some(())
+        },
+        || {
+            format!(
+                "in {} out {}\n{}",
+                ingested(&socket),
+                processed(&socket),
+                daemon.log()
+            )
+        },
+    );
+    report.push(format!(
+        "fake pids: peak {} MiB, {procs_sent} process starts with 100 kB command lines through the pipeline",
+        sampler.peak() >> 20
+    ));
+
     std::thread::sleep(Duration::from_secs(1));
     let peak = sampler.peak();
-    drop(sampler);
     eprintln!(
         "ceiling {} MiB (DaemonSet limit); {}",
         ceiling >> 20,
@@ -321,7 +354,97 @@ token_sha256 = "{sha}"
         ceiling >> 20,
         report.join("; ")
     );
-    // Not stopped with SIGTERM: right after these floods the daemon takes minutes to shut down
-    // (issue #15, open, see docs/operations.md); that is not what this test measures.
-    daemon.kill9();
+
+    // 5. SIGTERM right after a flood, with a backlog in the spool: the daemon stops within a bound
+    // (generous: a debug build on a loaded machine), and what it had not processed is replayed at
+    // the next start, so every acknowledged record gets through.
+    let backlog = post_all(
+        port,
+        (PID_FLOOD..PID_FLOOD + 1_000).map(|i| process_start(i, t1 + i as i64, &cmdline)),
+        40,
+    );
+    let out_before = processed(&socket);
+    let spool = ingest_status(&socket);
+    let stopping = std::time::Instant::now();
+    let st = daemon.stop(STOP_BOUND);
+    let took = stopping.elapsed();
+    drop(sampler);
+    let log = daemon.log();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "SIGTERM: {st:?} after {took:?}\n{log}"
+    );
+    assert!(took < STOP_BOUND);
+    eprintln!("stopped in {took:?} after SIGTERM, {backlog} records just posted (spool {spool})");
+    assert!(
+        log.contains("stopped; alert store flushed and checkpointed"),
+        "no clean stop in the log:\n{log}"
+    );
+    let mut again = Process::spawn(
+        {
+            let mut cmd = Command::new(sensor_bin());
+            cmd.args(["run", "--config"]).arg(&cfg);
+            cmd
+        },
+        &d.join("daemon2.log"),
+    );
+    again.wait_ready(Duration::from_secs(120), "the restarted daemon", || {
+        socket.exists()
+    });
+    // Everything durable in the spool is processed after the restart, and the two runs together
+    // processed at least every record of the last flood.
+    wait_until(
+        Duration::from_secs(300),
+        "the restarted daemon to process what was left in the spool",
+        || {
+            let s = ingest_status(&socket);
+            let (acked, durable) = (s["store_acked"].as_u64()?, s["spool_durable"].as_u64()?);
+            (acked >= durable).then_some(())
+        },
+        || format!("{}\n{}", ingest_status(&socket), again.log()),
+    );
+    let replayed = processed(&socket);
+    assert!(
+        out_before + replayed >= out0 + procs_sent + backlog,
+        "records lost across the stop: {out_before} processed before it, {replayed} after the restart, {} sent",
+        out0 + procs_sent + backlog
+    );
+    let st = again.stop(STOP_BOUND);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "second stop: {st:?}\n{}",
+        again.log()
+    );
+}
+
+/// How long a daemon may take to stop on SIGTERM, whatever it was doing.
+const STOP_BOUND: Duration = Duration::from_secs(30);
+/// Process starts in the fake-pid flood.
+const PID_FLOOD: u64 = 3_000;
+
+fn processed(socket: &Path) -> u64 {
+    metric(socket, "sensor_events_out_total{source=\"ingest\"} ")
+}
+
+fn ingest_status(socket: &Path) -> Value {
+    api(socket, "GET", "/v1/status", None)
+        .and_then(|(_, s)| {
+            s["sources"]
+                .as_array()?
+                .iter()
+                .find(|x| x["name"] == "ingest")
+                .map(|x| x["status"].clone())
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// A process start from a remote agent: a fake pid, the child of the previous one, and a 100 kB
+/// command line.
+fn process_start(i: u64, ms: i64, cmdline: &str) -> String {
+    let pid = 1_000_000 + i;
+    format!(
+        "{{\"@timestamp\":\"{}\",\"event\":{{\"kind\":\"event\",\"category\":[\"process\"],\"type\":[\"start\"]}},\"host\":{{\"name\":\"fake-host\",\"id\":\"fake-host\"}},\"process\":{{\"pid\":{pid},\"executable\":\"/tmp/p{i}\",\"name\":\"p{i}\",\"command_line\":\"{cmdline}\",\"parent\":{{\"pid\":{}}}}}}}",
+        rfc3339(ms),
+        pid - 1
+    )
 }

@@ -3,7 +3,7 @@
 //! analytic's ids, severity and settings on every alert.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
     Analytic, AnalyticError, BaselineDef, BoolParam, DetectDef, EqlCompiler, FlowDef, JoinDef,
@@ -37,6 +37,12 @@ impl Analytic {
             escalations: self.escalations(values, eql)?,
         });
         let mut out: Vec<Box<dyn Detector>> = Vec::new();
+        // One process table for all the analytic's detectors: one per detector held the same
+        // entries several times over (seven tables of up to 32 MiB for one analytic under a flood).
+        let lineage = self
+            .meta
+            .lineage
+            .then(|| Arc::new(Mutex::new(crate::detect::lineage::Lineage::default())));
         for d in &self.detect {
             let did = format!("{aid}/{}", d.id());
             let err = |error: String| AnalyticError::Detector {
@@ -57,16 +63,14 @@ impl Analytic {
                 DetectDef::Join(j) => b.join(&did, j)?,
                 DetectDef::IpcWiring(w) => w.build(&did, &b)?,
             };
-            let lineage = self
-                .meta
-                .lineage
-                .then(crate::detect::lineage::Lineage::default);
             out.push(Box::new(AnalyticDetector {
                 id: did,
                 inner,
                 meta: meta.clone(),
                 scratch: Vec::new(),
-                lineage,
+                // The first detector reports what the shared table shed (once, not per detector).
+                reports_lineage: out.is_empty(),
+                lineage: lineage.clone(),
             }));
         }
         Ok(out)
@@ -309,7 +313,11 @@ struct AnalyticDetector {
     inner: Box<dyn Detector>,
     meta: Arc<AlertMeta>,
     scratch: Vec<Alert>,
-    lineage: Option<crate::detect::lineage::Lineage>,
+    /// The analytic's process table, shared by its detectors: each observes every event (recording
+    /// the same entry again is idempotent) and gets the event with its parent filled.
+    lineage: Option<Arc<Mutex<crate::detect::lineage::Lineage>>>,
+    /// Whether [`Detector::shed`] includes the shared table's.
+    reports_lineage: bool,
 }
 
 impl AnalyticDetector {
@@ -353,7 +361,12 @@ impl Detector for AnalyticDetector {
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<Alert>) {
-        match self.lineage.as_mut().and_then(|l| l.observe(event)) {
+        let filled = self.lineage.as_ref().and_then(|l| {
+            l.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(event)
+        });
+        match filled {
             Some(filled) => self.inner.on_event(&filled, &mut self.scratch),
             None => self.inner.on_event(event, &mut self.scratch),
         }
@@ -378,7 +391,10 @@ impl Detector for AnalyticDetector {
             + self
                 .lineage
                 .as_ref()
-                .map_or(0, crate::detect::lineage::Lineage::shed)
+                .filter(|_| self.reports_lineage)
+                .map_or(0, |l| {
+                    l.lock().unwrap_or_else(PoisonError::into_inner).shed()
+                })
     }
 
     fn save_state(&self) -> Option<serde_json::Value> {

@@ -43,6 +43,27 @@ pub(crate) struct Setup {
     pub(crate) state_file: Option<std::path::PathBuf>,
     /// `[fleet] role = "edge"`: every event and alert also goes to the edge journal.
     pub(crate) tap: Option<Arc<super::fleet::EdgeTap>>,
+    /// Turns true at shutdown: from then on the stage processes what is queued for at most
+    /// [`SHUTDOWN_GRACE`] (see [`Stopping`]).
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How long the stage goes on processing queued events once shutdown has begun. After it, what is
+/// still queued is set aside unprocessed: a positioned or file source's events are read again at
+/// the next start (their positions do not move past them); a plain source's (the kernel sensor's,
+/// which has nothing to replay from) are counted as dropped. A flood can queue tens of thousands of
+/// events behind slow detectors: processing them all made a stop take minutes.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the stage did with its queue once shutdown began.
+#[derive(Default)]
+struct Stopping {
+    /// When queued events stop being processed.
+    deadline: Option<Instant>,
+    /// Events of positioned and file sources set aside: replayed at the next start.
+    left: u64,
+    /// Events of plain sources set aside: lost.
+    dropped: u64,
 }
 
 /// How often detector state (baselines) is written to the state file while running.
@@ -79,6 +100,7 @@ struct Stage {
     last_offsets: Instant,
     out: Vec<Alert>,
     tap: Option<Arc<super::fleet::EdgeTap>>,
+    stopping: Stopping,
 }
 
 pub(crate) async fn run(setup: Setup) {
@@ -93,6 +115,7 @@ pub(crate) async fn run(setup: Setup) {
         metrics,
         state_file,
         tap,
+        mut shutdown,
     } = setup;
     let counters = sources.iter().map(|s| metrics.source(s)).collect();
     let mut st = Stage {
@@ -115,11 +138,13 @@ pub(crate) async fn run(setup: Setup) {
         last_offsets: Instant::now(),
         out: Vec::new(),
         tap,
+        stopping: Stopping::default(),
     };
     let mut buf = Vec::with_capacity(512);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut control_open = true;
+    let mut shutdown_open = true;
     let mut last_state_save = Instant::now();
     loop {
         tokio::select! {
@@ -130,6 +155,12 @@ pub(crate) async fn run(setup: Setup) {
                 }
                 None => control_open = false,
             },
+            changed = shutdown.changed(), if shutdown_open => {
+                shutdown_open = false;
+                if changed.is_ok() && *shutdown.borrow() {
+                    st.stopping.deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
             n = input.recv_many(&mut buf, 512) => {
                 if n == 0 {
                     break;
@@ -149,6 +180,16 @@ pub(crate) async fn run(setup: Setup) {
     }
     st.flush(true).await;
     st.save_state(state_file.as_deref());
+    if st.stopping.left > 0 || st.stopping.dropped > 0 {
+        tracing::warn!(
+            left_for_next_start = st.stopping.left,
+            dropped = st.stopping.dropped,
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "shutdown: queued events not processed within the grace period; network ingest and file sources read theirs again at the next start (their positions stay before them), kernel events have nothing to replay from and are dropped"
+        );
+    } else if st.stopping.deadline.is_some() {
+        tracing::info!("shutdown: every queued event processed");
+    }
 }
 
 impl Stage {
@@ -165,9 +206,30 @@ impl Stage {
         }
     }
 
+    /// Whether shutdown began more than [`SHUTDOWN_GRACE`] ago: queued inputs are then set aside.
+    fn past_grace(&self) -> bool {
+        self.stopping.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Sets an input aside unprocessed (shutdown, past the grace period). Positions (marks) are not
+    /// taken either: the source resumes before the events set aside.
+    fn set_aside(&mut self, inp: Input) {
+        if inp.event.is_none() {
+            return;
+        }
+        match inp.cover {
+            Cover::None => self.stopping.dropped += 1,
+            Cover::Uncovered | Cover::Mark(_) | Cover::Closed => self.stopping.left += 1,
+        }
+    }
+
     fn events(&mut self, buf: &mut Vec<Input>) {
         self.last_arrival = Instant::now();
         for inp in buf.drain(..) {
+            if self.past_grace() {
+                self.set_aside(inp);
+                continue;
+            }
             if let Some(mut event) = inp.event {
                 if event.timestamp_ns == 0 {
                     // Events without a time are stamped at arrival (documented in docs/config.md).

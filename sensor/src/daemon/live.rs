@@ -292,6 +292,12 @@ impl Sink for ChannelSink<'_> {
     fn durable_upto(&mut self, safe: u64) -> u64 {
         self.acked.load(Ordering::Acquire).min(safe)
     }
+
+    /// At shutdown the correlator may be far behind (a flood): what is spooled but not fed stays
+    /// in the spool for the next start rather than holding the shutdown up.
+    fn drain_on_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Reads the spool after `start`, decodes, and forwards events and positions. The spool is

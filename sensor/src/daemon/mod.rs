@@ -12,9 +12,14 @@
 //! Architecture Invariant: the daemon never decides what an event means; detectors do (through the
 //! [`RuleProvider`] seam). The daemon only moves events, feeds watermarks, and keeps alerts.
 //!
-//! Architecture Invariant: shutdown drains: sources stop first, everything they already handed over
-//! goes through the detectors into the store, the store is checkpointed, and only then does `run`
-//! return. An event accepted from a source is never dropped by a clean shutdown.
+//! Architecture Invariant: shutdown is bounded and loses nothing acknowledged: sources stop first
+//! (network ingest stops reading its spool at once: what it has not fed stays there), what they
+//! already handed over goes through the detectors into the store for at most
+//! [`correlate::SHUTDOWN_GRACE`], the store is checkpointed, and only then does `run` return. What
+//! is still queued after the grace period is set aside and logged: a positioned or file source's
+//! events are read again at the next start (their positions never move past them); only a plain
+//! source's (the kernel sensor's, which has nothing to replay from) are dropped, and counted. A write
+//! waiting for disk space gives up when the stop begins (its positions are not acknowledged).
 //!
 //! Architecture Invariant: a source's resume point moves only with what its events produced. File
 //! offsets ride on each event; a positioned source ([`SourceEvents::Positioned`], network ingest)
@@ -286,6 +291,7 @@ pub async fn run_with_metrics(
         metrics: metrics.clone(),
         state_file: cfg.rules.state_file.clone(),
         tap: edge.as_mut().and_then(fleet::Edge::take_tap),
+        shutdown: shutdown_rx.clone(),
     }));
 
     let (control_tx, control_rx) = mpsc::channel::<Control>(8);
@@ -546,6 +552,8 @@ struct Running {
 impl Running {
     /// Shutdown, in dependency order: sources, correlator, store, outputs.
     async fn shutdown(mut self, metrics: &Metrics) -> Result<RunSummary, DaemonError> {
+        let began = Instant::now();
+        self.store.stopping();
         let _ = self.shutdown.send(true);
         for stop in self.sources.stops.drain(..) {
             stop();
@@ -583,6 +591,7 @@ impl Running {
                 alerts_new = summary.alerts_new,
                 alerts_repeated = summary.alerts_repeated,
                 stored_alerts = s.alerts,
+                shutdown_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "stopped; alert store flushed and checkpointed"
             ),
             Some(Err(e)) => {

@@ -1,6 +1,7 @@
 //! The store's own thread: it owns the SQLite connection, writes alert batches in one transaction each,
 //! measures event-time-to-store latency, and publishes what it stored to outputs and `alerts tail`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub(crate) enum StoreMsg {
 #[derive(Clone, Debug)]
 pub struct StoreHandle {
     tx: mpsc::Sender<StoreMsg>,
+    /// Set when the daemon begins to stop: a write waiting for disk space gives up at once (its
+    /// sources' positions are then not acknowledged, so nothing acknowledged is lost).
+    stopping: Arc<AtomicBool>,
 }
 
 impl StoreHandle {
@@ -64,6 +68,11 @@ impl StoreHandle {
             .is_ok()
     }
 
+    /// The daemon is stopping: no write waits for disk space any more (see [`write_batch`]).
+    pub(crate) fn stopping(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
     pub(crate) async fn shutdown(&self) -> Option<Result<StoreStats, StoreError>> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(StoreMsg::Shutdown(tx)).await.ok()?;
@@ -82,20 +91,23 @@ pub(crate) fn spawn(
     alerts: broadcast::Sender<Arc<AlertUpdate>>,
 ) -> (StoreHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let thread_stopping = stopping.clone();
     let thread = std::thread::Builder::new()
         .name("sensor-store".into())
-        .spawn(move || store_loop(store, rx, &metrics, &alerts))
+        .spawn(move || store_loop(store, rx, &thread_stopping, &metrics, &alerts))
         .unwrap_or_else(|e| {
             // Without a thread there is no store; this only happens when the process is out of resources.
             tracing::error!(error = %e, "cannot start the alert store thread");
             std::process::exit(1)
         });
-    (StoreHandle { tx }, thread)
+    (StoreHandle { tx, stopping }, thread)
 }
 
 fn store_loop(
     mut store: Store,
     mut rx: mpsc::Receiver<StoreMsg>,
+    stopping: &AtomicBool,
     metrics: &Metrics,
     bus: &broadcast::Sender<Arc<AlertUpdate>>,
 ) {
@@ -152,6 +164,7 @@ fn store_loop(
                     store: &mut store,
                     rx: &mut rx,
                     held: &mut held,
+                    stopping,
                 };
                 if write_batch(&mut io, alerts, &points, metrics, bus) {
                     for ((name, point), ack) in points.into_iter().zip(acks) {
@@ -266,12 +279,15 @@ struct BatchIo<'a> {
     store: &'a mut Store,
     rx: &'a mut mpsc::Receiver<StoreMsg>,
     held: &'a mut std::collections::VecDeque<StoreMsg>,
+    stopping: &'a AtomicBool,
 }
 
 /// Writes one transaction; false when it could not be written (the alerts are logged). A full disk
 /// is waited out (alerts are never dropped for it; everything behind them waits, up to the
 /// sources, whose records stay in the kernel ring or the spool): queries are answered meanwhile, and
-/// only a shutdown ends the wait. Other errors are retried five times.
+/// only a shutdown ends the wait (the daemon beginning to stop, or a shutdown queued behind the
+/// batch): the batch is then logged and its sources' positions are not acknowledged, so they replay
+/// it at the next start. Other errors are retried five times.
 fn write_batch(
     io: &mut BatchIo<'_>,
     alerts: Vec<Alert>,
@@ -295,7 +311,8 @@ fn write_batch(
             }
             Err(e) => e,
         };
-        let stopping = io.held.iter().any(|m| matches!(m, StoreMsg::Shutdown(_)));
+        let stopping =
+            io.stopping.load(Relaxed) || io.held.iter().any(|m| matches!(m, StoreMsg::Shutdown(_)));
         if disk_full(&err) && !stopping {
             if full_for.is_multiple_of(240) {
                 metrics.store_errors.fetch_add(1, Relaxed);

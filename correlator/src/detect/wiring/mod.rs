@@ -43,6 +43,16 @@ use model::{int, text, Host, Kind, F};
 
 /// Processes tracked at most (all hosts); the oldest inserted go first.
 const MAX_PROCS: usize = 16_384;
+/// Most bytes the process table holds (all hosts): remote agents choose pids, command lines and
+/// event sizes, so a count alone does not bound it (16,384 exec events of 300 kB each held 4.8 GB).
+/// Past it the oldest inserted go first, counted in `dropped_procs`.
+pub const MAX_PROC_BYTES: usize = 32 << 20;
+/// Largest event kept as a process's evidence (its exec, its first network event): a bigger one is
+/// not kept (the image, parent and clipped command line still are), counted in
+/// `dropped_evidence`.
+pub const MAX_EVIDENCE_EVENT_BYTES: usize = 64 << 10;
+/// Longest executable, name, arg0 or parent label kept (`PATH_MAX`).
+const MAX_IMAGE_BYTES: usize = 4096;
 /// Channels followed per host at most; the least recently used goes first.
 const MAX_CHANNELS_PER_HOST: usize = 256;
 /// Processes kept per role (creator, reader, writer...) of a channel.
@@ -57,8 +67,12 @@ pub struct IpcWiring {
     order: VecDeque<(String, i64, u64)>,
     gen: u64,
     procs: usize,
-    /// Processes forgotten because of the cap.
+    /// Bytes of the process table (the sum of its entries' `counted`).
+    proc_bytes: usize,
+    /// Processes forgotten because of the caps (entries, bytes).
     pub dropped_procs: u64,
+    /// Evidence events not kept for being over [`MAX_EVIDENCE_EVENT_BYTES`].
+    pub dropped_evidence: u64,
     /// Channels forgotten because of the per-host cap.
     pub dropped_channels: u64,
 }
@@ -71,7 +85,9 @@ impl IpcWiring {
             order: VecDeque::new(),
             gen: 0,
             procs: 0,
+            proc_bytes: 0,
             dropped_procs: 0,
+            dropped_evidence: 0,
             dropped_channels: 0,
         }
     }
@@ -128,9 +144,15 @@ impl Detector for IpcWiring {
                     .and_then(|h| h.procs.get_mut(&pid))
                 {
                     if p.net.is_none() {
-                        p.net = Some(event.clone());
+                        if crate::eql::sequence::event_bytes(event) <= MAX_EVIDENCE_EVENT_BYTES {
+                            p.net = Some(event.clone());
+                        } else {
+                            self.dropped_evidence += 1;
+                        }
                     }
                 }
+                self.recount(&host, pid);
+                self.shed_procs();
             }
         } else {
             return;
@@ -234,6 +256,7 @@ impl Detector for IpcWiring {
             for pid in old {
                 if let Some(p) = h.procs.remove(&pid) {
                     removed += 1;
+                    self.proc_bytes -= p.counted;
                     if let Some(pp) = p.ppid {
                         if let Some(c) = h.children.get_mut(&pp) {
                             c.remove(&pid);
@@ -253,5 +276,9 @@ impl Detector for IpcWiring {
             .values()
             .map(|h| h.channels.values().filter(|c| !c.high_sent).count())
             .sum()
+    }
+
+    fn shed(&self) -> u64 {
+        self.dropped_procs + self.dropped_channels + self.dropped_evidence
     }
 }

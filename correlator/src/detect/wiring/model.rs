@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
-use super::MAX_CMD_CHARS;
+use super::{MAX_CMD_CHARS, MAX_IMAGE_BYTES};
 use crate::{Event, Field, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +91,9 @@ pub(super) struct Proc {
     pub(super) parent_label: Option<String>,
     pub(super) exec: Option<Event>,
     pub(super) net: Option<Event>,
+    /// What this entry counts in the table's bytes (see [`super::MAX_PROC_BYTES`]), as of its last
+    /// [`super::IpcWiring::recount`].
+    pub(super) counted: usize,
 }
 
 #[derive(Default)]
@@ -181,6 +184,22 @@ pub(super) fn has(ev: &Event, f: Field, want: &str) -> bool {
     }
 }
 
+/// What a process entry costs besides its strings and events.
+const PROC_OVERHEAD: usize = 256;
+
+/// A string from an event cut to [`MAX_IMAGE_BYTES`] (at a character boundary): executables, names
+/// and parent labels come from remote agents, which may send any length.
+fn capped(mut s: String) -> String {
+    if s.len() > MAX_IMAGE_BYTES {
+        let mut end = MAX_IMAGE_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 pub(super) fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
@@ -210,22 +229,41 @@ impl Proc {
             parent_label: None,
             exec: None,
             net: None,
+            counted: 0,
         };
         p.take_image(ev);
         p
+    }
+
+    /// What the entry holds, approximately: its strings, its evidence events and a fixed overhead
+    /// (the entry, its map node, its order slot and child links).
+    pub(super) fn bytes(&self) -> usize {
+        let s = |x: &Option<String>| x.as_ref().map_or(0, String::len);
+        let e = |x: &Option<Event>| x.as_ref().map_or(0, crate::eql::sequence::event_bytes);
+        PROC_OVERHEAD
+            + s(&self.exe)
+            + s(&self.name)
+            + s(&self.arg0)
+            + s(&self.cmd)
+            + s(&self.parent_label)
+            + e(&self.exec)
+            + e(&self.net)
     }
 
     /// Image and parent from an event's process fields (those present).
     pub(super) fn take_image(&mut self, ev: &Event) {
         let f = &*F;
         if let Some(x) = text(ev, f.exe) {
-            self.exe = Some(x);
+            self.exe = Some(capped(x));
         }
         if let Some(x) = text(ev, f.name) {
-            self.name = Some(x);
+            self.name = Some(capped(x));
         }
         if let Some(Value::Array(a)) = ev.get(f.args) {
-            self.arg0 = a.first().and_then(Value::as_str).map(str::to_string);
+            self.arg0 = a
+                .first()
+                .and_then(Value::as_str)
+                .map(|x| capped(x.to_string()));
             let joined = a
                 .iter()
                 .filter_map(Value::as_str)
@@ -240,7 +278,7 @@ impl Proc {
         }
         let plabel = text(ev, f.pname).or_else(|| text(ev, f.pexe).map(|e| basename(&e).into()));
         if plabel.is_some() {
-            self.parent_label = plabel;
+            self.parent_label = plabel.map(capped);
         }
     }
 

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use super::model::{basename, has, int, text, Channel, Host, Kind, Part, Proc, Role, F};
-use super::{IpcWiring, MAX_CHANNELS_PER_HOST, MAX_PARTS_PER_ROLE, MAX_PROCS};
+use super::{
+    IpcWiring, MAX_CHANNELS_PER_HOST, MAX_EVIDENCE_EVENT_BYTES, MAX_PARTS_PER_ROLE, MAX_PROCS,
+    MAX_PROC_BYTES,
+};
 use crate::detect::glob_match;
 use crate::{Alert, Event, Value};
 
@@ -21,14 +24,32 @@ impl IpcWiring {
                 }
             }
             self.procs -= 1;
+            self.proc_bytes -= old.counted;
         }
         if let Some(pp) = p.ppid {
             h.children.entry(pp).or_default().insert(pid);
         }
+        p.counted = p.bytes();
+        self.proc_bytes += p.counted;
         h.procs.insert(pid, p);
         self.procs += 1;
         self.order.push_back((host.to_string(), pid, self.gen));
-        while self.procs > MAX_PROCS {
+        self.shed_procs();
+    }
+
+    /// Brings the table's byte count up to date with one entry after it changed in place.
+    pub(super) fn recount(&mut self, host: &str, pid: i64) {
+        if let Some(p) = self.hosts.get_mut(host).and_then(|h| h.procs.get_mut(&pid)) {
+            let now = p.bytes();
+            self.proc_bytes = self.proc_bytes - p.counted + now;
+            p.counted = now;
+        }
+    }
+
+    /// Forgets the oldest inserted processes while the table is over a cap (entries or bytes);
+    /// amortised O(1) per insertion (each order slot is popped once).
+    pub(super) fn shed_procs(&mut self) {
+        while self.procs > MAX_PROCS || self.proc_bytes > MAX_PROC_BYTES {
             let Some((oh, opid, ogen)) = self.order.pop_front() else {
                 break;
             };
@@ -40,6 +61,7 @@ impl IpcWiring {
                                 c.remove(&opid);
                             }
                         }
+                        self.proc_bytes -= old.counted;
                     }
                     self.procs -= 1;
                     self.dropped_procs += 1;
@@ -132,11 +154,18 @@ impl IpcWiring {
                     p.forked_only = false;
                     p.start_ns.get_or_insert(now);
                     p.last_ns = p.last_ns.max(now);
-                    p.exec = Some(ev.clone());
+                    p.exec = if crate::eql::sequence::event_bytes(ev) <= MAX_EVIDENCE_EVENT_BYTES {
+                        Some(ev.clone())
+                    } else {
+                        self.dropped_evidence += 1;
+                        None
+                    };
                 }
                 if let Some(pp) = ppid {
                     Self::set_parent(h, pid, pp);
                 }
+                self.recount(host, pid);
+                self.shed_procs();
                 vec![pid]
             }
         }
@@ -165,6 +194,8 @@ impl IpcWiring {
             if let (Some(pp), true) = (ppid, h.procs.get(&pid).is_some_and(|p| p.ppid.is_none())) {
                 Self::set_parent(h, pid, pp);
             }
+            self.recount(host, pid);
+            self.shed_procs();
         }
     }
 
