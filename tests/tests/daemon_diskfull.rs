@@ -274,5 +274,52 @@ token_sha256 = "{sha}"
         "after a restart\n{}",
         again.log()
     );
-    again.stop(Duration::from_secs(60));
+
+    // A stop while the disk is full and alerts wait for space: bounded, and what was acknowledged
+    // but not stored is stored after the next start (once).
+    let ballast2 = state.join("ballast2");
+    let room = free_bytes(&state).saturating_sub(1 << 20);
+    std::fs::write(&ballast2, vec![0u8; usize::try_from(room).unwrap()]).unwrap();
+    let mut acked2 = 0u64;
+    let mut full2 = 0;
+    for _ in 0..200 {
+        match post(port, &body).0 {
+            200 => acked2 += 50,
+            507 => full2 += 1,
+            s => panic!("answer {s}, not 200/507\n{}", again.log()),
+        }
+        if full2 >= 3 {
+            break;
+        }
+    }
+    assert!(full2 >= 3, "the disk never filled again ({acked2} acked)");
+    wait_until(
+        Duration::from_secs(60),
+        "the alert store to wait for space",
+        || again.log().contains("alert store: DISK FULL").then_some(()),
+        || again.log(),
+    );
+    let stopping = std::time::Instant::now();
+    let st = again.stop(Duration::from_secs(30));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "stop while the disk is full: {st:?}\n{}",
+        again.log()
+    );
+    eprintln!(
+        "stopped in {:?} with the disk full and alerts waiting; {acked2} more records acknowledged",
+        stopping.elapsed()
+    );
+    std::fs::remove_file(&ballast2).unwrap();
+    let mut third = start("daemon3.log");
+    let want = want + acked2;
+    wait_until(
+        Duration::from_secs(120),
+        "what was acknowledged before the stop to be stored after the restart",
+        || (stored(&socket, "fill")? >= want).then_some(()),
+        || format!("stored {:?} of {want}\n{}", stored(&socket, "fill"), third.log()),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stored(&socket, "fill"), Some(want), "stored twice");
+    third.stop(Duration::from_secs(60));
 }

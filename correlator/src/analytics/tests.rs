@@ -279,3 +279,29 @@ fn disabled_list_may_name_eql_rules() {
     let set = AnalyticSet::load(&[], &Overrides::from_config_text(cfg).unwrap()).unwrap();
     assert!(!set.get("AN1358").unwrap().enabled);
 }
+
+/// The detectors of an analytic with `lineage = true` share one process table: under fake pids
+/// with 1 MiB command lines it sheds as one table would (counted once, not once per detector).
+#[test]
+fn an_analytics_detectors_share_one_lineage_table() {
+    let set = AnalyticSet::load(&[], &Overrides::default()).unwrap();
+    let entry = set.get("AN1359").unwrap();
+    assert!(entry.analytic.meta.lineage);
+    let mut dets = entry.analytic.build(&entry.values, &Eql).unwrap();
+    assert!(dets.len() > 1, "AN1359 has several detectors");
+    let mut alone = crate::detect::lineage::Lineage::default();
+    let cmd = "c".repeat(1 << 20);
+    let mut out = Vec::new();
+    for pid in 0..3_000 {
+        let e = ev(serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z",
+            "event": {"category": ["process"], "type": ["start"]}, "host": {"id": "h1"},
+            "process": {"pid": pid, "executable": "/bin/x", "command_line": cmd, "parent": {"pid": pid - 1}}}));
+        alone.observe(&e);
+        for d in &mut dets {
+            d.on_event(&e, &mut out);
+        }
+    }
+    assert!(alone.shed() > 0, "the flood overflowed a table");
+    let shed: u64 = dets.iter().map(|d| d.shed()).sum();
+    assert_eq!(shed, alone.shed());
+}

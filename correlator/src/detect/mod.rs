@@ -253,7 +253,20 @@ pub fn render_template_with(template: &str, ev: &Event, extra: &[(&str, &str)]) 
 }
 
 /// Glob match with `*` (any run) and `?` (one char), as EQL `like`; `ci` folds ASCII case.
+///
+/// An ASCII pattern (nearly all) is matched over the text's bytes without copying it: remote
+/// agents send command lines of 100 kB and more, and every pattern of every pattern list is tried
+/// on them (collecting the text into a `Vec<char>` for each was the pipeline's hot spot under a
+/// flood of such process starts).
 pub fn glob_match(pattern: &str, text: &str, ci: bool) -> bool {
+    if pattern.is_ascii() {
+        return glob_match_ascii(pattern.as_bytes(), text.as_bytes(), ci);
+    }
+    glob_match_chars(pattern, text, ci)
+}
+
+/// [`glob_match`] by characters (a pattern with non-ASCII characters).
+fn glob_match_chars(pattern: &str, text: &str, ci: bool) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let eq = |a: char, b: char| {
@@ -282,6 +295,45 @@ pub fn glob_match(pattern: &str, text: &str, ci: bool) -> bool {
         }
     }
     while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// [`glob_match`] for an ASCII pattern over UTF-8 text, by bytes: `?` and the retry after a `*`
+/// step over whole characters, and an ASCII byte of the pattern never equals a byte of a multibyte
+/// character, so the result is the same as matching characters.
+fn glob_match_ascii(p: &[u8], t: &[u8], ci: bool) -> bool {
+    // Length of the UTF-8 character starting with byte `b` (1 for a stray continuation byte).
+    let width = |b: u8| match b {
+        0xf0..=0xff => 4,
+        0xe0..=0xef => 3,
+        0xc0..=0xdf => 2,
+        _ => 1,
+    };
+    let eq = |a: u8, b: u8| if ci { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'?' {
+            pi += 1;
+            ti = (ti + width(t[ti])).min(t.len());
+        } else if pi < p.len() && p[pi] != b'*' && eq(p[pi], t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark = (mark + width(t[mark])).min(t.len());
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
         pi += 1;
     }
     pi == p.len()
@@ -330,6 +382,32 @@ pub fn format_duration(ns: i64) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn ascii_patterns_match_by_bytes_as_by_characters() {
+        let texts = [
+            "", "a", "abc", "/tmp/x/y", "héllo wörld", "日本語.exe", "a日b", "ééé", "CMD.EXE",
+            "x?y*z", "aaaaaaaaab",
+        ];
+        let patterns = [
+            "", "*", "?", "??", "???", "a*", "*b", "a?c", "h?llo*", "*w?rld", "*.exe", "*.EXE",
+            "?本*", "a?b", "*?*", "*a*a*b", "x\\?y*", "*??", "é*", "日*",
+        ];
+        for t in texts {
+            for p in patterns {
+                for ci in [false, true] {
+                    assert_eq!(
+                        glob_match(p, t, ci),
+                        glob_match_chars(p, t, ci),
+                        "{p:?} on {t:?} (ci {ci})"
+                    );
+                }
+            }
+        }
+        let long = format!("/usr/bin/python3 -c {}", "x".repeat(200_000));
+        assert!(glob_match("*python3*-c*", &long, false));
+        assert!(!glob_match("*python3*-e*", &long, false));
+    }
 
     #[test]
     fn globs() {

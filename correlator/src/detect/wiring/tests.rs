@@ -620,3 +620,41 @@ fn bounded_and_deterministic() {
         "state left after the window"
     );
 }
+
+/// Fake pids from a remote agent, each exec with a 100 kB command line and a 10 kB executable:
+/// the process table stays within its byte bound (counted exactly: the sum of its entries), says
+/// what it shed, keeps no evidence event over the limit, and is empty again after the window.
+#[test]
+fn fake_pids_with_huge_command_lines_stay_within_the_byte_bound() {
+    let mut d = det();
+    let cmd = "c".repeat(100_000);
+    let exe = format!("/opt/{}", "e".repeat(10_000));
+    let mut out = Vec::new();
+    for i in 0..5_000i64 {
+        let e = exec(i, 1_000_000 + i, 999_999 + i, &exe, &[&exe, &cmd]);
+        d.on_event(&e, &mut out);
+        assert!(d.proc_bytes <= MAX_PROC_BYTES, "{} bytes held", d.proc_bytes);
+    }
+    let counted: usize = d
+        .hosts
+        .values()
+        .flat_map(|h| h.procs.values())
+        .map(|p| {
+            assert_eq!(p.counted, p.bytes());
+            assert!(p.exec.is_none(), "an evidence event over the limit was kept");
+            assert!(p.exe.as_ref().is_some_and(|x| x.len() <= MAX_IMAGE_BYTES));
+            p.counted
+        })
+        .sum();
+    assert_eq!(counted, d.proc_bytes);
+    assert_eq!(d.dropped_evidence, 5_000);
+    assert!(d.procs < 5_000 && d.procs > 1_000, "{} processes kept", d.procs);
+    assert_eq!(d.dropped_procs, 5_000 - d.procs as u64);
+    assert_eq!(d.shed(), d.dropped_procs + d.dropped_evidence);
+    // Small events are still kept as evidence, and counted.
+    let small = exec(6_000, 42, 1, "/bin/sh", &["sh", "-c", "true"]);
+    d.on_event(&small, &mut out);
+    assert!(d.hosts["h1"].procs[&42].exec.is_some());
+    d.on_watermark(T0 + 3_600 * S, &mut out);
+    assert!(d.hosts.is_empty() && d.procs == 0 && d.proc_bytes == 0);
+}
