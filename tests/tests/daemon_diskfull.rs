@@ -317,7 +317,13 @@ token_sha256 = "{sha}"
         Duration::from_secs(120),
         "what was acknowledged before the stop to be stored after the restart",
         || (stored(&socket, "fill")? >= want).then_some(()),
-        || format!("stored {:?} of {want}\n{}", stored(&socket, "fill"), third.log()),
+        || {
+            format!(
+                "stored {:?} of {want}\n{}",
+                stored(&socket, "fill"),
+                third.log()
+            )
+        },
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(stored(&socket, "fill"), Some(want), "stored twice");

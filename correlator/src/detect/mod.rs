@@ -311,7 +311,13 @@ fn glob_match_ascii(p: &[u8], t: &[u8], ci: bool) -> bool {
         0xc0..=0xdf => 2,
         _ => 1,
     };
-    let eq = |a: u8, b: u8| if ci { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let eq = |a: u8, b: u8| {
+        if ci {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
@@ -386,8 +392,17 @@ mod tests {
     #[test]
     fn ascii_patterns_match_by_bytes_as_by_characters() {
         let texts = [
-            "", "a", "abc", "/tmp/x/y", "héllo wörld", "日本語.exe", "a日b", "ééé", "CMD.EXE",
-            "x?y*z", "aaaaaaaaab",
+            "",
+            "a",
+            "abc",
+            "/tmp/x/y",
+            "héllo wörld",
+            "日本語.exe",
+            "a日b",
+            "ééé",
+            "CMD.EXE",
+            "x?y*z",
+            "aaaaaaaaab",
         ];
         let patterns = [
             "", "*", "?", "??", "???", "a*", "*b", "a?c", "h?llo*", "*w?rld", "*.exe", "*.EXE",

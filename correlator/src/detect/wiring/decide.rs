@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::model::{has, text, Channel, Host, Kind, Part, Proc, Role, F};
-use super::IpcWiring;
+use super::{IpcWiring, MAX_RELATIVES};
 use crate::detect::glob_match;
 use crate::Alert;
 
@@ -121,8 +121,10 @@ impl IpcWiring {
     pub(super) fn side(&self, h: &Host, parts: &[&Part], span: i64, input: bool) -> Vec<Member> {
         let mut out: Vec<Member> = Vec::new();
         let mut seen = BTreeSet::new();
+        // Members judged, at most (the parts themselves always are): see MAX_RELATIVES.
+        let cap = parts.len() + MAX_RELATIVES;
         let mut push = |out: &mut Vec<Member>, pid: i64, rel: Rel, via: usize| {
-            if seen.insert(pid) {
+            if out.len() < cap && seen.insert(pid) {
                 out.push(Member { pid, rel, via });
             }
         };
@@ -166,7 +168,7 @@ impl IpcWiring {
                             (Some(a), Some(b)) => b >= a,
                             _ => true,
                         };
-                        if after {
+                        if after && next.len() < cap {
                             next.push((*c, *via));
                             push(&mut out, *c, Rel::Child, *via);
                         }

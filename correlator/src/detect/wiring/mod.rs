@@ -58,6 +58,12 @@ const MAX_CHANNELS_PER_HOST: usize = 256;
 /// Processes kept per role (creator, reader, writer...) of a channel.
 const MAX_PARTS_PER_ROLE: usize = 8;
 const MAX_EVIDENCE: usize = 24;
+/// Relatives (pipeline siblings, children, grandchildren) of a channel's processes judged when the
+/// channel is: a process with thousands of children (a build, a loop of short-lived commands; the
+/// kernel sees the whole host) made every event of it judge each child against the shell patterns,
+/// O(children) glob matches per event, and the whole pipeline crawled. Siblings come first (those
+/// started within `pipeline_span`), then children in pid order.
+const MAX_RELATIVES: usize = 256;
 const MAX_LINEAGE: usize = 6;
 const MAX_CMD_CHARS: usize = 120;
 

@@ -633,7 +633,11 @@ fn fake_pids_with_huge_command_lines_stay_within_the_byte_bound() {
     for i in 0..5_000i64 {
         let e = exec(i, 1_000_000 + i, 999_999 + i, &exe, &[&exe, &cmd]);
         d.on_event(&e, &mut out);
-        assert!(d.proc_bytes <= MAX_PROC_BYTES, "{} bytes held", d.proc_bytes);
+        assert!(
+            d.proc_bytes <= MAX_PROC_BYTES,
+            "{} bytes held",
+            d.proc_bytes
+        );
     }
     let counted: usize = d
         .hosts
@@ -641,14 +645,21 @@ fn fake_pids_with_huge_command_lines_stay_within_the_byte_bound() {
         .flat_map(|h| h.procs.values())
         .map(|p| {
             assert_eq!(p.counted, p.bytes());
-            assert!(p.exec.is_none(), "an evidence event over the limit was kept");
+            assert!(
+                p.exec.is_none(),
+                "an evidence event over the limit was kept"
+            );
             assert!(p.exe.as_ref().is_some_and(|x| x.len() <= MAX_IMAGE_BYTES));
             p.counted
         })
         .sum();
     assert_eq!(counted, d.proc_bytes);
     assert_eq!(d.dropped_evidence, 5_000);
-    assert!(d.procs < 5_000 && d.procs > 1_000, "{} processes kept", d.procs);
+    assert!(
+        d.procs < 5_000 && d.procs > 1_000,
+        "{} processes kept",
+        d.procs
+    );
     assert_eq!(d.dropped_procs, 5_000 - d.procs as u64);
     assert_eq!(d.shed(), d.dropped_procs + d.dropped_evidence);
     // Small events are still kept as evidence, and counted.
@@ -657,4 +668,39 @@ fn fake_pids_with_huge_command_lines_stay_within_the_byte_bound() {
     assert!(d.hosts["h1"].procs[&42].exec.is_some());
     d.on_watermark(T0 + 3_600 * S, &mut out);
     assert!(d.hosts.is_empty() && d.procs == 0 && d.proc_bytes == 0);
+}
+
+/// The classic reverse shell from a shell that had already started 5,000 other commands (a loop):
+/// still high, and judging the channel looks at no more than MAX_RELATIVES relatives of its
+/// processes, whatever their number (it looked at every one, for every event of them).
+#[test]
+fn a_parent_with_thousands_of_children_is_judged_within_the_relatives_bound() {
+    let mut d = det();
+    let mut evs = vec![exec(
+        -5_000,
+        100,
+        90,
+        "/usr/bin/dash",
+        &["sh", "-c", "mkfifo /tmp/f; ..."],
+    )];
+    for i in 0..5_000i64 {
+        // Children of the reader-to-be's parent and, later, of the reader itself.
+        evs.push(exec(-5_000 + i, 10_000 + i, 100, "/bin/true", &["true"]));
+    }
+    evs.extend(classic("tcp_connect"));
+    for i in 0..2_000i64 {
+        evs.push(exec(11, 20_000 + i, 102, "/bin/true", &["true"]));
+    }
+    let out = run(&mut d, &evs);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].severity, Severity::High);
+    let h = &d.hosts["h1"];
+    let ch = h.channels.values().next().unwrap();
+    let parts: Vec<&model::Part> = ch.parts.iter().collect();
+    let members = d.side(h, &parts, S, true);
+    assert!(
+        members.len() <= parts.len() + MAX_RELATIVES,
+        "{} members judged",
+        members.len()
+    );
 }
