@@ -393,3 +393,96 @@ fn update(a: Alert, r: Recorded, now: i64) -> AlertUpdate {
         evidence: a.evidence,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn alert(i: usize) -> Alert {
+        Alert {
+            rule_id: format!("r{i}"),
+            rule_name: "Rule".into(),
+            severity: correlator::Severity::High,
+            risk_score: 73,
+            attack: correlator::AttackRef::default(),
+            timestamp_ns: wall_ns(),
+            first_event_ns: wall_ns(),
+            join_keys: vec![serde_json::json!(format!("k{i}"))],
+            host: Some("h".into()),
+            user: None,
+            process: None,
+            settings: serde_json::Map::new(),
+            reason: "x".repeat(4096),
+            evidence: vec![serde_json::json!({"message": "y".repeat(8192)})],
+        }
+    }
+
+    /// A write that waits for disk space (SQLite's `max_page_count` stands in for a full disk)
+    /// gives up once the daemon begins to stop, so the shutdown is not held up; its position is
+    /// not acknowledged (the source replays it at the next start).
+    #[test]
+    fn a_write_waiting_for_space_gives_up_when_the_daemon_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&super::super::StoreConfig::new(dir.path().join("a.db"))).unwrap();
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let metrics = Metrics::new();
+        let (bus, _) = broadcast::channel(16);
+        let (handle, thread) = spawn(store, metrics.clone(), bus);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let a = acked.clone();
+        let ack: AckFn = Arc::new(move |_| {
+            a.fetch_add(1, Relaxed);
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let alerts = (0..64).map(alert).collect();
+            let point = ResumePoint::File {
+                offset: 1,
+                inode: 1,
+            };
+            assert!(
+                handle
+                    .record(alerts, vec![("s".into(), point, Some(ack))])
+                    .await
+            );
+            // It waits for space: counted, nothing acknowledged.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(metrics.store_errors.load(Relaxed) >= 1, "no DISK FULL");
+            assert_eq!(acked.load(Relaxed), 0);
+            assert_eq!(metrics.store_errors.load(Relaxed), 1);
+            // The stop begins: the write gives up (counted again) before any Shutdown message is
+            // sent; in the daemon none would come while the correlator is blocked behind the store.
+            handle.stopping();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(
+                metrics.store_errors.load(Relaxed),
+                2,
+                "still waiting for space"
+            );
+            let began = Instant::now();
+            let stats = tokio::time::timeout(Duration::from_secs(5), handle.shutdown())
+                .await
+                .expect("the store stopped while the disk was full");
+            assert!(stats.is_some());
+            assert!(began.elapsed() < Duration::from_secs(5));
+        });
+        thread.join().unwrap();
+        assert_eq!(
+            acked.load(Relaxed),
+            0,
+            "a position of unstored alerts was acknowledged"
+        );
+    }
+}
