@@ -592,4 +592,62 @@ mod tests {
         assert_eq!(whole.iter().filter(|e| e.contains("zeek")).count(), 8);
         check_every_cut(&recs, &whole);
     }
+
+    /// A sink whose downstream may be slow stops the drive after the record it is feeding when
+    /// `stop` turns true (mid-batch), flushed with the position after it; the rest stays in the
+    /// spool. A sink that drains (the default) reads everything first.
+    #[test]
+    fn a_sink_that_does_not_drain_stops_after_the_record_it_is_feeding() {
+        struct Counting {
+            emitted: usize,
+            stop_after: usize,
+            stop: tokio::sync::watch::Sender<bool>,
+            drain: bool,
+            last: Option<u64>,
+        }
+        impl Sink for Counting {
+            fn emit(&mut self, _e: Emitted) {
+                self.emitted += 1;
+                if self.emitted == self.stop_after {
+                    let _ = self.stop.send(true);
+                }
+            }
+            fn flush(&mut self, at: &Position) -> std::io::Result<()> {
+                self.last = Some(at.seq);
+                Ok(())
+            }
+            fn drain_on_stop(&self) -> bool {
+                self.drain
+            }
+        }
+        for drain in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = super::super::Spool::open(dir.path(), Default::default()).unwrap();
+            let recs: Vec<Vec<u8>> = (0..100)
+                .map(|n| encode_record(Format::Ecs, "a", format!(r#"{{"n":{n}}}"#).as_bytes()))
+                .collect();
+            spool.append_batch(&recs).unwrap();
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let mut sink = Counting {
+                emitted: 0,
+                stop_after: 10,
+                stop: tx,
+                drain,
+                last: None,
+            };
+            drive(
+                &mut Consumer::new(),
+                &spool,
+                0,
+                Duration::from_secs(1),
+                &rx,
+                &mut sink,
+            )
+            .unwrap();
+            let want = if drain { 100 } else { 10 };
+            assert_eq!(sink.emitted, want, "drain {drain}");
+            assert_eq!(sink.last, Some(want as u64), "drain {drain}");
+            assert_eq!(spool.durable(), 100);
+        }
+    }
 }
