@@ -40,7 +40,9 @@ pub struct NeedInput {
 }
 
 /// What a recording (a file of ECS events) carries: its sources (`event.module`, the kernel sensor's
-/// `sensor` read as `kernel`) and every field path present in at least one event.
+/// `sensor` read as `kernel`; a module that names no known source is `ecs`: the `ecs` decoder keeps a
+/// document's own module, such as Elastic Defend's `endpoint` or Winlogbeat's `sysmon`, where every
+/// other decoder writes its format's name) and every field path present in at least one event.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
     pub sources: BTreeSet<String>,
@@ -57,6 +59,11 @@ impl Seen {
             .and_then(serde_json::Value::as_str)
         {
             let m = if m == "sensor" { "kernel" } else { m };
+            let m = if crate::attack::known_sources().contains(&m) {
+                m
+            } else {
+                "ecs"
+            };
             self.sources.insert(m.to_string());
         }
         flatten("", ev, &mut self.fields);
@@ -237,6 +244,19 @@ mod tests {
         );
         let b = judge("AN1726", true, &a.needs, &["zeek".into()], Some(&seen));
         assert_eq!(net(&b).in_recording, Some(true));
+    }
+
+    #[test]
+    fn an_ecs_document_with_its_own_module_is_an_ecs_recording() {
+        let mut seen = Seen::default();
+        // Elastic Defend's process event as the `ecs` decoder passes it on (its own module kept).
+        seen.add(&serde_json::json!({"event": {"module": "endpoint", "category": ["process"]}}));
+        seen.add(&serde_json::json!({"event": {"module": "sensor"}}));
+        seen.add(&serde_json::json!({"event": {"module": "eslogger"}}));
+        assert_eq!(
+            seen.sources.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["ecs", "eslogger", "kernel"]
+        );
     }
 
     #[test]

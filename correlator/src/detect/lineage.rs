@@ -3,6 +3,12 @@
 //! pid, and fills `process.parent.executable` / `process.parent.name` / `process.parent.command_line` into
 //! later events that have `process.parent.pid` but not those fields, so rules and alert reasons written against
 //! the Elastic shape (`process.parent.name`) work on them.
+//! launchd's trampoline (`/usr/libexec/xpcproxy`, [`TRAMPOLINES`]) is a special case: every launchd job and XPC
+//! service starts as it and then execs the service's own executable in the same pid, and Elastic Endpoint
+//! names a service's child's parent by the image that pid had first (the trampoline). When the table has
+//! seen what that pid exec'd into, an event whose parent is recorded as the trampoline gets the service's
+//! image instead, and a trampoline record that arrives just after the service's own exec of the same pid
+//! (within [`TRAMPOLINE_SKEW_NS`]: the agent's records are not always in exec order) does not replace it.
 //! The table is bounded in entries ([`MAX_PROCS`]) and in bytes ([`MAX_LINEAGE_BYTES`]; a command line
 //! is kept up to [`MAX_KEPT_COMMAND_LINE`] bytes): the oldest entries go first. Remote agents can send
 //! any pid with any command line, so neither bound may depend on them behaving.
@@ -19,6 +25,11 @@ pub const MAX_LINEAGE_BYTES: usize = 32 << 20;
 pub const MAX_KEPT_COMMAND_LINE: usize = 16 << 10;
 /// What an entry costs besides its strings: key, map node, order slot.
 const ENTRY_OVERHEAD: usize = 160;
+/// Executables that only start another one in the same pid (see the module notes).
+pub const TRAMPOLINES: &[&str] = &["/usr/libexec/xpcproxy"];
+/// A trampoline record of a pid this close (either way) to that pid's exec of another image is taken for
+/// the trampoline that preceded it, not for a new process.
+pub const TRAMPOLINE_SKEW_NS: i64 = 10_000_000_000;
 
 struct LineageFields {
     category: Field,
@@ -61,8 +72,14 @@ struct Proc {
     exe: Value,
     name: Option<Value>,
     command_line: Option<Value>,
+    /// The start's event time.
+    ts: i64,
     /// What this entry counts against [`MAX_LINEAGE_BYTES`].
     bytes: usize,
+}
+
+fn is_trampoline(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| TRAMPOLINES.contains(&s))
 }
 
 fn str_bytes(v: Option<&Value>) -> usize {
@@ -129,13 +146,22 @@ impl Lineage {
                     exe: exe.clone(),
                     name,
                     command_line,
+                    ts: ev.timestamp_ns,
                     bytes,
                 };
-                match self.procs.insert(key.clone(), proc) {
-                    Some(old) => self.bytes -= old.bytes,
-                    None => self.order.push_back(key),
+                // The trampoline that ran just before the service it exec'd into, reported after it.
+                let late_trampoline = is_trampoline(exe)
+                    && self.procs.get(&key).is_some_and(|old| {
+                        !is_trampoline(&old.exe)
+                            && ev.timestamp_ns.abs_diff(old.ts) <= TRAMPOLINE_SKEW_NS.unsigned_abs()
+                    });
+                if !late_trampoline {
+                    match self.procs.insert(key.clone(), proc) {
+                        Some(old) => self.bytes -= old.bytes,
+                        None => self.order.push_back(key),
+                    }
+                    self.bytes += bytes;
                 }
-                self.bytes += bytes;
                 while self.order.len() > MAX_PROCS || self.bytes > MAX_LINEAGE_BYTES {
                     let Some(old) = self.order.pop_front() else {
                         break;
@@ -147,23 +173,30 @@ impl Lineage {
                 }
             }
         }
-        if ev.get(f.pexe).is_some() && ev.get(f.pname).is_some() && ev.get(f.pcmd).is_some() {
+        let own_trampoline = ev.get(f.pexe).is_some_and(is_trampoline);
+        if !own_trampoline
+            && ev.get(f.pexe).is_some()
+            && ev.get(f.pname).is_some()
+            && ev.get(f.pcmd).is_some()
+        {
             return None;
         }
         let ppid = ev.get(f.ppid).and_then(Value::as_i64)?;
         let parent = self.procs.get(&(Lineage::host(ev), ppid))?;
         // A parent image the event names itself wins; the table only fills what is missing, and only from
-        // the same image (a parent whose executable differs from the table's has exec'd since).
+        // the same image (a parent whose executable differs from the table's has exec'd since). Except the
+        // trampoline: a parent recorded as it is the service it exec'd into, when the table has that.
+        let replace = own_trampoline && !is_trampoline(&parent.exe);
         if let Some(own) = ev.get(f.pexe) {
-            if own != &parent.exe {
+            if own != &parent.exe && !replace {
                 return None;
             }
         }
         let mut out = ev.clone();
-        if out.get(f.pexe).is_none() {
+        if out.get(f.pexe).is_none() || replace {
             out.set(f.pexe, parent.exe.clone());
         }
-        if out.get(f.pname).is_none() {
+        if out.get(f.pname).is_none() || replace {
             let n = parent.name.clone().or_else(|| {
                 parent
                     .exe
@@ -174,7 +207,7 @@ impl Lineage {
                 out.set(f.pname, n);
             }
         }
-        if out.get(f.pcmd).is_none() {
+        if out.get(f.pcmd).is_none() || replace {
             if let Some(c) = &parent.command_line {
                 out.set(f.pcmd, c.clone());
             }
@@ -213,6 +246,96 @@ mod tests {
         );
         // Unknown parent: nothing to add.
         assert!(l.observe(&exec(12, 99, "/bin/sh")).is_none());
+    }
+
+    fn at(mut ev: Event, secs: i64) -> Event {
+        ev.timestamp_ns = secs * 1_000_000_000;
+        ev
+    }
+
+    fn parent_of(mut ev: Event, exe: &str, name: &str) -> Event {
+        ev.set(
+            Field::intern("process.parent.executable"),
+            Value::Str(exe.into()),
+        );
+        ev.set(
+            Field::intern("process.parent.name"),
+            Value::Str(name.into()),
+        );
+        ev
+    }
+
+    fn parent_exe(ev: &Event) -> Option<&str> {
+        ev.get_path("process.parent.executable")
+            .and_then(Value::as_str)
+    }
+
+    // As Elastic Endpoint reported Automator running a workflow: the runner's exec (pid 30, parent launchd),
+    // then, 0.4 s later, the xpcproxy record of the same pid, then the runner's shell naming its parent as
+    // xpcproxy.
+    #[test]
+    fn a_parent_recorded_as_the_trampoline_is_the_service_it_became() {
+        let runner = "/System/Library/Frameworks/Automator.framework/Versions/A/XPCServices/com.apple.automator.runner.xpc/Contents/MacOS/com.apple.automator.runner";
+        let mut l = Lineage::default();
+        let mut svc = at(exec(30, 1, runner), 100);
+        svc.set(
+            Field::intern("process.command_line"),
+            Value::Str(runner.into()),
+        );
+        assert!(l.observe(&svc).is_none());
+        let tramp = at(exec(30, 1, "/usr/libexec/xpcproxy"), 100);
+        l.observe(&tramp);
+        let sh = parent_of(
+            at(exec(31, 30, "/bin/sh"), 102),
+            "/usr/libexec/xpcproxy",
+            "xpcproxy",
+        );
+        let filled = l.observe(&sh).unwrap();
+        assert_eq!(parent_exe(&filled), Some(runner));
+        assert_eq!(
+            filled
+                .get_path("process.parent.name")
+                .and_then(Value::as_str),
+            Some("com.apple.automator.runner")
+        );
+        assert_eq!(
+            filled
+                .get_path("process.parent.command_line")
+                .and_then(Value::as_str),
+            Some(runner)
+        );
+        // A parent recorded as the trampoline whose pid the table never saw exec (cron's job in the
+        // recordings): nothing to put in its place.
+        let job = parent_of(
+            at(exec(41, 40, "/bin/sh"), 103),
+            "/usr/libexec/xpcproxy",
+            "cron",
+        );
+        assert!(l
+            .observe(&job)
+            .is_none_or(|e| parent_exe(&e) == Some("/usr/libexec/xpcproxy")));
+        // A copy of xpcproxy elsewhere is not the trampoline: the event's own parent stays.
+        let rogue = parent_of(
+            at(exec(32, 30, "/bin/sh"), 104),
+            "/tmp/xpcproxy",
+            "xpcproxy",
+        );
+        assert!(l.observe(&rogue).is_none());
+    }
+
+    #[test]
+    fn a_trampoline_long_after_is_a_new_process_in_a_reused_pid() {
+        let mut l = Lineage::default();
+        l.observe(&at(exec(50, 1, "/usr/sbin/cupsd"), 100));
+        // The pid is reused an hour later by launchd's trampoline for another job.
+        l.observe(&at(exec(50, 1, "/usr/libexec/xpcproxy"), 3_700));
+        let child = parent_of(
+            at(exec(51, 50, "/bin/sh"), 3_701),
+            "/usr/libexec/xpcproxy",
+            "xpcproxy",
+        );
+        let got = l.observe(&child);
+        assert!(got.is_none_or(|e| parent_exe(&e) == Some("/usr/libexec/xpcproxy")));
     }
 
     #[test]
