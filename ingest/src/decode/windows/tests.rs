@@ -162,3 +162,40 @@ fn absurd_stamps_teach_no_offset_and_do_not_overflow() {
     let (evs, errs) = decode(&format!("{rec}\n{rec}\n"));
     assert_eq!(evs.len() + errs.len(), 2, "{errs:?}");
 }
+
+/// NXLog without `ExecutionProcessID` names the logging process `ProcessID`; its field names are
+/// case-insensitive, so Sysmon's own `ProcessId` and `EventType` are lost from the data and only
+/// the rendered `Message` keeps them (as in OTRF Security-Datasets recordings of 2019).
+#[test]
+fn nxlog_name_collisions_are_recovered_from_the_message() {
+    let rec = r#"{"EventID":12,"SourceName":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Hostname":"IT001.shire.com","ProcessID":3168,"ThreadID":4760,"EventType":"INFO","UtcTime":"2019-12-25 04:52:00.957","Image":"C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe","TargetObject":"HKU\\S-1-5-21-1\\Software\\X","Message":"Registry object added or deleted:\r\nRuleName: \r\nEventType: CreateKey\r\nUtcTime: 2019-12-25 04:52:00.957\r\nProcessId: 716\r\nImage: C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe\r\nTargetObject: HKU\\S-1-5-21-1\\Software\\X"}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(716)));
+    assert_eq!(ev.get_path("winlog.process.pid"), Some(&Value::Int(3168)));
+    assert_eq!(get(ev, "winlog.event_data.EventType"), Some("CreateKey"));
+    assert!(ev.get_path("winlog.event_data.ProcessID").is_none());
+    // A value the data has is never replaced by the message's.
+    let rec2 = rec.replace(r#""Image":"C:"#, r#""ProcessId":"9","Image":"C:"#);
+    let (ok, _) = decode(&rec2);
+    assert_eq!(ok[0].get_path("process.pid"), Some(&Value::Int(9)));
+    // Security messages are prose, not `Name: value` lines: nothing is taken from them.
+    let sec = r#"{"EventID":4688,"SourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","Hostname":"h","EventTime":"2020-01-01 00:00:00","Message":"A new process has been created.\r\nFoo: bar"}"#;
+    let (ok, _) = decode(sec);
+    assert!(ok[0].get_path("winlog.event_data.Foo").is_none());
+}
+
+/// Winlogbeat / Elastic Agent documents as Elastic's pipeline tests keep them: `event_id` a
+/// string, `winlog.time_created` the event's time while `@timestamp` is when it was shipped.
+#[test]
+fn winlogbeat_time_created_and_string_event_id() {
+    let rec = r#"{"@timestamp":"2021-05-05T15:30:51.692Z","winlog":{"channel":"Security","event_id":"4625","provider_name":"Microsoft-Windows-Security-Auditing","computer_name":"DC01.corp.example","time_created":"2019-07-18T03:34:02.025Z","event_data":{"TargetUserName":"administrator","IpAddress":"10.0.0.5","LogonType":"3"}}}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(get(ev, "event.code"), Some("4625"));
+    assert_eq!(get(ev, "@timestamp"), Some("2019-07-18T03:34:02.025Z"));
+    assert_eq!(get(ev, "host.name"), Some("dc01"));
+    assert_eq!(get(ev, "event.outcome"), Some("failure"));
+}
