@@ -63,9 +63,10 @@ fn vendor(d: &JsonValue) -> Option<Vendor> {
         Some(Vendor::Lookout)
     } else if has("attack_vector") && (has("threat_factors") || has("device_rooted")) {
         Some(Vendor::Harmony)
-    } else if has("operationName")
+    } else if (has("operationName")
         && has("category")
-        && d.get("properties").is_some_and(JsonValue::is_object)
+        && d.get("properties").is_some_and(JsonValue::is_object))
+        || (has("TimeGenerated") && intune_table(d).is_some())
     {
         Some(Vendor::Intune)
     } else {
@@ -642,14 +643,27 @@ fn harmony(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     Ok(ev)
 }
 
+/// The Intune table a Log Analytics row comes from (`Type`: `IntuneDevices`,
+/// `IntuneDeviceComplianceOrg`, `IntuneAuditLogs`, `IntuneOperationalLogs`), as the diagnostic
+/// category it carries (`Devices`, `DeviceComplianceOrg`...).
+fn intune_table(d: &JsonValue) -> Option<&str> {
+    util::get_str(d, "Type")?
+        .strip_prefix("Intune")
+        .filter(|t| !t.is_empty())
+}
+
 fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "time")
         .or_else(|| util::get_str(d, "TimeGenerated"))
         .ok_or("Intune record without `time`")?;
     let ts = correlator::event::parse_rfc3339_ns(t)
         .ok_or_else(|| format!("Intune `time` `{t}` is not RFC 3339"))?;
-    let category = util::get_str(d, "category").unwrap_or("");
-    let p = d.get("properties").unwrap_or(&JsonValue::Null);
+    // A diagnostic-settings record keeps the columns in `properties`; a Log Analytics row (a
+    // workspace's data export, a query's result) has them at the top level and names its table.
+    let category = util::get_str(d, "category")
+        .or_else(|| intune_table(d))
+        .unwrap_or("");
+    let p = d.get("properties").filter(|p| p.is_object()).unwrap_or(d);
     let mut ev = new_event(
         ctx,
         record,
@@ -690,6 +704,7 @@ fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
         ("UserEmail", "user.email"),
         ("UserName", "user.name"),
         ("UserId", "user.id"),
+        ("UserID", "user.id"),
         ("ComplianceState", "mtd.intune.compliance_state"),
         ("DeviceHealthThreatLevel", "mtd.intune.threat_level"),
         ("ManagementAgents", "mtd.intune.management_agents"),
@@ -733,7 +748,10 @@ fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
         ev.insert("event.reason", s(&reason));
     }
     if ev.get_path("host.id").is_none() {
-        return Err("Intune record without `properties.DeviceId`".into());
+        return Err(
+            "Intune record without `DeviceId` (in `properties`, or a Log Analytics row's column)"
+                .into(),
+        );
     }
     Ok(ev)
 }
@@ -775,6 +793,37 @@ mod tests {
         // A threat keeps needing its own time.
         let e = decode(&ctx(), r#"{"threatTypeName":"x","zdeviceId":"d"}"#).unwrap_err();
         assert!(e.contains("timestamp"), "{e}");
+    }
+
+    /// Intune's device tables as Log Analytics holds them (a workspace data export or a query
+    /// result): the columns at the top level, the table in `Type`, no `properties`.
+    #[test]
+    fn intune_log_analytics_rows() {
+        let rec = r#"{"TenantId":"t","TimeGenerated":"2024-03-01T08:00:00Z","Type":"IntuneDeviceComplianceOrg","DeviceId":"6c1d","DeviceName":"Alice-iPhone","OS":"iOS","OSVersion":"17.3.1","ComplianceState":"Noncompliant","DeviceHealthThreatLevel":"High","UPN":"alice@example.com","UserID":"u1","SerialNumber":"F2LXX"}"#;
+        let ev = &decode(&ctx(), rec).unwrap()[0];
+        let g = |p: &str| ev.get_path(p).and_then(Value::as_str).map(str::to_string);
+        assert_eq!(
+            g("event.dataset").as_deref(),
+            Some("mtd.intune.devicecomplianceorg")
+        );
+        assert_eq!(g("host.id").as_deref(), Some("6c1d"));
+        assert_eq!(g("host.os.type").as_deref(), Some("ios"));
+        assert_eq!(g("user.id").as_deref(), Some("u1"));
+        assert_eq!(g("event.kind").as_deref(), Some("alert"));
+        assert_eq!(g("mtd.severity").as_deref(), Some("high"));
+        // Another table's row is no Intune record.
+        assert!(decode(
+            &ctx(),
+            r#"{"TimeGenerated":"2024-03-01T08:00:00Z","Type":"SigninLogs"}"#
+        )
+        .is_err());
+        // An Intune row without a device is rejected, naming the column.
+        let e = decode(
+            &ctx(),
+            r#"{"TimeGenerated":"2024-03-01T08:00:00Z","Type":"IntuneDevices"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("DeviceId"), "{e}");
     }
 
     #[test]
