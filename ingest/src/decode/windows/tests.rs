@@ -199,3 +199,20 @@ fn winlogbeat_time_created_and_string_event_id() {
     assert_eq!(get(ev, "host.name"), Some("dc01"));
     assert_eq!(get(ev, "event.outcome"), Some("failure"));
 }
+
+/// Sysmon writes the all-zero GUID for a process it does not know; mapped as `entity_id` it would
+/// make every such process one entity (OTRF recordings: 37 `ProcessGuid`, 6 `ParentProcessGuid`).
+#[test]
+fn null_guid_is_no_entity_id() {
+    let rec = r#"{"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"h","UtcTime":"2020-01-01 00:00:00.000","Image":"C:\\a.exe","ProcessId":"4","ProcessGuid":"{00000000-0000-0000-0000-000000000000}","ParentProcessGuid":"{00000000-0000-0000-0000-000000000000}","ParentImage":"C:\\p.exe","ParentProcessId":"3"}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert!(ev.get_path("process.entity_id").is_none());
+    assert!(ev.get_path("process.parent.entity_id").is_none());
+    assert_eq!(ev.get_path("process.parent.pid"), Some(&Value::Int(3)));
+    assert_eq!(
+        get(ev, "winlog.event_data.ProcessGuid"),
+        Some("{00000000-0000-0000-0000-000000000000}")
+    );
+}
