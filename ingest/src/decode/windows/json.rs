@@ -82,6 +82,9 @@ pub(super) fn parse_doc(doc: &JsonValue, depth: u8) -> Result<Record, String> {
     if let Some(ev) = obj.get("Event").filter(|e| e.get("System").is_some()) {
         return parse_evtx_json(ev);
     }
+    if super::la::is_log_analytics(obj) {
+        return super::la::parse_log_analytics(obj);
+    }
     if obj.contains_key("EventID") {
         return parse_nxlog(doc);
     }

@@ -20,6 +20,7 @@
 
 mod ecs;
 mod json;
+mod la;
 mod security;
 mod sysmon;
 #[cfg(test)]

@@ -216,3 +216,38 @@ fn null_guid_is_no_entity_id() {
         Some("{00000000-0000-0000-0000-000000000000}")
     );
 }
+
+/// Azure Monitor / Sentinel Log Analytics rows (OTRF's Log4Shell recordings are in these shapes):
+/// `WindowsEvent` with `EventData` a JSON string, `Event` with an `<EventData>` XML string,
+/// `SecurityEvent` with the data fields as columns.
+#[test]
+fn log_analytics_rows() {
+    let we = r#"{"TenantId":"t","SourceSystem":"OpsManager","TimeGenerated":"2022-05-13T08:54:06.347Z","Provider":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"WORKSTATION5","Task":3,"EventData":"{\"UtcTime\":\"2022-05-13T08:54:05.1230000Z\",\"ProcessId\":\"3936\",\"Image\":\"C:\\\\t\\\\tomcat9.exe\",\"DestinationIp\":\"192.168.2.5\",\"DestinationPort\":\"8080\"}","EventID":3,"Type":"WindowsEvent"}"#;
+    let ev_xml = r#"{"TenantId":"t","TimeGenerated":"2022-05-13T08:54:05.21Z","SourceSystem":"OpsManager","Computer":"WORKSTATION5","EventSourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","EventData":"<EventData xmlns=\"http://schemas.microsoft.com/win/2004/08/events/event\">\r\n  <Data Name=\"ProcessID\">3936</Data>\r\n  <Data Name=\"Application\">C:\\t\\tomcat9.exe</Data>\r\n  <Data Name=\"DestAddress\">192.168.2.5</Data>\r\n  <Data Name=\"DestPort\">8080</Data>\r\n  <Data Name=\"Protocol\">6</Data>\r\n</EventData>","EventID":5156,"TimeCollected":"2022-05-13T08:54:38.145Z","Type":"Event"}"#;
+    let sec = r#"{"TimeGenerated":"2024-02-01T10:00:00Z","Computer":"DC01.corp.example","EventSourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","EventID":4688,"NewProcessName":"C:\\Windows\\System32\\cmd.exe","NewProcessId":"0x1a2c","ParentProcessName":"C:\\Windows\\explorer.exe","CommandLine":"cmd.exe /c whoami","SubjectUserName":"alice","SubjectDomainName":"CORP","Type":"SecurityEvent"}"#;
+    let (ok, bad) = decode(&format!("{we}\n{ev_xml}\n{sec}\n"));
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(ok.len(), 3);
+    assert_eq!(get(&ok[0], "@timestamp"), Some("2022-05-13T08:54:05.123Z"));
+    assert_eq!(
+        get(&ok[0], "event.action"),
+        Some("Network connection detected")
+    );
+    assert_eq!(ok[0].get_path("process.pid"), Some(&Value::Int(3936)));
+    assert_eq!(get(&ok[0], "host.name"), Some("workstation5"));
+    assert_eq!(get(&ok[1], "event.code"), Some("5156"));
+    assert_eq!(ok[1].get_path("destination.port"), Some(&Value::Int(8080)));
+    assert_eq!(get(&ok[1], "@timestamp"), Some("2022-05-13T08:54:05.210Z"));
+    assert!(ok[1].get_path("winlog.event_data.TimeCollected").is_none());
+    assert!(ok[1].get_path("winlog.event_data.TenantId").is_none());
+    assert_eq!(
+        get(&ok[2], "process.executable"),
+        Some("C:\\Windows\\System32\\cmd.exe")
+    );
+    assert_eq!(ok[2].get_path("process.pid"), Some(&Value::Int(0x1a2c)));
+    assert_eq!(get(&ok[2], "host.name"), Some("dc01"));
+    assert_eq!(get(&ok[2], "event.action"), Some("created-process"));
+    // A bad `EventData` is named.
+    let (_, bad) = decode(&we.replace(r#""EventData":"{"#, r#""EventData":"{x"#));
+    assert!(bad[0].to_string().contains("EventData"), "{bad:?}");
+}
