@@ -23,6 +23,7 @@ mod unifiedlog;
 mod util;
 mod windows;
 mod zeek;
+mod zeek_app;
 mod zeek_x509;
 
 pub use auditd::{syscall_name, AuditdDecoder};
