@@ -19,6 +19,7 @@ mod mobile;
 mod mtd;
 mod osquery;
 mod suricata;
+mod suricata_app;
 mod unifiedlog;
 mod util;
 mod windows;
