@@ -183,6 +183,38 @@ fn device_side_user_installed_root_ca_and_proxy_fire_enrollment_and_managed_stay
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The shape of a ProfileList sniffed from a real device (Jamf School, published in a write-up of
+/// the MDM protocol): the user installed mitmproxy's CA by hand, which iOS keeps as a profile of its
+/// own with one `com.apple.security.pem` payload (not `.root`), IsManaged false: fires. The
+/// enrollment profile beside it (a `.pkcs12` identity and `com.apple.mdm`) stays silent.
+#[test]
+fn device_side_hand_installed_pem_ca_fires() {
+    let dir = tmp("pem-profile");
+    let list = profile_list(
+        "00008112-000E19103607401E",
+        &[
+            profile(
+                "9056de87bb3c875200e6a282301ea3f9a146f37009472dbef94a1116009d81a2a",
+                "mitmproxy",
+                false,
+                &["com.apple.security.pem"],
+            ),
+            profile(
+                "com.apple.mdm",
+                "Jamf School MDM Profile (version:1)",
+                true,
+                &["com.apple.security.pkcs12", "com.apple.mdm"],
+            ),
+        ],
+    );
+    let got = alerts(&dir, &[("apple-mdm", &list)], None);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(detector(&got[0]), "tls-inspection-profile");
+    let reason = got[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("mitmproxy"), "{reason}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn device_side_self_signed_ca_the_user_installed_fires() {
     let dir = tmp("certs");

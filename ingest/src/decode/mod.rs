@@ -19,10 +19,12 @@ mod mobile;
 mod mtd;
 mod osquery;
 mod suricata;
+mod suricata_app;
 mod unifiedlog;
 mod util;
 mod windows;
 mod zeek;
+mod zeek_app;
 mod zeek_x509;
 
 pub use auditd::{syscall_name, AuditdDecoder};

@@ -63,9 +63,10 @@ fn vendor(d: &JsonValue) -> Option<Vendor> {
         Some(Vendor::Lookout)
     } else if has("attack_vector") && (has("threat_factors") || has("device_rooted")) {
         Some(Vendor::Harmony)
-    } else if has("operationName")
+    } else if (has("operationName")
         && has("category")
-        && d.get("properties").is_some_and(JsonValue::is_object)
+        && d.get("properties").is_some_and(JsonValue::is_object))
+        || (has("TimeGenerated") && intune_table(d).is_some())
     {
         Some(Vendor::Intune)
     } else {
@@ -99,6 +100,7 @@ pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
 
 fn one(ctx: &Ctx, record: &str, d: &JsonValue, v: Vendor) -> Result<Event, String> {
     match v {
+        Vendor::Zimperium if is_zimperium_device(d) => zimperium_device(ctx, record, d),
         Vendor::Zimperium => zimperium(ctx, record, d),
         Vendor::Lookout => lookout(ctx, record, d),
         Vendor::Jamf => jamf(ctx, record, d),
@@ -304,6 +306,64 @@ fn zimperium(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
             nonempty(nt, "destinationIp").or_else(|| nonempty(nt, "ip")),
             nt.get("destinationPort").and_then(util::as_int),
         );
+    }
+    Ok(ev)
+}
+
+/// A Zimperium v2 device object (`devices/public/v2/devices/...`, `device/search` responses): no
+/// threat fields, the device's state instead (`riskPosture`, `os` as an object, `lastSeen`).
+fn is_zimperium_device(d: &JsonValue) -> bool {
+    d.get("threatTypeName").is_none()
+        && d.get("threatTypeId").is_none()
+        && d.get("timestamp").is_none()
+        && (d.get("riskPosture").is_some() || d.get("os").is_some_and(JsonValue::is_object))
+}
+
+fn zimperium_device(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
+    let ts = ["lastSeen", "processedAt", "created"]
+        .iter()
+        .find_map(|k| d.get(*k).and_then(epoch_ms))
+        .ok_or("Zimperium device without a numeric `lastSeen` or `created` (epoch ms)")?;
+    let mut ev = new_event(ctx, record, "mtd.zimperium", "Zimperium", "MTD");
+    util::set_time(&mut ev, ts);
+    let f = fields();
+    ev.set(f.event_kind, s("state"));
+    ev.set(f.event_category, strs(&["host"]));
+    ev.set(f.event_type, strs(&["info"]));
+    ev.set(f.event_action, s("device"));
+    let id = nonempty(d, "zdeviceId")
+        .or_else(|| nonempty(d, "id"))
+        .ok_or("Zimperium device without `zdeviceId` or `id`")?;
+    set_device(&mut ev, id);
+    set_os(
+        &mut ev,
+        nonempty(d, "os.type").or_else(|| nonempty(d, "os.name")),
+        nonempty(d, "os.version"),
+    );
+    util::copy(&mut ev, d, "os.patchDate", "mtd.device.os_patch_date");
+    util::copy(&mut ev, d, "fullType", "device.model.identifier");
+    util::copy(&mut ev, d, "model", "device.model.name");
+    util::copy(&mut ev, d, "mdmDeviceId", "mtd.device.mdm_id");
+    if let Some(u) = nonempty(d, "deviceOwner.email").or_else(|| nonempty(d, "activationName")) {
+        ev.insert("user.email", s(u));
+    }
+    // The device's risk: 0 normal/low .. 3 critical, as on threats.
+    if let Some(w) = nonempty(d, "riskPostureName") {
+        ev.insert("mtd.device.risk_posture", s(w));
+        if let Some((label, _)) = severity_word(w) {
+            set_severity(&mut ev, d.get("riskPosture").and_then(util::as_int), label);
+        }
+    }
+    for (k, dst) in [
+        ("isJailbroken", "mtd.device.jailbroken"),
+        ("developerOptionsOn", "mtd.device.developer_options"),
+        (
+            "lockScreenUnprotected",
+            "mtd.device.lock_screen_unprotected",
+        ),
+        ("appStatus", "mtd.device.app_status"),
+    ] {
+        util::copy(&mut ev, d, k, dst);
     }
     Ok(ev)
 }
@@ -583,14 +643,27 @@ fn harmony(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     Ok(ev)
 }
 
+/// The Intune table a Log Analytics row comes from (`Type`: `IntuneDevices`,
+/// `IntuneDeviceComplianceOrg`, `IntuneAuditLogs`, `IntuneOperationalLogs`), as the diagnostic
+/// category it carries (`Devices`, `DeviceComplianceOrg`...).
+fn intune_table(d: &JsonValue) -> Option<&str> {
+    util::get_str(d, "Type")?
+        .strip_prefix("Intune")
+        .filter(|t| !t.is_empty())
+}
+
 fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
     let t = util::get_str(d, "time")
         .or_else(|| util::get_str(d, "TimeGenerated"))
         .ok_or("Intune record without `time`")?;
     let ts = correlator::event::parse_rfc3339_ns(t)
         .ok_or_else(|| format!("Intune `time` `{t}` is not RFC 3339"))?;
-    let category = util::get_str(d, "category").unwrap_or("");
-    let p = d.get("properties").unwrap_or(&JsonValue::Null);
+    // A diagnostic-settings record keeps the columns in `properties`; a Log Analytics row (a
+    // workspace's data export, a query's result) has them at the top level and names its table.
+    let category = util::get_str(d, "category")
+        .or_else(|| intune_table(d))
+        .unwrap_or("");
+    let p = d.get("properties").filter(|p| p.is_object()).unwrap_or(d);
     let mut ev = new_event(
         ctx,
         record,
@@ -631,6 +704,7 @@ fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
         ("UserEmail", "user.email"),
         ("UserName", "user.name"),
         ("UserId", "user.id"),
+        ("UserID", "user.id"),
         ("ComplianceState", "mtd.intune.compliance_state"),
         ("DeviceHealthThreatLevel", "mtd.intune.threat_level"),
         ("ManagementAgents", "mtd.intune.management_agents"),
@@ -674,7 +748,10 @@ fn intune(ctx: &Ctx, record: &str, d: &JsonValue) -> Result<Event, String> {
         ev.insert("event.reason", s(&reason));
     }
     if ev.get_path("host.id").is_none() {
-        return Err("Intune record without `properties.DeviceId`".into());
+        return Err(
+            "Intune record without `DeviceId` (in `properties`, or a Log Analytics row's column)"
+                .into(),
+        );
     }
     Ok(ev)
 }
@@ -687,6 +764,66 @@ mod tests {
 
     fn ctx() -> Ctx {
         Ctx::new(Format::Mtd, "t")
+    }
+
+    /// Zimperium v2 device objects (a `device/search` response) are device state, not threats:
+    /// they carry no threat `timestamp`, and were rejected as threats without one.
+    #[test]
+    fn zimperium_device_search_is_device_state() {
+        let rec = r#"{"totalHits":2,"content":[{"id":"5","riskPosture":2,"riskPostureName":"ELEVATED","created":1703082619686,"lastSeen":1703083587626,"os":{"id":2,"name":"ios","type":"iOS","version":"16.3"},"deviceOwner":{"email":"u@example.com"},"zappInstance":[{"id":"z","bundleId":"com.example.mtd"}],"fullType":"iPhone14,5","model":"iphone145","zdeviceId":"AF"},{"id":"62","riskPostureName":"CRITICAL","lastSeen":1702393458060,"os":{"type":"Android","version":"7.1.1"},"isJailbroken":true,"zdeviceId":"5"}]}"#;
+        let evs = decode(&ctx(), rec).unwrap();
+        assert_eq!(evs.len(), 2);
+        let g = |e: &Event, p: &str| e.get_path(p).and_then(Value::as_str).map(str::to_string);
+        assert_eq!(g(&evs[0], "event.kind").as_deref(), Some("state"));
+        assert_eq!(g(&evs[0], "event.action").as_deref(), Some("device"));
+        assert_eq!(g(&evs[0], "host.id").as_deref(), Some("AF"));
+        assert_eq!(g(&evs[0], "host.os.type").as_deref(), Some("ios"));
+        assert_eq!(g(&evs[0], "host.os.version").as_deref(), Some("16.3"));
+        assert_eq!(g(&evs[0], "user.email").as_deref(), Some("u@example.com"));
+        assert_eq!(g(&evs[0], "mtd.severity").as_deref(), Some("high"));
+        assert_eq!(
+            g(&evs[0], "@timestamp").as_deref(),
+            Some("2023-12-20T14:46:27.626Z")
+        );
+        assert_eq!(g(&evs[1], "host.os.type").as_deref(), Some("android"));
+        assert_eq!(
+            evs[1].get_path("mtd.device.jailbroken"),
+            Some(&Value::Bool(true))
+        );
+        // A threat keeps needing its own time.
+        let e = decode(&ctx(), r#"{"threatTypeName":"x","zdeviceId":"d"}"#).unwrap_err();
+        assert!(e.contains("timestamp"), "{e}");
+    }
+
+    /// Intune's device tables as Log Analytics holds them (a workspace data export or a query
+    /// result): the columns at the top level, the table in `Type`, no `properties`.
+    #[test]
+    fn intune_log_analytics_rows() {
+        let rec = r#"{"TenantId":"t","TimeGenerated":"2024-03-01T08:00:00Z","Type":"IntuneDeviceComplianceOrg","DeviceId":"6c1d","DeviceName":"Alice-iPhone","OS":"iOS","OSVersion":"17.3.1","ComplianceState":"Noncompliant","DeviceHealthThreatLevel":"High","UPN":"alice@example.com","UserID":"u1","SerialNumber":"F2LXX"}"#;
+        let ev = &decode(&ctx(), rec).unwrap()[0];
+        let g = |p: &str| ev.get_path(p).and_then(Value::as_str).map(str::to_string);
+        assert_eq!(
+            g("event.dataset").as_deref(),
+            Some("mtd.intune.devicecomplianceorg")
+        );
+        assert_eq!(g("host.id").as_deref(), Some("6c1d"));
+        assert_eq!(g("host.os.type").as_deref(), Some("ios"));
+        assert_eq!(g("user.id").as_deref(), Some("u1"));
+        assert_eq!(g("event.kind").as_deref(), Some("alert"));
+        assert_eq!(g("mtd.severity").as_deref(), Some("high"));
+        // Another table's row is no Intune record.
+        assert!(decode(
+            &ctx(),
+            r#"{"TimeGenerated":"2024-03-01T08:00:00Z","Type":"SigninLogs"}"#
+        )
+        .is_err());
+        // An Intune row without a device is rejected, naming the column.
+        let e = decode(
+            &ctx(),
+            r#"{"TimeGenerated":"2024-03-01T08:00:00Z","Type":"IntuneDevices"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("DeviceId"), "{e}");
     }
 
     #[test]

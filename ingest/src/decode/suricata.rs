@@ -130,6 +130,11 @@ fn decode(ctx: &Ctx, line: &str) -> Result<Event, String> {
                 }
             }
             ev.set(f.event_category, strs(&["network"]));
+            match (other, doc.get(other)) {
+                ("dns", Some(d)) => super::suricata_app::dns(&mut ev, d),
+                ("http", Some(h)) => super::suricata_app::http(&mut ev, h),
+                _ => {}
+            }
         }
     }
     Ok(ev)

@@ -401,6 +401,11 @@ fn decode(
                 }
             }
             ev.set(f.event_category, Value::Array(Arc::from([s("network")])));
+            match other {
+                "dns" => super::zeek_app::dns(&mut ev, doc),
+                "http" => super::zeek_app::http(&mut ev, doc),
+                _ => {}
+            }
         }
     }
     Ok((ev, path))

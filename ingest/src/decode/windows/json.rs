@@ -82,6 +82,9 @@ pub(super) fn parse_doc(doc: &JsonValue, depth: u8) -> Result<Record, String> {
     if let Some(ev) = obj.get("Event").filter(|e| e.get("System").is_some()) {
         return parse_evtx_json(ev);
     }
+    if super::la::is_log_analytics(obj) {
+        return super::la::parse_log_analytics(obj);
+    }
     if obj.contains_key("EventID") {
         return parse_nxlog(doc);
     }
@@ -159,7 +162,53 @@ pub(super) fn parse_nxlog(doc: &JsonValue) -> Result<Record, String> {
             rec.data.push((k.clone(), v));
         }
     }
+    if is_sysmon(&rec) {
+        undo_name_collisions(&mut rec, obj);
+    }
     Ok(rec)
+}
+
+fn is_sysmon(rec: &Record) -> bool {
+    rec.provider
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("Microsoft-Windows-Sysmon"))
+        || rec.channel.as_deref().is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("microsoft-windows-sysmon")
+        })
+}
+
+/// NXLog's field names are case-insensitive, so an event's data field that has the name of one of
+/// its own System fields is lost: Sysmon's `ProcessId` under NXLog's `ProcessID` (the logging
+/// process, in NXLog versions without `ExecutionProcessID`), Sysmon's `EventType` (`CreateKey`,
+/// `SetValue`, `CreatePipe`...) under NXLog's (`INFO`). Both are still in the rendered `Message`
+/// (`ProcessId: 716` on a line of its own): every `Name: value` line of a Sysmon message whose
+/// name the record's data lacks is taken from there. Values already in the data are never replaced.
+fn undo_name_collisions(rec: &mut Record, obj: &serde_json::Map<String, JsonValue>) {
+    if !obj.contains_key("ExecutionProcessID") {
+        if let Some(pid) = obj.get("ProcessID").and_then(util::as_int) {
+            rec.exec_pid = Some(pid);
+            rec.data.retain(|(k, _)| k != "ProcessID");
+        }
+    }
+    let Some(msg) = rec.message.clone() else {
+        return;
+    };
+    // The first line is the event's title (`Process Create:`).
+    for line in msg.lines().skip(1) {
+        let Some((name, value)) = line
+            .split_once(": ")
+            .or_else(|| line.trim_end().strip_suffix(':').map(|n| (n, "")))
+        else {
+            continue;
+        };
+        let named = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !named || rec.data.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        rec.data
+            .push((name.to_string(), unescape(value.trim_end()).into_owned()));
+    }
 }
 
 pub(super) fn parse_winlogbeat(doc: &JsonValue, w: &JsonValue) -> Record {
@@ -187,8 +236,11 @@ pub(super) fn parse_winlogbeat(doc: &JsonValue, w: &JsonValue) -> Record {
             other => json_str(other),
         }),
         message: st(doc, "message"),
-        // Winlogbeat's @timestamp is the event's TimeCreated.
-        system_time: util::get_str(doc, "@timestamp").and_then(|t| parse_time(t).map(|p| p.0)),
+        // `winlog.time_created` (Elastic Agent, some Winlogbeat versions) is the event's
+        // TimeCreated; else Winlogbeat's @timestamp is.
+        system_time: util::get_str(w, "time_created")
+            .or_else(|| util::get_str(doc, "@timestamp"))
+            .and_then(|t| parse_time(t).map(|p| p.0)),
         ..Record::default()
     };
     for part in ["event_data", "user_data"] {

@@ -20,6 +20,7 @@
 
 mod ecs;
 mod json;
+mod la;
 mod security;
 mod sysmon;
 #[cfg(test)]
@@ -66,13 +67,20 @@ struct Record {
     data: Vec<(String, String)>,
 }
 
+/// The all-zero GUID Sysmon writes for a process it does not know (`ParentProcessGuid` of a process
+/// whose parent it never saw, `ProcessGuid` of some early or kernel processes): no identity, so
+/// no `entity_id` (mapped, every such process would be one entity).
+const NULL_GUID: &str = "{00000000-0000-0000-0000-000000000000}";
+
 impl Record {
+    /// A data field's value for the mapping: empty, `-` and the null GUID are no value (the
+    /// record's own text stays in `winlog.event_data.*`).
     fn get(&self, name: &str) -> Option<&str> {
         self.data
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty() && *v != "-")
+            .filter(|v| !v.is_empty() && *v != "-" && *v != NULL_GUID)
     }
 }
 

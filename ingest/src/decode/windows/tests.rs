@@ -162,3 +162,92 @@ fn absurd_stamps_teach_no_offset_and_do_not_overflow() {
     let (evs, errs) = decode(&format!("{rec}\n{rec}\n"));
     assert_eq!(evs.len() + errs.len(), 2, "{errs:?}");
 }
+
+/// NXLog without `ExecutionProcessID` names the logging process `ProcessID`; its field names are
+/// case-insensitive, so Sysmon's own `ProcessId` and `EventType` are lost from the data and only
+/// the rendered `Message` keeps them (as in OTRF Security-Datasets recordings of 2019).
+#[test]
+fn nxlog_name_collisions_are_recovered_from_the_message() {
+    let rec = r#"{"EventID":12,"SourceName":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Hostname":"IT001.shire.com","ProcessID":3168,"ThreadID":4760,"EventType":"INFO","UtcTime":"2019-12-25 04:52:00.957","Image":"C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe","TargetObject":"HKU\\S-1-5-21-1\\Software\\X","Message":"Registry object added or deleted:\r\nRuleName: \r\nEventType: CreateKey\r\nUtcTime: 2019-12-25 04:52:00.957\r\nProcessId: 716\r\nImage: C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe\r\nTargetObject: HKU\\S-1-5-21-1\\Software\\X"}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(ev.get_path("process.pid"), Some(&Value::Int(716)));
+    assert_eq!(ev.get_path("winlog.process.pid"), Some(&Value::Int(3168)));
+    assert_eq!(get(ev, "winlog.event_data.EventType"), Some("CreateKey"));
+    assert!(ev.get_path("winlog.event_data.ProcessID").is_none());
+    // A value the data has is never replaced by the message's.
+    let rec2 = rec.replace(r#""Image":"C:"#, r#""ProcessId":"9","Image":"C:"#);
+    let (ok, _) = decode(&rec2);
+    assert_eq!(ok[0].get_path("process.pid"), Some(&Value::Int(9)));
+    // Security messages are prose, not `Name: value` lines: nothing is taken from them.
+    let sec = r#"{"EventID":4688,"SourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","Hostname":"h","EventTime":"2020-01-01 00:00:00","Message":"A new process has been created.\r\nFoo: bar"}"#;
+    let (ok, _) = decode(sec);
+    assert!(ok[0].get_path("winlog.event_data.Foo").is_none());
+}
+
+/// Winlogbeat / Elastic Agent documents as Elastic's pipeline tests keep them: `event_id` a
+/// string, `winlog.time_created` the event's time while `@timestamp` is when it was shipped.
+#[test]
+fn winlogbeat_time_created_and_string_event_id() {
+    let rec = r#"{"@timestamp":"2021-05-05T15:30:51.692Z","winlog":{"channel":"Security","event_id":"4625","provider_name":"Microsoft-Windows-Security-Auditing","computer_name":"DC01.corp.example","time_created":"2019-07-18T03:34:02.025Z","event_data":{"TargetUserName":"administrator","IpAddress":"10.0.0.5","LogonType":"3"}}}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert_eq!(get(ev, "event.code"), Some("4625"));
+    assert_eq!(get(ev, "@timestamp"), Some("2019-07-18T03:34:02.025Z"));
+    assert_eq!(get(ev, "host.name"), Some("dc01"));
+    assert_eq!(get(ev, "event.outcome"), Some("failure"));
+}
+
+/// Sysmon writes the all-zero GUID for a process it does not know; mapped as `entity_id` it would
+/// make every such process one entity (OTRF recordings: 37 `ProcessGuid`, 6 `ParentProcessGuid`).
+#[test]
+fn null_guid_is_no_entity_id() {
+    let rec = r#"{"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Hostname":"h","UtcTime":"2020-01-01 00:00:00.000","Image":"C:\\a.exe","ProcessId":"4","ProcessGuid":"{00000000-0000-0000-0000-000000000000}","ParentProcessGuid":"{00000000-0000-0000-0000-000000000000}","ParentImage":"C:\\p.exe","ParentProcessId":"3"}"#;
+    let (ok, bad) = decode(rec);
+    assert!(bad.is_empty(), "{bad:?}");
+    let ev = &ok[0];
+    assert!(ev.get_path("process.entity_id").is_none());
+    assert!(ev.get_path("process.parent.entity_id").is_none());
+    assert_eq!(ev.get_path("process.parent.pid"), Some(&Value::Int(3)));
+    assert_eq!(
+        get(ev, "winlog.event_data.ProcessGuid"),
+        Some("{00000000-0000-0000-0000-000000000000}")
+    );
+}
+
+/// Azure Monitor / Sentinel Log Analytics rows (OTRF's Log4Shell recordings are in these shapes):
+/// `WindowsEvent` with `EventData` a JSON string, `Event` with an `<EventData>` XML string,
+/// `SecurityEvent` with the data fields as columns.
+#[test]
+fn log_analytics_rows() {
+    let we = r#"{"TenantId":"t","SourceSystem":"OpsManager","TimeGenerated":"2022-05-13T08:54:06.347Z","Provider":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"WORKSTATION5","Task":3,"EventData":"{\"UtcTime\":\"2022-05-13T08:54:05.1230000Z\",\"ProcessId\":\"3936\",\"Image\":\"C:\\\\t\\\\tomcat9.exe\",\"DestinationIp\":\"192.168.2.5\",\"DestinationPort\":\"8080\"}","EventID":3,"Type":"WindowsEvent"}"#;
+    let ev_xml = r#"{"TenantId":"t","TimeGenerated":"2022-05-13T08:54:05.21Z","SourceSystem":"OpsManager","Computer":"WORKSTATION5","EventSourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","EventData":"<EventData xmlns=\"http://schemas.microsoft.com/win/2004/08/events/event\">\r\n  <Data Name=\"ProcessID\">3936</Data>\r\n  <Data Name=\"Application\">C:\\t\\tomcat9.exe</Data>\r\n  <Data Name=\"DestAddress\">192.168.2.5</Data>\r\n  <Data Name=\"DestPort\">8080</Data>\r\n  <Data Name=\"Protocol\">6</Data>\r\n</EventData>","EventID":5156,"TimeCollected":"2022-05-13T08:54:38.145Z","Type":"Event"}"#;
+    let sec = r#"{"TimeGenerated":"2024-02-01T10:00:00Z","Computer":"DC01.corp.example","EventSourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","EventID":4688,"NewProcessName":"C:\\Windows\\System32\\cmd.exe","NewProcessId":"0x1a2c","ParentProcessName":"C:\\Windows\\explorer.exe","CommandLine":"cmd.exe /c whoami","SubjectUserName":"alice","SubjectDomainName":"CORP","Type":"SecurityEvent"}"#;
+    let (ok, bad) = decode(&format!("{we}\n{ev_xml}\n{sec}\n"));
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(ok.len(), 3);
+    assert_eq!(get(&ok[0], "@timestamp"), Some("2022-05-13T08:54:05.123Z"));
+    assert_eq!(
+        get(&ok[0], "event.action"),
+        Some("Network connection detected")
+    );
+    assert_eq!(ok[0].get_path("process.pid"), Some(&Value::Int(3936)));
+    assert_eq!(get(&ok[0], "host.name"), Some("workstation5"));
+    assert_eq!(get(&ok[1], "event.code"), Some("5156"));
+    assert_eq!(ok[1].get_path("destination.port"), Some(&Value::Int(8080)));
+    assert_eq!(get(&ok[1], "@timestamp"), Some("2022-05-13T08:54:05.210Z"));
+    assert!(ok[1].get_path("winlog.event_data.TimeCollected").is_none());
+    assert!(ok[1].get_path("winlog.event_data.TenantId").is_none());
+    assert_eq!(
+        get(&ok[2], "process.executable"),
+        Some("C:\\Windows\\System32\\cmd.exe")
+    );
+    assert_eq!(ok[2].get_path("process.pid"), Some(&Value::Int(0x1a2c)));
+    assert_eq!(get(&ok[2], "host.name"), Some("dc01"));
+    assert_eq!(get(&ok[2], "event.action"), Some("created-process"));
+    // A bad `EventData` is named.
+    let (_, bad) = decode(&we.replace(r#""EventData":"{"#, r#""EventData":"{x"#));
+    assert!(bad[0].to_string().contains("EventData"), "{bad:?}");
+}
