@@ -293,7 +293,7 @@ pub(super) fn map(ev: &mut Event, rec: &Record, event_id: i64, host: Option<&Hos
         sysmon_kind(event_id)
     } else if provider == "microsoft-windows-security-auditing" || channel == "security" {
         map_security(ev, rec, event_id);
-        security_kind(event_id)
+        security_kind(event_id, d("ObjectType"))
     } else if channel == "system" || provider == "service control manager" {
         if event_id == 7045 {
             put(ev, "service.name", d("ServiceName"));

@@ -6,7 +6,12 @@ use super::super::util::{self, fields, s};
 use super::ecs::{k, logon_type, put, put_file, put_int, put_ip, put_process, transport, Kind};
 use super::Record;
 
-pub(super) fn security_kind(id: i64) -> Option<Kind> {
+/// The kind of Security event `id`; for the object-access events (4656, 4658, 4660, 4663) the
+/// record's `ObjectType` decides between a file and a registry key.
+pub(super) fn security_kind(id: i64, object_type: Option<&str>) -> Option<Kind> {
+    if matches!(id, 4656 | 4658 | 4660 | 4663) {
+        return object_kind(id, object_type == Some("Key"));
+    }
     match id {
         4688 => k(&["process"], &["start"], "created-process"),
         4689 => k(&["process"], &["end"], "exited-process"),
@@ -34,7 +39,11 @@ pub(super) fn security_kind(id: i64) -> Option<Kind> {
         4726 => k(&["iam"], &["user", "deletion"], "deleted-user-account"),
         4728 | 4732 | 4756 => k(&["iam"], &["group", "change"], "added-member-to-group"),
         4768 | 4769 | 4771 | 4776 => k(&["authentication"], &["start"], "credential-validated"),
-        4663 => k(&["file"], &["access"], "object-access-attempt"),
+        4670 => k(&["iam"], &["admin", "change"], "permissions-changed"),
+        4673 => k(&["iam"], &["admin"], "privileged-service-called"),
+        4674 => k(&["iam"], &["admin"], "privileged-object-operation"),
+        4703 => k(&["iam"], &["admin", "change"], "token-right-adjusted"),
+        4799 => k(&["iam"], &["group", "info"], "user-member-enumerated"),
         5140 => k(
             &["network", "file"],
             &["info", "access"],
@@ -55,9 +64,42 @@ pub(super) fn security_kind(id: i64) -> Option<Kind> {
             &["connection", "denied"],
             "windows-firewall-connection-blocked",
         ),
+        5154 => k(
+            &["network"],
+            &["connection", "allowed"],
+            "windows-firewall-listen-permitted",
+        ),
+        5158 => k(
+            &["network"],
+            &["connection", "allowed"],
+            "windows-firewall-bind-permitted",
+        ),
+        5159 => k(
+            &["network"],
+            &["connection", "denied"],
+            "windows-firewall-bind-blocked",
+        ),
+        5447 => k(
+            &["configuration"],
+            &["change"],
+            "windows-firewall-filter-changed",
+        ),
         1102 => k(&["iam"], &["admin", "change"], "audit-log-cleared"),
         _ => None,
     }
+}
+
+/// Object access: a handle requested (4656) or closed (4658), an object deleted (4660) or an access
+/// attempted (4663), on a file or, with `ObjectType` `Key`, a registry key.
+fn object_kind(id: i64, registry: bool) -> Option<Kind> {
+    let category: &'static [&'static str] = if registry { &["registry"] } else { &["file"] };
+    let (kind, action): (&'static [&'static str], _) = match id {
+        4656 => (&["access"], "object-handle-requested"),
+        4658 => (&["access"], "object-handle-closed"),
+        4660 => (&["deletion"], "object-deleted"),
+        _ => (&["access"], "object-access-attempt"),
+    };
+    k(category, kind, action)
 }
 
 pub(super) fn map_security(ev: &mut Event, rec: &Record, event_id: i64) {
@@ -141,10 +183,12 @@ pub(super) fn map_security(ev: &mut Event, rec: &Record, event_id: i64) {
             }
             put_int(ev, "process.pid", d("ProcessID").or(d("ProcessId")));
         }
-        4663 | 4656 | 4658 => {
+        4663 | 4656 | 4658 | 4660 => {
             subject(ev);
-            if d("ObjectType") == Some("File") {
-                put_file(ev, d("ObjectName"));
+            match d("ObjectType") {
+                Some("File") => put_file(ev, d("ObjectName")),
+                Some("Key") => put(ev, "registry.path", d("ObjectName")),
+                _ => {}
             }
             put_process(ev, "process", d("ProcessName"), d("ProcessId"), None, None);
         }

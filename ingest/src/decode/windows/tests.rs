@@ -251,3 +251,38 @@ fn log_analytics_rows() {
     let (_, bad) = decode(&we.replace(r#""EventData":"{"#, r#""EventData":"{x"#));
     assert!(bad[0].to_string().contains("EventData"), "{bad:?}");
 }
+
+/// Security object access: a key's handle is registry, a file's is file; the object's name lands
+/// where ECS rules look for each.
+#[test]
+fn security_object_access_is_file_or_registry_by_object_type() {
+    let rec = |id: u32, ty: &str, name: &str| {
+        format!(
+            r#"{{"EventID":{id},"SourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","Hostname":"WKS1","EventTime":"2020-09-18 15:00:21","ObjectType":"{ty}","ObjectName":"{name}","ProcessName":"C:\\Windows\\regedit.exe","ProcessId":"0x1a4","SubjectUserName":"bob"}}"#
+        )
+    };
+    let text = [
+        rec(4656, "Key", r"\\REGISTRY\\MACHINE\\SOFTWARE\\Run"),
+        rec(4663, "File", r"C:\\Users\\bob\\secret.txt"),
+        rec(4660, "File", r"C:\\Users\\bob\\secret.txt"),
+        rec(5158, "", ""),
+    ]
+    .join("\n");
+    let (ok, bad) = decode(&text);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(ok[0].get_path("event.category"), Some(&strs(&["registry"])));
+    assert_eq!(get(&ok[0], "event.action"), Some("object-handle-requested"));
+    assert_eq!(
+        get(&ok[0], "registry.path"),
+        Some(r"\REGISTRY\MACHINE\SOFTWARE\Run")
+    );
+    assert_eq!(ok[1].get_path("event.category"), Some(&strs(&["file"])));
+    assert_eq!(get(&ok[1], "file.path"), Some(r"C:\Users\bob\secret.txt"));
+    assert_eq!(ok[2].get_path("event.type"), Some(&strs(&["deletion"])));
+    assert_eq!(get(&ok[2], "event.action"), Some("object-deleted"));
+    assert_eq!(ok[3].get_path("event.category"), Some(&strs(&["network"])));
+    assert_eq!(
+        get(&ok[3], "event.action"),
+        Some("windows-firewall-bind-permitted")
+    );
+}
