@@ -108,7 +108,7 @@ impl Default for NatsConfig {
             tls: None,
             subject_prefix: "sensor".to_string(),
             dedup_window_secs: 600,
-            publish_window: 256,
+            publish_window: 4096,
         }
     }
 }
