@@ -14,7 +14,7 @@
 //!    paced publish rate (default 50,000 events/s) with two correlators.
 //!
 //! Run: `cargo bench -p fleet --bench fleet` (FLEET_BENCH_EVENTS, FLEET_BENCH_RATE,
-//! FLEET_BENCH_SECS, FLEET_BENCH_PARTITIONS change the sizes).
+//! FLEET_BENCH_SECS, FLEET_BENCH_PARTITIONS change the sizes; FLEET_BENCH_ONLY=latency runs 4 alone).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -424,6 +424,15 @@ fn node(
 
 fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
     let (_nats, pg, cfg) = servers(partitions);
+    // The streams exist before the nodes start (as on a deployed fleet): a worker whose stream is
+    // missing fails and its partition waits for the next lease round.
+    let c1 = cfg.clone();
+    on_thread(move |rt| {
+        rt.block_on(async move {
+            let bus = Bus::connect(&c1, "bench-setup").await.expect("bus");
+            bus.ensure_streams(&c1.nats, 1).await.expect("streams");
+        });
+    });
     let (sa, stop_a, ta) = node(cfg.clone(), "central-a");
     let (sb, stop_b, tb) = node(cfg.clone(), "central-b");
     let owned = |s: &CentralStats| s.owned.lock().map(|o| o.len()).unwrap_or(0);
@@ -489,6 +498,8 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         })
     });
     let t = Instant::now();
+    let lag = |s: &CentralStats| s.events.load(Ordering::Relaxed);
+    let behind_at_end = sent.saturating_sub(lag(&sa) + lag(&sb));
     while sa.events.load(Ordering::Relaxed) + sb.events.load(Ordering::Relaxed) < sent {
         ensure!(
             t.elapsed() < Duration::from_secs(120),
@@ -496,13 +507,22 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let drain = t.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let load1 = loadavg();
     let out = pg.psql(
         "sensor",
-        "SELECT a.created_ns - (e.event->'bench'->>'sent_ns')::bigint FROM alerts a JOIN evidence e ON e.alert_id = a.id AND e.seq = 0 WHERE a.rule_id = 'evil'",
+        "SELECT a.created_ns - (e.event->'bench'->>'sent_ns')::bigint FROM alerts a JOIN evidence e ON e.alert_id = a.id AND e.seq = 0 WHERE a.rule_id = 'evil' ORDER BY (e.event->'bench'->>'sent_ns')::bigint",
     );
     let mut lat: Vec<i64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    // In send order: the median latency of the first and of the second half of the run (a
+    // correlator falling behind shows as a growing latency).
+    let median = |v: &[i64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64 / 1e6
+    };
+    let (h1, h2) = (median(&lat[..lat.len() / 2]), median(&lat[lat.len() / 2..]));
     lat.sort_unstable();
     ensure!(!lat.is_empty(), "no alerts");
     let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)] as f64 / 1e6;
@@ -525,6 +545,11 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         q(0.99),
         q(1.0)
     );
+    println!(
+        "   when the publisher finished: {behind_at_end} events not yet taken, taken {:.2} s later",
+        drain.as_secs_f64()
+    );
+    println!("   median latency of the alerts of the first / second half of the run: {h1:.1} / {h2:.1} ms");
     println!(
         "   live split: central-a {ea} events ({:.1}%), central-b {eb} ({:.1}%)",
         100.0 * ea as f64 / (ea + eb) as f64,
@@ -552,6 +577,11 @@ fn main() -> Result<()> {
         loadavg()
     );
 
+    if std::env::var("FLEET_BENCH_ONLY").as_deref() == Ok("latency") {
+        latency(rate, secs, partitions, hosts)?;
+        println!("\nload average at the end: {}", loadavg());
+        return Ok(());
+    }
     let (_nats, _pg, cfg) = servers(partitions);
     let e = edge(&cfg, n, hosts, cfg.nats.publish_window)?;
     println!("\n1. edge CPU per event (thread CPU time / events)");
