@@ -130,10 +130,13 @@ pub async fn lease_bucket(bus: &Bus, ttl: Duration) -> Result<kv::Store, FleetEr
         num_replicas: 1,
         ..jetstream::stream::Config::default()
     };
-    bus.js
-        .get_or_create_stream(cfg)
-        .await
-        .map_err(FleetError::nats(format!("creating lease bucket {name}")))?;
+    if let Err(e) = bus.js.get_or_create_stream(cfg).await {
+        // Two nodes starting together: the other one created it first ("subjects overlap").
+        if let Ok(s) = bus.js.get_key_value(&name).await {
+            return Ok(s);
+        }
+        return Err(FleetError::nats(format!("creating lease bucket {name}"))(e));
+    }
     bus.js
         .get_key_value(&name)
         .await
