@@ -154,7 +154,7 @@ pub struct PublishStats {
     pub retries: u64,
 }
 
-/// The default [`EdgePublisher::with_linger`].
+/// The default [`EdgePublisher::with_linger`] (`fleet.nats.publish_linger_ms`).
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
 
 /// Publishes a journal to the bus.
