@@ -369,10 +369,13 @@ async fn the_cli_works_against_two_central_nodes() -> Result<()> {
     let status = loop {
         let v: Value = serde_json::from_str(&ok(&cli(dir, a.port, &["status", "--json"]).await)?)?;
         let f = &v["fleet"];
+        // Settled: nothing pending, every partition owned, and split 2/2 (a node that starts
+        // first takes all four and hands two back at its next lease round).
         let settled = f["pending"] == 0
             && f["partitions"].as_array().is_some_and(|p| {
                 p.iter()
                     .all(|p| p["ack_pending"] == 0 && p["owner"].is_string())
+                    && p.iter().filter(|p| p["owner"] == "central-a").count() == 2
             });
         if settled {
             break v;
