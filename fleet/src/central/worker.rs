@@ -494,6 +494,10 @@ pub(super) async fn partition_worker(
             run.feed_message(&m);
             run.fed = seq;
             run.last_msg = Some(m);
+            // A fetch can hold 256 batches of 256 events: yield after each batch so that the
+            // node's lease renewals and the other partitions' workers are not starved (a node
+            // that misses its renewals loses its partitions, and they move back and forth).
+            tokio::task::yield_now().await;
         }
         if let Some(max_ts) = run.max_ts {
             let wm = max_ts.saturating_sub(cfg.lateness_ns);
