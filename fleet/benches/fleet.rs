@@ -14,7 +14,7 @@
 //!    paced publish rate (default 50,000 events/s) with two correlators.
 //!
 //! Run: `cargo bench -p fleet --bench fleet` (FLEET_BENCH_EVENTS, FLEET_BENCH_RATE,
-//! FLEET_BENCH_SECS, FLEET_BENCH_PARTITIONS change the sizes).
+//! FLEET_BENCH_SECS, FLEET_BENCH_PARTITIONS change the sizes; FLEET_BENCH_ONLY=latency runs 4 alone).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use correlator::{parse_rule_file, Detector, Event, RuleSet, RunnerConfig};
+use fleet::batch::BatchWriter;
 use fleet::bus::{Bus, Kind};
 use fleet::central::{self, CentralConfig, CentralStats, DetectorFactory};
 use fleet::edge::{encode_record, EdgePublisher, Journal};
@@ -248,8 +249,8 @@ fn file_fed(n: u64, hosts: u64) -> Result<f64> {
         let mut max_ts = i64::MIN;
         for (i, line) in file.lines().enumerate() {
             let line = line.expect("line");
-            let doc: serde_json::Value = serde_json::from_str(&line).expect("json");
-            let ev = Event::from_json(&doc).expect("event");
+            // The same decoder the central uses on a frame (the streaming fast path).
+            let ev = Event::from_json_str(&line).expect("event");
             max_ts = max_ts.max(ev.timestamp_ns);
             for d in &mut dets {
                 d.on_event(&ev, &mut alerts);
@@ -307,8 +308,8 @@ fn bus_fed(cfg: &FleetConfig, n: u64) -> (f64, u64, u64) {
     })
 }
 
-/// CPU per message of only taking the `n` messages from the bus (pull consumer, batches of 256, no
-/// decode, no acknowledgement): the floor under the central's bus-fed rate.
+/// CPU per event of only taking the `n` events' messages from the bus (pull consumer, fetches of
+/// 256 messages, no decode, no acknowledgement): the floor under the central's bus-fed rate.
 fn bus_receive_only(cfg: &FleetConfig, n: u64) -> f64 {
     use futures_util::StreamExt;
     let cfg = cfg.clone();
@@ -343,7 +344,7 @@ fn bus_receive_only(cfg: &FleetConfig, n: u64) -> f64 {
                     .expect("fetch");
                 while let Some(Ok(m)) = b.next().await {
                     bytes += m.payload.len();
-                    got += 1;
+                    got += m.payload.iter().filter(|c| **c == b'\n').count() as u64;
                 }
             }
             std::hint::black_box(bytes);
@@ -423,6 +424,15 @@ fn node(
 
 fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
     let (_nats, pg, cfg) = servers(partitions);
+    // The streams exist before the nodes start (as on a deployed fleet): a worker whose stream is
+    // missing fails and its partition waits for the next lease round.
+    let c1 = cfg.clone();
+    on_thread(move |rt| {
+        rt.block_on(async move {
+            let bus = Bus::connect(&c1, "bench-setup").await.expect("bus");
+            bus.ensure_streams(&c1.nats, 1).await.expect("streams");
+        });
+    });
     let (sa, stop_a, ta) = node(cfg.clone(), "central-a");
     let (sb, stop_b, tb) = node(cfg.clone(), "central-b");
     let owned = |s: &CentralStats| s.owned.lock().map(|o| o.len()).unwrap_or(0);
@@ -442,7 +452,9 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         rt.block_on(async move {
             let bus = Bus::connect(&c2, "bench-load").await.expect("bus");
             bus.ensure_streams(&c2.nats, 1).await.expect("streams");
-            // Paced: one burst every 10 ms; an event's `bench.sent_ns` is when its burst left.
+            // Paced: one burst every 10 ms, packed as an edge packs its journal (one batch per
+            // partition per burst, source "lat", sequence = event number; the edge's linger is
+            // 10 ms too); an event's `bench.sent_ns` is when its burst left.
             let per_tick = rate / 100;
             let t0 = tokio::time::Instant::now();
             let mut acks = Vec::new();
@@ -451,24 +463,29 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
             while i < total {
                 tick.tick().await;
                 let now = wall_ns();
+                let mut parts: std::collections::BTreeMap<u32, (u64, BatchWriter)> =
+                    std::collections::BTreeMap::new();
                 for _ in 0..per_tick {
                     let e = event(i, hosts, names(i), now);
                     let p = partition_of(partition_key(&e), c2.partitions);
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("Nats-Msg-Id", format!("lat:{i}").as_str());
+                    let (_, w) = parts.entry(p).or_insert_with(|| (i, BatchWriter::new()));
+                    w.push_seq(i, e.to_string().as_bytes());
+                    i += 1;
+                }
+                for (p, (first, w)) in parts {
+                    let h = fleet::batch::headers(&format!("lat:{p}:{first}"), Some("lat"));
                     acks.push(
                         bus.js
                             .publish_with_headers(
                                 bus.names.subject(Kind::Event, p),
                                 h,
-                                e.to_string().into(),
+                                w.into_payload().into(),
                             )
                             .await
                             .expect("publish"),
                     );
-                    i += 1;
                 }
-                if acks.len() >= 2_000 {
+                if acks.len() >= 64 {
                     for a in acks.drain(..) {
                         a.await.expect("ack");
                     }
@@ -481,6 +498,8 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         })
     });
     let t = Instant::now();
+    let lag = |s: &CentralStats| s.events.load(Ordering::Relaxed);
+    let behind_at_end = sent.saturating_sub(lag(&sa) + lag(&sb));
     while sa.events.load(Ordering::Relaxed) + sb.events.load(Ordering::Relaxed) < sent {
         ensure!(
             t.elapsed() < Duration::from_secs(120),
@@ -488,13 +507,22 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let drain = t.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let load1 = loadavg();
     let out = pg.psql(
         "sensor",
-        "SELECT a.created_ns - (e.event->'bench'->>'sent_ns')::bigint FROM alerts a JOIN evidence e ON e.alert_id = a.id AND e.seq = 0 WHERE a.rule_id = 'evil'",
+        "SELECT a.created_ns - (e.event->'bench'->>'sent_ns')::bigint FROM alerts a JOIN evidence e ON e.alert_id = a.id AND e.seq = 0 WHERE a.rule_id = 'evil' ORDER BY (e.event->'bench'->>'sent_ns')::bigint",
     );
     let mut lat: Vec<i64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    // In send order: the median latency of the first and of the second half of the run (a
+    // correlator falling behind shows as a growing latency).
+    let median = |v: &[i64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64 / 1e6
+    };
+    let (h1, h2) = (median(&lat[..lat.len() / 2]), median(&lat[lat.len() / 2..]));
     lat.sort_unstable();
     ensure!(!lat.is_empty(), "no alerts");
     let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)] as f64 / 1e6;
@@ -517,6 +545,11 @@ fn latency(rate: u64, secs: u64, partitions: u32, hosts: u64) -> Result<()> {
         q(0.99),
         q(1.0)
     );
+    println!(
+        "   when the publisher finished: {behind_at_end} events not yet taken, taken {:.2} s later",
+        drain.as_secs_f64()
+    );
+    println!("   median latency of the alerts of the first / second half of the run: {h1:.1} / {h2:.1} ms");
     println!(
         "   live split: central-a {ea} events ({:.1}%), central-b {eb} ({:.1}%)",
         100.0 * ea as f64 / (ea + eb) as f64,
@@ -544,6 +577,11 @@ fn main() -> Result<()> {
         loadavg()
     );
 
+    if std::env::var("FLEET_BENCH_ONLY").as_deref() == Ok("latency") {
+        latency(rate, secs, partitions, hosts)?;
+        println!("\nload average at the end: {}", loadavg());
+        return Ok(());
+    }
     let (_nats, _pg, cfg) = servers(partitions);
     let e = edge(&cfg, n, hosts, cfg.nats.publish_window)?;
     println!("\n1. edge CPU per event (thread CPU time / events)");

@@ -13,8 +13,11 @@
 //! node gets work.
 //!
 //! A partition's worker binds to the partition's durable pull consumer (`central-p<n>`, shared by
-//! whoever owns the partition), stamps each event with its message id (`sensor.fleet_id`, which the
-//! store's uniqueness key reads), runs the detectors, records their alerts with
+//! whoever owns the partition), reads each message as a batch of events ([`crate::batch`]), skips
+//! the frames of an ordered source (an edge) at or below that source's high-water mark in the
+//! partition (a batch republished with other boundaries after an edge restart), stamps each event
+//! with its fleet identity (`sensor.fleet_id` = `<edge id>:<journal seq>`, which the store's
+//! uniqueness key reads), runs the detectors, records their alerts with
 //! [`FleetStore::record_batch_durable`], and only then acknowledges the messages. A worker that dies
 //! between recording and acknowledging gets the messages redelivered to the next owner, whose alerts
 //! from them are recognised as duplicates.
@@ -92,6 +95,11 @@ pub struct CentralStats {
     pub fenced: std::sync::atomic::AtomicU64,
     /// Messages delivered again that the state already covered (skipped).
     pub redelivered_skipped: std::sync::atomic::AtomicU64,
+    /// Events of a batch republished after an edge restart, at or below the edge's high-water mark
+    /// in the partition (skipped: already fed).
+    pub replayed_skipped: std::sync::atomic::AtomicU64,
+    /// Messages that are not a batch this build reads (no or another `Sensor-Batch-Version`).
+    pub bad_messages: std::sync::atomic::AtomicU64,
 }
 
 fn lease_key(p: u32) -> String {
@@ -122,10 +130,13 @@ pub async fn lease_bucket(bus: &Bus, ttl: Duration) -> Result<kv::Store, FleetEr
         num_replicas: 1,
         ..jetstream::stream::Config::default()
     };
-    bus.js
-        .get_or_create_stream(cfg)
-        .await
-        .map_err(FleetError::nats(format!("creating lease bucket {name}")))?;
+    if let Err(e) = bus.js.get_or_create_stream(cfg).await {
+        // Two nodes starting together: the other one created it first ("subjects overlap").
+        if let Ok(s) = bus.js.get_key_value(&name).await {
+            return Ok(s);
+        }
+        return Err(FleetError::nats(format!("creating lease bucket {name}"))(e));
+    }
     bus.js
         .get_key_value(&name)
         .await

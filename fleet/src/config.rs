@@ -94,8 +94,12 @@ pub struct NatsConfig {
     pub subject_prefix: String,
     /// How long JetStream remembers message ids to drop a republished message (seconds).
     pub dedup_window_secs: u64,
-    /// How many events the edge publishes before waiting for their acknowledgements.
+    /// How many journal records the edge reads per round, packed into batches of up to 256 events
+    /// per partition, before waiting for their acknowledgements.
     pub publish_window: usize,
+    /// How long a round that found fewer than `publish_window` records waits for more (ms): longer
+    /// makes fuller batches (fewer bus messages) from quiet edges, and adds up to that much latency.
+    pub publish_linger_ms: u64,
 }
 
 impl Default for NatsConfig {
@@ -108,7 +112,8 @@ impl Default for NatsConfig {
             tls: None,
             subject_prefix: "sensor".to_string(),
             dedup_window_secs: 600,
-            publish_window: 256,
+            publish_window: 4096,
+            publish_linger_ms: 10,
         }
     }
 }

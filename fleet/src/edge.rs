@@ -2,19 +2,29 @@
 //!
 //! The daemon appends each normalised event (and each alert it raises) to the journal as a record
 //! `tag: u8 ('E' event, 'A' alert) | partition: u32 LE | ECS JSON`; the partition is computed at
-//! append time from the event's host ([`crate::partition`]). The publisher reads records after the
-//! journal's checkpoint, publishes up to `publish_window` of them, each with the message id
-//! `<edge id>:<sequence>`, waits for every acknowledgement, and only then commits the checkpoint.
+//! append time from the event's host ([`crate::partition`]). The publisher reads up to
+//! `publish_window` records after the journal's checkpoint (lingering [`DEFAULT_LINGER`] for more
+//! when it found fewer), packs them per kind and partition into batches ([`crate::batch`]: up to
+//! 256 events or 256 KiB, frame id = journal sequence, header `Sensor-Source` = the edge id,
+//! message id `<edge id>:<tag><partition>:<first>-<last>`), publishes them in rounds of at most one
+//! batch per partition, waits for every acknowledgement of a round before the next, and commits the
+//! checkpoint only once all of them are acknowledged.
 //!
 //! - Bus unreachable (or the stream missing): the acknowledgements fail or time out, nothing is
 //!   committed, records stay in the journal (which keeps taking new ones) and the publisher retries
 //!   from the checkpoint with backoff. Nothing is lost.
-//! - A record published whose acknowledgement was lost (or the edge dying between publish and
-//!   commit) is published again with the same message id; JetStream drops it as a duplicate within
-//!   the stream's duplicate window (`fleet.nats.dedup_window_secs`). Nothing is doubled.
+//! - A batch published whose acknowledgement was lost (or the edge dying between publish and
+//!   commit) is published again, from the checkpoint. With the same boundaries JetStream drops it as
+//!   a duplicate; with other boundaries (more records in the journal by then) its events reach the
+//!   stream twice and the central skips those at or below the edge's high-water mark in the
+//!   partition (see [`crate::central`]). Nothing is doubled.
+//! - One unacknowledged batch per partition at a time keeps an edge's frames of a partition in
+//!   sequence order in the stream: a batch that failed is never followed by a later one of the same
+//!   partition before it is republished, so the high-water mark never passes an event not stored.
 //!
-//! Architecture Invariant: a journal record is committed only after JetStream acknowledged it (or
-//! reported it a duplicate, i.e. already stored); the message id of a record never changes.
+//! Architecture Invariant: a journal record is committed only after JetStream acknowledged the
+//! batch holding it (or reported it a duplicate, i.e. already stored); the fleet identity of a
+//! record (`<edge id>:<sequence>`) never changes.
 
 use std::future::Future;
 use std::path::Path;
@@ -23,6 +33,9 @@ use std::time::Duration;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::batch::{self, compact, BatchWriter};
 use crate::bus::{Bus, Kind};
 use crate::FleetError;
 
@@ -130,7 +143,10 @@ pub fn edge_id(dir: &Path) -> Result<String, FleetError> {
 pub struct PublishStats {
     /// Records acknowledged as newly stored.
     pub published: u64,
-    /// Records JetStream reported as already stored (republished after a lost acknowledgement).
+    /// Batches (JetStream messages) acknowledged as newly stored.
+    pub messages: u64,
+    /// Records of batches JetStream reported as already stored (a batch republished with the same
+    /// boundaries after a lost acknowledgement).
     pub duplicates: u64,
     /// Records that are not journal records of ours (skipped, with an error logged).
     pub malformed: u64,
@@ -138,12 +154,16 @@ pub struct PublishStats {
     pub retries: u64,
 }
 
+/// The default [`EdgePublisher::with_linger`] (`fleet.nats.publish_linger_ms`).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+
 /// Publishes a journal to the bus.
 #[derive(Debug)]
 pub struct EdgePublisher {
     bus: Bus,
     edge_id: String,
     window: usize,
+    linger: Duration,
 }
 
 impl EdgePublisher {
@@ -152,11 +172,19 @@ impl EdgePublisher {
             bus,
             edge_id,
             window: window.max(1),
+            linger: DEFAULT_LINGER,
         }
     }
 
-    /// The message id of journal record `seq`.
-    pub fn message_id(&self, seq: u64) -> String {
+    /// How long a round that found fewer than `window` records waits for more before publishing
+    /// (fewer, larger batches at moderate rates; at most this much latency added).
+    pub fn with_linger(mut self, linger: Duration) -> EdgePublisher {
+        self.linger = linger;
+        self
+    }
+
+    /// The fleet identity of journal record `seq` (`sensor.fleet_id` of its event centrally).
+    pub fn event_id(&self, seq: u64) -> String {
         format!("{}:{seq}", self.edge_id)
     }
 
@@ -177,7 +205,12 @@ impl EdgePublisher {
                 if *stop.borrow() {
                     return Ok(stats);
                 }
-                let batch = reader.next_batch(self.window)?;
+                let mut batch = reader.next_batch(self.window)?;
+                if !batch.is_empty() && batch.len() < self.window && !self.linger.is_zero() {
+                    // A partial round: linger for more so that batches are fuller.
+                    tokio::time::sleep(self.linger).await;
+                    batch.extend(reader.next_batch(self.window - batch.len())?);
+                }
                 let Some(&(last, _)) = batch.last() else {
                     tokio::select! {
                         () = journal.wait_beyond(read_upto) => {}
@@ -216,14 +249,20 @@ impl EdgePublisher {
         }
     }
 
+    /// Packs `records` into batches (per kind and partition, in journal order) and publishes them
+    /// in rounds: each round sends at most one batch per partition and waits for every
+    /// acknowledgement before the next, so that a source's frames of one partition reach the stream
+    /// in sequence order even when a publish fails (the central's high-water mark relies on it).
     async fn publish_batch(
         &self,
-        batch: &[(u64, Vec<u8>)],
+        records: &[(u64, Vec<u8>)],
         stats: &mut PublishStats,
     ) -> Result<(), FleetError> {
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
-        for (seq, rec) in batch {
-            let Some((kind, partition, json)) = decode_record(rec) else {
+        let mut groups: BTreeMap<(u8, u32), VecDeque<Pending>> = BTreeMap::new();
+        for (seq, rec) in records {
+            let Some((kind, partition, json)) =
+                decode_record(rec).and_then(|(k, p, j)| Some((k, p, compact(j)?)))
+            else {
                 stats.malformed += 1;
                 tracing::error!(
                     seq,
@@ -232,23 +271,76 @@ impl EdgePublisher {
                 );
                 continue;
             };
-            let subject = self.bus.names.subject(kind, partition);
+            let q = groups.entry((kind.tag(), partition)).or_default();
+            let fresh = q.back().is_none_or(|b| b.writer.full_for(json.len()));
+            if fresh {
+                q.push_back(Pending {
+                    kind,
+                    partition,
+                    first: *seq,
+                    last: *seq,
+                    writer: BatchWriter::new(),
+                });
+            }
+            if let Some(b) = q.back_mut() {
+                b.writer.push_seq(*seq, &json);
+                b.last = *seq;
+            }
+        }
+        loop {
+            let round: Vec<Pending> = groups
+                .values_mut()
+                .filter_map(VecDeque::pop_front)
+                .collect();
+            if round.is_empty() {
+                return Ok(());
+            }
+            self.publish_round(round, stats).await?;
+        }
+    }
+
+    /// Publishes one batch per partition and waits for all their acknowledgements.
+    async fn publish_round(
+        &self,
+        round: Vec<Pending>,
+        stats: &mut PublishStats,
+    ) -> Result<(), FleetError> {
+        let mut acks: Vec<(u64, PublishAckFuture)> = Vec::with_capacity(round.len());
+        for b in round {
+            let subject = self.bus.names.subject(b.kind, b.partition);
+            let id = format!(
+                "{}:{}{}:{}-{}",
+                self.edge_id,
+                char::from(b.kind.tag()),
+                b.partition,
+                b.first,
+                b.last
+            );
+            let n = b.writer.len() as u64;
             let msg = PublishMessage::build()
-                .payload(bytes::Bytes::copy_from_slice(json))
-                .message_id(self.message_id(*seq));
+                .payload(bytes::Bytes::from(b.writer.into_payload()))
+                .header(batch::VERSION_HEADER, batch::VERSION)
+                .header(batch::SOURCE_HEADER, self.edge_id.as_str())
+                .message_id(id);
             let ack = self
                 .bus
                 .js
                 .send_publish(subject, msg)
                 .await
-                .map_err(FleetError::nats(format!("publishing record {seq}")))?;
-            acks.push(ack);
+                .map_err(FleetError::nats(format!(
+                    "publishing records {}-{}",
+                    b.first, b.last
+                )))?;
+            acks.push((n, ack));
         }
         let mut first_err = None;
-        for ack in acks {
+        for (n, ack) in acks {
             match ack.await {
-                Ok(a) if a.duplicate => stats.duplicates += 1,
-                Ok(_) => stats.published += 1,
+                Ok(a) if a.duplicate => stats.duplicates += n,
+                Ok(_) => {
+                    stats.published += n;
+                    stats.messages += 1;
+                }
                 Err(e) => {
                     if first_err.is_none() {
                         first_err = Some(e);
@@ -264,6 +356,15 @@ impl EdgePublisher {
             }),
         }
     }
+}
+
+/// One batch being built: the records of one kind and partition, in journal order.
+struct Pending {
+    kind: Kind,
+    partition: u32,
+    first: u64,
+    last: u64,
+    writer: BatchWriter,
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //! Raw records need a decoder that may hold state (an auditd event spans several records), so they
 //! are decoded centrally: [`decode_partition`] runs on the central node that owns partition `p`
 //! (the same lease as the event partition `p`), feeds the records of `<prefix>.records.<p>` to the
-//! ingest [`Consumer`], publishes each decoded event to `<prefix>.events.<partition>` with the
-//! message id `rec:<p>:<stream seq>:<index>`, and acknowledges the records (ack policy "all") only
+//! ingest [`Consumer`], publishes each decoded event to `<prefix>.events.<partition>` as a batch of
+//! one frame ([`crate::batch`], no `Sensor-Source`) whose id and message id are
+//! `rec:<p>:<stream seq>:<index>`, and acknowledges the records (ack policy "all") only
 //! up to [`Consumer::safe_commit`] once every event before it is acknowledged by the bus. A record
 //! redelivered after a takeover decodes to the same events with the same ids, which JetStream
 //! drops as duplicates within the events stream's duplicate window.
@@ -231,6 +232,7 @@ pub async fn decode_partition(
                 let key = partition_key_by(&doc, &partition_by);
                 let ep = partition_of(&key, bus.names.partitions);
                 let id = format!("rec:{p}:{}:{}", e.seq, e.index);
+                // Compact serde output: no raw newline, as a batch frame needs.
                 events.push((
                     format!("{ep}\u{0}{id}"),
                     serde_json::to_vec(&doc).unwrap_or_default(),
@@ -294,8 +296,14 @@ async fn publish_events(bus: &Bus, events: &[(String, Vec<u8>)]) -> Result<(), F
         for (key, json) in events {
             let (ep, id) = key.split_once('\0').unwrap_or(("0", key));
             let ep: u32 = ep.parse().unwrap_or(0);
+            // One event per message, its id the frame id and the message id (no ordered source:
+            // the decoder emits events out of record order, so JetStream's duplicate window, not a
+            // high-water mark, drops a redelivered record's events).
+            let mut frame = crate::batch::BatchWriter::new();
+            frame.push_id(id, json);
             let msg = PublishMessage::build()
-                .payload(bytes::Bytes::copy_from_slice(json))
+                .payload(bytes::Bytes::from(frame.into_payload()))
+                .header(crate::batch::VERSION_HEADER, crate::batch::VERSION)
                 .message_id(id);
             match bus
                 .js

@@ -11,6 +11,7 @@
 //!
 //! See docs/fleet.md for the design and what is built so far.
 
+pub mod batch;
 pub mod bus;
 pub mod central;
 pub mod config;

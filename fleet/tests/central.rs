@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Result};
 use correlator::{parse_rule_file, Detector, RuleSet, RunnerConfig};
 use fleet::bus::{Bus, Kind};
 use fleet::central::{self, CentralConfig, CentralStats, DetectorFactory};
-use fleet::edge::{encode_record, EdgePublisher};
+use fleet::edge::{encode_record, EdgePublisher, Journal};
 use fleet::partition::{partition_key, partition_of};
 use fleet::pg::{AlertFilter, FleetStore};
 use fleet::testing::{NatsServer, PgServer};
@@ -275,5 +275,113 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
     eprintln!("node a owned {a_had:?} before it was killed; b took over");
     stop_tx.send(true)?;
     edge.await??;
+    Ok(())
+}
+
+/// An edge publishes, dies before its checkpoint moves, and on restart republishes its journal with
+/// other batch boundaries (another window, more records by then): JetStream's message-id dedup
+/// cannot drop those batches, and the central, after a takeover in between, must still feed each
+/// event once, by the edge's high-water mark restored from the partition checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_republished_with_other_boundaries_is_fed_once() -> Result<()> {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    let cfg = FleetConfig {
+        role: Role::Central,
+        partitions: PARTITIONS,
+        nats: nats.config(),
+        postgres: pg.config(),
+        ..FleetConfig::default()
+    };
+    let bus = Bus::connect(&cfg, "test").await?;
+    bus.ensure_streams(&cfg.nats, 1).await?;
+    let mut store = FleetStore::connect(&cfg.postgres).await?;
+    let mut a = Node::start(cfg.clone(), cfg.postgres.clone(), "central-a");
+
+    let dir = tempfile::tempdir()?;
+    let journal = Arc::new(SpoolJournal::open(&dir.path().join("spool"))?);
+    journal.commit_enabled.store(false, Ordering::SeqCst);
+    for h in 0..10 {
+        journal.spool.append_batch(&host_events(h, 100))?;
+    }
+    let run = |window: usize| -> Result<_> {
+        let publisher = EdgePublisher::new(bus.clone(), fleet::edge::edge_id(dir.path())?, window);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let j = journal.clone();
+        Ok((
+            stop_tx,
+            tokio::spawn(async move { publisher.run(&*j, stop_rx).await }),
+        ))
+    };
+    // First life: windows of 7 records, nothing committed.
+    let (stop, task) = run(7)?;
+    wait_for(
+        "node a to feed the 40 events",
+        Duration::from_secs(60),
+        || a.stats.events.load(Ordering::Relaxed) >= 40,
+    )
+    .await?;
+    stop.send(true)?;
+    let first = task.await??;
+    ensure!(
+        journal.committed() == 0 && first.published == 40,
+        "{first:?}"
+    );
+    // Node a records the alerts (the sequences once the idle watermark passes them) and
+    // checkpoints what it fed (the edge's high-water marks with it), then dies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count_alerts(&mut store).await? != (10, 10) {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "first life: alerts {:?}, expected 10 and 10",
+            count_alerts(&mut store).await?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Idle, a partition checkpoints within its interval (1 s) whatever it fed since.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(a.stats.checkpoints.load(Ordering::Relaxed) > 0);
+    a.kill();
+    let b = Node::start(cfg.clone(), cfg.postgres.clone(), "central-b");
+    // Second life: the whole journal again, windows of 64, and 40 new events.
+    for h in 10..20 {
+        journal.spool.append_batch(&host_events(h, 200))?;
+    }
+    journal.commit_enabled.store(true, Ordering::SeqCst);
+    let (stop, task) = run(64)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count_alerts(&mut store).await? != (20, 20) {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "alerts {:?}, expected 20 and 20",
+            count_alerts(&mut store).await?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true)?;
+    let second = task.await??;
+    ensure!(
+        journal.committed() == 80,
+        "committed {}",
+        journal.committed()
+    );
+    let fed = b.stats.events.load(Ordering::Relaxed);
+    let skipped = b.stats.replayed_skipped.load(Ordering::Relaxed);
+    eprintln!("second life {second:?}; node b fed {fed}, skipped {skipped} replayed events");
+    ensure!(
+        second.published + second.duplicates == 80,
+        "republished {second:?}"
+    );
+    ensure!(
+        skipped > 0,
+        "no republished batch got past JetStream's dedup: the boundaries did not change"
+    );
+    ensure!(
+        fed == 40,
+        "node b fed {fed} events, expected the 40 new ones"
+    );
+    ensure!(count_alerts(&mut store).await? == (20, 20));
+    ensure!(b.stats.bad_events.load(Ordering::Relaxed) == 0);
     Ok(())
 }

@@ -57,14 +57,20 @@ fn event(host: &str, t: u32, name: &str, port: Option<u16>) -> serde_json::Value
     }
 }
 
-/// Publishes events as an edge would: partition subject, message id, publish acknowledgement.
+/// Publishes events as an edge would: partition subject, a batch message ([`fleet::batch`]) per
+/// event, source `id`, sequence = index, publish acknowledgement.
 async fn publish(bus: &Bus, id: &str, evs: &[serde_json::Value]) -> Result<()> {
     for (i, e) in evs.iter().enumerate() {
         let p = partition_of(partition_key(e), PARTITIONS);
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("{id}:{i}").as_str());
+        let mut w = fleet::batch::BatchWriter::new();
+        w.push_seq(i as u64, e.to_string().as_bytes());
+        let h = fleet::batch::headers(&format!("{id}:{i}"), Some(id));
         bus.js
-            .publish_with_headers(bus.names.subject(Kind::Event, p), h, e.to_string().into())
+            .publish_with_headers(
+                bus.names.subject(Kind::Event, p),
+                h,
+                w.into_payload().into(),
+            )
             .await?
             .await?;
     }

@@ -19,13 +19,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_nats::jetstream::{self, consumer, kv};
-use correlator::{Alert, Detector, Event};
+use correlator::{Alert, Detector, Event, Field, Value};
 use futures_util::StreamExt;
 
 use super::{
     consumer_name, consumer_name_for, lease_key, CentralConfig, CentralStats, DetectorFactory,
 };
+use crate::batch;
 use crate::bus::{Bus, Kind};
 use crate::pg::checkpoint::PartitionCheckpoint;
 use crate::pg::FleetStore;
@@ -54,28 +57,32 @@ impl Lease {
     }
 }
 
-/// Detector states of a partition as one JSON document: `{"v": 1, "detectors": {id: state}}`.
-fn export(dets: &[Box<dyn Detector>]) -> Vec<u8> {
+/// Detector states of a partition and the high-water marks of its sources as one JSON document:
+/// `{"v": 1, "detectors": {id: state}, "hwm": {source: seq}}` (`hwm` since batch format 1; a
+/// checkpoint without it restores no mark).
+fn export(dets: &[Box<dyn Detector>], hwm: &HashMap<String, u64>) -> Vec<u8> {
     let mut m = serde_json::Map::new();
     for d in dets {
         if let Some(s) = d.export_state() {
             m.insert(d.id().to_string(), s);
         }
     }
-    serde_json::to_vec(&serde_json::json!({"v": 1, "detectors": m})).unwrap_or_default()
+    serde_json::to_vec(&serde_json::json!({"v": 1, "detectors": m, "hwm": hwm})).unwrap_or_default()
 }
 
-/// Restores what [`export`] wrote. A state that does not parse or import is logged and that
-/// detector starts empty: the partition keeps running rather than stopping on it for good.
-fn import(p: u32, dets: &mut [Box<dyn Detector>], state: &[u8]) {
+/// Restores what [`export`] wrote, returning the high-water marks. A state that does not parse or
+/// import is logged and that detector starts empty: the partition keeps running rather than
+/// stopping on it for good.
+fn import(p: u32, dets: &mut [Box<dyn Detector>], state: &[u8]) -> HashMap<String, u64> {
+    let mut hwm = HashMap::new();
     if state.is_empty() {
-        return;
+        return hwm;
     }
     let doc: serde_json::Value = match serde_json::from_slice(state) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(partition = p, error = %e, "central: checkpoint state is not JSON; detectors start empty");
-            return;
+            return hwm;
         }
     };
     if doc.get("v").and_then(serde_json::Value::as_u64) != Some(1) {
@@ -84,7 +91,7 @@ fn import(p: u32, dets: &mut [Box<dyn Detector>], state: &[u8]) {
             version = %doc.get("v").unwrap_or(&serde_json::Value::Null),
             "central: checkpoint of an unknown format version; detectors start empty"
         );
-        return;
+        return hwm;
     }
     for d in dets.iter_mut() {
         let Some(s) = doc.get("detectors").and_then(|m| m.get(d.id())) else {
@@ -94,6 +101,19 @@ fn import(p: u32, dets: &mut [Box<dyn Detector>], state: &[u8]) {
             tracing::error!(partition = p, error = %e, "central: detector state not restored; it starts empty");
         }
     }
+    if let Some(m) = doc.get("hwm").and_then(serde_json::Value::as_object) {
+        for (src, seq) in m {
+            match seq.as_u64() {
+                Some(seq) => {
+                    hwm.insert(src.clone(), seq);
+                }
+                None => {
+                    tracing::error!(partition = p, source = %src, value = %seq, "central: checkpoint high-water mark is not a sequence number; ignored")
+                }
+            }
+        }
+    }
+    hwm
 }
 
 /// Opens this owner's durable consumer of the partition, delivering from `start` (stream sequence),
@@ -156,25 +176,44 @@ async fn open_consumer(
         .map_err(FleetError::nats(format!("creating consumer {name}")))
 }
 
-/// Decodes one message into an event, stamping `sensor.fleet_id` from its message id.
-fn decode(m: &jetstream::Message) -> Result<Event, String> {
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&m.payload).map_err(|e| format!("not JSON: {e}"))?;
-    if let (Some(id), Some(obj)) = (
-        m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")),
-        doc.as_object_mut(),
-    ) {
-        let sensor = obj
-            .entry("sensor")
-            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-        if let Some(s) = sensor.as_object_mut() {
-            s.insert(
-                "fleet_id".into(),
-                serde_json::Value::String(id.as_str().to_string()),
-            );
+/// The field of an event's fleet identity, interned once.
+fn fleet_id_field() -> Field {
+    static F: std::sync::OnceLock<Field> = std::sync::OnceLock::new();
+    *F.get_or_init(|| Field::intern(crate::pg::EVENT_ID_FIELD))
+}
+
+/// Decodes one frame's JSON into an event and stamps its fleet identity (`sensor.fleet_id`) on the
+/// decoded event (not into the JSON text, which would cost a parse and a rewrite of the tree).
+fn decode_frame(json: &str, fleet_id: String) -> Result<Event, String> {
+    let mut ev = Event::from_json_str(json).map_err(|e| format!("does not decode: {e}"))?;
+    ev.set(fleet_id_field(), Value::Str(fleet_id.into()));
+    Ok(ev)
+}
+
+/// The batch header of a message: its source when it names one. `Err` when the message is not a
+/// batch of a version this build reads.
+fn batch_source(m: &jetstream::Message) -> Result<Option<&str>, String> {
+    let h = m.headers.as_ref();
+    match h
+        .and_then(|h| h.get(batch::VERSION_HEADER))
+        .map(|v| v.as_str())
+    {
+        Some(batch::VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "batch format version {v:?}; this build reads {:?}",
+                batch::VERSION
+            ))
+        }
+        None => {
+            return Err(format!(
+                "no {} header: not a batch (an older edge or another publisher?)",
+                batch::VERSION_HEADER
+            ))
         }
     }
-    Event::from_json(&doc).map_err(|e| format!("does not decode: {e}"))
+    Ok(h.and_then(|h| h.get(batch::SOURCE_HEADER))
+        .map(|v| v.as_str()))
 }
 
 /// The running state of one worker.
@@ -193,6 +232,9 @@ struct Run {
     /// The message at `fed` (acknowledging it acknowledges everything before it).
     last_msg: Option<jetstream::Message>,
     max_ts: Option<i64>,
+    /// Per ordered source (edge id), the highest journal sequence fed: frames at or below it are a
+    /// republished batch's replay and are skipped. Checkpointed with the detector state.
+    hwm: HashMap<String, u64>,
     alerts: Vec<Alert>,
     last_checkpoint: tokio::time::Instant,
 }
@@ -207,7 +249,7 @@ impl Run {
         let ckpt = checkpoint.then(|| PartitionCheckpoint {
             stream_seq: self.fed,
             max_event_ns: self.max_ts,
-            state: export(&self.dets),
+            state: export(&self.dets, &self.hwm),
         });
         if let Some(c) = &ckpt {
             self.stats
@@ -256,6 +298,69 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Feeds the frames of one batch message to the detectors: frames of an ordered source at or
+    /// below its high-water mark are skipped (a replay); a bad frame, or a message that is not a
+    /// batch, is counted and logged, and the frames after it are still fed.
+    fn feed_message(&mut self, m: &jetstream::Message) {
+        let p = self.p;
+        let source = match batch_source(m) {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.bad_messages.fetch_add(1, Relaxed);
+                tracing::error!(partition = p, subject = %m.subject, error = %e, "central: message dropped");
+                return;
+            }
+        };
+        let mut mark = source.and_then(|s| self.hwm.get(s).copied());
+        for f in batch::frames(&m.payload, source) {
+            let f = match f {
+                Ok(f) => f,
+                Err(e) => {
+                    self.stats.bad_events.fetch_add(1, Relaxed);
+                    tracing::error!(partition = p, subject = %m.subject, source = source.unwrap_or("-"), error = %e, "central: bad frame dropped");
+                    continue;
+                }
+            };
+            let fleet_id = match (source, f.seq) {
+                (Some(src), Some(seq)) => {
+                    if mark.is_some_and(|h| seq <= h) {
+                        self.stats.replayed_skipped.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    mark = Some(seq);
+                    format!("{src}:{seq}")
+                }
+                _ => f.id.to_string(),
+            };
+            self.stats.events.fetch_add(1, Relaxed);
+            match decode_frame(f.json, fleet_id) {
+                Ok(ev) => {
+                    self.max_ts = Some(
+                        self.max_ts
+                            .map_or(ev.timestamp_ns, |t| t.max(ev.timestamp_ns)),
+                    );
+                    for d in &mut self.dets {
+                        d.on_event(&ev, &mut self.alerts);
+                    }
+                }
+                Err(e) => {
+                    self.stats.bad_events.fetch_add(1, Relaxed);
+                    tracing::error!(partition = p, subject = %m.subject, error = %e, "central: event dropped");
+                }
+            }
+        }
+        if let (Some(src), Some(h)) = (source, mark) {
+            match self.hwm.get_mut(src) {
+                Some(v) => *v = h,
+                None => {
+                    self.hwm.insert(src.to_string(), h);
+                }
+            }
+        }
+    }
+}
+
 /// What every worker of a node shares.
 #[derive(Clone)]
 pub(super) struct NodeCtx {
@@ -279,7 +384,7 @@ async fn start(
         .await?;
     let mut dets = (ctx.detectors)();
     let ckpt = claim.checkpoint.unwrap_or_default();
-    import(p, &mut dets, &ckpt.state);
+    let hwm = import(p, &mut dets, &ckpt.state);
     tracing::info!(
         partition = p,
         epoch = claim.epoch,
@@ -300,6 +405,7 @@ async fn start(
         checkpointed: ckpt.stream_seq,
         last_msg: None,
         max_ts: ckpt.max_event_ns,
+        hwm,
         alerts: Vec::new(),
         last_checkpoint: tokio::time::Instant::now(),
     };
@@ -385,24 +491,13 @@ pub(super) async fn partition_worker(
                 run.stats.redelivered_skipped.fetch_add(1, Relaxed);
                 continue;
             }
-            run.stats.events.fetch_add(1, Relaxed);
-            match decode(&m) {
-                Ok(ev) => {
-                    run.max_ts = Some(
-                        run.max_ts
-                            .map_or(ev.timestamp_ns, |t| t.max(ev.timestamp_ns)),
-                    );
-                    for d in &mut run.dets {
-                        d.on_event(&ev, &mut run.alerts);
-                    }
-                }
-                Err(e) => {
-                    run.stats.bad_events.fetch_add(1, Relaxed);
-                    tracing::error!(partition = p, subject = %m.subject, error = %e, "central: event dropped");
-                }
-            }
+            run.feed_message(&m);
             run.fed = seq;
             run.last_msg = Some(m);
+            // A fetch can hold 256 batches of 256 events: yield after each batch so that the
+            // node's lease renewals and the other partitions' workers are not starved (a node
+            // that misses its renewals loses its partitions, and they move back and forth).
+            tokio::task::yield_now().await;
         }
         if let Some(max_ts) = run.max_ts {
             let wm = max_ts.saturating_sub(cfg.lateness_ns);

@@ -64,6 +64,8 @@ impl FleetView {
             v["events"] = s.events.load(Relaxed).into();
             v["alerts"] = s.alerts.load(Relaxed).into();
             v["bad_events"] = s.bad_events.load(Relaxed).into();
+            v["bad_messages"] = s.bad_messages.load(Relaxed).into();
+            v["replayed_skipped"] = s.replayed_skipped.load(Relaxed).into();
             v["owned"] = owned.into();
         }
         v

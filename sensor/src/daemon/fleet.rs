@@ -107,7 +107,10 @@ impl Edge {
             .spawn(move || journal_loop(&rx, &jspool, &by, parts, &jdropped))
             .map_err(|e| err(format!("cannot start the fleet journal thread: {e}")))?;
         let (stop, stop_rx) = watch::channel(false);
-        let publisher = EdgePublisher::new(bus, edge_id.clone(), cfg.fleet.nats.publish_window);
+        let publisher = EdgePublisher::new(bus, edge_id.clone(), cfg.fleet.nats.publish_window)
+            .with_linger(std::time::Duration::from_millis(
+                cfg.fleet.nats.publish_linger_ms,
+            ));
         let pspool = spool.clone();
         let publisher = tokio::spawn(async move {
             match publisher.run(pspool.as_ref(), stop_rx).await {
