@@ -9,6 +9,8 @@
 //!   `event.metadata.product` `Threat Events Stream`, `event.eventType`, `event.alertId`.
 //! - Check Point Harmony Mobile (event API / SIEM export): `attack_vector` with `threat_factors` or
 //!   `device_rooted`.
+//! - CrowdStrike Falcon for Mobile (streaming API `MobileDetectionSummaryEvent`, with its
+//!   `metadata` envelope or the `event` object alone): `metadata.eventType`, `MobileDetectionId`.
 //! - Microsoft Intune (diagnostic settings export of `Devices` / `DeviceComplianceOrg` logs, one
 //!   record or a batch `{"records": [...]}`): `category`, `operationName`, `properties`.
 //!
@@ -23,6 +25,8 @@ use serde_json::Value as JsonValue;
 
 use super::util::{self, fields, s, strs};
 use super::{emit_all, Ctx, Decoder, Sink};
+
+mod crowdstrike;
 
 pub(crate) struct MtdDecoder {
     pub(crate) ctx: Ctx,
@@ -41,11 +45,15 @@ enum Vendor {
     Jamf,
     Intune,
     Harmony,
+    CrowdStrike,
 }
 
 fn vendor(d: &JsonValue) -> Option<Vendor> {
     let has = |k: &str| d.get(k).is_some();
-    if util::get_str(d, "event.metadata.vendor").is_some_and(|v| v.eq_ignore_ascii_case("jamf"))
+    if crowdstrike::is_falcon_mobile(d) {
+        Some(Vendor::CrowdStrike)
+    } else if util::get_str(d, "event.metadata.vendor")
+        .is_some_and(|v| v.eq_ignore_ascii_case("jamf"))
         || util::get_str(d, "event.metadata.product") == Some("Threat Events Stream")
         || (util::get(d, "event.eventType").is_some() && util::get(d, "event.alertId").is_some())
     {
@@ -74,7 +82,7 @@ fn vendor(d: &JsonValue) -> Option<Vendor> {
     }
 }
 
-const KNOWN: &str = "Zimperium (threatTypeName / zappInstance), Lookout Mobile Risk API v2 (created_time, type, change_type), Jamf Threat Events Stream (event.metadata, event.eventType), Intune diagnostic logs (category, operationName, properties), Check Point Harmony Mobile (attack_vector, threat_factors)";
+const KNOWN: &str = "Zimperium (threatTypeName / zappInstance), Lookout Mobile Risk API v2 (created_time, type, change_type), Jamf Threat Events Stream (event.metadata, event.eventType), Intune diagnostic logs (category, operationName, properties), Check Point Harmony Mobile (attack_vector, threat_factors), CrowdStrike Falcon for Mobile (metadata.eventType MobileDetectionSummaryEvent, MobileDetectionId)";
 
 pub(crate) fn decode(ctx: &Ctx, record: &str) -> Result<Vec<Event>, String> {
     let doc = JsonValue::Object(util::parse_object(record.trim())?);
@@ -106,6 +114,7 @@ fn one(ctx: &Ctx, record: &str, d: &JsonValue, v: Vendor) -> Result<Event, Strin
         Vendor::Jamf => jamf(ctx, record, d),
         Vendor::Intune => intune(ctx, record, d),
         Vendor::Harmony => harmony(ctx, record, d),
+        Vendor::CrowdStrike => crowdstrike::falcon_mobile(ctx, record, d),
     }
 }
 
