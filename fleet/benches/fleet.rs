@@ -577,6 +577,14 @@ fn main() -> Result<()> {
         loadavg()
     );
 
+    // FLEET_BENCH_LOG=<filter> (e.g. `fleet=info`): the nodes' logs on stderr (leases taken and
+    // released, fetch failures), to see what a latency outlier was.
+    if let Ok(filter) = std::env::var("FLEET_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if std::env::var("FLEET_BENCH_ONLY").as_deref() == Ok("latency") {
         latency(rate, secs, partitions, hosts)?;
         println!("\nload average at the end: {}", loadavg());
