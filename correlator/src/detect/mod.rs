@@ -27,6 +27,7 @@ pub mod wiring;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::eql::matcher::glob_utf8;
 use crate::{Alert, Event, Field, Severity, Value};
 
 /// An event predicate (a compiled EQL event query, or a closure in tests).
@@ -260,7 +261,14 @@ pub fn render_template_with(template: &str, ev: &Event, extra: &[(&str, &str)]) 
 /// flood of such process starts).
 pub fn glob_match(pattern: &str, text: &str, ci: bool) -> bool {
     if pattern.is_ascii() {
-        return glob_match_ascii(pattern.as_bytes(), text.as_bytes(), ci);
+        // By bytes, as EQL's wildcards: `?` and the retry after a `*` step over whole
+        // characters, and an ASCII pattern byte never equals a byte of a multibyte character.
+        let (p, t) = (pattern.as_bytes(), text.as_bytes());
+        return if ci {
+            glob_utf8(p, t, b'?', |a, b| a.eq_ignore_ascii_case(&b))
+        } else {
+            glob_utf8(p, t, b'?', |a, b| a == b)
+        };
     }
     glob_match_chars(pattern, text, ci)
 }
@@ -295,51 +303,6 @@ fn glob_match_chars(pattern: &str, text: &str, ci: bool) -> bool {
         }
     }
     while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
-/// [`glob_match`] for an ASCII pattern over UTF-8 text, by bytes: `?` and the retry after a `*`
-/// step over whole characters, and an ASCII byte of the pattern never equals a byte of a multibyte
-/// character, so the result is the same as matching characters.
-fn glob_match_ascii(p: &[u8], t: &[u8], ci: bool) -> bool {
-    // Length of the UTF-8 character starting with byte `b` (1 for a stray continuation byte).
-    let width = |b: u8| match b {
-        0xf0..=0xff => 4,
-        0xe0..=0xef => 3,
-        0xc0..=0xdf => 2,
-        _ => 1,
-    };
-    let eq = |a: u8, b: u8| {
-        if ci {
-            a.eq_ignore_ascii_case(&b)
-        } else {
-            a == b
-        }
-    };
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'?' {
-            pi += 1;
-            ti = (ti + width(t[ti])).min(t.len());
-        } else if pi < p.len() && p[pi] != b'*' && eq(p[pi], t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark = (mark + width(t[mark])).min(t.len());
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
         pi += 1;
     }
     pi == p.len()

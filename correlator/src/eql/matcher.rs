@@ -193,22 +193,29 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Wildcard match: `*` any run, byte 1 one UTF-8 character. Pattern bytes are lower-case when `ci`.
 fn glob(p: &[u8], s: &[u8], ci: bool) -> bool {
+    if ci {
+        glob_utf8(p, s, 1, |a, b| a == b.to_ascii_lowercase())
+    } else {
+        glob_utf8(p, s, 1, |a, b| a == b)
+    }
+}
+
+/// Wildcard match over UTF-8 bytes, without copying either side: `*` any run, the pattern byte
+/// `one` any one character (the text steps over a whole character for it, and the retry after a
+/// `*` does too), any other pattern byte compared by `eq(pattern byte, text byte)`. An ASCII byte
+/// of the pattern never equals a byte of a multibyte character, so on ASCII patterns this is the
+/// same as matching characters. Shared by EQL (`one` = 1) and the analytics' `glob_match` (`?`).
+#[inline]
+pub(crate) fn glob_utf8(p: &[u8], s: &[u8], one: u8, eq: impl Fn(u8, u8) -> bool) -> bool {
     let (mut pi, mut si) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    let eq = |a: u8, b: u8| {
-        if ci {
-            a == b.to_ascii_lowercase()
-        } else {
-            a == b
-        }
-    };
     while si < s.len() {
         if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, si));
             pi += 1;
             continue;
         }
-        if pi < p.len() && p[pi] == 1 {
+        if pi < p.len() && p[pi] == one {
             pi += 1;
             si += utf8_len(s[si]);
             continue;

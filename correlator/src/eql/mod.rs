@@ -11,7 +11,7 @@ mod ast;
 pub mod batch;
 mod expr;
 mod lexer;
-mod matcher;
+pub(crate) mod matcher;
 mod parser;
 pub mod sequence;
 
