@@ -14,8 +14,7 @@ use fleet::central::{self, CentralConfig, CentralStats, DetectorFactory};
 use fleet::edge::{encode_record, EdgePublisher, Journal};
 use fleet::partition::{partition_key, partition_of};
 use fleet::pg::{AlertFilter, FleetStore};
-use fleet::testing::{NatsServer, PgServer};
-use fleet::{FleetConfig, Role};
+use fleet::FleetConfig;
 
 mod common;
 use common::SpoolJournal;
@@ -173,18 +172,7 @@ async fn count_alerts(store: &mut FleetStore) -> Result<(usize, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let cfg = FleetConfig {
-        role: Role::Central,
-        partitions: PARTITIONS,
-        nats: nats.config(),
-        postgres: pg.config(),
-        ..FleetConfig::default()
-    };
-    let bus = Bus::connect(&cfg, "test").await?;
-    bus.ensure_streams(&cfg.nats, 1).await?;
-    let mut store = FleetStore::connect(&cfg.postgres).await?;
+    let (_nats, _pg, cfg, bus, mut store) = common::servers(PARTITIONS).await?;
 
     let mut a = Node::start(cfg.clone(), cfg.postgres.clone(), "central-a");
     let b = Node::start(cfg.clone(), cfg.postgres.clone(), "central-b");
@@ -284,18 +272,7 @@ async fn two_correlators_split_partitions_and_survive_a_kill() -> Result<()> {
 /// event once, by the edge's high-water mark restored from the partition checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_republished_with_other_boundaries_is_fed_once() -> Result<()> {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let cfg = FleetConfig {
-        role: Role::Central,
-        partitions: PARTITIONS,
-        nats: nats.config(),
-        postgres: pg.config(),
-        ..FleetConfig::default()
-    };
-    let bus = Bus::connect(&cfg, "test").await?;
-    bus.ensure_streams(&cfg.nats, 1).await?;
-    let mut store = FleetStore::connect(&cfg.postgres).await?;
+    let (_nats, _pg, cfg, bus, mut store) = common::servers(PARTITIONS).await?;
     let mut a = Node::start(cfg.clone(), cfg.postgres.clone(), "central-a");
 
     let dir = tempfile::tempdir()?;

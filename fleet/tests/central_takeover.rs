@@ -18,8 +18,9 @@ use fleet::central::{self, CentralConfig, CentralStats, DetectorFactory};
 use fleet::partition::{partition_key, partition_of};
 use fleet::pg::checkpoint::PartitionCheckpoint;
 use fleet::pg::{AlertFilter, FleetStore};
-use fleet::testing::{NatsServer, PgServer};
-use fleet::{FleetConfig, FleetError, Role};
+use fleet::{FleetConfig, FleetError};
+
+mod common;
 
 const PARTITIONS: u32 = 2;
 const LATENESS_NS: i64 = 2_000_000_000;
@@ -203,26 +204,10 @@ async fn wait_alerts(store: &mut FleetStore, want: (usize, usize), within: Durat
     }
 }
 
-async fn servers() -> Result<(NatsServer, PgServer, FleetConfig, Bus, FleetStore)> {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let cfg = FleetConfig {
-        role: Role::Central,
-        partitions: PARTITIONS,
-        nats: nats.config(),
-        postgres: pg.config(),
-        ..FleetConfig::default()
-    };
-    let bus = Bus::connect(&cfg, "test").await?;
-    bus.ensure_streams(&cfg.nats, 1).await?;
-    let store = FleetStore::connect(&cfg.postgres).await?;
-    Ok((nats, pg, cfg, bus, store))
-}
-
 /// The sequence curl -> sh -> 4444 on host `h1`, split by a kill of node A after `curl` (and an
 /// `evil` event A alerts on before the kill).
 async fn a_sequence_split_by_a_kill(checkpointed: bool) -> Result<()> {
-    let (_nats, _pg, cfg, bus, mut store) = servers().await?;
+    let (_nats, _pg, cfg, bus, mut store) = common::servers(PARTITIONS).await?;
     let mut a = Node::start(cfg.clone(), "central-a", checkpointed);
     wait_for("A to own every partition", Duration::from_secs(20), || {
         a.owned() == PARTITIONS as usize
@@ -307,7 +292,7 @@ async fn a_sequence_across_a_kill_alerts_once_by_replay() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_is_fenced() -> Result<()> {
-    let (_nats, _pg, cfg, bus, mut store) = servers().await?;
+    let (_nats, _pg, cfg, bus, mut store) = common::servers(PARTITIONS).await?;
     let stream = bus.names.stream(Kind::Event);
     // A checkpoints rarely: when it wakes it still has an event fed and not checkpointed to write.
     let a = Node::start(cfg.clone(), "central-a", false);

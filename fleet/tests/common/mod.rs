@@ -42,3 +42,30 @@ impl SpoolJournal {
         })
     }
 }
+
+/// A real nats-server and PostgreSQL for a central test: their handles (the servers stop when
+/// dropped), the fleet configuration that names them (role central, `partitions`), a bus
+/// connection with the streams created, and the alert store.
+pub async fn servers(
+    partitions: u32,
+) -> anyhow::Result<(
+    fleet::testing::NatsServer,
+    fleet::testing::PgServer,
+    fleet::FleetConfig,
+    fleet::bus::Bus,
+    fleet::pg::FleetStore,
+)> {
+    let nats = fleet::testing::NatsServer::start();
+    let pg = fleet::testing::PgServer::start();
+    let cfg = fleet::FleetConfig {
+        role: fleet::Role::Central,
+        partitions,
+        nats: nats.config(),
+        postgres: pg.config(),
+        ..fleet::FleetConfig::default()
+    };
+    let bus = fleet::bus::Bus::connect(&cfg, "test").await?;
+    bus.ensure_streams(&cfg.nats, 1).await?;
+    let store = fleet::pg::FleetStore::connect(&cfg.postgres).await?;
+    Ok((nats, pg, cfg, bus, store))
+}
