@@ -457,6 +457,27 @@ impl Ctx {
     }
 }
 
+/// What the decoders' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{decode_reader, DecodeError, Event, Format};
+
+    /// The events and the rejections of `text` decoded as `format`, in order.
+    pub(crate) fn decode_all(format: Format, text: &str) -> (Vec<Event>, Vec<DecodeError>) {
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        decode_reader(format, "t", text.as_bytes(), &mut |r| match r {
+            Ok(e) => ok.push(e),
+            Err(e) => bad.push(e),
+        });
+        (ok, bad)
+    }
+
+    /// The string at `path`, if it is one.
+    pub(crate) fn text<'a>(ev: &'a Event, path: &str) -> Option<&'a str> {
+        ev.get_path(path).and_then(correlator::Value::as_str)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -95,19 +95,14 @@ pub(super) fn http(ev: &mut Event, h: &JsonValue) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::{decode_reader, Format};
+    use super::super::testing::{decode_all, text as get};
+    use super::super::Format;
     use correlator::{Event, Value};
 
-    fn decode(text: &str) -> Vec<Event> {
-        let mut out = Vec::new();
-        decode_reader(Format::Suricata, "s", text.as_bytes(), &mut |r| {
-            out.push(r.unwrap())
-        });
-        out
-    }
-
-    fn get<'a>(ev: &'a Event, p: &str) -> Option<&'a str> {
-        ev.get_path(p).and_then(Value::as_str)
+    fn decode(t: &str) -> Vec<Event> {
+        let (ok, bad) = decode_all(Format::Suricata, t);
+        assert!(bad.is_empty(), "{bad:?}");
+        ok
     }
 
     /// eve.json `dns` (v2 query, v2 answer with `grouped`, v3 response) and `http` records, with

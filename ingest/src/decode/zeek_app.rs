@@ -80,19 +80,14 @@ pub(super) fn http(ev: &mut Event, doc: &JsonValue) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::{decode_reader, Format};
+    use super::super::testing::{decode_all, text as get};
+    use super::super::Format;
     use correlator::{Event, Value};
 
-    fn decode(text: &str) -> Vec<Event> {
-        let mut out = Vec::new();
-        decode_reader(Format::Zeek, "z", text.as_bytes(), &mut |r| {
-            out.push(r.unwrap())
-        });
-        out
-    }
-
-    fn get<'a>(ev: &'a Event, p: &str) -> Option<&'a str> {
-        ev.get_path(p).and_then(Value::as_str)
+    fn decode(t: &str) -> Vec<Event> {
+        let (ok, bad) = decode_all(Format::Zeek, t);
+        assert!(bad.is_empty(), "{bad:?}");
+        ok
     }
 
     /// dns.log and http.log rows in Zeek's TSV and JSON layouts (fields as Zeek writes them; the

@@ -111,15 +111,18 @@ pub(super) fn parse_doc(doc: &JsonValue, depth: u8) -> Result<Record, String> {
     )
 }
 
+/// A flat record's `EventID` (NXLog, Log Analytics rows): none, or an integer (a number or a
+/// numeric string); anything else is an error naming it.
+pub(super) fn event_id(obj: &serde_json::Map<String, JsonValue>) -> Result<Option<i64>, String> {
+    obj.get("EventID")
+        .map(|v| util::as_int(v).ok_or_else(|| format!("`EventID` is not an integer: {v}")))
+        .transpose()
+}
+
 pub(super) fn parse_nxlog(doc: &JsonValue) -> Result<Record, String> {
     let obj = doc.as_object().ok_or("expected a JSON object")?;
     let get = |k: &str| obj.get(k).and_then(json_str).filter(|v| !v.is_empty());
-    let event_id = match obj.get("EventID") {
-        Some(v) => {
-            Some(util::as_int(v).ok_or_else(|| format!("`EventID` is not an integer: {v}"))?)
-        }
-        None => None,
-    };
+    let event_id = event_id(obj)?;
     let mut rec = Record {
         event_id,
         provider: get("SourceName"),

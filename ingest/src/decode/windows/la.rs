@@ -7,7 +7,7 @@
 use serde_json::Value as JsonValue;
 
 use super::super::util;
-use super::json::json_str;
+use super::json::{event_id, json_str};
 use super::xml::parse_xml;
 use super::{parse_time, Record};
 
@@ -69,12 +69,7 @@ pub(super) fn parse_log_analytics(
     obj: &serde_json::Map<String, JsonValue>,
 ) -> Result<Record, String> {
     let get = |k: &str| obj.get(k).and_then(json_str).filter(|v| !v.is_empty());
-    let event_id = match obj.get("EventID") {
-        Some(v) => {
-            Some(util::as_int(v).ok_or_else(|| format!("`EventID` is not an integer: {v}"))?)
-        }
-        None => None,
-    };
+    let event_id = event_id(obj)?;
     let mut rec = Record {
         event_id,
         provider: get("Provider").or_else(|| get("EventSourceName")),

@@ -1,21 +1,13 @@
 #![allow(clippy::unwrap_used)]
+use super::super::testing::{decode_all, text as get};
 use super::super::util::strs;
-use super::super::{decode_reader, Format};
+use super::super::Format;
 use super::ecs::split_command_line;
 use super::*;
 use correlator::Value;
 
-fn decode(text: &str) -> (Vec<Event>, Vec<DecodeError>) {
-    let (mut ok, mut bad) = (Vec::new(), Vec::new());
-    decode_reader(Format::Windows, "w", text.as_bytes(), &mut |r| match r {
-        Ok(e) => ok.push(e),
-        Err(e) => bad.push(e),
-    });
-    (ok, bad)
-}
-
-fn get<'a>(ev: &'a Event, p: &str) -> Option<&'a str> {
-    ev.get_path(p).and_then(Value::as_str)
+fn decode(t: &str) -> (Vec<Event>, Vec<DecodeError>) {
+    decode_all(Format::Windows, t)
 }
 
 const NXLOG_PIPE: &str = r#"{"EventID":17,"SourceName":"Microsoft-Windows-Sysmon","Channel":"Microsoft-Windows-Sysmon/Operational","Hostname":"WORKSTATION5.theshire.local","host":"wec.internal.cloudapp.net","EventTime":"2020-09-18 15:00:21","@timestamp":"2020-09-18T19:00:21.633Z","@version":"1","tags":["mordorDataset"],"UtcTime":"2020-09-18 19:00:21.120","PipeName":"&lt;Anonymous Pipe&gt;","Image":"C:\\Users\\p\\GruntHTTP.exe","ProcessId":"5780","ProcessGuid":"{a}","RuleName":"-","RecordNumber":7}"#;
