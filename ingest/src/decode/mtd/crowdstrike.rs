@@ -145,7 +145,7 @@ pub(super) fn falcon_mobile(ctx: &Ctx, record: &str, doc: &JsonValue) -> Result<
 fn severity(ev: &mut Event, d: &JsonValue) {
     let raw = util::get(d, "Severity").and_then(util::as_int);
     let label = nonempty(d, "SeverityName")
-        .and_then(|w| severity_word(&w.to_ascii_lowercase()))
+        .and_then(severity_word)
         .map(|(l, _)| l)
         .unwrap_or(match raw {
             Some(n) if n > 5 => match n {
